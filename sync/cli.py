@@ -1,3 +1,22 @@
+"""The ``crm-kpi`` command."""
+
+from __future__ import annotations
+
+import click
+
+from crm_kpi_worker import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crm-kpi")
 def main() -> None:
-    from crm_kpi_worker.sandbox.salesforce import probe
-    print("ok", probe.x)
+    """crm-kpi-worker: Account Executive KPIs computed from your CRM and written back into it."""
+
+
+def _register() -> None:
+    from crm_kpi_worker.sync.cli_config import config_group
+
+    main.add_command(config_group)
+
+
+_register()
