@@ -476,11 +476,33 @@ def _load_grammar() -> str:
     )
 
 
+# SOQL's reserved words can never be names. The contextual lexer only turns a word into a
+# keyword where the grammar accepts that keyword, so "SELECT Id, FROM Account" would otherwise
+# read FROM as a field; this callback makes such a word a keyword token everywhere (the parser
+# then stops at it: "unexpected token: 'FROM'"). GROUP, HAVING and WITH are reserved but not in
+# the grammar: they become RESERVED tokens, which no parser state accepts.
+_RESERVED_WORDS = frozenset(
+    {
+        "AND", "ASC", "DESC", "EXCLUDES", "FIRST", "FROM", "GROUP", "HAVING", "IN", "INCLUDES",
+        "LAST", "LIKE", "LIMIT", "NOT", "NULL", "NULLS", "OR", "SELECT", "WHERE", "WITH",
+    }
+)  # fmt: skip
+_RESERVED_NOT_IN_GRAMMAR = frozenset({"GROUP", "HAVING", "WITH"})
+
+
+def _reserved_word(token: Token) -> Token:
+    upper = token.value.upper()
+    if upper in _RESERVED_WORDS:
+        token.type = "RESERVED" if upper in _RESERVED_NOT_IN_GRAMMAR else upper
+    return token
+
+
 _PARSER = Lark(
     _load_grammar(),
     parser="lalr",
     lexer="contextual",
     transformer=_ToAst(),
+    lexer_callbacks={"NAME": _reserved_word},
     propagate_positions=False,
     maybe_placeholders=False,
 )
@@ -557,7 +579,7 @@ def _from_lark(text: str, error: UnexpectedInput) -> SoqlError:
         if token.type == "$END":
             return _malformed(text, len(text), "unexpected token: '<EOF>'")
         pos = token.start_pos
-        if token.type == "NAME" or token.value.isidentifier():
+        if token.value.isidentifier():
             special = _unsupported_reason(text, pos, token.value)
             if special is not None:
                 return _malformed(text, *special)
