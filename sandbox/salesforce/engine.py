@@ -630,7 +630,7 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
     outputs: list[Output] = []
     aggregates: list[tuple[str, ast.FuncCall, Accessor | None]] = []
     expression = 0
-    for item in query.select:
+    for item in () if query.is_count else query.select:
         expr = item.expr
         if isinstance(expr, ast.FuncCall) and expr.name in _AGGREGATES:
             accessor = (
@@ -649,7 +649,8 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
             "Field must be grouped or aggregated: the sandbox has no GROUP BY; select only"
             " aggregate functions",
         )
-    if query.is_count and (query.order_by or len(query.select) != 1):
+    if any(isinstance(i.expr, ast.FuncCall) and i.expr.name == "count" and not i.expr.args
+           for i in query.select) and not query.is_count:
         raise QueryError("MALFORMED_QUERY", "COUNT() must be the only element in the SELECT list")
     return Plan(query, table, ctx, where, outputs, order, aggregates)
 

@@ -1,0 +1,129 @@
+"""Fault injection for the sandbox CRMs: rate limits, server errors, slow answers, expired
+sessions and per-record write failures, on a schedule the caller controls.
+
+A rule matches requests by method and path (a regular expression searched in the path) and
+fires ``times`` times (``None``: forever), on every ``every``-th match, or with a probability
+drawn from a seeded generator, so a fault scenario is repeatable.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FaultKind = Literal["rate_limit", "daily_limit", "server_error", "slow", "expire_session", "write_failure"]
+FAULT_KINDS: tuple[str, ...] = (
+    "rate_limit",
+    "daily_limit",
+    "server_error",
+    "slow",
+    "expire_session",
+    "write_failure",
+)
+
+
+@dataclass
+class FaultRule:
+    kind: FaultKind
+    path: str = ""  # regular expression searched in the request path; "" matches all
+    method: str | None = None  # e.g. "GET"; None matches all
+    times: int | None = 1  # how many times it fires; None = no limit
+    every: int = 1  # fire on every n-th matching request
+    probability: float = 1.0
+    status: int = 503  # server_error: the HTTP status
+    retry_after: int = 1  # rate_limit: the Retry-After seconds
+    delay: float = 1.0  # slow: seconds to wait before answering
+    record_ids: tuple[str, ...] = ()  # write_failure: these records fail (empty: any record)
+    fired: int = 0
+    seen: int = 0
+    _pattern: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(FAULT_KINDS)}")
+        if self.every < 1 or not 0 <= self.probability <= 1 or (self.times is not None and self.times < 0):
+            raise ValueError("every >= 1, 0 <= probability <= 1 and times >= 0 are required")
+        self._pattern = re.compile(self.path)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FaultRule:
+        allowed = {"kind", "path", "method", "times", "every", "probability", "status",
+                   "retry_after", "delay", "record_ids"}
+        unknown = set(data) - allowed
+        if unknown:
+            raise ValueError(f"unknown fault rule keys: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        if "record_ids" in values:
+            values["record_ids"] = tuple(values["record_ids"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "path": self.path, "method": self.method, "times": self.times,
+            "every": self.every, "probability": self.probability, "status": self.status,
+            "retry_after": self.retry_after, "delay": self.delay,
+            "record_ids": list(self.record_ids), "fired": self.fired,
+        }
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method.upper() == method.upper()) and bool(
+            self._pattern.search(path)
+        )
+
+
+class FaultPlan:
+    """The rules in force on one sandbox; thread-safe."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)  # noqa: S311 - test scheduling, not security
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def rules(self) -> list[FaultRule]:
+        with self._lock:
+            return list(self._rules)
+
+    def draw(self, method: str, path: str, kinds: tuple[str, ...]) -> FaultRule | None:
+        """The first rule of one of ``kinds`` that fires for this request, counted as fired."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind not in kinds or not rule.matches(method, path):
+                    continue
+                if rule.times is not None and rule.fired >= rule.times:
+                    continue
+                rule.seen += 1
+                if rule.seen % rule.every:
+                    continue
+                if rule.probability < 1 and self._random.random() >= rule.probability:
+                    continue
+                rule.fired += 1
+                return rule
+        return None
+
+    def failing_record(self, record_id: str | None, method: str, path: str) -> FaultRule | None:
+        """A write_failure rule that fails this record (counted per record)."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind != "write_failure" or not rule.matches(method, path):
+                    continue
+                if rule.record_ids and record_id not in rule.record_ids:
+                    continue
+                if rule.times is not None and rule.fired >= rule.times:
+                    continue
+                if rule.probability < 1 and self._random.random() >= rule.probability:
+                    continue
+                rule.fired += 1
+                return rule
+        return None
