@@ -6,9 +6,9 @@ thread-safe.
 
 Errors are :class:`SoqlError` with ``code="MALFORMED_QUERY"`` and a message laid out the way
 Salesforce lays out its own (a leading newline, the query row, a caret line,
-``ERROR at Row:r:Column:c`` and a reason such as ``unexpected token: 'FORM'``). Like
-Salesforce, the row shown is cut to a window of about 30 characters on each side of the error,
-widened to whole words.
+``ERROR at Row:r:Column:c`` and a reason such as ``unexpected token: 'FORM'``). As in the
+messages Salesforce returns (inferred from published examples, not from a live org), the row
+shown is cut to about 30 characters on each side of the error, widened to whole words.
 
 String literals: the escapes ``\\' \\" \\\\ \\n \\r \\t \\b \\f`` (letters in either case) are
 resolved. ``\\_`` and ``\\%`` keep their backslash in ``StringLit.value`` so that LIKE can tell
@@ -550,7 +550,7 @@ def _unsupported_reason(text: str, pos: int, word: str) -> tuple[int, str] | Non
     upper = word.upper()
     next_match = _NEXT_WORD_RE.match(text, pos + len(word))
     following = next_match.group(1).upper() if next_match else ""
-    if upper == "GROUP":
+    if upper == "GROUP" and following == "BY":
         return pos, f"GROUP BY {_UNSUPPORTED}"
     if upper == "HAVING":
         return pos, f"HAVING {_UNSUPPORTED}"
