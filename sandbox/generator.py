@@ -317,17 +317,15 @@ def _email(first: str, last: str) -> str:
     return f"{_ascii_slug(first)}.{_ascii_slug(last)}@{EMAIL_DOMAIN}"
 
 
-def _grouped_strict(group: np.ndarray, times: np.ndarray, within: np.ndarray) -> np.ndarray:
-    """Make ``times`` strictly increasing inside each group (rows sorted by group, then time).
+def _grouped_strict(times: np.ndarray, within: np.ndarray) -> None:
+    """Make ``times`` strictly increasing inside each group, in place.
 
-    ``within`` is each row's position inside its group. Works on int64 (group, time) keys so
-    one ``maximum.accumulate`` never leaks across groups.
+    Rows are sorted by group then time; ``within`` is each row's position inside its group
+    (small: a deal has at most a handful of rows), so one vectorised pass per position does.
     """
-    key = group.astype(np.int64) * _KEY_SHIFT + (times - within)
-    np.maximum.accumulate(key, out=key)
-    key -= group.astype(np.int64) * _KEY_SHIFT
-    key += within
-    return key
+    for position in range(1, int(within.max(initial=0)) + 1):
+        rows = np.flatnonzero(within == position)
+        times[rows] = np.maximum(times[rows], times[rows - 1] + 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,18 +336,25 @@ _T = TypeVar("_T")
 
 
 def _concat(first: _T, second: _T) -> _T:
+    """Concatenate two tables column by column, emptying both as it goes (bounded memory)."""
     values: dict[str, Any] = {}
     for f in fields(first):  # type: ignore[arg-type]
         a, b = getattr(first, f.name), getattr(second, f.name)
+        setattr(first, f.name, None)
+        setattr(second, f.name, None)
         values[f.name] = a + b if isinstance(a, list) else np.concatenate([a, b])
+        del a, b
     return type(first)(**values)
 
 
 def _take(table: _T, order: np.ndarray) -> _T:
+    """Reorder a table's rows, emptying it column by column as it goes."""
     values: dict[str, Any] = {}
     for f in fields(table):  # type: ignore[arg-type]
         column = getattr(table, f.name)
+        setattr(table, f.name, None)
         values[f.name] = [column[i] for i in order] if isinstance(column, list) else column[order]
+        del column
     return type(table)(**values)
 
 
@@ -1140,48 +1145,49 @@ def _filler(
     created_ms = created_day * DAY_MS + rng.integers(7 * 60, 17 * 60, n) * MINUTE_MS
     account = rng.integers(0, n_acc, n).astype(np.int32)
     owner_local = acc_owner_local[account]
-    moved = rng.random(n) < 0.1
-    owner_local[moved] = rng.choice(n_ae, size=int(moved.sum()), p=ae_weight)
+    moved = np.flatnonzero(rng.random(n) < 0.1)
+    owner_local[moved] = rng.choice(n_ae, size=len(moved), p=ae_weight)
+    del moved
     owner = (owner_local + user_offset).astype(np.int32)
     unassigned = rng.random(n) < 0.002
     owner[unassigned] = INTEGRATION
 
-    cycle = np.clip(np.rint(rng.gamma(2.0, 24.0, n)), 1, 540).astype(np.int64)
-    close_day = created_day + cycle
+    close_day = created_day + np.clip(np.rint(rng.gamma(2.0, 24.0, n)), 1, 540).astype(np.int64)
     dow = (close_day + 3) % 7
-    close_day += np.where(dow == 5, 2, np.where(dow == 6, 1, 0))
+    close_day += (dow == 5) * 2 + (dow == 6)  # closes on weekdays
+    del dow
     due = close_day <= ref_day
     win_p = np.clip(rng.normal(0.27, 0.05, n_ae), 0.12, 0.45)
     u = rng.random(n)
     won = due & (u < win_p[owner_local])
     lost = due & ~won & (u < 0.95)
+    closed = won | lost
+    del u, due
     open_stage = rng.choice(5, size=n, p=(0.2, 0.3, 0.25, 0.15, 0.1)).astype(np.int8)
     lost_reach = rng.choice(5, size=n, p=(0.15, 0.25, 0.3, 0.2, 0.1)).astype(np.int8)
     stage = np.where(won, np.int8(WON), np.where(lost, np.int8(LOST), open_stage)).astype(np.int8)
     n_rows = np.where(won, 6, np.where(lost, lost_reach + 2, open_stage + 1)).astype(np.int64)
-    del u, open_stage
+    del open_stage, lost_reach
 
     currency = acc_group[account]
     rate = np.array([FX_RATES.get(c, _CHF_PER_EUR) for c in CURRENCIES])
-    eur = rng.lognormal(math.log(12000), 0.85, n)
-    amount = np.maximum(500.0, np.rint(eur * rate[currency] / 100) * 100)
+    amount = rng.lognormal(math.log(12000), 0.85, n)
+    amount *= rate[currency]
+    amount = np.maximum(500.0, np.rint(amount / 100) * 100)
     amount[rng.random(n) < 0.002] = np.nan
-    del eur
     deal_type = rng.choice(len(DEAL_TYPES), size=n, p=(0.6, 0.25, 0.12, 0.03)).astype(np.int8)
     product = rng.choice(len(PRODUCTS), size=n, p=(0.4, 0.2, 0.15, 0.15, 0.1)).astype(np.int8)
     term = rng.choice(np.array([12, 24, 36], dtype=np.int16), size=n, p=(0.92, 0.05, 0.03))
 
     # ---- Stage history: row j of a deal is funnel stage j, except a closed deal's last row.
-    closed = won | lost
     total = int(n_rows.sum())
     row_start = np.cumsum(n_rows) - n_rows
     row_deal = np.repeat(np.arange(n, dtype=np.int32), n_rows)
-    within = np.arange(total, dtype=np.int64) - np.repeat(row_start, n_rows)
+    within = (np.arange(total, dtype=np.int64) - np.repeat(row_start, n_rows)).astype(np.int8)
     last_row = row_start + n_rows - 1
-    row_stage = within.astype(np.int8)
+    row_stage = within.copy()
     row_stage[last_row[closed]] = stage[closed]
     close_ms = close_day * DAY_MS + rng.integers(15 * 60, 17 * 60, n) * MINUTE_MS
-    end = np.where(closed, close_ms, end_ms)
     # Times: cumulated exponential gaps, scaled to [created, end]; a closed deal's last row
     # is exactly its closing; an open deal keeps a trailing gap (time in its current stage).
     frac = rng.exponential(1.0, total)
@@ -1192,11 +1198,13 @@ def _filler(
     span_units[span_units == 0] = 1.0
     frac /= np.repeat(span_units, n_rows)
     del span_units
-    frac *= np.repeat((end - created_ms).astype(np.float64), n_rows)
-    changed_at = np.repeat(created_ms, n_rows) + frac.astype(np.int64)
+    frac *= np.repeat((np.where(closed, close_ms, end_ms) - created_ms).astype(np.float64), n_rows)
+    changed_at = frac.astype(np.int64)
     del frac
+    changed_at += np.repeat(created_ms, n_rows)
     changed_at[last_row[closed]] = close_ms[closed]
-    changed_at = _grouped_strict(row_deal, changed_at, within)
+    _grouped_strict(changed_at, within)
+    del row_start, within, n_rows
 
     # ---- Close-date edits for ~10% of the deals (1-3 each, mostly later = slips).
     edited = np.flatnonzero((rng.random(n) < 0.10) & (close_day - created_day >= 10))
@@ -1205,13 +1213,13 @@ def _filler(
     n_e = len(edit_deal)
     edit_start = np.cumsum(n_edits) - n_edits
     edit_within = np.arange(n_e) - np.repeat(edit_start, n_edits)
-    limit_ms = np.where(closed, changed_at[last_row], end_ms)[edited]
+    limit_ms = np.where(closed[edited], changed_at[last_row[edited]], end_ms)
     first_ms = created_ms[edited]
     u = np.sort(edit_deal + rng.uniform(0.02, 0.92, n_e)) - edit_deal  # sorted inside a deal
     edit_ms = np.repeat(first_ms, n_edits) + (
         u * np.repeat(limit_ms - first_ms, n_edits).astype(np.float64)
     ).astype(np.int64)
-    edit_ms = _grouped_strict(edit_deal, edit_ms, edit_within)
+    _grouped_strict(edit_ms, edit_within)
     max_delta = np.maximum(1, np.minimum(30, (close_day[edited] - created_day[edited] - 1) // 3))
     delta = 1 + np.floor(rng.random(n_e) * np.repeat(max_delta, n_edits)).astype(np.int64)
     delta = np.where(rng.random(n_e) < 0.85, delta, -delta)  # some moved earlier
@@ -1219,72 +1227,43 @@ def _filler(
     group_total = np.add.reduceat(delta, edit_start) if n_e else delta
     prefix_excl = cs - delta - np.repeat(cs[edit_start] - delta[edit_start], n_edits)
     suffix_incl = np.repeat(group_total, n_edits) - prefix_excl
-    old_day = np.repeat(close_day[edited], n_edits) - suffix_incl
-    new_day = old_day + delta
-    del cs, prefix_excl, suffix_incl, u
-    # Each stage row carries the close date in effect when it was written.
-    initial_close = close_day.copy()
-    initial_close[edited] = old_day[edit_start]
-    edit_key = edit_deal.astype(np.int64) * _KEY_SHIFT + edit_ms
-    row_key = row_deal.astype(np.int64) * _KEY_SHIFT + changed_at
-    pos = np.searchsorted(edit_key, row_key, side="right") - 1
-    del row_key
+    old_day = (np.repeat(close_day[edited], n_edits) - suffix_incl).astype(np.int32)
+    new_day = (old_day + delta).astype(np.int32)
+    del cs, prefix_excl, suffix_incl, u, limit_ms, first_ms, max_delta, delta, edit_within
+    del created_day
+    # Each stage row carries the close date in effect when it was written. Only the rows of
+    # edited deals need a look-up; the others carry the final close date.
+    row_close = close_day.astype(np.int32)[row_deal]
     if n_e:
+        initial_close = close_day.astype(np.int32)
+        initial_close[edited] = old_day[edit_start]
+        has_edits = np.zeros(n, dtype=bool)
+        has_edits[edited] = True
+        rows = np.flatnonzero(has_edits[row_deal])
+        edit_key = edit_deal.astype(np.int64) * _KEY_SHIFT + edit_ms
+        row_key = row_deal[rows].astype(np.int64) * _KEY_SHIFT + changed_at[rows]
+        pos = np.searchsorted(edit_key, row_key, side="right") - 1
         pos_c = np.maximum(pos, 0)
-        applies = (pos >= 0) & (edit_deal[pos_c] == row_deal)
-        row_close = np.where(applies, new_day[pos_c], initial_close[row_deal])
-        del pos_c, applies
-    else:
-        row_close = initial_close[row_deal]
-    del pos, edit_key
+        applies = (pos >= 0) & (edit_deal[pos_c] == row_deal[rows])
+        row_close[rows] = np.where(applies, new_day[pos_c], initial_close[row_deal[rows]])
+        del initial_close, has_edits, rows, edit_key, row_key, pos, pos_c, applies
+    del edited, n_edits, edit_start
 
     # ---- last_modified, deletions.
-    last_modified = changed_at[last_row].copy()
+    last_modified = changed_at[last_row]
+    del last_row
     if n_e:
         np.maximum.at(last_modified, edit_deal, edit_ms)
-    bumped = rng.random(n) < 0.15
-    last_modified[bumped] += (
-        rng.random(int(bumped.sum())) * (end_ms - last_modified[bumped])
-    ).astype(np.int64)
+    bumped = np.flatnonzero(rng.random(n) < 0.15)
+    last_modified[bumped] += (rng.random(len(bumped)) * (end_ms - last_modified[bumped])).astype(
+        np.int64
+    )
+    del bumped
     deleted = rng.random(n) < 0.01
     deleted_at = np.zeros(n, dtype=np.int64)
     deleted_at[deleted] = last_modified[deleted] + (
         rng.random(int(deleted.sum())) * (end_ms - last_modified[deleted])
     ).astype(np.int64)
-
-    deals = DealTable(
-        owner=owner,
-        account=(account + account_offset).astype(np.int32),
-        product=product,
-        created_at=created_ms.astype(np.int64),
-        close_day=close_day.astype(np.int32),
-        stage=stage,
-        amount=amount,
-        currency=currency.astype(np.int8),
-        deal_type=deal_type,
-        forecast_category=STAGE_FORECAST[stage],
-        probability=STAGE_PROBABILITY[stage],
-        term_months=term.astype(np.int16),
-        is_deleted=deleted,
-        deleted_at=deleted_at,
-        last_modified=last_modified,
-    )
-    stage_changes = StageChangeTable(
-        deal=(row_deal + deal_offset).astype(np.int32),
-        stage=row_stage,
-        changed_at=changed_at,
-        amount=amount[row_deal],
-        close_day=row_close.astype(np.int32),
-        probability=STAGE_PROBABILITY[row_stage],
-        forecast_category=STAGE_FORECAST[row_stage],
-    )
-    del row_close
-    close_date_changes = CloseDateChangeTable(
-        deal=(edit_deal + deal_offset).astype(np.int32),
-        old_day=old_day.astype(np.int32),
-        new_day=new_day.astype(np.int32),
-        changed_at=edit_ms,
-    )
 
     # ---- Activities: demos for deals that reached demo (the first when the stage was
     # entered, follow-ups until the next stage), a discovery call for a quarter of the deals,
@@ -1303,7 +1282,7 @@ def _filler(
     demo_at = np.repeat(demo_from, repeats) + (
         frac * np.repeat(demo_to - demo_from, repeats).astype(np.float64)
     ).astype(np.int64)
-    del frac, demo_from, demo_to, demo_rows
+    del frac, demo_from, demo_to, demo_rows, first_of, repeats
     calls = np.flatnonzero(rng.random(n) < 0.25)
     meetings = np.flatnonzero(won & (rng.random(n) < 0.5))
     act_deal = np.concatenate([demo_deal, calls, meetings]).astype(np.int32)
@@ -1314,34 +1293,62 @@ def _filler(
             np.full(len(meetings), KIND_MEETING, dtype=np.int8),
         ]
     )
-    act_when = np.concatenate([demo_at, created_ms[calls], close_ms[meetings]])
-    del demo_deal, demo_at
-    act_day = _snap_weekday(act_when // DAY_MS, ref_day)
+    act_start = np.concatenate([demo_at, created_ms[calls], close_ms[meetings]])
+    del demo_deal, demo_at, calls, meetings, close_ms
+    act_start //= DAY_MS
+    act_start = _snap_weekday(act_start, ref_day)
     n_act = len(act_deal)
-    act_start = act_day * DAY_MS + rng.integers(8 * 4, 16 * 4 + 1, n_act) * 15 * MINUTE_MS
+    act_start *= DAY_MS
+    act_start += rng.integers(8 * 4, 16 * 4 + 1, n_act) * 15 * MINUTE_MS
     duration = np.where(
         act_kind == KIND_DEMO,
-        rng.choice(np.array([45, 60]), size=n_act),
-        np.where(act_kind == KIND_CALL, 30, 60),
+        rng.choice(np.array([45, 60], dtype=np.int16), size=n_act),
+        np.where(act_kind == KIND_CALL, np.int16(30), np.int16(60)),
     ).astype(np.int16)
     act_created = act_start - rng.integers(1, 10 * 24, n_act) * HOUR_MS
-    act_end = act_start + duration.astype(np.int64) * MINUTE_MS
-    act_modified = np.minimum(act_end + rng.integers(0, 120, n_act) * MINUTE_MS, end_ms)
+    act_modified = act_start + duration.astype(np.int64) * MINUTE_MS
+    act_modified += rng.integers(0, 120, n_act) * MINUTE_MS
+    np.minimum(act_modified, end_ms, out=act_modified)
+    act_owner = owner[act_deal]
+    act_account = account[act_deal]
+    act_account += np.int32(account_offset)
+    act_deal += np.int32(deal_offset)
     activities = ActivityTable(
-        owner=owner[act_deal],
-        deal=(act_deal + deal_offset).astype(np.int32),
-        account=(account[act_deal] + account_offset).astype(np.int32),
+        owner=act_owner,
+        deal=act_deal,
+        account=act_account,
         kind=act_kind,
         start=act_start,
         duration_minutes=duration,
         created_at=act_created,
         last_modified=act_modified,
     )
+    del act_owner, act_deal, act_account, act_kind, act_start, duration, act_created
+    del act_modified
+
+    # ---- Stage changes and close-date changes (global deal indexes).
+    stage_changes = StageChangeTable(
+        deal=row_deal,
+        stage=row_stage,
+        changed_at=changed_at,
+        amount=amount[row_deal],
+        close_day=row_close,
+        probability=STAGE_PROBABILITY[row_stage],
+        forecast_category=STAGE_FORECAST[row_stage],
+    )
+    row_deal += np.int32(deal_offset)
+    del row_deal, row_stage, changed_at, row_close
+    edit_deal += np.int32(deal_offset)
+    close_date_changes = CloseDateChangeTable(
+        deal=edit_deal, old_day=old_day, new_day=new_day, changed_at=edit_ms
+    )
+    del edit_deal, old_day, new_day, edit_ms
 
     # ---- Churn: ~6% of customers (won new business) churn 20-400 days after the first win.
     first_win = np.full(n_acc, np.iinfo(np.int32).max, dtype=np.int64)
     new_won = won & (deal_type == NEW_BUSINESS) & ~deleted
     np.minimum.at(first_win, account[new_won], close_day[new_won])
+    del new_won
     churn = first_win + rng.integers(20, 400, n_acc)
     churns = (first_win < np.iinfo(np.int32).max) & (rng.random(n_acc) < 0.06) & (churn <= ref_day)
     churn_day = np.where(churns, churn, NULL_DAY).astype(np.int32)
@@ -1357,6 +1364,7 @@ def _filler(
         created_at=acc_created.astype(np.int64),
         last_modified=np.maximum(acc_created, acc_modified).astype(np.int64),
     )
+    del acc_names, acc_country, first_win, churn, churns, acc_modified
 
     # ---- Quotas: every filler AE, every quarter from the window's first to the next one,
     # around the AE's expected bookings / 0.9 (share of the org's bookings that quarter).
@@ -1399,6 +1407,24 @@ def _filler(
         amount=quota,
         created_at=q_created,
         last_modified=q_created.copy(),
+    )
+    account += np.int32(account_offset)
+    deals = DealTable(
+        owner=owner,
+        account=account,
+        product=product,
+        created_at=created_ms,
+        close_day=close_day.astype(np.int32),
+        stage=stage,
+        amount=amount,
+        currency=currency,
+        deal_type=deal_type,
+        forecast_category=STAGE_FORECAST[stage],
+        probability=STAGE_PROBABILITY[stage],
+        term_months=term,
+        is_deleted=deleted,
+        deleted_at=deleted_at,
+        last_modified=last_modified,
     )
     return {
         "users": users,
