@@ -15,8 +15,10 @@ def main() -> None:
 
 def _register() -> None:
     from crm_kpi_worker.sync.cli_config import config_group
+    from crm_kpi_worker.sync.cli_demo import demo_command
     from crm_kpi_worker.sync.cli_sandbox import sandbox_group
 
+    main.add_command(demo_command)
     main.add_command(config_group)
     main.add_command(sandbox_group)
 

@@ -353,7 +353,7 @@ class SandboxOrg:
         table.add(StringColumn(FieldDef("Type", "picklist", "Account Type", picklist=_picklist(["Prospect", "Customer"])), ["Prospect", "Customer"], customer.astype(np.int32)))
         table.add(StringColumn.from_values(FieldDef("Industry", "picklist", "Industry"), accounts.industry))
         table.add(StringColumn.from_values(FieldDef("BillingCountry", "string", "Billing Country", length=80), accounts.country))
-        table.add(StringColumn.from_values(FieldDef("CurrencyIsoCode", "picklist", "Account Currency", nillable=False, picklist=_picklist(self.data.currencies)), [self.data.reporting_currency] * n))
+        table.add(StringColumn.from_values(FieldDef("CurrencyIsoCode", "picklist", "Account Currency", nillable=False, picklist=_picklist(self.data.currencies), default_on_create=self.data.reporting_currency), [self.data.reporting_currency] * n))
         table.add(DateColumn(FieldDef("Churn_Date__c", "date", "Churn Date", custom=True, help_text="Day the customer stopped paying."), accounts.churn_day))
         self._reference(table, "OwnerId", "User", "Owner", accounts.owner, nillable=False)
         self._audit(table, accounts.created_at, accounts.last_modified, by=self.admin_row)
@@ -389,7 +389,7 @@ class SandboxOrg:
         table.add(StringColumn(FieldDef("Type", "picklist", "Opportunity Type", picklist=_picklist([*type_names, *EXTRA_TYPES])), type_names, deals.deal_type.astype(np.int32)))
         forecast_names = [SF_FORECAST_NAMES[key] for key in ds.FORECAST_CATEGORIES]
         table.add(StringColumn(FieldDef("ForecastCategoryName", "picklist", "Forecast Category", picklist=_picklist(list(FORECAST_API_VALUES))), forecast_names, deals.forecast_category.astype(np.int32)))
-        table.add(StringColumn(FieldDef("CurrencyIsoCode", "picklist", "Opportunity Currency", nillable=False, picklist=_picklist(self.data.currencies)), self.data.currencies, deals.currency.astype(np.int32)))
+        table.add(StringColumn(FieldDef("CurrencyIsoCode", "picklist", "Opportunity Currency", nillable=False, picklist=_picklist(self.data.currencies), default_on_create=self.data.reporting_currency), self.data.currencies, deals.currency.astype(np.int32)))
         table.add(NumberColumn(FieldDef("Contract_Term_Months__c", "double", "Contract Term (months)", custom=True, precision=3), deals.term_months.astype(np.float64)))
         self._reference(table, "OwnerId", "User", "Owner", deals.owner, nillable=False)
         self._audit(table, deals.created_at, deals.last_modified, by=deals.owner)
@@ -572,7 +572,7 @@ class SandboxOrg:
         table.add(StringColumn.from_values(FieldDef("ForecastingTypeId", "reference", "Forecasting Type ID", reference_to=("ForecastingType",), length=18), [forecasting_type] * n))
         table.add(BoolColumn(FieldDef("IsAmount", "boolean", "Is Amount", nillable=False), np.ones(n, dtype=bool)))
         table.add(BoolColumn(FieldDef("IsQuantity", "boolean", "Is Quantity", nillable=False), np.zeros(n, dtype=bool)))
-        table.add(StringColumn.from_values(FieldDef("CurrencyIsoCode", "picklist", "Currency ISO Code", nillable=False, picklist=_picklist(self.data.currencies)), [self.data.reporting_currency] * n))
+        table.add(StringColumn.from_values(FieldDef("CurrencyIsoCode", "picklist", "Currency ISO Code", nillable=False, picklist=_picklist(self.data.currencies), default_on_create=self.data.reporting_currency), [self.data.reporting_currency] * n))
         self._audit(table, quotas.created_at, quotas.last_modified, by=self.admin_row)
 
     # ---- writes -----------------------------------------------------------------------------
@@ -628,8 +628,15 @@ class SandboxOrg:
                     d.name
                     for d in table.sobject.fields.values()
                     if not d.nillable and d.createable and d.type != "boolean"
+                    and d.default_on_create is None
                     and d.name.lower() not in given and d.name.lower() != "ownerid"
                 ]
+                defaults = [
+                    (table.columns[name], d.default_on_create)
+                    for name, d in table.sobject.fields.items()
+                    if d.default_on_create is not None and name not in given
+                ]
+                planned = defaults + planned
                 if missing:
                     raise RecordError(
                         "REQUIRED_FIELD_MISSING",

@@ -160,7 +160,7 @@ class SalesforceSandboxApp:
                 Rule("/services/data/v<version>/sobjects/<sobject>/<record_id>", endpoint="record", methods=["GET", "PATCH", "DELETE"], strict_slashes=False),
                 Rule("/services/data/v<version>/sobjects/<sobject>/<ext_field>/<path:ext_value>", endpoint="external", methods=["GET", "PATCH"]),
                 Rule("/services/data/v<version>/composite/sobjects", endpoint="collections", methods=["POST", "PATCH", "DELETE"], strict_slashes=False),
-                Rule("/services/data/v<version>/composite/sobjects/<sobject>", endpoint="collections_get", methods=["GET", "POST"], strict_slashes=False),
+                Rule("/services/data/v<version>/composite/sobjects/<sobject>", endpoint="collections_typed", methods=["GET", "POST", "PATCH", "DELETE"], strict_slashes=False),
                 Rule("/services/data/v<version>/composite/sobjects/<sobject>/<ext_field>", endpoint="collections_upsert", methods=["PATCH"], strict_slashes=False),
                 Rule("/services/data/v<version>/tooling/sobjects/<sobject>", endpoint="tooling_create", methods=["POST"], strict_slashes=False),
                 Rule("/_sandbox/faults", endpoint="admin_faults", methods=["GET", "POST", "DELETE"]),
@@ -193,8 +193,8 @@ class SalesforceSandboxApp:
         if endpoint in {"soap_login", "oauth_token"}:
             self.stats.login_calls += 1
             return handler(request, **args)
-        if endpoint.startswith("admin_"):
-            return handler(request, **args)
+        if endpoint.startswith("admin_") or endpoint == "versions":
+            return handler(request, **args)  # no session needed, not counted (as Salesforce)
         try:
             self._check_version(args.get("version"))
             user_row = self._authenticate(request)
@@ -606,7 +606,15 @@ class SalesforceSandboxApp:
         creating = request.method == "POST"
         return self._json(self._write_collection(request, body, user_row, creating=creating, ext_field=None, sobject=None))
 
-    def on_collections_get(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
+    def on_collections_typed(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
+        """``composite/sobjects/{Type}``: retrieve (GET, or POST with ids), and the forms with
+        the type in the URL that Salesforce's Postman collection uses for update and delete."""
+        if request.method == "PATCH":
+            body = self._collection_body(request)
+            return self._json(self._write_collection(request, body, user_row, creating=False, ext_field=None, sobject=sobject))
+        if request.method == "DELETE":
+            self._table(sobject)
+            return self.on_collections(request, user_row, version)
         table = self._table(sobject)
         if request.method == "POST":
             body = self._body(request) or {}

@@ -78,6 +78,7 @@ class FieldDef:
     scale: int = 0
     help_text: str | None = None
     name_field: bool = False
+    default_on_create: Any = None  # value a create gets when it does not set the field
 
     def describe(self) -> dict[str, Any]:
         soap = {
@@ -97,7 +98,9 @@ class FieldDef:
             "createable": self.createable,
             "custom": self.custom,
             "defaultValue": False if self.type == "boolean" else None,
-            "defaultedOnCreate": self.type == "boolean" or self.name in _SYSTEM_FIELDS,
+            "defaultedOnCreate": self.type == "boolean"
+            or self.name in _SYSTEM_FIELDS
+            or self.default_on_create is not None,
             "digits": 9 if self.type == "int" else 0,
             "externalId": self.external_id,
             "filterable": self.type != "textarea",

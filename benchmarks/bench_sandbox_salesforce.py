@@ -1,0 +1,125 @@
+"""Benchmark: the sandbox Salesforce serving a full opportunity pull to the real client.
+
+For each size it starts ``crm-kpi sandbox salesforce --deals N --port 0`` as its own process
+(so its memory is measured alone), pages through every opportunity with simple-salesforce's
+``query_all_iter`` and prints: start-up time, pages, API calls against the minimum
+(ceil(N / 2000)), rows per second served, and the server's peak resident memory.
+
+    python benchmarks/bench_sandbox_salesforce.py               # 200k and 1M
+    python benchmarks/bench_sandbox_salesforce.py --deals 20000  # a quick run
+
+Only loopback traffic; the server stops at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from simple_salesforce import Salesforce
+
+from crm_kpi_worker.connectors.http import build_session
+
+FIELDS = "Id, Name, AccountId, OwnerId, StageName, Amount, CurrencyIsoCode, CloseDate, Type, ForecastCategoryName, Probability, IsClosed, IsWon, CreatedDate, SystemModstamp"
+PAGE_SIZE = 2000
+
+
+@dataclass
+class Result:
+    deals: int
+    startup_s: float
+    rows: int
+    pages: int
+    api_calls: int
+    pull_s: float
+    server_peak_mb: float
+
+    @property
+    def minimum_calls(self) -> int:
+        return math.ceil(self.deals / PAGE_SIZE)
+
+    def lines(self) -> list[str]:
+        return [
+            f"deals {self.deals:,}",
+            f"  server ready in        {self.startup_s:8.2f} s (generation + indexing + TLS)",
+            f"  rows served            {self.rows:>10,} in {self.pages} pages",
+            f"  API calls              {self.api_calls:>10,} (minimum {self.minimum_calls:,};"
+            f" ratio {self.api_calls / self.minimum_calls:.3f})",
+            f"  pull wall time         {self.pull_s:8.2f} s",
+            f"  rows/s served          {self.rows / self.pull_s:>10,.0f}",
+            f"  server peak memory     {self.server_peak_mb:8.1f} MB"
+            f" ({self.server_peak_mb * 1024 * 1024 / self.deals:,.0f} bytes per opportunity)",
+        ]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def run(deals: int, *, command: list[str] | None = None) -> Result:
+    command = command or [sys.executable, "-m", "crm_kpi_worker", "sandbox", "salesforce"]
+    started = time.perf_counter()
+    process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+        [*command, "--port", "0", "--deals", str(deals)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = ca_path = None
+        assert process.stdout is not None
+        for line in process.stdout:
+            if found := re.search(r"listening on (https://\S+)", line):
+                url = found.group(1)
+            if found := re.search(r"trust it as ca_bundle\): (\S+)", line):
+                ca_path = found.group(1)
+            if "ready in" in line:
+                break
+        else:
+            raise RuntimeError(f"the sandbox exited early with status {process.wait()}")
+        startup = time.perf_counter() - started
+        assert url and ca_path
+        session = build_session(
+            ca_bundle=ca_path, routes={"login.salesforce.com": url}, timeout=120
+        )
+        sf = Salesforce(username="demo@sandbox.local", password="demo", security_token="", session=session)
+        before = sf.api_usage
+        del before
+        pull_started = time.perf_counter()
+        rows = sum(1 for _ in sf.query_all_iter(f"SELECT {FIELDS} FROM Opportunity", include_deleted=True))
+        pull = time.perf_counter() - pull_started
+        stats = session.get(f"{url}/_sandbox/stats").json()
+        pages = stats["by_route"].get("query_all", 0) + stats["by_route"].get("query_more", 0)
+        return Result(deals, startup, rows, pages, pages, pull, _peak_rss_mb(process.pid))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, action="append", help="sizes to run (repeatable)")
+    args = parser.parse_args(argv)
+    sizes = args.deals or [200_000, 1_000_000]
+    print(f"sandbox Salesforce benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    for size in sizes:
+        result = run(size)
+        for line in result.lines():
+            print(line)
+        if result.rows != size:
+            print(f"  ERROR: expected {size} rows, got {result.rows}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
