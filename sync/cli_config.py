@@ -1,0 +1,81 @@
+"""``crm-kpi config ...``: check configuration files and print the shipped ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from crm_kpi_worker.config import path_of
+from crm_kpi_worker.sync.config_loader import (
+    ConfigError,
+    ConfigFileError,
+    load_config,
+    summarize,
+)
+
+#: Exit statuses of ``config validate``.
+EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+
+_DEFAULT_MAPPINGS = {
+    "salesforce": "salesforce-default-mapping.yaml",
+    "hubspot": "hubspot-default-mapping.yaml",
+}
+_EXAMPLES = {
+    "salesforce": "example-salesforce.yaml",
+    "hubspot": "example-hubspot.yaml",
+    "demo": "demo-salesforce.yaml",
+}
+
+
+@click.group("config")
+def config_group() -> None:
+    """Check configuration files and print the shipped ones."""
+
+
+@config_group.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--check-secrets",
+    is_flag=True,
+    help=(
+        "Also read every secret ({env: ...}, {file: ...}) and every file the config names"
+        " (CA bundles, quota CSVs), reporting each one missing. Secret values are never"
+        " printed."
+    ),
+)
+@click.pass_context
+def validate_command(ctx: click.Context, file: Path, check_secrets: bool) -> None:
+    """Validate FILE and print a summary of it.
+
+    Every problem is printed to stderr as FILE:LINE:COLUMN: KEY.PATH: MESSAGE. Exit status:
+    0 valid, 1 problems found, 2 the file cannot be read.
+    """
+    try:
+        config = load_config(file, check_secrets=check_secrets)
+    except ConfigFileError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem.file}: {problem.message}", err=True)
+        ctx.exit(EXIT_UNREADABLE)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        count = len(exc.problems)
+        click.echo(f"{count} problem{'s' if count != 1 else ''} found in {file}", err=True)
+        ctx.exit(EXIT_INVALID)
+    checked = " (secrets and files checked)" if check_secrets else ""
+    click.echo(f"{file}: valid{checked}")
+    click.echo(summarize(config))
+
+
+@config_group.command("show-default")
+@click.argument("crm", type=click.Choice(sorted(_DEFAULT_MAPPINGS)), default="salesforce")
+def show_default_command(crm: str) -> None:
+    """Print the shipped default mapping for CRM (paste it under sources[N].mapping)."""
+    click.echo(path_of(_DEFAULT_MAPPINGS[crm]).read_text(encoding="utf-8"), nl=False)
+
+
+@config_group.command("show-example")
+@click.argument("name", type=click.Choice(sorted(_EXAMPLES)), default="salesforce")
+def show_example_command(name: str) -> None:
+    """Print a shipped example config (a starting point: copy it and edit)."""
+    click.echo(path_of(_EXAMPLES[name]).read_text(encoding="utf-8"), nl=False)
