@@ -23,11 +23,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from crm_kpi_worker.connectors.http import build_session
 from simple_salesforce import Salesforce
 
-from crm_kpi_worker.connectors.http import build_session
-
-FIELDS = "Id, Name, AccountId, OwnerId, StageName, Amount, CurrencyIsoCode, CloseDate, Type, ForecastCategoryName, Probability, IsClosed, IsWon, CreatedDate, SystemModstamp"
+FIELDS = (
+    "Id, Name, AccountId, OwnerId, StageName, Amount, CurrencyIsoCode, CloseDate, Type,"
+    " ForecastCategoryName, Probability, IsClosed, IsWon, CreatedDate, SystemModstamp"
+)
 PAGE_SIZE = 2000
 
 
@@ -91,11 +93,13 @@ def run(deals: int, *, command: list[str] | None = None) -> Result:
         session = build_session(
             ca_bundle=ca_path, routes={"login.salesforce.com": url}, timeout=120
         )
-        sf = Salesforce(username="demo@sandbox.local", password="demo", security_token="", session=session)
-        before = sf.api_usage
-        del before
+        sf = Salesforce(
+            username="demo@sandbox.local", password="demo", security_token="", session=session
+        )
         pull_started = time.perf_counter()
-        rows = sum(1 for _ in sf.query_all_iter(f"SELECT {FIELDS} FROM Opportunity", include_deleted=True))
+        rows = sum(
+            1 for _ in sf.query_all_iter(f"SELECT {FIELDS} FROM Opportunity", include_deleted=True)
+        )
         pull = time.perf_counter() - pull_started
         stats = session.get(f"{url}/_sandbox/stats").json()
         pages = stats["by_route"].get("query_all", 0) + stats["by_route"].get("query_more", 0)

@@ -38,7 +38,9 @@ def build_ssl_context(ca_bundle: str | Path | None = None) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=str(path))
         except ssl.SSLError as exc:
-            raise ValueError(f"CA bundle {str(path)!r} holds no usable PEM certificate: {exc}")
+            raise ValueError(
+                f"CA bundle {str(path)!r} holds no usable PEM certificate: {exc}"
+            ) from None
     return context
 
 

@@ -1,2 +1,3 @@
 """crm-kpi-worker: AE KPIs computed from CRM deals and written back into the CRM."""
+
 __version__ = "0.1.0"

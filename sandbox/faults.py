@@ -14,7 +14,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FaultKind = Literal["rate_limit", "daily_limit", "server_error", "slow", "expire_session", "write_failure"]
+FaultKind = Literal[
+    "rate_limit", "daily_limit", "server_error", "slow", "expire_session", "write_failure"
+]
 FAULT_KINDS: tuple[str, ...] = (
     "rate_limit",
     "daily_limit",
@@ -43,15 +45,31 @@ class FaultRule:
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; use one of {', '.join(FAULT_KINDS)}")
-        if self.every < 1 or not 0 <= self.probability <= 1 or (self.times is not None and self.times < 0):
+            raise ValueError(
+                f"unknown fault kind {self.kind!r}; use one of {', '.join(FAULT_KINDS)}"
+            )
+        if (
+            self.every < 1
+            or not 0 <= self.probability <= 1
+            or (self.times is not None and self.times < 0)
+        ):
             raise ValueError("every >= 1, 0 <= probability <= 1 and times >= 0 are required")
         self._pattern = re.compile(self.path)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FaultRule:
-        allowed = {"kind", "path", "method", "times", "every", "probability", "status",
-                   "retry_after", "delay", "record_ids"}
+        allowed = {
+            "kind",
+            "path",
+            "method",
+            "times",
+            "every",
+            "probability",
+            "status",
+            "retry_after",
+            "delay",
+            "record_ids",
+        }
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"unknown fault rule keys: {', '.join(sorted(unknown))}")
@@ -62,10 +80,17 @@ class FaultRule:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "path": self.path, "method": self.method, "times": self.times,
-            "every": self.every, "probability": self.probability, "status": self.status,
-            "retry_after": self.retry_after, "delay": self.delay,
-            "record_ids": list(self.record_ids), "fired": self.fired,
+            "kind": self.kind,
+            "path": self.path,
+            "method": self.method,
+            "times": self.times,
+            "every": self.every,
+            "probability": self.probability,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "delay": self.delay,
+            "record_ids": list(self.record_ids),
+            "fired": self.fired,
         }
 
     def matches(self, method: str, path: str) -> bool:

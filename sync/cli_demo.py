@@ -28,9 +28,8 @@ import click
 )
 def demo_command(output: str, deals: int | None) -> None:
     """Start the sandbox CRM with the demo scenario and read it with the real client."""
-    from simple_salesforce import Salesforce
-
     from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+    from simple_salesforce import Salesforce
 
     started = time.perf_counter()
     with SalesforceSandbox.start(deals=deals) as sandbox:
@@ -89,7 +88,8 @@ def demo_command(output: str, deals: int | None) -> None:
         f"Sandbox Salesforce at {report['sandbox']} (demo scenario), read with simple-salesforce:"
     )
     click.echo(
-        f"  {pulled} opportunities, {len(users)} users in {report['api_calls']} API calls, {report['seconds']} s"
+        f"  {pulled} opportunities, {len(users)} users in {report['api_calls']} API calls,"
+        f" {report['seconds']} s"
     )
     header = (
         f"  {'owner':<22}{'team':<13}{'open':>6}{'won':>6}{'lost':>6}{'won (EUR)':>14}{'quotas':>8}"
@@ -97,7 +97,8 @@ def demo_command(output: str, deals: int | None) -> None:
     click.echo(header)
     for row in rows:
         click.echo(
-            f"  {row['rep']:<22}{row['team'] or '-':<13}{row['open']:>6}{row['won']:>6}{row['lost']:>6}"
+            f"  {row['rep']:<22}{row['team'] or '-':<13}"
+            f"{row['open']:>6}{row['won']:>6}{row['lost']:>6}"
             f"{row['won_amount_eur']:>14,.0f}{row['quota_periods']:>8}"
         )
     click.echo("  (all-time counts; per-period KPIs and write-back come with the sync pipeline)")

@@ -42,22 +42,66 @@ def _faults(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[Any]:
 
 @sandbox_group.command("salesforce")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
-@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option(
+    "--port",
+    default=8443,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0 picks a free port.",
+)
 @click.option("--seed", default=42, show_default=True, type=int, help="Seed of the generated data.")
-@click.option("--deals", type=click.IntRange(1, 1_000_000), default=None, help="Opportunities to generate (default: the demo scenario only).")
-@click.option("--reference-date", callback=_reference_date, help="Last day of the demo quarter (a quarter end). Default 2026-09-30.")
-@click.option("--api-limit", default=100_000, show_default=True, type=click.IntRange(1), help="Daily API request limit the org enforces.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where to write the CA certificate and JWT key (default: a temporary folder).")
+@click.option(
+    "--deals",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    help="Opportunities to generate (default: the demo scenario only).",
+)
+@click.option(
+    "--reference-date",
+    callback=_reference_date,
+    help="Last day of the demo quarter (a quarter end). Default 2026-09-30.",
+)
+@click.option(
+    "--api-limit",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Daily API request limit the org enforces.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the CA certificate and JWT key (default: a temporary folder).",
+)
 @click.option("--username", default="demo@sandbox.local", show_default=True)
 @click.option("--password", default="demo", show_default=True)
 @click.option("--client-id", default="sandbox", show_default=True)
 @click.option("--client-secret", default="sandbox", show_default=True)
-@click.option("--fault", "faults", multiple=True, callback=_faults, help='A fault rule as JSON, e.g. \'{"kind": "rate_limit", "probability": 0.05, "times": null}\'. Repeatable; more at runtime via POST /_sandbox/faults.')
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    callback=_faults,
+    help="A fault rule as JSON, e.g. "
+    '\'{"kind": "rate_limit", "probability": 0.05, "times": null}\'. '
+    "Repeatable; more at runtime via POST /_sandbox/faults.",
+)
 @click.option("--verbose", is_flag=True, help="Log every request.")
 def sandbox_salesforce(
-    host: str, port: int, seed: int, deals: int | None, reference_date: dt.date | None,
-    api_limit: int, workdir: Path | None, username: str, password: str, client_id: str,
-    client_secret: str, faults: list[Any], verbose: bool,
+    host: str,
+    port: int,
+    seed: int,
+    deals: int | None,
+    reference_date: dt.date | None,
+    api_limit: int,
+    workdir: Path | None,
+    username: str,
+    password: str,
+    client_id: str,
+    client_secret: str,
+    faults: list[Any],
+    verbose: bool,
 ) -> None:
     """Serve a sandbox Salesforce org over HTTPS until interrupted.
 
@@ -75,13 +119,19 @@ def sandbox_salesforce(
     try:
         data = generate(seed=seed, deals=deals, reference_date=reference_date)
         sandbox = SalesforceSandbox(
-            data, host=host, port=port, api_limit=api_limit, workdir=workdir,
+            data,
+            host=host,
+            port=port,
+            api_limit=api_limit,
+            workdir=workdir,
             credentials=Credentials(username, password, client_id, client_secret),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
     for rule in faults:
         sandbox.faults.add(rule)
     for line in sandbox.describe():

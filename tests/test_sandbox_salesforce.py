@@ -8,6 +8,10 @@ import json
 import numpy as np
 import pytest
 import requests
+from crm_kpi_worker.sandbox import dataset as ds
+from crm_kpi_worker.sandbox.faults import FaultRule
+from crm_kpi_worker.sandbox.salesforce.ids import make_id
+from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
@@ -17,11 +21,6 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
     SalesforceResourceNotFound,
 )
-
-from crm_kpi_worker.sandbox import dataset as ds
-from crm_kpi_worker.sandbox.faults import FaultRule
-from crm_kpi_worker.sandbox.salesforce.ids import make_id
-from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
 # ---- logins ---------------------------------------------------------------------------------
 
@@ -51,7 +50,9 @@ def test_soap_login_rejects_other_credentials_as_salesforce_does(
     assert "Invalid username, password, security token" in failure.value.auth_message
 
 
-def test_soap_login_with_a_security_token_appended_is_refused(sf_sandbox: SalesforceSandbox) -> None:
+def test_soap_login_with_a_security_token_appended_is_refused(
+    sf_sandbox: SalesforceSandbox,
+) -> None:
     # Salesforce checks password + token as one string: a token the org did not issue fails.
     with pytest.raises(SalesforceAuthenticationFailed):
         Salesforce(
@@ -132,14 +133,14 @@ def test_client_credentials_flow_on_a_my_domain(sf_sandbox: SalesforceSandbox) -
 
 def test_existing_session_id_and_instance_url(sf_sandbox: SalesforceSandbox) -> None:
     token = sf_sandbox.app.new_session(sf_sandbox.org.admin_row)
-    sf = Salesforce(
-        session_id=token, instance_url=sf_sandbox.url, session=sf_sandbox.session()
-    )
+    sf = Salesforce(session_id=token, instance_url=sf_sandbox.url, session=sf_sandbox.session())
     assert sf.query("SELECT Id FROM Opportunity LIMIT 2")["totalSize"] == 2
 
 
 def test_an_unknown_session_id_gets_invalid_session_id(sf_sandbox: SalesforceSandbox) -> None:
-    sf = Salesforce(session_id="00Dxx!nope", instance_url=sf_sandbox.url, session=sf_sandbox.session())
+    sf = Salesforce(
+        session_id="00Dxx!nope", instance_url=sf_sandbox.url, session=sf_sandbox.session()
+    )
     with pytest.raises(SalesforceExpiredSession) as failure:
         sf.query("SELECT Id FROM User")
     assert failure.value.content == [
@@ -231,14 +232,20 @@ def test_query_all_includes_deleted_rows_with_is_deleted(
     assert deleted > 0
     visible = sf.query_all("SELECT Id FROM Opportunity WHERE IsDeleted = true")
     assert visible["totalSize"] == 0
-    everything = sf.query_all("SELECT Id, IsDeleted FROM Opportunity WHERE IsDeleted = true", include_deleted=True)
+    everything = sf.query_all(
+        "SELECT Id, IsDeleted FROM Opportunity WHERE IsDeleted = true", include_deleted=True
+    )
     assert everything["totalSize"] == deleted
     assert all(r["IsDeleted"] is True for r in everything["records"])
     # COUNT() answers in totalSize (query_all would count the empty records list instead).
-    assert sf.query("SELECT COUNT() FROM Opportunity", include_deleted=True)["totalSize"] == len(deals)
+    assert sf.query("SELECT COUNT() FROM Opportunity", include_deleted=True)["totalSize"] == len(
+        deals
+    )
 
 
-def test_count_answers_total_size_and_no_records(sf_sandbox: SalesforceSandbox, sf: Salesforce) -> None:
+def test_count_answers_total_size_and_no_records(
+    sf_sandbox: SalesforceSandbox, sf: Salesforce
+) -> None:
     answer = sf.query("SELECT COUNT() FROM Opportunity")
     assert answer["totalSize"] == _live_deals(sf_sandbox)
     assert answer["records"] == []
@@ -254,15 +261,20 @@ def test_aggregate_count_of_a_field(sf_sandbox: SalesforceSandbox, sf: Salesforc
     assert record["expr0"] == float(np.nanmax(deals.amount[~deals.is_deleted]))
 
 
-def test_where_with_and_or_not_in_like_and_order(sf_sandbox: SalesforceSandbox, sf: Salesforce) -> None:
+def test_where_with_and_or_not_in_like_and_order(
+    sf_sandbox: SalesforceSandbox, sf: Salesforce
+) -> None:
     data = sf_sandbox.org.data
     deals = data.deals
     won, lost = ds.STAGES.index("closed_won"), ds.STAGES.index("closed_lost")
-    mask = ~deals.is_deleted & (deals.amount >= 20000) & ((deals.stage == won) | (deals.stage == lost))
+    mask = (
+        ~deals.is_deleted & (deals.amount >= 20000) & ((deals.stage == won) | (deals.stage == lost))
+    )
     mask &= deals.currency != data.currencies.index("USD")
     answer = sf.query_all(
         "SELECT Id, Amount, StageName FROM Opportunity WHERE Amount >= 20000 AND "
-        "(StageName = 'closed won' OR StageName IN ('Closed Lost')) AND NOT CurrencyIsoCode = 'USD' "
+        "(StageName = 'closed won' OR StageName IN ('Closed Lost')) "
+        "AND NOT CurrencyIsoCode = 'USD' "
         "ORDER BY Amount DESC, Id"
     )
     assert answer["totalSize"] == int(mask.sum())
@@ -273,8 +285,12 @@ def test_where_with_and_or_not_in_like_and_order(sf_sandbox: SalesforceSandbox, 
     assert [r["Name"] for r in like["records"]] == ["Alice Martin"]
 
 
-def test_relationship_fields_nest_and_null_parents_are_null(sf_sandbox: SalesforceSandbox, sf: Salesforce) -> None:
-    answer = sf.query("SELECT Id, Owner.Email, Owner.Manager.Name FROM Opportunity ORDER BY Id LIMIT 5")
+def test_relationship_fields_nest_and_null_parents_are_null(
+    sf_sandbox: SalesforceSandbox, sf: Salesforce
+) -> None:
+    answer = sf.query(
+        "SELECT Id, Owner.Email, Owner.Manager.Name FROM Opportunity ORDER BY Id LIMIT 5"
+    )
     for record in answer["records"]:
         owner = record["Owner"]
         assert owner["attributes"]["type"] == "User"
@@ -288,7 +304,9 @@ def test_filter_by_relationship_field(sf_sandbox: SalesforceSandbox, sf: Salesfo
     data = sf_sandbox.org.data
     alice = data.users.email.index("alice.martin@sandbox.local")
     expected = int(((data.deals.owner == alice) & ~data.deals.is_deleted).sum())
-    answer = sf.query_all("SELECT Id FROM Opportunity WHERE Owner.Email = 'alice.martin@sandbox.local'")
+    answer = sf.query_all(
+        "SELECT Id FROM Opportunity WHERE Owner.Email = 'alice.martin@sandbox.local'"
+    )
     assert answer["totalSize"] == expected > 40
 
 
@@ -297,11 +315,22 @@ def test_date_and_datetime_literals(sf_sandbox: SalesforceSandbox, sf: Salesforc
     deals = data.deals
     quarter_start = ds.date_to_day(dt.date(2026, 7, 1))
     quarter_end = ds.date_to_day(dt.date(2026, 9, 30))
-    expected = int((~deals.is_deleted & (deals.close_day >= quarter_start) & (deals.close_day <= quarter_end)).sum())
-    answer = sf.query("SELECT COUNT() FROM Opportunity WHERE CloseDate >= 2026-07-01 AND CloseDate <= 2026-09-30")
+    expected = int(
+        (
+            ~deals.is_deleted
+            & (deals.close_day >= quarter_start)
+            & (deals.close_day <= quarter_end)
+        ).sum()
+    )
+    answer = sf.query(
+        "SELECT COUNT() FROM Opportunity WHERE CloseDate >= 2026-07-01 AND CloseDate <= 2026-09-30"
+    )
     assert answer["totalSize"] == expected
     stamp = int(np.median(deals.last_modified))
-    iso = dt.datetime.fromtimestamp(stamp / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    iso = (
+        dt.datetime.fromtimestamp(stamp / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        + "Z"
+    )
     expected_modified = int((~deals.is_deleted & (deals.last_modified >= stamp)).sum())
     modified = sf.query(f"SELECT COUNT() FROM Opportunity WHERE SystemModstamp >= {iso}")
     assert modified["totalSize"] == expected_modified
@@ -310,12 +339,16 @@ def test_date_and_datetime_literals(sf_sandbox: SalesforceSandbox, sf: Salesforc
 def test_relative_date_literal_last_n_days(fresh_sandbox: SalesforceSandbox) -> None:
     sf = fresh_sandbox.client()
     opportunity = sf.query("SELECT Id FROM Opportunity ORDER BY Id LIMIT 1")["records"][0]
-    sf.Opportunity.update(opportunity["Id"], {"Description__c": None} if False else {"Probability": 55})
+    sf.Opportunity.update(
+        opportunity["Id"], {"Description__c": None} if False else {"Probability": 55}
+    )
     recent = sf.query_all("SELECT Id FROM Opportunity WHERE SystemModstamp = LAST_N_DAYS:1")
     assert [r["Id"] for r in recent["records"]] == [opportunity["Id"]]
 
 
-def test_child_subqueries_return_history_in_order(sf_sandbox: SalesforceSandbox, sf: Salesforce) -> None:
+def test_child_subqueries_return_history_in_order(
+    sf_sandbox: SalesforceSandbox, sf: Salesforce
+) -> None:
     data = sf_sandbox.org.data
     changes = data.stage_changes
     deal = int(changes.deal[np.argmax(np.bincount(changes.deal))])  # the deal with most stages
@@ -339,7 +372,9 @@ def test_empty_child_subquery_is_null(sf_sandbox: SalesforceSandbox, sf: Salesfo
     without = np.setdiff1d(np.arange(len(data.deals)), data.close_date_changes.deal)
     without = without[~data.deals.is_deleted[without]]
     record_id = make_id("006", int(without[0]))
-    answer = sf.query(f"SELECT Id, (SELECT Id FROM Histories) FROM Opportunity WHERE Id = '{record_id}'")
+    answer = sf.query(
+        f"SELECT Id, (SELECT Id FROM Histories) FROM Opportunity WHERE Id = '{record_id}'"
+    )
     assert answer["records"][0]["Histories"] is None
 
 
@@ -399,10 +434,17 @@ def test_describe_lists_standard_and_custom_fields(sf: Salesforce) -> None:
     fields = {f["name"]: f for f in describe["fields"]}
     assert describe["keyPrefix"] == "006"
     for name, kind in [
-        ("Amount", "currency"), ("CloseDate", "date"), ("StageName", "picklist"),
-        ("IsWon", "boolean"), ("SystemModstamp", "datetime"), ("OwnerId", "reference"),
-        ("ForecastCategoryName", "picklist"), ("CurrencyIsoCode", "picklist"),
-        ("Probability", "percent"), ("IsDeleted", "boolean"), ("Type", "picklist"),
+        ("Amount", "currency"),
+        ("CloseDate", "date"),
+        ("StageName", "picklist"),
+        ("IsWon", "boolean"),
+        ("SystemModstamp", "datetime"),
+        ("OwnerId", "reference"),
+        ("ForecastCategoryName", "picklist"),
+        ("CurrencyIsoCode", "picklist"),
+        ("Probability", "percent"),
+        ("IsDeleted", "boolean"),
+        ("Type", "picklist"),
     ]:
         assert fields[name]["type"] == kind, name
     assert fields["OwnerId"]["referenceTo"] == ["User"]
@@ -412,8 +454,18 @@ def test_describe_lists_standard_and_custom_fields(sf: Salesforce) -> None:
     children = {c["relationshipName"]: c["childSObject"] for c in describe["childRelationships"]}
     assert children["OpportunityHistories"] == "OpportunityHistory"
     names = {s["name"] for s in sf.describe()["sobjects"]}
-    assert {"Opportunity", "User", "Account", "OpportunityHistory", "OpportunityFieldHistory",
-            "Event", "ForecastingQuota", "Period", "CurrencyType", "OpportunityStage"} <= names
+    assert {
+        "Opportunity",
+        "User",
+        "Account",
+        "OpportunityHistory",
+        "OpportunityFieldHistory",
+        "Event",
+        "ForecastingQuota",
+        "Period",
+        "CurrencyType",
+        "OpportunityStage",
+    } <= names
 
 
 def test_limits_and_limit_info_header_count_calls(fresh_sandbox: SalesforceSandbox) -> None:
@@ -443,11 +495,14 @@ def test_daily_limit_exhaustion_is_request_limit_exceeded() -> None:
 
 def _open_opportunities(sf: Salesforce, n: int) -> list[dict]:
     return sf.query(
-        f"SELECT Id, StageName, CloseDate, SystemModstamp FROM Opportunity WHERE IsClosed = false ORDER BY Id LIMIT {n}"
+        "SELECT Id, StageName, CloseDate, SystemModstamp FROM Opportunity "
+        f"WHERE IsClosed = false ORDER BY Id LIMIT {n}"
     )["records"]
 
 
-def test_collection_update_reports_each_record_and_bumps_modstamp(fresh_sandbox: SalesforceSandbox) -> None:
+def test_collection_update_reports_each_record_and_bumps_modstamp(
+    fresh_sandbox: SalesforceSandbox,
+) -> None:
     sf = fresh_sandbox.client()
     records = _open_opportunities(sf, 3)
     body = {
@@ -477,8 +532,17 @@ def test_all_or_none_rolls_back_every_record(fresh_sandbox: SalesforceSandbox) -
     body = {
         "allOrNone": True,
         "records": [
-            {"attributes": {"type": "Opportunity"}, "id": records[0]["Id"], "StageName": "Negotiation", "Amount": 99},
-            {"attributes": {"type": "Opportunity"}, "id": records[1]["Id"], "CloseDate": "not a date"},
+            {
+                "attributes": {"type": "Opportunity"},
+                "id": records[0]["Id"],
+                "StageName": "Negotiation",
+                "Amount": 99,
+            },
+            {
+                "attributes": {"type": "Opportunity"},
+                "id": records[1]["Id"],
+                "CloseDate": "not a date",
+            },
         ],
     }
     history_before = sf.query("SELECT COUNT() FROM OpportunityHistory")["totalSize"]
@@ -491,7 +555,12 @@ def test_all_or_none_rolls_back_every_record(fresh_sandbox: SalesforceSandbox) -
 
 def test_more_than_200_records_is_refused_whole(fresh_sandbox: SalesforceSandbox) -> None:
     sf = fresh_sandbox.client()
-    body = {"records": [{"attributes": {"type": "Opportunity"}, "id": make_id("006", i), "Probability": 1} for i in range(201)]}
+    body = {
+        "records": [
+            {"attributes": {"type": "Opportunity"}, "id": make_id("006", i), "Probability": 1}
+            for i in range(201)
+        ]
+    }
     with pytest.raises(SalesforceMalformedRequest) as failure:
         sf.restful("composite/sobjects", method="PATCH", data=json.dumps(body))
     assert failure.value.content[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
@@ -505,22 +574,35 @@ def test_stage_and_close_date_changes_write_history(fresh_sandbox: SalesforceSan
     updated = sf.Opportunity.get(record["Id"])
     assert updated["Probability"] == 80.0 and updated["ForecastCategoryName"] == "Commit"
     history = sf.query(
-        f"SELECT StageName, CloseDate, PrevCloseDate FROM OpportunityHistory WHERE OpportunityId = '{record['Id']}' ORDER BY CreatedDate DESC LIMIT 1"
+        "SELECT StageName, CloseDate, PrevCloseDate FROM OpportunityHistory "
+        f"WHERE OpportunityId = '{record['Id']}' ORDER BY CreatedDate DESC LIMIT 1"
     )["records"][0]
     assert history["StageName"] == "Negotiation"
     assert history["CloseDate"] == later and history["PrevCloseDate"] == record["CloseDate"]
     tracked = sf.query(
-        f"SELECT OldValue, NewValue FROM OpportunityFieldHistory WHERE OpportunityId = '{record['Id']}' ORDER BY CreatedDate DESC LIMIT 1"
+        "SELECT OldValue, NewValue FROM OpportunityFieldHistory "
+        f"WHERE OpportunityId = '{record['Id']}' ORDER BY CreatedDate DESC LIMIT 1"
     )["records"][0]
     assert tracked == {**tracked, "OldValue": record["CloseDate"], "NewValue": later}
 
 
-def test_custom_field_and_object_created_through_the_tooling_api(fresh_sandbox: SalesforceSandbox) -> None:
+def test_custom_field_and_object_created_through_the_tooling_api(
+    fresh_sandbox: SalesforceSandbox,
+) -> None:
     sf = fresh_sandbox.client()
     created = sf.toolingexecute(
         "sobjects/CustomField",
         method="POST",
-        data={"FullName": "Opportunity.KPI_Days_In_Stage__c", "Metadata": {"label": "Days in stage", "type": "Number", "precision": 6, "scale": 0, "inlineHelpText": "Days since the stage changed"}},
+        data={
+            "FullName": "Opportunity.KPI_Days_In_Stage__c",
+            "Metadata": {
+                "label": "Days in stage",
+                "type": "Number",
+                "precision": 6,
+                "scale": 0,
+                "inlineHelpText": "Days since the stage changed",
+            },
+        },
     )
     assert created["success"] is True
     field = {f["name"]: f for f in sf.Opportunity.describe()["fields"]}["KPI_Days_In_Stage__c"]
@@ -530,23 +612,86 @@ def test_custom_field_and_object_created_through_the_tooling_api(fresh_sandbox: 
     sf.Opportunity.update(record["Id"], {"KPI_Days_In_Stage__c": 12})
     assert sf.Opportunity.get(record["Id"])["KPI_Days_In_Stage__c"] == 12
     with pytest.raises(SalesforceMalformedRequest) as duplicate:
-        sf.toolingexecute("sobjects/CustomField", method="POST", data={"FullName": "Opportunity.KPI_Days_In_Stage__c", "Metadata": {"label": "x", "type": "Number"}})
+        sf.toolingexecute(
+            "sobjects/CustomField",
+            method="POST",
+            data={
+                "FullName": "Opportunity.KPI_Days_In_Stage__c",
+                "Metadata": {"label": "x", "type": "Number"},
+            },
+        )
     assert duplicate.value.content[0]["errorCode"] == "DUPLICATE_DEVELOPER_NAME"
 
-    sf.toolingexecute("sobjects/CustomObject", method="POST", data={"FullName": "KPI_Scorecard__c", "Metadata": {"label": "KPI Scorecard", "pluralLabel": "KPI Scorecards", "nameField": {"type": "Text", "label": "Scorecard"}, "deploymentStatus": "Deployed", "sharingModel": "ReadWrite"}})
-    sf.toolingexecute("sobjects/CustomField", method="POST", data={"FullName": "KPI_Scorecard__c.Scorecard_Key__c", "Metadata": {"label": "Key", "type": "Text", "length": 80, "externalId": True, "unique": True}})
-    sf.toolingexecute("sobjects/CustomField", method="POST", data={"FullName": "KPI_Scorecard__c.Win_Rate__c", "Metadata": {"label": "Win rate", "type": "Percent", "precision": 5, "scale": 2}})
+    sf.toolingexecute(
+        "sobjects/CustomObject",
+        method="POST",
+        data={
+            "FullName": "KPI_Scorecard__c",
+            "Metadata": {
+                "label": "KPI Scorecard",
+                "pluralLabel": "KPI Scorecards",
+                "nameField": {"type": "Text", "label": "Scorecard"},
+                "deploymentStatus": "Deployed",
+                "sharingModel": "ReadWrite",
+            },
+        },
+    )
+    sf.toolingexecute(
+        "sobjects/CustomField",
+        method="POST",
+        data={
+            "FullName": "KPI_Scorecard__c.Scorecard_Key__c",
+            "Metadata": {
+                "label": "Key",
+                "type": "Text",
+                "length": 80,
+                "externalId": True,
+                "unique": True,
+            },
+        },
+    )
+    sf.toolingexecute(
+        "sobjects/CustomField",
+        method="POST",
+        data={
+            "FullName": "KPI_Scorecard__c.Win_Rate__c",
+            "Metadata": {"label": "Win rate", "type": "Percent", "precision": 5, "scale": 2},
+        },
+    )
     # Single upsert by external id: 201 created, then 200 updated.
-    assert sf.KPI_Scorecard__c.upsert("Scorecard_Key__c/alice-2026-Q3", {"Name": "Alice Q3", "Win_Rate__c": 25}) == 201
+    assert (
+        sf.KPI_Scorecard__c.upsert(
+            "Scorecard_Key__c/alice-2026-Q3", {"Name": "Alice Q3", "Win_Rate__c": 25}
+        )
+        == 201
+    )
     assert sf.KPI_Scorecard__c.upsert("Scorecard_Key__c/alice-2026-Q3", {"Win_Rate__c": 26}) == 200
     rows = sf.query("SELECT Name, Scorecard_Key__c, Win_Rate__c FROM KPI_Scorecard__c")["records"]
-    assert [(r["Name"], r["Scorecard_Key__c"], r["Win_Rate__c"]) for r in rows] == [("Alice Q3", "alice-2026-Q3", 26.0)]
+    assert [(r["Name"], r["Scorecard_Key__c"], r["Win_Rate__c"]) for r in rows] == [
+        ("Alice Q3", "alice-2026-Q3", 26.0)
+    ]
     # Collection upsert keyed by the external id: created flags per record.
-    body = {"allOrNone": False, "records": [
-        {"attributes": {"type": "KPI_Scorecard__c"}, "Scorecard_Key__c": "alice-2026-Q3", "Win_Rate__c": 27},
-        {"attributes": {"type": "KPI_Scorecard__c"}, "Scorecard_Key__c": "bruno-2026-Q3", "Name": "Bruno Q3", "Win_Rate__c": 10},
-    ]}
-    results = sf.restful("composite/sobjects/KPI_Scorecard__c/Scorecard_Key__c", method="PATCH", data=json.dumps(body))
+    body = {
+        "allOrNone": False,
+        "records": [
+            {
+                "attributes": {"type": "KPI_Scorecard__c"},
+                "Scorecard_Key__c": "alice-2026-Q3",
+                "Win_Rate__c": 27,
+            },
+            {
+                "attributes": {"type": "KPI_Scorecard__c"},
+                "Scorecard_Key__c": "bruno-2026-Q3",
+                "Name": "Bruno Q3",
+                "Win_Rate__c": 10,
+            },
+        ],
+    }
+    results = sf.restful(
+        "composite/sobjects/KPI_Scorecard__c/Scorecard_Key__c",
+        method="PATCH",
+        data=json.dumps(body),
+    )
     assert [(r["success"], r["created"]) for r in results] == [(True, False), (True, True)]
     assert sf.query("SELECT COUNT() FROM KPI_Scorecard__c")["totalSize"] == 2
 
@@ -563,8 +708,13 @@ def test_delete_moves_a_record_to_the_recycle_bin(fresh_sandbox: SalesforceSandb
     sf = fresh_sandbox.client()
     record = _open_opportunities(sf, 1)[0]
     sf.Opportunity.delete(record["Id"])
-    assert sf.query(f"SELECT COUNT() FROM Opportunity WHERE Id = '{record['Id']}'")["totalSize"] == 0
-    deleted = sf.query_all(f"SELECT Id, IsDeleted, SystemModstamp FROM Opportunity WHERE Id = '{record['Id']}'", include_deleted=True)
+    assert (
+        sf.query(f"SELECT COUNT() FROM Opportunity WHERE Id = '{record['Id']}'")["totalSize"] == 0
+    )
+    deleted = sf.query_all(
+        f"SELECT Id, IsDeleted, SystemModstamp FROM Opportunity WHERE Id = '{record['Id']}'",
+        include_deleted=True,
+    )
     assert deleted["records"][0]["IsDeleted"] is True
     assert deleted["records"][0]["SystemModstamp"] > record["SystemModstamp"]
     with pytest.raises(SalesforceResourceNotFound):
@@ -624,8 +774,15 @@ def test_every_nth_request_fault(fresh_sandbox: SalesforceSandbox) -> None:
 def test_write_failure_fault_fails_only_the_named_record(fresh_sandbox: SalesforceSandbox) -> None:
     sf = fresh_sandbox.client()
     records = _open_opportunities(sf, 3)
-    fresh_sandbox.faults.add(FaultRule(kind="write_failure", record_ids=(records[1]["Id"],), times=None))
-    body = {"records": [{"attributes": {"type": "Opportunity"}, "id": r["Id"], "Probability": 42} for r in records]}
+    fresh_sandbox.faults.add(
+        FaultRule(kind="write_failure", record_ids=(records[1]["Id"],), times=None)
+    )
+    body = {
+        "records": [
+            {"attributes": {"type": "Opportunity"}, "id": r["Id"], "Probability": 42}
+            for r in records
+        ]
+    }
     results = sf.restful("composite/sobjects", method="PATCH", data=json.dumps(body))
     assert [r["success"] for r in results] == [True, False, True]
     assert results[1]["errors"][0]["statusCode"] == "UNABLE_TO_LOCK_ROW"
@@ -641,7 +798,10 @@ def test_expire_session_fault_is_survived_by_relogin(fresh_sandbox: SalesforceSa
 
 def test_faults_are_controlled_over_http(fresh_sandbox: SalesforceSandbox) -> None:
     session = fresh_sandbox.session()
-    created = session.post(f"{fresh_sandbox.url}/_sandbox/faults", json={"kind": "server_error", "status": 502, "times": 1})
+    created = session.post(
+        f"{fresh_sandbox.url}/_sandbox/faults",
+        json={"kind": "server_error", "status": 502, "times": 1},
+    )
     assert created.status_code == 201
     bad = session.post(f"{fresh_sandbox.url}/_sandbox/faults", json={"kind": "meteor"})
     assert bad.status_code == 400 and "unknown fault kind" in bad.json()["error"]

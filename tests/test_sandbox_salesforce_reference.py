@@ -20,7 +20,6 @@ from xml.dom import minidom
 
 import pytest
 import requests
-
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
 NOT_SERVED = {
@@ -83,7 +82,9 @@ def wire_shapes(references: Path) -> dict[str, list[Any]]:
 
 @pytest.fixture(scope="module")
 def postman(references: Path) -> dict[str, Any]:
-    data = json.loads((references / "salesforce" / "postman-salesforce-apis-subset.json").read_text())
+    data = json.loads(
+        (references / "salesforce" / "postman-salesforce-apis-subset.json").read_text()
+    )
     return {key.split("salesforce_apis/")[1]: item for key, item in data["items"].items()}
 
 
@@ -120,22 +121,32 @@ def _get(
 
 def test_query_page_matches_the_documented_shape(wire_shapes, sandbox, token) -> None:  # type: ignore[no-untyped-def]
     (example,) = wire_shapes["1"]
-    answer = _get(sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id,+Amount,+CloseDate+FROM+Opportunity",
-                  headers={"Sforce-Query-Options": "batchSize=200"})
+    answer = _get(
+        sandbox,
+        token,
+        "/services/data/v59.0/query/?q=SELECT+Id,+Amount,+CloseDate+FROM+Opportunity",
+        headers={"Sforce-Query-Options": "batchSize=200"},
+    )
     body = answer.json()
     assert set(body) == set(example)
     _assert_shape_covers(_shape(body), _shape(example))
     assert body["nextRecordsUrl"].startswith("/services/data/v59.0/query/")
     record = body["records"][0]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["CloseDate"])
-    last = _get(sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id,+CreatedDate+FROM+User+LIMIT+1").json()
+    last = _get(
+        sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id,+CreatedDate+FROM+User+LIMIT+1"
+    ).json()
     assert "nextRecordsUrl" not in last and last["done"] is True
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000", last["records"][0]["CreatedDate"])
+    assert re.fullmatch(
+        r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000", last["records"][0]["CreatedDate"]
+    )
 
 
 def test_error_body_matches_the_documented_shape(wire_shapes, sandbox, token) -> None:  # type: ignore[no-untyped-def]
     (example,) = wire_shapes["2"]
-    expired = sandbox.session().get(sandbox.url + "/services/data/v59.0/limits/", headers={"Authorization": "Bearer nope"})
+    expired = sandbox.session().get(
+        sandbox.url + "/services/data/v59.0/limits/", headers={"Authorization": "Bearer nope"}
+    )
     assert expired.status_code == 401
     assert expired.json() == example  # the documented body, word for word
     malformed = _get(sandbox, token, "/services/data/v59.0/query/?q=SELEKT+Id+FROM+Account")
@@ -159,31 +170,55 @@ def test_limits_match_the_documented_shape(wire_shapes, sandbox, token) -> None:
 
 def test_collection_results_match_the_documented_shape(wire_shapes, sandbox, token) -> None:  # type: ignore[no-untyped-def]
     (example,) = wire_shapes["5"]
-    record_id = _get(sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Opportunity+LIMIT+1").json()["records"][0]["Id"]
-    body = {"allOrNone": False, "records": [
-        {"attributes": {"type": "Opportunity"}, "id": record_id, "Probability": 50},
-        {"attributes": {"type": "Opportunity"}, "id": "006xx000BAD", "Probability": 50},
-    ]}
-    answer = sandbox.session().patch(sandbox.url + "/services/data/v59.0/composite/sobjects", json=body,
-                                     headers={"Authorization": f"Bearer {token}"})
+    record_id = _get(
+        sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Opportunity+LIMIT+1"
+    ).json()["records"][0]["Id"]
+    body = {
+        "allOrNone": False,
+        "records": [
+            {"attributes": {"type": "Opportunity"}, "id": record_id, "Probability": 50},
+            {"attributes": {"type": "Opportunity"}, "id": "006xx000BAD", "Probability": 50},
+        ],
+    }
+    answer = sandbox.session().patch(
+        sandbox.url + "/services/data/v59.0/composite/sobjects",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert answer.status_code == 200
     results = answer.json()
     assert set(results[0]) == set(example[0])
     assert results[0]["success"] is True
     _assert_shape_covers(_shape(results[1]["errors"][0]), _shape(example[1]["errors"][0]))
-    assert results[1]["errors"][0]["statusCode"] == example[1]["errors"][0]["statusCode"] == "MALFORMED_ID"
+    assert (
+        results[1]["errors"][0]["statusCode"]
+        == example[1]["errors"][0]["statusCode"]
+        == "MALFORMED_ID"
+    )
 
 
-def test_all_or_none_rollback_message_is_the_documented_one(references: Path, sandbox, token) -> None:  # type: ignore[no-untyped-def]
+def test_all_or_none_rollback_message_is_the_documented_one(
+    references: Path, sandbox, token
+) -> None:  # type: ignore[no-untyped-def]
     text = (references / "salesforce" / "WIRE-SHAPES.md").read_text(encoding="utf-8")
-    documented = json.loads(re.search(r"`(\{\"statusCode\":\"ALL_OR_NONE_OPERATION_ROLLED_BACK\".*?\})`", text).group(1))  # type: ignore[union-attr]
-    record_id = _get(sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Opportunity+LIMIT+1").json()["records"][0]["Id"]
-    body = {"allOrNone": True, "records": [
-        {"attributes": {"type": "Opportunity"}, "id": record_id, "Probability": 51},
-        {"attributes": {"type": "Opportunity"}, "id": "006xx000BAD", "Probability": 51},
-    ]}
-    answer = sandbox.session().patch(sandbox.url + "/services/data/v59.0/composite/sobjects", json=body,
-                                     headers={"Authorization": f"Bearer {token}"})
+    documented = json.loads(
+        re.search(r"`(\{\"statusCode\":\"ALL_OR_NONE_OPERATION_ROLLED_BACK\".*?\})`", text).group(1)
+    )  # type: ignore[union-attr]
+    record_id = _get(
+        sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Opportunity+LIMIT+1"
+    ).json()["records"][0]["Id"]
+    body = {
+        "allOrNone": True,
+        "records": [
+            {"attributes": {"type": "Opportunity"}, "id": record_id, "Probability": 51},
+            {"attributes": {"type": "Opportunity"}, "id": "006xx000BAD", "Probability": 51},
+        ],
+    }
+    answer = sandbox.session().patch(
+        sandbox.url + "/services/data/v59.0/composite/sobjects",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert answer.json()[0]["errors"] == [documented]
 
 
@@ -193,28 +228,43 @@ def test_single_upsert_statuses_are_the_documented_ones(sandbox, token, external
     url = sandbox.url + f"/services/data/v59.0/sobjects/Account/{external_key}/ACME-2"
     created = session.patch(url, json={"Name": "Acme"}, headers=headers)
     assert created.status_code == 201
-    assert created.json() == {"id": created.json()["id"], "success": True, "errors": [], "created": True}
+    assert created.json() == {
+        "id": created.json()["id"],
+        "success": True,
+        "errors": [],
+        "created": True,
+    }
     updated = session.patch(url, json={"Name": "Acme SA"}, headers=headers)
     assert updated.status_code == 200 and updated.json()["created"] is False
-    plain = session.patch(sandbox.url + f"/services/data/v59.0/sobjects/Account/{created.json()['id']}",
-                          json={"Name": "Acme Group"}, headers=headers)
+    plain = session.patch(
+        sandbox.url + f"/services/data/v59.0/sobjects/Account/{created.json()['id']}",
+        json={"Name": "Acme Group"},
+        headers=headers,
+    )
     assert plain.status_code == 204
 
 
 def test_soap_login_response_is_parsed_by_unprefixed_names(sandbox) -> None:  # type: ignore[no-untyped-def]
     envelope = (
         '<?xml version="1.0" encoding="utf-8" ?><env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/">'
-        '<env:Body><n1:login xmlns:n1="urn:partner.soap.sforce.com"><n1:username>demo@sandbox.local</n1:username>'
+        '<env:Body><n1:login xmlns:n1="urn:partner.soap.sforce.com">'
+        "<n1:username>demo@sandbox.local</n1:username>"
         "<n1:password>demo</n1:password></n1:login></env:Body></env:Envelope>"
     )
-    answer = sandbox.session().post("https://login.salesforce.com/services/Soap/u/59.0", data=envelope,
-                                    headers={"content-type": "text/xml", "SOAPAction": "login"})
+    answer = sandbox.session().post(
+        "https://login.salesforce.com/services/Soap/u/59.0",
+        data=envelope,
+        headers={"content-type": "text/xml", "SOAPAction": "login"},
+    )
     document = minidom.parseString(answer.content)
     assert document.getElementsByTagName("sessionId")[0].firstChild.nodeValue
     server_url = document.getElementsByTagName("serverUrl")[0].firstChild.nodeValue
     assert server_url.startswith(sandbox.url + "/services/Soap/u/59.0/")
-    refused = sandbox.session().post("https://login.salesforce.com/services/Soap/u/59.0",
-                                     data=envelope.replace(">demo<", ">nope<"), headers={"content-type": "text/xml"})
+    refused = sandbox.session().post(
+        "https://login.salesforce.com/services/Soap/u/59.0",
+        data=envelope.replace(">demo<", ">nope<"),
+        headers={"content-type": "text/xml"},
+    )
     assert refused.status_code == 500
     fault = minidom.parseString(refused.content)
     assert fault.getElementsByTagName("sf:exceptionCode")[0].firstChild.nodeValue == "INVALID_LOGIN"
@@ -225,17 +275,32 @@ def test_oauth_answer_matches_the_documented_shape(wire_shapes, sandbox) -> None
     (example,) = wire_shapes["6"]
     answer = sandbox.session().post(
         "https://login.salesforce.com/services/oauth2/token",
-        data={"grant_type": "password", "client_id": "sandbox", "client_secret": "sandbox",
-              "username": "demo@sandbox.local", "password": "demo"},
+        data={
+            "grant_type": "password",
+            "client_id": "sandbox",
+            "client_secret": "sandbox",
+            "username": "demo@sandbox.local",
+            "password": "demo",
+        },
     )
     assert answer.status_code == 200
     assert set(answer.json()) == set(example)
     _assert_shape_covers(_shape(answer.json()), _shape(example))
-    failed = sandbox.session().post("https://login.salesforce.com/services/oauth2/token",
-                                    data={"grant_type": "password", "client_id": "sandbox", "client_secret": "sandbox",
-                                          "username": "demo@sandbox.local", "password": "no"})
+    failed = sandbox.session().post(
+        "https://login.salesforce.com/services/oauth2/token",
+        data={
+            "grant_type": "password",
+            "client_id": "sandbox",
+            "client_secret": "sandbox",
+            "username": "demo@sandbox.local",
+            "password": "no",
+        },
+    )
     assert failed.status_code == 400
-    assert failed.json() == {"error": "invalid_grant", "error_description": "authentication failure"}
+    assert failed.json() == {
+        "error": "invalid_grant",
+        "error_description": "authentication failure",
+    }
 
 
 # ---- Postman request definitions ------------------------------------------------------------
@@ -243,11 +308,19 @@ def test_oauth_answer_matches_the_documented_shape(wire_shapes, sandbox) -> None
 
 def _fill(text: str, sandbox: SalesforceSandbox, ids: dict[str, str]) -> str:
     values = {
-        "{{_endpoint}}": sandbox.url, "{{version}}": "59.0", "{{url}}": "https://login",
-        "{{site}}": ".salesforce.com", "<SOBJECT_API_NAME>": ids["sobject"],
-        "<RECORD_ID>": ids["record"], "<FIELD_NAME>": "External_Key__c", "<FIELD_VALUE>": "ACME-1",
-        "{{clientId}}": "sandbox", "{{clientSecret}}": "sandbox", "{{username}}": "demo@sandbox.local",
-        "{{password}}": "demo", "{{secretToken}}": "",
+        "{{_endpoint}}": sandbox.url,
+        "{{version}}": "59.0",
+        "{{url}}": "https://login",
+        "{{site}}": ".salesforce.com",
+        "<SOBJECT_API_NAME>": ids["sobject"],
+        "<RECORD_ID>": ids["record"],
+        "<FIELD_NAME>": "External_Key__c",
+        "<FIELD_VALUE>": "ACME-1",
+        "{{clientId}}": "sandbox",
+        "{{clientSecret}}": "sandbox",
+        "{{username}}": "demo@sandbox.local",
+        "{{password}}": "demo",
+        "{{secretToken}}": "",
     }
     for placeholder, value in values.items():
         text = text.replace(placeholder, value)
@@ -261,12 +334,23 @@ def test_every_postman_request_is_served_or_explained(postman, sandbox, token) -
 
 
 SERVED = {
-    "rest/query.json", "rest/queryall.json", "rest/limit.json", "rest/sobject_rows_by_external_id.json",
-    "rest/sobject_rows_update.json", "rest/sobject_rows.json", "rest/sobject_create.json",
-    "rest/sobject_get_updated.json", "rest/sobject_get_deleted.json", "rest/sobject_describe.json",
-    "composite/sobject_collections_create.json", "composite/sobject_collections_update.json",
-    "composite/sobject_collections_retrieve.json", "composite/sobject_collections_delete.json",
-    "auth/oauth_username_password.json", "auth/jwt_bearer_token_flow.json", "auth/soap_login.json",
+    "rest/query.json",
+    "rest/queryall.json",
+    "rest/limit.json",
+    "rest/sobject_rows_by_external_id.json",
+    "rest/sobject_rows_update.json",
+    "rest/sobject_rows.json",
+    "rest/sobject_create.json",
+    "rest/sobject_get_updated.json",
+    "rest/sobject_get_deleted.json",
+    "rest/sobject_describe.json",
+    "composite/sobject_collections_create.json",
+    "composite/sobject_collections_update.json",
+    "composite/sobject_collections_retrieve.json",
+    "composite/sobject_collections_delete.json",
+    "auth/oauth_username_password.json",
+    "auth/jwt_bearer_token_flow.json",
+    "auth/soap_login.json",
 }
 
 
@@ -275,8 +359,16 @@ def test_postman_request_is_answered(name: str, postman, sandbox, token, externa
     item = postman[name]
     session = sandbox.session()
     auth = {"Authorization": f"Bearer {token}"}
-    account = _get(sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Account+ORDER+BY+Id+DESC+LIMIT+1").json()["records"][0]["Id"]
-    session.patch(sandbox.url + "/services/data/v59.0/sobjects/Account/External_Key__c/ACME-1", json={"Name": "Acme"}, headers=auth)
+    account = _get(
+        sandbox,
+        token,
+        "/services/data/v59.0/query/?q=SELECT+Id+FROM+Account+ORDER+BY+Id+DESC+LIMIT+1",
+    ).json()["records"][0]["Id"]
+    session.patch(
+        sandbox.url + "/services/data/v59.0/sobjects/Account/External_Key__c/ACME-1",
+        json={"Name": "Acme"},
+        headers=auth,
+    )
     ids = {"sobject": "Account", "record": account}
     url = _fill(item["url"], sandbox, ids)
     headers = {h["key"]: _fill(h["value"], sandbox, ids) for h in item.get("headerData") or []}
@@ -286,7 +378,9 @@ def test_postman_request_is_answered(name: str, postman, sandbox, token, externa
         body = json.dumps({"Name": "Renamed"})  # the item's body names a placeholder field
     elif name == "rest/sobject_create.json":
         body = item["rawModeData"]
-    elif name.startswith("composite/sobject_collections_c") or name.endswith("collections_update.json"):
+    elif name.startswith("composite/sobject_collections_c") or name.endswith(
+        "collections_update.json"
+    ):
         record = {"attributes": {"type": "Account"}, "Name": "Collection Co"}
         if "update" in name:
             record = {"attributes": {"type": "Account"}, "id": account, "Name": "Updated Co"}
@@ -302,16 +396,34 @@ def test_postman_request_is_answered(name: str, postman, sandbox, token, externa
 
             key = sandbox.jwt_key_path.read_bytes()
             exp = int((dt.datetime.now(dt.UTC) + dt.timedelta(minutes=3)).timestamp())
-            body["assertion"] = jwt.encode({"iss": "sandbox", "sub": "demo@sandbox.local", "aud": "https://login.salesforce.com", "exp": exp}, key, algorithm="RS256")
+            body["assertion"] = jwt.encode(
+                {
+                    "iss": "sandbox",
+                    "sub": "demo@sandbox.local",
+                    "aud": "https://login.salesforce.com",
+                    "exp": exp,
+                },
+                key,
+                algorithm="RS256",
+            )
     url = url.replace("?start=&end=", "?start=2000-01-01T00:00:00Z&end=2100-01-01T00:00:00Z")
     if name.endswith("collections_retrieve.json"):
         url = url.replace("?ids&fields", f"?ids={account}&fields=Id,Name")
     if name.endswith("collections_delete.json"):
-        created = session.post(sandbox.url + "/services/data/v59.0/sobjects/Account", json={"Name": "Temp"}, headers=auth).json()["id"]
+        created = session.post(
+            sandbox.url + "/services/data/v59.0/sobjects/Account",
+            json={"Name": "Temp"},
+            headers=auth,
+        ).json()["id"]
         url = url.replace("?ids&allOrNone", f"?ids={created}&allOrNone=false")
     answer = session.request(item["method"], url, data=body, headers=headers)
     assert answer.status_code in {200, 201, 204}, (name, answer.status_code, answer.text[:300])
     if answer.status_code != 204 and "json" in answer.headers.get("Content-Type", ""):
         payload = answer.json()
-        if isinstance(payload, list) and payload and isinstance(payload[0], dict) and "success" in payload[0]:
+        if (
+            isinstance(payload, list)
+            and payload
+            and isinstance(payload[0], dict)
+            and "success" in payload[0]
+        ):
             assert all(r["success"] for r in payload), payload

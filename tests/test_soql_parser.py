@@ -48,7 +48,7 @@ def cmp(field: str, op: str, value: object) -> Comparison:
 
 
 def where(condition_text: str, from_: str = "Account") -> object:
-    query = parse(f"SELECT Id FROM {from_} WHERE {condition_text}")  # noqa: S608
+    query = parse(f"SELECT Id FROM {from_} WHERE {condition_text}")
     return query.where
 
 
@@ -228,7 +228,7 @@ def test_relationship_paths_and_custom_names() -> None:
     ],
 )
 def test_select_functions(item: str, expected: SelectItem) -> None:
-    assert parse(f"SELECT {item} FROM Opportunity").select == (expected,)  # noqa: S608
+    assert parse(f"SELECT {item} FROM Opportunity").select == (expected,)
 
 
 def test_count_query() -> None:
@@ -832,9 +832,7 @@ def test_quote(value: str, quoted: str) -> None:
     ],
 )
 def test_quote_keeps_injection_inside_the_literal(payload: str) -> None:
-    query = parse(
-        f"SELECT Id FROM Account WHERE Name = {quote(payload)} AND IsDeleted = false"  # noqa: S608
-    )
+    query = parse(f"SELECT Id FROM Account WHERE Name = {quote(payload)} AND IsDeleted = false")
     assert query.where == And(
         (cmp("Name", "=", StringLit(payload)), cmp("IsDeleted", "=", BoolLit(False)))
     )
@@ -842,5 +840,5 @@ def test_quote_keeps_injection_inside_the_literal(payload: str) -> None:
 
 @given(st.text())
 def test_quote_round_trips(value: str) -> None:
-    query = parse(f"SELECT Id FROM Account WHERE Name = {quote(value)}")  # noqa: S608
+    query = parse(f"SELECT Id FROM Account WHERE Name = {quote(value)}")
     assert query.where == cmp("Name", "=", StringLit(value))

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from crm_kpi_worker.sandbox.salesforce import soql_ast as ast
 from crm_kpi_worker.sandbox.salesforce.date_literals import date_literal_range
 from crm_kpi_worker.sandbox.salesforce.ids import is_valid_id, make_id, parse_id
@@ -99,7 +98,7 @@ class Accessor:
         target, missing = self.target_rows(rows)
         if not self.hops:
             return self.column.vector(rows)
-        values, null = self.column.vector(target) if len(target) else self.column.vector(target)
+        values, null = self.column.vector(target)
         return values, null | missing
 
     def sort_keys(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +284,9 @@ class Filter:
             if not isinstance(literal, ast.StringLit):
                 raise _literal_error(definition, quoted=True)
             encoded = self._encode_id(accessor, literal.value)
-            return (values == encoded) & ~null if encoded is not None else np.zeros(len(values), bool)
+            return (
+                (values == encoded) & ~null if encoded is not None else np.zeros(len(values), bool)
+            )
         if kind in {"date", "datetime"}:
             start, end = self._range(accessor, literal)
             return (values >= start) & (values < end) & ~null
@@ -385,12 +386,17 @@ class Filter:
     ) -> np.ndarray:
         if op not in {"IN", "NOT IN"} or accessor.kind not in {"id", "reference"}:
             raise QueryError(
-                "MALFORMED_QUERY", "semi-join sub-selects are only allowed on id or reference fields"
+                "MALFORMED_QUERY",
+                "semi-join sub-selects are only allowed on id or reference fields",
             )
         inner = build_plan(join.query, self.ctx)
         if len(join.query.select) != 1 or not isinstance(join.query.select[0].expr, ast.FieldRef):
-            raise QueryError("MALFORMED_QUERY", "a semi-join sub-select selects exactly one id field")
-        inner_field = resolve(inner.table, join.query.select[0].expr.path, self.ctx.text, self.ctx.tables)
+            raise QueryError(
+                "MALFORMED_QUERY", "a semi-join sub-select selects exactly one id field"
+            )
+        inner_field = resolve(
+            inner.table, join.query.select[0].expr.path, self.ctx.text, self.ctx.tables
+        )
         inner_rows = inner.rows()
         wanted, wanted_null = inner_field.vector(inner_rows)
         values, null = accessor.vector(rows)
@@ -446,9 +452,9 @@ def _compare_numbers(
 ) -> np.ndarray:
     if isinstance(literal, ast.DateLit) and definition.type in {"date", "datetime"}:
         number: float = (literal.value - dt.date(1970, 1, 1)).days
-    elif isinstance(literal, ast.BoolLit) and definition.type == "boolean":
-        number = float(literal.value)
-    elif isinstance(literal, ast.NumberLit) and definition.type != "boolean":
+    elif (isinstance(literal, ast.BoolLit) and definition.type == "boolean") or (
+        isinstance(literal, ast.NumberLit) and definition.type != "boolean"
+    ):
         number = float(literal.value)
     else:
         raise _literal_error(definition, quoted=False)
@@ -550,7 +556,10 @@ class Plan:
         prefix = self.table.sobject.key_prefix
         for position, row in enumerate(rows.tolist()):
             record: dict[str, Any] = {
-                "attributes": {"type": type_name, "url": base + type_name + "/" + make_id(prefix, row)}
+                "attributes": {
+                    "type": type_name,
+                    "url": base + type_name + "/" + make_id(prefix, row),
+                }
             }
             for output, values in columns:
                 target = record
@@ -568,7 +577,10 @@ class Plan:
                         child = {
                             "attributes": {
                                 "type": nested_type,
-                                "url": base + nested_type + "/" + make_id(nested_prefix, targets[position]),
+                                "url": base
+                                + nested_type
+                                + "/"
+                                + make_id(nested_prefix, targets[position]),
                             }
                         }
                         target[name] = child
@@ -582,14 +594,14 @@ class Plan:
         record: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
         for key, call, accessor in self.aggregates:
             if accessor is None:
-                record[key] = int(len(rows))
+                record[key] = len(rows)
                 continue
             values, null = accessor.vector(rows)
             present = values[~null]
             if call.name == "count":
-                record[key] = int(len(present))
+                record[key] = len(present)
             elif call.name == "count_distinct":
-                record[key] = int(len(np.unique(present)))
+                record[key] = len(np.unique(present))
             elif not len(present):
                 record[key] = None
             elif accessor.kind != "number":
@@ -649,8 +661,13 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
             "Field must be grouped or aggregated: the sandbox has no GROUP BY; select only"
             " aggregate functions",
         )
-    if any(isinstance(i.expr, ast.FuncCall) and i.expr.name == "count" and not i.expr.args
-           for i in query.select) and not query.is_count:
+    if (
+        any(
+            isinstance(i.expr, ast.FuncCall) and i.expr.name == "count" and not i.expr.args
+            for i in query.select
+        )
+        and not query.is_count
+    ):
         raise QueryError("MALFORMED_QUERY", "COUNT() must be the only element in the SELECT list")
     return Plan(query, table, ctx, where, outputs, order, aggregates)
 
@@ -814,10 +831,10 @@ def execute(org: SandboxOrg, text: str, *, include_deleted: bool, today: dt.date
         plan = build_plan(query, ctx)
         rows = plan.rows()
         if query.is_count:
-            return QueryResult(plan, rows[:0], int(len(rows)))
+            return QueryResult(plan, rows[:0], len(rows))
         if plan.aggregates:
             return QueryResult(plan, rows, 1)
-        return QueryResult(plan, rows, int(len(rows)))
+        return QueryResult(plan, rows, len(rows))
 
 
-__all__ = ["QueryError", "QueryResult", "execute", "NULL_DAY", "NULL_MS"]
+__all__ = ["NULL_DAY", "NULL_MS", "QueryError", "QueryResult", "execute"]

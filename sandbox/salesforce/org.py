@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from crm_kpi_worker.sandbox import dataset as ds
 from crm_kpi_worker.sandbox.salesforce.ids import case_safe_suffix, make_id
 from crm_kpi_worker.sandbox.salesforce.store import (
@@ -182,7 +181,9 @@ class SandboxOrg:
         size = table.size
         creator = np.broadcast_to(np.asarray(by, dtype=np.int32), (size,))
         system = dict(createable=False, updateable=False, nillable=False)
-        table.add(DateTimeColumn(FieldDef("CreatedDate", "datetime", "Created Date", **system), created))
+        table.add(
+            DateTimeColumn(FieldDef("CreatedDate", "datetime", "Created Date", **system), created)
+        )
         self._reference(table, "CreatedById", "User", "CreatedBy", creator, updateable=False)
         table.add(
             DateTimeColumn(
@@ -193,14 +194,22 @@ class SandboxOrg:
             table, "LastModifiedById", "User", "LastModifiedBy", creator.copy(), updateable=False
         )
         table.add(
-            DateTimeColumn(FieldDef("SystemModstamp", "datetime", "System Modstamp", **system), modified)
+            DateTimeColumn(
+                FieldDef("SystemModstamp", "datetime", "System Modstamp", **system), modified
+            )
         )
 
     def _is_deleted(self, table: Table, values: np.ndarray) -> None:
         table.add(
             BoolColumn(
-                FieldDef("IsDeleted", "boolean", "Deleted", nillable=False, createable=False,
-                         updateable=False),
+                FieldDef(
+                    "IsDeleted",
+                    "boolean",
+                    "Deleted",
+                    nillable=False,
+                    createable=False,
+                    updateable=False,
+                ),
                 values,
             )
         )
@@ -243,33 +252,88 @@ class SandboxOrg:
         last = [*users.last_name, "Admin"]
         emails = [*users.email, ADMIN_USERNAME]
         ro = dict(createable=False, updateable=False)
-        table.add(StringColumn.from_values(FieldDef("Username", "string", "Username", nillable=False, length=80, **ro), emails))
-        table.add(StringColumn.from_values(FieldDef("FirstName", "string", "First Name", length=40), first))
-        table.add(StringColumn.from_values(FieldDef("LastName", "string", "Last Name", nillable=False, length=80), last))
         table.add(
             StringColumn.from_values(
-                FieldDef("Name", "string", "Full Name", nillable=False, length=121, name_field=True, **ro),
+                FieldDef("Username", "string", "Username", nillable=False, length=80, **ro), emails
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("FirstName", "string", "First Name", length=40), first
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("LastName", "string", "Last Name", nillable=False, length=80), last
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef(
+                    "Name", "string", "Full Name", nillable=False, length=121, name_field=True, **ro
+                ),
                 [f"{f} {la}" for f, la in zip(first, last, strict=True)],
             )
         )
-        table.add(StringColumn.from_values(FieldDef("Email", "email", "Email", nillable=False, length=128), emails))
-        table.add(StringColumn.from_values(FieldDef("Title", "string", "Title", length=80), [*users.title, "System Administrator"]))
-        table.add(StringColumn.from_values(FieldDef("Department", "string", "Department", length=80), [*users.team, None]))
-        table.add(BoolColumn(FieldDef("IsActive", "boolean", "Active", nillable=False), np.append(users.is_active, True)))
-        table.add(StringColumn.from_values(FieldDef("UserType", "picklist", "User Type", **ro), ["Standard"] * n))
-        table.add(StringColumn.from_values(FieldDef("TimeZoneSidKey", "picklist", "Time Zone", nillable=False), ["Europe/Paris"] * n))
-        table.add(StringColumn.from_values(FieldDef("LanguageLocaleKey", "picklist", "Language", nillable=False), ["fr"] * n))
         table.add(
             StringColumn.from_values(
-                FieldDef("DefaultCurrencyIsoCode", "picklist", "User Currency", nillable=False,
-                         picklist=_picklist(self.data.currencies)),
+                FieldDef("Email", "email", "Email", nillable=False, length=128), emails
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("Title", "string", "Title", length=80),
+                [*users.title, "System Administrator"],
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("Department", "string", "Department", length=80), [*users.team, None]
+            )
+        )
+        table.add(
+            BoolColumn(
+                FieldDef("IsActive", "boolean", "Active", nillable=False),
+                np.append(users.is_active, True),
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("UserType", "picklist", "User Type", **ro), ["Standard"] * n
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("TimeZoneSidKey", "picklist", "Time Zone", nillable=False),
+                ["Europe/Paris"] * n,
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("LanguageLocaleKey", "picklist", "Language", nillable=False), ["fr"] * n
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef(
+                    "DefaultCurrencyIsoCode",
+                    "picklist",
+                    "User Currency",
+                    nillable=False,
+                    picklist=_picklist(self.data.currencies),
+                ),
                 [self.data.reporting_currency] * n,
             )
         )
         table.add(
             DateColumn(
-                FieldDef("Sales_Start_Date__c", "date", "Sales Start Date", custom=True,
-                         help_text="First day the user carried a quota (ramp proration)."),
+                FieldDef(
+                    "Sales_Start_Date__c",
+                    "date",
+                    "Sales Start Date",
+                    custom=True,
+                    help_text="First day the user carried a quota (ramp proration).",
+                ),
                 np.append(users.start_day, NULL_DAY).astype(np.int32),
             )
         )
@@ -280,35 +344,108 @@ class SandboxOrg:
     def _build_currency_types(self) -> None:
         rates = self.data.fx_rates
         codes = [c for c in self.data.currencies if c in rates]
-        table = self._new_table(SObjectDef("CurrencyType", "Currency Type", "Currency Types", "02B"), len(codes))
-        table.add(StringColumn.from_values(FieldDef("IsoCode", "picklist", "Currency ISO Code", nillable=False, picklist=_picklist(codes)), codes))
-        table.add(NumberColumn(FieldDef("ConversionRate", "double", "Conversion Rate", precision=18, scale=6), [rates[c] for c in codes]))
-        table.add(NumberColumn(FieldDef("DecimalPlaces", "int", "Decimal Places"), [2.0] * len(codes)))
-        table.add(BoolColumn(FieldDef("IsActive", "boolean", "Active", nillable=False), [True] * len(codes)))
-        table.add(BoolColumn(FieldDef("IsCorporate", "boolean", "Corporate", nillable=False), [c == self.data.reporting_currency for c in codes]))
+        table = self._new_table(
+            SObjectDef("CurrencyType", "Currency Type", "Currency Types", "02B"), len(codes)
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef(
+                    "IsoCode",
+                    "picklist",
+                    "Currency ISO Code",
+                    nillable=False,
+                    picklist=_picklist(codes),
+                ),
+                codes,
+            )
+        )
+        table.add(
+            NumberColumn(
+                FieldDef("ConversionRate", "double", "Conversion Rate", precision=18, scale=6),
+                [rates[c] for c in codes],
+            )
+        )
+        table.add(
+            NumberColumn(FieldDef("DecimalPlaces", "int", "Decimal Places"), [2.0] * len(codes))
+        )
+        table.add(
+            BoolColumn(
+                FieldDef("IsActive", "boolean", "Active", nillable=False), [True] * len(codes)
+            )
+        )
+        table.add(
+            BoolColumn(
+                FieldDef("IsCorporate", "boolean", "Corporate", nillable=False),
+                [c == self.data.reporting_currency for c in codes],
+            )
+        )
         stamp = np.full(len(codes), int(self.data.users.created_at.min(initial=0)), dtype=np.int64)
         self._audit(table, stamp, stamp.copy(), by=self.admin_row)
 
     def _build_stages(self) -> None:
         stages = list(SF_STAGES.values())
-        table = self._new_table(SObjectDef("OpportunityStage", "Opportunity Stage", "Opportunity Stages", "01J", createable=False, updateable=False), len(stages))
+        table = self._new_table(
+            SObjectDef(
+                "OpportunityStage",
+                "Opportunity Stage",
+                "Opportunity Stages",
+                "01J",
+                createable=False,
+                updateable=False,
+            ),
+            len(stages),
+        )
         ro = dict(createable=False, updateable=False)
-        table.add(StringColumn.from_values(FieldDef("MasterLabel", "string", "Master Label", **ro), [s[0] for s in stages]))
-        table.add(StringColumn.from_values(FieldDef("ApiName", "string", "API Name", **ro), [s[0] for s in stages]))
-        table.add(BoolColumn(FieldDef("IsActive", "boolean", "Is Active", **ro), [s[5] for s in stages]))
-        table.add(BoolColumn(FieldDef("IsClosed", "boolean", "Closed", **ro), [s[3] for s in stages]))
+        table.add(
+            StringColumn.from_values(
+                FieldDef("MasterLabel", "string", "Master Label", **ro), [s[0] for s in stages]
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("ApiName", "string", "API Name", **ro), [s[0] for s in stages]
+            )
+        )
+        table.add(
+            BoolColumn(FieldDef("IsActive", "boolean", "Is Active", **ro), [s[5] for s in stages])
+        )
+        table.add(
+            BoolColumn(FieldDef("IsClosed", "boolean", "Closed", **ro), [s[3] for s in stages])
+        )
         table.add(BoolColumn(FieldDef("IsWon", "boolean", "Won", **ro), [s[4] for s in stages]))
-        table.add(NumberColumn(FieldDef("DefaultProbability", "percent", "Probability (%)", **ro), [s[1] for s in stages]))
-        table.add(StringColumn.from_values(FieldDef("ForecastCategoryName", "picklist", "Forecast Category", **ro), [s[2] for s in stages]))
-        table.add(StringColumn.from_values(FieldDef("ForecastCategory", "picklist", "Forecast Type", **ro), [FORECAST_API_VALUES[s[2]] for s in stages]))
-        table.add(NumberColumn(FieldDef("SortOrder", "int", "Sort Order", **ro), np.arange(len(stages), dtype=float) + 1))
+        table.add(
+            NumberColumn(
+                FieldDef("DefaultProbability", "percent", "Probability (%)", **ro),
+                [s[1] for s in stages],
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("ForecastCategoryName", "picklist", "Forecast Category", **ro),
+                [s[2] for s in stages],
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("ForecastCategory", "picklist", "Forecast Type", **ro),
+                [FORECAST_API_VALUES[s[2]] for s in stages],
+            )
+        )
+        table.add(
+            NumberColumn(
+                FieldDef("SortOrder", "int", "Sort Order", **ro),
+                np.arange(len(stages), dtype=float) + 1,
+            )
+        )
         stamp = np.full(len(stages), int(self.data.users.created_at.min(initial=0)), dtype=np.int64)
         self._audit(table, stamp, stamp.copy(), by=self.admin_row)
         self.stage_by_name = {s[0].casefold(): s for s in stages}
 
     def _build_periods(self) -> None:
         """Fiscal periods (calendar fiscal year) covering every quota and close date."""
-        first_days = [int(self.data.quotas.period_start.min(initial=ds.date_to_day(self.data.reference_date)))]
+        first_days = [
+            int(self.data.quotas.period_start.min(initial=ds.date_to_day(self.data.reference_date)))
+        ]
         closes = self.data.deals.close_day[self.data.deals.close_day != NULL_DAY]
         if len(closes):
             first_days += [int(closes.min()), int(closes.max())]
@@ -325,14 +462,48 @@ class SandboxOrg:
                 start = dt.date(year, month + 1, 1)
                 end = _add_months(start, 1) - dt.timedelta(days=1)
                 rows.append(("Month", start, end, month + 1, f"{start:%B} FY{year}"))
-        table = self._new_table(SObjectDef("Period", "Period", "Periods", "026", createable=False, updateable=False), len(rows))
+        table = self._new_table(
+            SObjectDef("Period", "Period", "Periods", "026", createable=False, updateable=False),
+            len(rows),
+        )
         ro = dict(createable=False, updateable=False)
-        table.add(StringColumn.from_values(FieldDef("Type", "picklist", "Type", picklist=_picklist(["Month", "Quarter", "Year"]), **ro), [r[0] for r in rows]))
-        table.add(DateColumn(FieldDef("StartDate", "date", "Start Date", **ro), [ds.date_to_day(r[1]) for r in rows]))
-        table.add(DateColumn(FieldDef("EndDate", "date", "End Date", **ro), [ds.date_to_day(r[2]) for r in rows]))
-        table.add(NumberColumn(FieldDef("Number", "int", "Number", **ro), [float(r[3]) for r in rows]))
-        table.add(StringColumn.from_values(FieldDef("FullyQualifiedLabel", "string", "Label", **ro), [r[4] for r in rows]))
-        table.add(BoolColumn(FieldDef("IsForecastPeriod", "boolean", "Forecast Period", **ro), [r[0] == "Quarter" for r in rows]))
+        table.add(
+            StringColumn.from_values(
+                FieldDef(
+                    "Type",
+                    "picklist",
+                    "Type",
+                    picklist=_picklist(["Month", "Quarter", "Year"]),
+                    **ro,
+                ),
+                [r[0] for r in rows],
+            )
+        )
+        table.add(
+            DateColumn(
+                FieldDef("StartDate", "date", "Start Date", **ro),
+                [ds.date_to_day(r[1]) for r in rows],
+            )
+        )
+        table.add(
+            DateColumn(
+                FieldDef("EndDate", "date", "End Date", **ro), [ds.date_to_day(r[2]) for r in rows]
+            )
+        )
+        table.add(
+            NumberColumn(FieldDef("Number", "int", "Number", **ro), [float(r[3]) for r in rows])
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("FullyQualifiedLabel", "string", "Label", **ro), [r[4] for r in rows]
+            )
+        )
+        table.add(
+            BoolColumn(
+                FieldDef("IsForecastPeriod", "boolean", "Forecast Period", **ro),
+                [r[0] == "Quarter" for r in rows],
+            )
+        )
         stamp = np.full(len(rows), int(self.data.users.created_at.min(initial=0)), dtype=np.int64)
         self._audit(table, stamp, stamp.copy(), by=self.admin_row)
         self._quarter_period = {
@@ -346,15 +517,62 @@ class SandboxOrg:
         n = len(accounts)
         table = self._new_table(SObjectDef("Account", "Account", "Accounts", "001"), n)
         self._is_deleted(table, np.zeros(n, dtype=bool))
-        table.add(StringColumn(FieldDef("Name", "string", "Account Name", nillable=False, length=255, name_field=True), accounts.name, np.arange(n, dtype=np.int32)))
+        table.add(
+            StringColumn(
+                FieldDef(
+                    "Name", "string", "Account Name", nillable=False, length=255, name_field=True
+                ),
+                accounts.name,
+                np.arange(n, dtype=np.int32),
+            )
+        )
         won = deals.stage == ds.STAGE_WON
         customer = np.zeros(n, dtype=bool)
         customer[deals.account[won & ~deals.is_deleted]] = True
-        table.add(StringColumn(FieldDef("Type", "picklist", "Account Type", picklist=_picklist(["Prospect", "Customer"])), ["Prospect", "Customer"], customer.astype(np.int32)))
-        table.add(StringColumn.from_values(FieldDef("Industry", "picklist", "Industry"), accounts.industry))
-        table.add(StringColumn.from_values(FieldDef("BillingCountry", "string", "Billing Country", length=80), accounts.country))
-        table.add(StringColumn.from_values(FieldDef("CurrencyIsoCode", "picklist", "Account Currency", nillable=False, picklist=_picklist(self.data.currencies), default_on_create=self.data.reporting_currency), [self.data.reporting_currency] * n))
-        table.add(DateColumn(FieldDef("Churn_Date__c", "date", "Churn Date", custom=True, help_text="Day the customer stopped paying."), accounts.churn_day))
+        table.add(
+            StringColumn(
+                FieldDef(
+                    "Type", "picklist", "Account Type", picklist=_picklist(["Prospect", "Customer"])
+                ),
+                ["Prospect", "Customer"],
+                customer.astype(np.int32),
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("Industry", "picklist", "Industry"), accounts.industry
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("BillingCountry", "string", "Billing Country", length=80), accounts.country
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef(
+                    "CurrencyIsoCode",
+                    "picklist",
+                    "Account Currency",
+                    nillable=False,
+                    picklist=_picklist(self.data.currencies),
+                    default_on_create=self.data.reporting_currency,
+                ),
+                [self.data.reporting_currency] * n,
+            )
+        )
+        table.add(
+            DateColumn(
+                FieldDef(
+                    "Churn_Date__c",
+                    "date",
+                    "Churn Date",
+                    custom=True,
+                    help_text="Day the customer stopped paying.",
+                ),
+                accounts.churn_day,
+            )
+        )
         self._reference(table, "OwnerId", "User", "Owner", accounts.owner, nillable=False)
         self._audit(table, accounts.created_at, accounts.last_modified, by=self.admin_row)
 
@@ -369,28 +587,103 @@ class SandboxOrg:
         product = deals.product
 
         def default_name(rows: np.ndarray) -> list[str]:
-            names = account_names.to_json(self.tables["opportunity"].columns["accountid"].data[rows])  # type: ignore[attr-defined]
-            return [f"{a} - {products[p]}" for a, p in zip(names, product[np.minimum(rows, len(product) - 1)].tolist(), strict=True)]
+            names = account_names.to_json(
+                self.tables["opportunity"].columns["accountid"].data[rows]
+            )  # type: ignore[attr-defined]
+            return [
+                f"{a} - {products[p]}"
+                for a, p in zip(
+                    names, product[np.minimum(rows, len(product) - 1)].tolist(), strict=True
+                )
+            ]
 
-        table.add(DerivedStringColumn(FieldDef("Name", "string", "Name", nillable=False, length=120, name_field=True), default_name, base_rows=n))
+        table.add(
+            DerivedStringColumn(
+                FieldDef("Name", "string", "Name", nillable=False, length=120, name_field=True),
+                default_name,
+                base_rows=n,
+            )
+        )
         stage_names = [SF_STAGES[key][0] for key in ds.STAGES]
         table.add(
             StringColumn(
-                FieldDef("StageName", "picklist", "Stage", nillable=False,
-                         picklist=_picklist([s[0] for s in SF_STAGES.values() if s[5]])),
+                FieldDef(
+                    "StageName",
+                    "picklist",
+                    "Stage",
+                    nillable=False,
+                    picklist=_picklist([s[0] for s in SF_STAGES.values() if s[5]]),
+                ),
                 stage_names,
                 deals.stage.astype(np.int32),
             )
         )
-        table.add(NumberColumn(FieldDef("Amount", "currency", "Amount", precision=18, scale=2), deals.amount))
-        table.add(NumberColumn(FieldDef("Probability", "percent", "Probability (%)", precision=3), deals.probability))
-        table.add(DateColumn(FieldDef("CloseDate", "date", "Close Date", nillable=False), deals.close_day))
+        table.add(
+            NumberColumn(
+                FieldDef("Amount", "currency", "Amount", precision=18, scale=2), deals.amount
+            )
+        )
+        table.add(
+            NumberColumn(
+                FieldDef("Probability", "percent", "Probability (%)", precision=3),
+                deals.probability,
+            )
+        )
+        table.add(
+            DateColumn(FieldDef("CloseDate", "date", "Close Date", nillable=False), deals.close_day)
+        )
         type_names = [SF_TYPES[key] for key in ds.DEAL_TYPES]
-        table.add(StringColumn(FieldDef("Type", "picklist", "Opportunity Type", picklist=_picklist([*type_names, *EXTRA_TYPES])), type_names, deals.deal_type.astype(np.int32)))
+        table.add(
+            StringColumn(
+                FieldDef(
+                    "Type",
+                    "picklist",
+                    "Opportunity Type",
+                    picklist=_picklist([*type_names, *EXTRA_TYPES]),
+                ),
+                type_names,
+                deals.deal_type.astype(np.int32),
+            )
+        )
         forecast_names = [SF_FORECAST_NAMES[key] for key in ds.FORECAST_CATEGORIES]
-        table.add(StringColumn(FieldDef("ForecastCategoryName", "picklist", "Forecast Category", picklist=_picklist(list(FORECAST_API_VALUES))), forecast_names, deals.forecast_category.astype(np.int32)))
-        table.add(StringColumn(FieldDef("CurrencyIsoCode", "picklist", "Opportunity Currency", nillable=False, picklist=_picklist(self.data.currencies), default_on_create=self.data.reporting_currency), self.data.currencies, deals.currency.astype(np.int32)))
-        table.add(NumberColumn(FieldDef("Contract_Term_Months__c", "double", "Contract Term (months)", custom=True, precision=3), deals.term_months.astype(np.float64)))
+        table.add(
+            StringColumn(
+                FieldDef(
+                    "ForecastCategoryName",
+                    "picklist",
+                    "Forecast Category",
+                    picklist=_picklist(list(FORECAST_API_VALUES)),
+                ),
+                forecast_names,
+                deals.forecast_category.astype(np.int32),
+            )
+        )
+        table.add(
+            StringColumn(
+                FieldDef(
+                    "CurrencyIsoCode",
+                    "picklist",
+                    "Opportunity Currency",
+                    nillable=False,
+                    picklist=_picklist(self.data.currencies),
+                    default_on_create=self.data.reporting_currency,
+                ),
+                self.data.currencies,
+                deals.currency.astype(np.int32),
+            )
+        )
+        table.add(
+            NumberColumn(
+                FieldDef(
+                    "Contract_Term_Months__c",
+                    "double",
+                    "Contract Term (months)",
+                    custom=True,
+                    precision=3,
+                ),
+                deals.term_months.astype(np.float64),
+            )
+        )
         self._reference(table, "OwnerId", "User", "Owner", deals.owner, nillable=False)
         self._audit(table, deals.created_at, deals.last_modified, by=deals.owner)
         self._add_opportunity_formulas(table)
@@ -404,7 +697,10 @@ class SandboxOrg:
         def stage_flag(index: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
             def compute(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 flags = np.array(
-                    [bool(self.stage_by_name.get(c.casefold(), (0, 0, 0, False, False))[index]) for c in stage.categories]
+                    [
+                        bool(self.stage_by_name.get(c.casefold(), (0, 0, 0, False, False))[index])
+                        for c in stage.categories
+                    ]
                     + [False],
                     dtype=bool,
                 )
@@ -414,16 +710,32 @@ class SandboxOrg:
 
         for name, label, index in (("IsClosed", "Closed", 3), ("IsWon", "Won", 4)):
             compute = stage_flag(index)
-            table.add(ComputedColumn(FieldDef(name, "boolean", label, nillable=False, **formula), "bool", compute, lambda rows, c=compute: c(rows)[0].tolist()))
+            table.add(
+                ComputedColumn(
+                    FieldDef(name, "boolean", label, nillable=False, **formula),
+                    "bool",
+                    compute,
+                    lambda rows, c=compute: c(rows)[0].tolist(),
+                )
+            )
 
         def forecast_api(rows: np.ndarray) -> list[Any]:
-            return [None if v is None else FORECAST_API_VALUES.get(v, v) for v in forecast.to_json(rows)]
+            return [
+                None if v is None else FORECAST_API_VALUES.get(v, v) for v in forecast.to_json(rows)
+            ]
 
         def forecast_vector(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             values = np.array(forecast_api(rows), dtype=object)
             return values, np.array([v is None for v in values], dtype=bool)
 
-        table.add(ComputedColumn(FieldDef("ForecastCategory", "picklist", "Forecast Type", **formula), "text", forecast_vector, forecast_api))
+        table.add(
+            ComputedColumn(
+                FieldDef("ForecastCategory", "picklist", "Forecast Type", **formula),
+                "text",
+                forecast_vector,
+                forecast_api,
+            )
+        )
         amount = table.columns["amount"]
         probability = table.columns["probability"]
         assert isinstance(amount, NumberColumn) and isinstance(probability, NumberColumn)
@@ -432,7 +744,16 @@ class SandboxOrg:
             values = amount.data[rows] * probability.data[rows] / 100.0
             return values, np.isnan(values)
 
-        table.add(ComputedColumn(FieldDef("ExpectedRevenue", "currency", "Expected Amount", **formula), "number", expected, lambda rows: [None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()]))
+        table.add(
+            ComputedColumn(
+                FieldDef("ExpectedRevenue", "currency", "Expected Amount", **formula),
+                "number",
+                expected,
+                lambda rows: [
+                    None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()
+                ],
+            )
+        )
         close = table.columns["closedate"]
         assert isinstance(close, DateColumn)
 
@@ -440,39 +761,102 @@ class SandboxOrg:
             def compute(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 days = close.data[rows]
                 null = days == NULL_DAY
-                months = np.where(null, 0, days).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+                months = (
+                    np.where(null, 0, days)
+                    .astype("datetime64[D]")
+                    .astype("datetime64[M]")
+                    .astype(np.int64)
+                )
                 values = months // 12 + 1970 if part == "year" else (months % 12) // 3 + 1
                 return np.where(null, np.nan, values).astype(np.float64), null
 
             return compute
 
-        for name, label, part in (("FiscalYear", "Fiscal Year", "year"), ("FiscalQuarter", "Fiscal Quarter", "quarter")):
+        for name, label, part in (
+            ("FiscalYear", "Fiscal Year", "year"),
+            ("FiscalQuarter", "Fiscal Quarter", "quarter"),
+        ):
             compute = fiscal(part)
-            table.add(ComputedColumn(FieldDef(name, "int", label, **formula), "number", compute, lambda rows, c=compute: [None if np.isnan(v) else int(v) for v in c(rows)[0].tolist()]))
+            table.add(
+                ComputedColumn(
+                    FieldDef(name, "int", label, **formula),
+                    "number",
+                    compute,
+                    lambda rows, c=compute: [
+                        None if np.isnan(v) else int(v) for v in c(rows)[0].tolist()
+                    ],
+                )
+            )
 
     def _build_opportunity_history(self) -> None:
         changes = self.data.stage_changes
         deals = self.data.deals
         n = len(changes)
-        table = self._new_table(SObjectDef("OpportunityHistory", "Opportunity History", "Opportunity History", "008", createable=False, updateable=False), n)
+        table = self._new_table(
+            SObjectDef(
+                "OpportunityHistory",
+                "Opportunity History",
+                "Opportunity History",
+                "008",
+                createable=False,
+                updateable=False,
+            ),
+            n,
+        )
         self._is_deleted(table, deals.is_deleted[changes.deal])
         ro = dict(createable=False, updateable=False)
-        self._reference(table, "OpportunityId", "Opportunity", "Opportunity", changes.deal, updateable=False)
+        self._reference(
+            table, "OpportunityId", "Opportunity", "Opportunity", changes.deal, updateable=False
+        )
         stage_names = [SF_STAGES[key][0] for key in ds.STAGES]
-        table.add(StringColumn(FieldDef("StageName", "picklist", "Stage", **ro), stage_names, changes.stage.astype(np.int32)))
+        table.add(
+            StringColumn(
+                FieldDef("StageName", "picklist", "Stage", **ro),
+                stage_names,
+                changes.stage.astype(np.int32),
+            )
+        )
         table.add(NumberColumn(FieldDef("Amount", "currency", "Amount", **ro), changes.amount))
-        table.add(NumberColumn(FieldDef("Probability", "percent", "Probability (%)", **ro), changes.probability))
+        table.add(
+            NumberColumn(
+                FieldDef("Probability", "percent", "Probability (%)", **ro), changes.probability
+            )
+        )
         table.add(DateColumn(FieldDef("CloseDate", "date", "Close Date", **ro), changes.close_day))
-        api_forecast = [FORECAST_API_VALUES[SF_FORECAST_NAMES[key]] for key in ds.FORECAST_CATEGORIES]
-        table.add(StringColumn(FieldDef("ForecastCategory", "picklist", "Forecast Category", **ro), api_forecast, changes.forecast_category.astype(np.int32)))
+        api_forecast = [
+            FORECAST_API_VALUES[SF_FORECAST_NAMES[key]] for key in ds.FORECAST_CATEGORIES
+        ]
+        table.add(
+            StringColumn(
+                FieldDef("ForecastCategory", "picklist", "Forecast Category", **ro),
+                api_forecast,
+                changes.forecast_category.astype(np.int32),
+            )
+        )
         same_deal = np.zeros(n, dtype=bool)
         same_deal[1:] = changes.deal[1:] == changes.deal[:-1]
         previous_amount = np.where(same_deal, np.roll(changes.amount, 1), np.nan)
-        previous_close = np.where(same_deal, np.roll(changes.close_day, 1), NULL_DAY).astype(np.int32)
-        table.add(NumberColumn(FieldDef("PrevAmount", "currency", "Previous Amount", **ro), previous_amount))
-        table.add(DateColumn(FieldDef("PrevCloseDate", "date", "Previous Close Date", **ro), previous_close))
+        previous_close = np.where(same_deal, np.roll(changes.close_day, 1), NULL_DAY).astype(
+            np.int32
+        )
+        table.add(
+            NumberColumn(
+                FieldDef("PrevAmount", "currency", "Previous Amount", **ro), previous_amount
+            )
+        )
+        table.add(
+            DateColumn(
+                FieldDef("PrevCloseDate", "date", "Previous Close Date", **ro), previous_close
+            )
+        )
         currencies = self.data.currencies
-        table.add(StringColumn(FieldDef("CurrencyIsoCode", "picklist", "Currency ISO Code", **ro), currencies, deals.currency[changes.deal].astype(np.int32)))
+        table.add(
+            StringColumn(
+                FieldDef("CurrencyIsoCode", "picklist", "Currency ISO Code", **ro),
+                currencies,
+                deals.currency[changes.deal].astype(np.int32),
+            )
+        )
         amount = table.columns["amount"]
         probability = table.columns["probability"]
         assert isinstance(amount, NumberColumn) and isinstance(probability, NumberColumn)
@@ -481,22 +865,63 @@ class SandboxOrg:
             values = amount.data[rows] * probability.data[rows] / 100.0
             return values, np.isnan(values)
 
-        table.add(ComputedColumn(FieldDef("ExpectedRevenue", "currency", "Expected Revenue", calculated=True, **ro), "number", expected, lambda rows: [None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()]))
-        self._audit(table, changes.changed_at, changes.changed_at.copy(), by=deals.owner[changes.deal])
+        table.add(
+            ComputedColumn(
+                FieldDef("ExpectedRevenue", "currency", "Expected Revenue", calculated=True, **ro),
+                "number",
+                expected,
+                lambda rows: [
+                    None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()
+                ],
+            )
+        )
+        self._audit(
+            table, changes.changed_at, changes.changed_at.copy(), by=deals.owner[changes.deal]
+        )
 
     def _build_field_history(self) -> None:
         changes = self.data.close_date_changes
         deals = self.data.deals
         n = len(changes)
-        table = self._new_table(SObjectDef("OpportunityFieldHistory", "Opportunity Field History", "Opportunity Field History", "017", createable=False, updateable=False), n)
+        table = self._new_table(
+            SObjectDef(
+                "OpportunityFieldHistory",
+                "Opportunity Field History",
+                "Opportunity Field History",
+                "017",
+                createable=False,
+                updateable=False,
+            ),
+            n,
+        )
         self._is_deleted(table, deals.is_deleted[changes.deal])
         ro = dict(createable=False, updateable=False)
-        self._reference(table, "OpportunityId", "Opportunity", "Opportunity", changes.deal, updateable=False)
-        table.add(StringColumn.from_values(FieldDef("Field", "picklist", "Changed Field", **ro), ["CloseDate"] * n))
-        table.add(StringColumn.from_values(FieldDef("DataType", "picklist", "Data Type", **ro), ["Date"] * n))
-        table.add(StringColumn.from_values(FieldDef("OldValue", "anyType", "Old Value", **ro), days_to_json(changes.old_day)))
-        table.add(StringColumn.from_values(FieldDef("NewValue", "anyType", "New Value", **ro), days_to_json(changes.new_day)))
-        self._audit(table, changes.changed_at, changes.changed_at.copy(), by=deals.owner[changes.deal])
+        self._reference(
+            table, "OpportunityId", "Opportunity", "Opportunity", changes.deal, updateable=False
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("Field", "picklist", "Changed Field", **ro), ["CloseDate"] * n
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("DataType", "picklist", "Data Type", **ro), ["Date"] * n
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("OldValue", "anyType", "Old Value", **ro), days_to_json(changes.old_day)
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef("NewValue", "anyType", "New Value", **ro), days_to_json(changes.new_day)
+            )
+        )
+        self._audit(
+            table, changes.changed_at, changes.changed_at.copy(), by=deals.owner[changes.deal]
+        )
         del table.columns["lastmodifieddate"], table.sobject.fields["lastmodifieddate"]
         del table.columns["lastmodifiedbyid"], table.sobject.fields["lastmodifiedbyid"]
         del table.columns["systemmodstamp"], table.sobject.fields["systemmodstamp"]
@@ -507,19 +932,49 @@ class SandboxOrg:
         table = self._new_table(SObjectDef("Event", "Event", "Events", "00U"), n)
         self._is_deleted(table, np.zeros(n, dtype=bool))
         kinds = [EVENT_TYPES[key] for key in ds.ACTIVITY_KINDS]
-        table.add(StringColumn(FieldDef("Type", "picklist", "Type", picklist=_picklist([*kinds, *EXTRA_EVENT_TYPES])), kinds, activities.kind.astype(np.int32)))
+        table.add(
+            StringColumn(
+                FieldDef(
+                    "Type", "picklist", "Type", picklist=_picklist([*kinds, *EXTRA_EVENT_TYPES])
+                ),
+                kinds,
+                activities.kind.astype(np.int32),
+            )
+        )
         account_names = self.tables["account"].columns["name"]
         kind = activities.kind
         account = activities.account
 
         def default_subject(rows: np.ndarray) -> list[str]:
-            names = account_names.to_json(np.maximum(account[np.minimum(rows, n - 1)], 0)) if n else []
-            return [f"{kinds[k]} - {a}" for k, a in zip(kind[np.minimum(rows, n - 1)].tolist(), names, strict=True)]
+            names = (
+                account_names.to_json(np.maximum(account[np.minimum(rows, n - 1)], 0)) if n else []
+            )
+            return [
+                f"{kinds[k]} - {a}"
+                for k, a in zip(kind[np.minimum(rows, n - 1)].tolist(), names, strict=True)
+            ]
 
-        table.add(DerivedStringColumn(FieldDef("Subject", "combobox", "Subject", length=255), default_subject, base_rows=n))
-        table.add(DateTimeColumn(FieldDef("StartDateTime", "datetime", "Start Date Time"), activities.start))
-        table.add(DateTimeColumn(FieldDef("ActivityDateTime", "datetime", "Due Date Time"), activities.start))
-        table.add(NumberColumn(FieldDef("DurationInMinutes", "int", "Duration"), activities.duration_minutes.astype(np.float64)))
+        table.add(
+            DerivedStringColumn(
+                FieldDef("Subject", "combobox", "Subject", length=255), default_subject, base_rows=n
+            )
+        )
+        table.add(
+            DateTimeColumn(
+                FieldDef("StartDateTime", "datetime", "Start Date Time"), activities.start
+            )
+        )
+        table.add(
+            DateTimeColumn(
+                FieldDef("ActivityDateTime", "datetime", "Due Date Time"), activities.start
+            )
+        )
+        table.add(
+            NumberColumn(
+                FieldDef("DurationInMinutes", "int", "Duration"),
+                activities.duration_minutes.astype(np.float64),
+            )
+        )
         start = table.columns["startdatetime"]
         duration = table.columns["durationinminutes"]
         assert isinstance(start, DateTimeColumn) and isinstance(duration, NumberColumn)
@@ -528,20 +983,61 @@ class SandboxOrg:
             begin = start.data[rows]
             minutes = duration.data[rows]
             null = (begin == NULL_MS) | np.isnan(minutes)
-            return np.where(null, NULL_MS, begin + np.nan_to_num(minutes).astype(np.int64) * 60_000), null
+            return np.where(
+                null, NULL_MS, begin + np.nan_to_num(minutes).astype(np.int64) * 60_000
+            ), null
 
-        table.add(ComputedColumn(FieldDef("EndDateTime", "datetime", "End Date Time", calculated=True, createable=False, updateable=False), "datetime", end_time, lambda rows: ms_to_json(end_time(rows)[0])))
+        table.add(
+            ComputedColumn(
+                FieldDef(
+                    "EndDateTime",
+                    "datetime",
+                    "End Date Time",
+                    calculated=True,
+                    createable=False,
+                    updateable=False,
+                ),
+                "datetime",
+                end_time,
+                lambda rows: ms_to_json(end_time(rows)[0]),
+            )
+        )
 
         def activity_date(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             begin = start.data[rows]
             null = begin == NULL_MS
-            return np.where(null, NULL_DAY, np.floor_divide(begin, 86_400_000)).astype(np.int32), null
+            return np.where(null, NULL_DAY, np.floor_divide(begin, 86_400_000)).astype(
+                np.int32
+            ), null
 
-        table.add(ComputedColumn(FieldDef("ActivityDate", "date", "Due Date Only", calculated=True, createable=False, updateable=False), "date", activity_date, lambda rows: days_to_json(activity_date(rows)[0])))
+        table.add(
+            ComputedColumn(
+                FieldDef(
+                    "ActivityDate",
+                    "date",
+                    "Due Date Only",
+                    calculated=True,
+                    createable=False,
+                    updateable=False,
+                ),
+                "date",
+                activity_date,
+                lambda rows: days_to_json(activity_date(rows)[0]),
+            )
+        )
         self._reference(table, "OwnerId", "User", "Owner", activities.owner, nillable=False)
-        self._reference(table, "AccountId", "Account", "Account", activities.account, updateable=False)
+        self._reference(
+            table, "AccountId", "Account", "Account", activities.account, updateable=False
+        )
         is_deal = activities.deal >= 0
-        what = FieldDef("WhatId", "reference", "Related To ID", reference_to=("Opportunity", "Account"), relationship_name="What", length=18)
+        what = FieldDef(
+            "WhatId",
+            "reference",
+            "Related To ID",
+            reference_to=("Opportunity", "Account"),
+            relationship_name="What",
+            length=18,
+        )
         table.add(
             PolymorphicReferenceColumn(
                 what,
@@ -555,24 +1051,73 @@ class SandboxOrg:
     def _build_quotas(self) -> None:
         quotas = self.data.quotas
         n = len(quotas)
-        table = self._new_table(SObjectDef("ForecastingQuota", "Forecasting Quota", "Forecasting Quotas", "0J9"), n)
+        table = self._new_table(
+            SObjectDef("ForecastingQuota", "Forecasting Quota", "Forecasting Quotas", "0J9"), n
+        )
         self._reference(table, "QuotaOwnerId", "User", "QuotaOwner", quotas.user, nillable=False)
-        table.add(NumberColumn(FieldDef("QuotaAmount", "currency", "Quota Amount", precision=18, scale=2), quotas.amount))
-        table.add(NumberColumn(FieldDef("QuotaQuantity", "double", "Quota Quantity"), np.full(n, np.nan)))
-        table.add(DateColumn(FieldDef("StartDate", "date", "Start Date", nillable=False), quotas.period_start))
+        table.add(
+            NumberColumn(
+                FieldDef("QuotaAmount", "currency", "Quota Amount", precision=18, scale=2),
+                quotas.amount,
+            )
+        )
+        table.add(
+            NumberColumn(FieldDef("QuotaQuantity", "double", "Quota Quantity"), np.full(n, np.nan))
+        )
+        table.add(
+            DateColumn(
+                FieldDef("StartDate", "date", "Start Date", nillable=False), quotas.period_start
+            )
+        )
         periods = np.array(
             [
-                self._period_by_start.get(({1: "Month", 3: "Quarter", 12: "Year"}.get(int(m), "Quarter"), int(s)), -1)
-                for s, m in zip(quotas.period_start.tolist(), quotas.period_months.tolist(), strict=True)
+                self._period_by_start.get(
+                    ({1: "Month", 3: "Quarter", 12: "Year"}.get(int(m), "Quarter"), int(s)), -1
+                )
+                for s, m in zip(
+                    quotas.period_start.tolist(), quotas.period_months.tolist(), strict=True
+                )
             ],
             dtype=np.int32,
         )
         self._reference(table, "PeriodId", "Period", "Period", periods, updateable=False)
         forecasting_type = "0DbSb0000000001" + case_safe_suffix("0DbSb0000000001")
-        table.add(StringColumn.from_values(FieldDef("ForecastingTypeId", "reference", "Forecasting Type ID", reference_to=("ForecastingType",), length=18), [forecasting_type] * n))
-        table.add(BoolColumn(FieldDef("IsAmount", "boolean", "Is Amount", nillable=False), np.ones(n, dtype=bool)))
-        table.add(BoolColumn(FieldDef("IsQuantity", "boolean", "Is Quantity", nillable=False), np.zeros(n, dtype=bool)))
-        table.add(StringColumn.from_values(FieldDef("CurrencyIsoCode", "picklist", "Currency ISO Code", nillable=False, picklist=_picklist(self.data.currencies), default_on_create=self.data.reporting_currency), [self.data.reporting_currency] * n))
+        table.add(
+            StringColumn.from_values(
+                FieldDef(
+                    "ForecastingTypeId",
+                    "reference",
+                    "Forecasting Type ID",
+                    reference_to=("ForecastingType",),
+                    length=18,
+                ),
+                [forecasting_type] * n,
+            )
+        )
+        table.add(
+            BoolColumn(
+                FieldDef("IsAmount", "boolean", "Is Amount", nillable=False), np.ones(n, dtype=bool)
+            )
+        )
+        table.add(
+            BoolColumn(
+                FieldDef("IsQuantity", "boolean", "Is Quantity", nillable=False),
+                np.zeros(n, dtype=bool),
+            )
+        )
+        table.add(
+            StringColumn.from_values(
+                FieldDef(
+                    "CurrencyIsoCode",
+                    "picklist",
+                    "Currency ISO Code",
+                    nillable=False,
+                    picklist=_picklist(self.data.currencies),
+                    default_on_create=self.data.reporting_currency,
+                ),
+                [self.data.reporting_currency] * n,
+            )
+        )
         self._audit(table, quotas.created_at, quotas.last_modified, by=self.admin_row)
 
     # ---- writes -----------------------------------------------------------------------------
@@ -627,9 +1172,12 @@ class SandboxOrg:
                 missing = [
                     d.name
                     for d in table.sobject.fields.values()
-                    if not d.nillable and d.createable and d.type != "boolean"
+                    if not d.nillable
+                    and d.createable
+                    and d.type != "boolean"
                     and d.default_on_create is None
-                    and d.name.lower() not in given and d.name.lower() != "ownerid"
+                    and d.name.lower() not in given
+                    and d.name.lower() != "ownerid"
                 ]
                 defaults = [
                     (table.columns[name], d.default_on_create)
@@ -783,23 +1331,35 @@ class SandboxOrg:
             return [self.find_row(table, value)]
         rows = table.live_rows(include_deleted=False)
         assert isinstance(column, StringColumn)
-        wanted = {c for c, text in enumerate(column.categories) if text.casefold() == value.casefold()}
+        wanted = {
+            c for c, text in enumerate(column.categories) if text.casefold() == value.casefold()
+        }
         codes = column.codes[rows]
         return [int(r) for r in rows[np.isin(codes, list(wanted))]] if wanted else []
 
     # ---- schema changes (Tooling API) -------------------------------------------------------
 
-    def create_custom_object(self, api_name: str, label: str, plural: str, name_label: str) -> Table:
+    def create_custom_object(
+        self, api_name: str, label: str, plural: str, name_label: str
+    ) -> Table:
         with self.lock:
             if not api_name.endswith("__c") or api_name.lower() in self.tables:
-                raise RecordError("DUPLICATE_DEVELOPER_NAME" if api_name.lower() in self.tables else "INVALID_FIELD",
-                                  f"Cannot create custom object {api_name}")
+                raise RecordError(
+                    "DUPLICATE_DEVELOPER_NAME"
+                    if api_name.lower() in self.tables
+                    else "INVALID_FIELD",
+                    f"Cannot create custom object {api_name}",
+                )
             prefix = f"a{self._next_custom_prefix:02d}"
             self._next_custom_prefix += 1
             table = self._new_table(SObjectDef(api_name, label, plural, prefix, custom=True), 0)
             self._is_deleted(table, np.zeros(0, dtype=bool))
-            table.add(StringColumn(FieldDef("Name", "string", name_label, length=80, name_field=True)))
-            self._reference(table, "OwnerId", "User", "Owner", np.zeros(0, dtype=np.int32), nillable=False)
+            table.add(
+                StringColumn(FieldDef("Name", "string", name_label, length=80, name_field=True))
+            )
+            self._reference(
+                table, "OwnerId", "User", "Owner", np.zeros(0, dtype=np.int32), nillable=False
+            )
             empty = np.zeros(0, dtype=np.int64)
             self._audit(table, empty, empty.copy(), by=np.zeros(0, dtype=np.int32))
             table.sobject.fields["ownerid"].createable = True
@@ -832,8 +1392,16 @@ class SandboxOrg:
                     f"There is already a field named {api_name[:-3]} on {table.name}.",
                 )
             definition = FieldDef(
-                api_name, field_type, label, custom=True, length=length, precision=precision,
-                scale=scale, help_text=help_text, external_id=external_id, unique=unique,
+                api_name,
+                field_type,
+                label,
+                custom=True,
+                length=length,
+                precision=precision,
+                scale=scale,
+                help_text=help_text,
+                external_id=external_id,
+                unique=unique,
             )
             column: Column
             if field_type in {"double", "currency", "percent", "int"}:
@@ -847,7 +1415,9 @@ class SandboxOrg:
             elif field_type == "reference" and reference_to:
                 target = self.table(reference_to)
                 if target is None:
-                    raise RecordError("INVALID_TYPE", f"sObject type '{reference_to}' is not supported.")
+                    raise RecordError(
+                        "INVALID_TYPE", f"sObject type '{reference_to}' is not supported."
+                    )
                 definition.reference_to = (target.name,)
                 definition.relationship_name = api_name[:-3] + "__r"
                 column = ReferenceColumn(definition, target.sobject.key_prefix)
@@ -864,7 +1434,9 @@ class DerivedStringColumn(StringColumn):
 
     kind = "text"
 
-    def __init__(self, definition: FieldDef, default: Callable[[np.ndarray], list[str]], *, base_rows: int) -> None:
+    def __init__(
+        self, definition: FieldDef, default: Callable[[np.ndarray], list[str]], *, base_rows: int
+    ) -> None:
         super().__init__(definition)
         self._default = default
         self._base_rows = base_rows
@@ -879,7 +1451,9 @@ class DerivedStringColumn(StringColumn):
         out: list[Any] = [None if c < 0 else self.categories[c] for c in codes.tolist()]
         if derived.any():
             positions = np.flatnonzero(derived)
-            for position, value in zip(positions.tolist(), self._default(rows[positions]), strict=True):
+            for position, value in zip(
+                positions.tolist(), self._default(rows[positions]), strict=True
+            ):
                 out[position] = value
         return out
 
@@ -889,7 +1463,9 @@ class DerivedStringColumn(StringColumn):
 
     def sort_keys(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values, null = self.vector(rows)
-        folded = np.array([("" if v is None else v.casefold()) for v in values.tolist()], dtype=object)
+        folded = np.array(
+            [("" if v is None else v.casefold()) for v in values.tolist()], dtype=object
+        )
         order = np.argsort(folded, kind="stable")
         keys = np.empty(len(rows), dtype=np.int64)
         keys[order] = np.arange(len(rows))

@@ -14,6 +14,7 @@ Logins reach it through a ``requests`` session whose transport adapter sends
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -32,13 +33,6 @@ from xml.sax.saxutils import escape
 import jwt
 import numpy as np
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
-from werkzeug.wrappers import Request, Response
-
 from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan, FaultRule
@@ -46,7 +40,14 @@ from crm_kpi_worker.sandbox.salesforce import engine
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.org import ORG_ID, RecordError, SandboxOrg
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
+from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
 from crm_kpi_worker.sandbox.tls import make_tls
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
 # Werkzeug logs every request at INFO; the CLI turns that on with --verbose.
@@ -146,24 +147,108 @@ class SalesforceSandboxApp:
                 Rule("/services/Soap/u/<version>/<org>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
                 Rule("/services/data", endpoint="versions", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>", endpoint="resources", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/query", endpoint="query", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/query/<locator>", endpoint="query_more", methods=["GET"]),
-                Rule("/services/data/v<version>/queryAll", endpoint="query_all", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/queryAll/<locator>", endpoint="query_more", methods=["GET"]),
-                Rule("/services/data/v<version>/limits", endpoint="limits", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/sobjects", endpoint="global_describe", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/sobjects/<sobject>", endpoint="sobject", methods=["GET", "POST"], strict_slashes=False),
-                Rule("/services/data/v<version>/sobjects/<sobject>/describe", endpoint="describe", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/sobjects/<sobject>/updated", endpoint="updated", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/sobjects/<sobject>/deleted", endpoint="deleted", methods=["GET"], strict_slashes=False),
-                Rule("/services/data/v<version>/sobjects/<sobject>/<record_id>", endpoint="record", methods=["GET", "PATCH", "DELETE"], strict_slashes=False),
-                Rule("/services/data/v<version>/sobjects/<sobject>/<ext_field>/<path:ext_value>", endpoint="external", methods=["GET", "PATCH"]),
-                Rule("/services/data/v<version>/composite/sobjects", endpoint="collections", methods=["POST", "PATCH", "DELETE"], strict_slashes=False),
-                Rule("/services/data/v<version>/composite/sobjects/<sobject>", endpoint="collections_typed", methods=["GET", "POST", "PATCH", "DELETE"], strict_slashes=False),
-                Rule("/services/data/v<version>/composite/sobjects/<sobject>/<ext_field>", endpoint="collections_upsert", methods=["PATCH"], strict_slashes=False),
-                Rule("/services/data/v<version>/tooling/sobjects/<sobject>", endpoint="tooling_create", methods=["POST"], strict_slashes=False),
-                Rule("/_sandbox/faults", endpoint="admin_faults", methods=["GET", "POST", "DELETE"]),
+                Rule(
+                    "/services/data/v<version>",
+                    endpoint="resources",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/query",
+                    endpoint="query",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/query/<locator>",
+                    endpoint="query_more",
+                    methods=["GET"],
+                ),
+                Rule(
+                    "/services/data/v<version>/queryAll",
+                    endpoint="query_all",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/queryAll/<locator>",
+                    endpoint="query_more",
+                    methods=["GET"],
+                ),
+                Rule(
+                    "/services/data/v<version>/limits",
+                    endpoint="limits",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/sobjects",
+                    endpoint="global_describe",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/sobjects/<sobject>",
+                    endpoint="sobject",
+                    methods=["GET", "POST"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/sobjects/<sobject>/describe",
+                    endpoint="describe",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/sobjects/<sobject>/updated",
+                    endpoint="updated",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/sobjects/<sobject>/deleted",
+                    endpoint="deleted",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/sobjects/<sobject>/<record_id>",
+                    endpoint="record",
+                    methods=["GET", "PATCH", "DELETE"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/sobjects/<sobject>/<ext_field>/<path:ext_value>",
+                    endpoint="external",
+                    methods=["GET", "PATCH"],
+                ),
+                Rule(
+                    "/services/data/v<version>/composite/sobjects",
+                    endpoint="collections",
+                    methods=["POST", "PATCH", "DELETE"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/composite/sobjects/<sobject>",
+                    endpoint="collections_typed",
+                    methods=["GET", "POST", "PATCH", "DELETE"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/composite/sobjects/<sobject>/<ext_field>",
+                    endpoint="collections_upsert",
+                    methods=["PATCH"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/services/data/v<version>/tooling/sobjects/<sobject>",
+                    endpoint="tooling_create",
+                    methods=["POST"],
+                    strict_slashes=False,
+                ),
+                Rule(
+                    "/_sandbox/faults", endpoint="admin_faults", methods=["GET", "POST", "DELETE"]
+                ),
                 Rule("/_sandbox/stats", endpoint="admin_stats", methods=["GET"]),
                 Rule("/_sandbox/expire-sessions", endpoint="admin_expire", methods=["POST"]),
             ]
@@ -183,11 +268,18 @@ class SalesforceSandboxApp:
         except HTTPException as exc:
             if exc.code == 405:
                 return self._json(
-                    [{"errorCode": "METHOD_NOT_ALLOWED", "message": f"HTTP Method '{request.method}' not allowed. Allowed are {', '.join(sorted(exc.valid_methods or []))}"}],  # type: ignore[attr-defined]
+                    [
+                        {
+                            "errorCode": "METHOD_NOT_ALLOWED",
+                            "message": f"HTTP Method '{request.method}' not allowed."
+                            f" Allowed are {', '.join(sorted(exc.valid_methods or []))}",  # type: ignore[attr-defined]
+                        }
+                    ],
                     405,
                 )
             return self._json(
-                [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}], 404
+                [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}],
+                404,
             )
         handler = getattr(self, f"on_{endpoint}")
         if endpoint in {"soap_login", "oauth_token"}:
@@ -207,7 +299,13 @@ class SalesforceSandboxApp:
             response = self._json([{"message": exc.message, "errorCode": exc.code}], 400)
         except json.JSONDecodeError as exc:
             response = self._json(
-                [{"message": f"Unexpected character: {exc.msg} at [line:{exc.lineno}, column:{exc.colno}]", "errorCode": "JSON_PARSER_ERROR"}],
+                [
+                    {
+                        "message": f"Unexpected character: {exc.msg}"
+                        f" at [line:{exc.lineno}, column:{exc.colno}]",
+                        "errorCode": "JSON_PARSER_ERROR",
+                    }
+                ],
                 400,
             )
         response.headers["Sforce-Limit-Info"] = f"api-usage={self.stats.api_calls}/{self.api_limit}"
@@ -241,13 +339,17 @@ class SalesforceSandboxApp:
     def _count_call(self, endpoint: str) -> None:
         with self._lock:
             if self.stats.api_calls >= self.api_limit:
-                raise SalesforceError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+                raise SalesforceError(
+                    403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."
+                )
             self.stats.api_calls += 1
             self.stats.count(endpoint)
 
     def _inject_faults(self, request: Request) -> None:
         rule = self.faults.draw(
-            request.method, request.path, ("slow", "expire_session", "rate_limit", "daily_limit", "server_error")
+            request.method,
+            request.path,
+            ("slow", "expire_session", "rate_limit", "daily_limit", "server_error"),
         )
         if rule is None:
             return
@@ -258,15 +360,22 @@ class SalesforceSandboxApp:
             raise SalesforceError(401, "INVALID_SESSION_ID", "Session expired or invalid")
         elif rule.kind == "rate_limit":
             raise SalesforceError(
-                429, "REQUEST_LIMIT_EXCEEDED",
+                429,
+                "REQUEST_LIMIT_EXCEEDED",
                 f"Too many requests: retry after {rule.retry_after} seconds.",
                 headers={"Retry-After": str(rule.retry_after)},
             )
         elif rule.kind == "daily_limit":
             raise SalesforceError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
         else:
-            code = {500: "UNKNOWN_EXCEPTION", 502: "SERVER_UNAVAILABLE", 503: "SERVER_UNAVAILABLE"}.get(rule.status, "UNKNOWN_EXCEPTION")
-            raise SalesforceError(rule.status, code, "The server is temporarily unable to service your request.")
+            code = {
+                500: "UNKNOWN_EXCEPTION",
+                502: "SERVER_UNAVAILABLE",
+                503: "SERVER_UNAVAILABLE",
+            }.get(rule.status, "UNKNOWN_EXCEPTION")
+            raise SalesforceError(
+                rule.status, code, "The server is temporarily unable to service your request."
+            )
 
     def expire_sessions(self) -> None:
         with self._lock:
@@ -300,17 +409,62 @@ class SalesforceSandboxApp:
         token = self.new_session(self.org.admin_row)
         user_id = make_id("005", self.org.admin_row)
         server = f"{self.base_url}/services/Soap/u/{version}/{ORG_ID[:15]}"
-        body = f"""<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><loginResponse><result><metadataServerUrl>{self.base_url}/services/Soap/m/{version}/{ORG_ID[:15]}</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>true</sandbox><serverUrl>{server}</serverUrl><sessionId>{escape(token)}</sessionId><userId>{user_id}</userId><userInfo><currencySymbol xsi:nil="true"/><orgAttachmentFileSizeLimit>5242880</orgAttachmentFileSizeLimit><orgDefaultCurrencyIsoCode xsi:nil="true"/><orgDisallowHtmlAttachments>false</orgDisallowHtmlAttachments><orgHasPersonAccounts>false</orgHasPersonAccounts><organizationId>{ORG_ID}</organizationId><organizationMultiCurrency>true</organizationMultiCurrency><organizationName>crm-kpi-worker sandbox</organizationName><profileId>00eSb0000000001AAA</profileId><roleId xsi:nil="true"/><sessionSecondsValid>7200</sessionSecondsValid><userDefaultCurrencyIsoCode>{self.org.data.reporting_currency}</userDefaultCurrencyIsoCode><userEmail>{escape(self.credentials.username)}</userEmail><userFullName>Sandbox Admin</userFullName><userId>{user_id}</userId><userLanguage>en_US</userLanguage><userLocale>fr_FR</userLocale><userName>{escape(self.credentials.username)}</userName><userTimeZone>Europe/Paris</userTimeZone><userType>Standard</userType><userUiSkin>Theme3</userUiSkin></userInfo></result></loginResponse></soapenv:Body></soapenv:Envelope>"""
+        user = escape(self.credentials.username)
+        info = {
+            "currencySymbol": None,
+            "orgAttachmentFileSizeLimit": "5242880",
+            "orgDefaultCurrencyIsoCode": None,
+            "orgDisallowHtmlAttachments": "false",
+            "orgHasPersonAccounts": "false",
+            "organizationId": ORG_ID,
+            "organizationMultiCurrency": "true",
+            "organizationName": "crm-kpi-worker sandbox",
+            "profileId": "00eSb0000000001AAA",
+            "roleId": None,
+            "sessionSecondsValid": "7200",
+            "userDefaultCurrencyIsoCode": self.org.data.reporting_currency,
+            "userEmail": user,
+            "userFullName": "Sandbox Admin",
+            "userId": user_id,
+            "userLanguage": "en_US",
+            "userLocale": "fr_FR",
+            "userName": user,
+            "userTimeZone": "Europe/Paris",
+            "userType": "Standard",
+            "userUiSkin": "Theme3",
+        }
+        user_info = "".join(
+            f'<{key} xsi:nil="true"/>' if value is None else f"<{key}>{value}</{key}>"
+            for key, value in info.items()
+        )
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+            ' xmlns="urn:partner.soap.sforce.com"'
+            ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+            "<soapenv:Body><loginResponse><result>"
+            f"<metadataServerUrl>{self.base_url}/services/Soap/m/{version}/{ORG_ID[:15]}"
+            "</metadataServerUrl>"
+            "<passwordExpired>false</passwordExpired><sandbox>true</sandbox>"
+            f"<serverUrl>{server}</serverUrl><sessionId>{escape(token)}</sessionId>"
+            f"<userId>{user_id}</userId><userInfo>{user_info}</userInfo>"
+            "</result></loginResponse></soapenv:Body></soapenv:Envelope>"
+        )
         return Response(body, status=200, content_type="text/xml;charset=UTF-8")
 
     def on_oauth_token(self, request: Request) -> Response:
         form = request.form
         grant = form.get("grant_type", "")
         if grant == "password":
-            if form.get("client_id") != self.credentials.client_id or form.get("client_secret") != self.credentials.client_secret:
+            if (
+                form.get("client_id") != self.credentials.client_id
+                or form.get("client_secret") != self.credentials.client_secret
+            ):
                 return _oauth_error("invalid_client_id", "client identifier invalid")
-            if form.get("username") != self.credentials.username or form.get("password") != self.credentials.password:
+            if (
+                form.get("username") != self.credentials.username
+                or form.get("password") != self.credentials.password
+            ):
                 return _oauth_error("invalid_grant", "authentication failure")
         elif grant == "client_credentials":
             scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -370,7 +524,10 @@ class SalesforceSandboxApp:
 
     def on_versions(self, request: Request) -> Response:
         return self._json(
-            [{"label": f"v{v}", "url": f"/services/data/v{v}", "version": v} for v in SUPPORTED_VERSIONS]
+            [
+                {"label": f"v{v}", "url": f"/services/data/v{v}", "version": v}
+                for v in SUPPORTED_VERSIONS
+            ]
         )
 
     def on_resources(self, request: Request, user_row: int, version: str) -> Response:
@@ -396,25 +553,54 @@ class SalesforceSandboxApp:
     def on_query_all(self, request: Request, user_row: int, version: str) -> Response:
         return self._run_query(request, version, include_deleted=True, endpoint="queryAll")
 
-    def _run_query(self, request: Request, version: str, *, include_deleted: bool, endpoint: str) -> Response:
+    def _run_query(
+        self, request: Request, version: str, *, include_deleted: bool, endpoint: str
+    ) -> Response:
         text = request.args.get("q")
         if not text:
             raise SalesforceError(400, "MALFORMED_QUERY", "A query string has to be specified")
         batch_size = _batch_size(request.headers.get("Sforce-Query-Options", ""))
-        result = engine.execute(self.org, text, include_deleted=include_deleted, today=self._today())
-        return self._page(result, 0, batch_size, version, endpoint, request.environ["sandbox.token"], None)
+        result = engine.execute(
+            self.org, text, include_deleted=include_deleted, today=self._today()
+        )
+        return self._page(
+            result, 0, batch_size, version, endpoint, request.environ["sandbox.token"], None
+        )
 
-    def on_query_more(self, request: Request, user_row: int, version: str, locator: str) -> Response:
+    def on_query_more(
+        self, request: Request, user_row: int, version: str, locator: str
+    ) -> Response:
         cursor_id, _, start_text = locator.rpartition("-")
         with self._lock:
             self._expire_cursors()
             cursor = self._cursors.get(cursor_id)
-        if cursor is None or not start_text.isdigit() or cursor.token != request.environ["sandbox.token"]:
+        if (
+            cursor is None
+            or not start_text.isdigit()
+            or cursor.token != request.environ["sandbox.token"]
+        ):
             raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         endpoint = "queryAll" if "/queryAll/" in request.path else "query"
-        return self._page(cursor.result, int(start_text), cursor.batch_size, version, endpoint, cursor.token, cursor_id)
+        return self._page(
+            cursor.result,
+            int(start_text),
+            cursor.batch_size,
+            version,
+            endpoint,
+            cursor.token,
+            cursor_id,
+        )
 
-    def _page(self, result: engine.QueryResult, start: int, batch_size: int, version: str, endpoint: str, token: str, cursor_id: str | None) -> Response:
+    def _page(
+        self,
+        result: engine.QueryResult,
+        start: int,
+        batch_size: int,
+        version: str,
+        endpoint: str,
+        token: str,
+        cursor_id: str | None,
+    ) -> Response:
         with self.org.lock:
             records = result.page(start, batch_size, version)
         end = start + batch_size
@@ -473,17 +659,28 @@ class SalesforceSandboxApp:
     def on_sobject(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
         table = self._table(sobject)
         if request.method == "GET":
-            return self._json({"objectDescribe": table.sobject.summary(f"/services/data/v{version}"), "recentItems": []})
+            return self._json(
+                {
+                    "objectDescribe": table.sobject.summary(f"/services/data/v{version}"),
+                    "recentItems": [],
+                }
+            )
         values = self._body(request)
         if not isinstance(values, dict):
-            raise SalesforceError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
+            raise SalesforceError(
+                400,
+                "JSON_PARSER_ERROR",
+                "Cannot deserialize instance of sObject from a non-object value",
+            )
         try:
             outcome = self.org.write(table.name, values, user_row=user_row)
         except RecordError as exc:
             raise SalesforceError(400, exc.code, exc.message, exc.fields) from None
         return self._json({"id": outcome.record_id, "success": True, "errors": []}, 201)
 
-    def on_record(self, request: Request, user_row: int, version: str, sobject: str, record_id: str) -> Response:
+    def on_record(
+        self, request: Request, user_row: int, version: str, sobject: str, record_id: str
+    ) -> Response:
         table = self._table(sobject)
         with self.org.lock:
             row = self._lookup(table, record_id)
@@ -495,7 +692,11 @@ class SalesforceSandboxApp:
                     return Response(status=204)
                 values = self._body(request)
                 if not isinstance(values, dict):
-                    raise SalesforceError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
+                    raise SalesforceError(
+                        400,
+                        "JSON_PARSER_ERROR",
+                        "Cannot deserialize instance of sObject from a non-object value",
+                    )
                 self.org.write(table.name, values, user_row=user_row, row=row)
             except RecordError as exc:
                 raise SalesforceError(400, exc.code, exc.message, exc.fields) from None
@@ -509,21 +710,46 @@ class SalesforceSandboxApp:
             if exc.code == "ENTITY_IS_DELETED":
                 raise SalesforceError(404, "ENTITY_IS_DELETED", "entity is deleted") from None
             if exc.code == "MALFORMED_ID":
-                raise SalesforceError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {record_id}") from None
-            raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist") from None
+                raise SalesforceError(
+                    404,
+                    "NOT_FOUND",
+                    f"Provided external ID field does not exist or is not accessible: {record_id}",
+                ) from None
+            raise SalesforceError(
+                404, "NOT_FOUND", "The requested resource does not exist"
+            ) from None
 
     def _record(self, table: Any, row: int, version: str, fields: str | None) -> dict[str, Any]:
         rows = np.array([row])
-        names = [n.strip() for n in fields.split(",")] if fields else [d.name for d in table.sobject.fields.values()]
-        record: dict[str, Any] = {"attributes": {"type": table.name, "url": f"/services/data/v{version}/sobjects/{table.name}/{table.id_of(row)}"}}
+        names = (
+            [n.strip() for n in fields.split(",")]
+            if fields
+            else [d.name for d in table.sobject.fields.values()]
+        )
+        record: dict[str, Any] = {
+            "attributes": {
+                "type": table.name,
+                "url": f"/services/data/v{version}/sobjects/{table.name}/{table.id_of(row)}",
+            }
+        }
         for name in names:
             column = table.column(name)
             if column is None:
-                raise SalesforceError(400, "INVALID_FIELD", f"No such column '{name}' on entity '{table.name}'.")
+                raise SalesforceError(
+                    400, "INVALID_FIELD", f"No such column '{name}' on entity '{table.name}'."
+                )
             record[column.definition.name] = column.to_json(rows)[0]
         return record
 
-    def on_external(self, request: Request, user_row: int, version: str, sobject: str, ext_field: str, ext_value: str) -> Response:
+    def on_external(
+        self,
+        request: Request,
+        user_row: int,
+        version: str,
+        sobject: str,
+        ext_field: str,
+        ext_value: str,
+    ) -> Response:
         table = self._table(sobject)
         with self.org.lock:
             try:
@@ -531,7 +757,10 @@ class SalesforceSandboxApp:
             except RecordError as exc:
                 raise SalesforceError(404, exc.code, exc.message) from None
             if len(rows) > 1:
-                urls = [f"/services/data/v{version}/sobjects/{table.name}/{table.id_of(r)}" for r in rows]
+                urls = [
+                    f"/services/data/v{version}/sobjects/{table.name}/{table.id_of(r)}"
+                    for r in rows
+                ]
                 return self._json(urls, 300)
             if request.method == "GET":
                 if not rows:
@@ -539,17 +768,32 @@ class SalesforceSandboxApp:
                 return self._json(self._record(table, rows[0], version, request.args.get("fields")))
             values = self._body(request)
             if not isinstance(values, dict):
-                raise SalesforceError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
+                raise SalesforceError(
+                    400,
+                    "JSON_PARSER_ERROR",
+                    "Cannot deserialize instance of sObject from a non-object value",
+                )
             if any(k.lower() == ext_field.lower() for k in values):
-                raise SalesforceError(400, "INVALID_FIELD", f"The {ext_field} field should not be specified in the sobject data.")
+                raise SalesforceError(
+                    400,
+                    "INVALID_FIELD",
+                    f"The {ext_field} field should not be specified in the sobject data.",
+                )
             try:
                 if rows:
                     outcome = self.org.write(table.name, values, user_row=user_row, row=rows[0])
                 else:
-                    outcome = self.org.write(table.name, {**values, ext_field: ext_value}, user_row=user_row)
+                    outcome = self.org.write(
+                        table.name, {**values, ext_field: ext_value}, user_row=user_row
+                    )
             except RecordError as exc:
                 raise SalesforceError(400, exc.code, exc.message, exc.fields) from None
-        result = {"id": outcome.record_id, "success": True, "errors": [], "created": outcome.created}
+        result = {
+            "id": outcome.record_id,
+            "success": True,
+            "errors": [],
+            "created": outcome.created,
+        }
         return self._json(result, 201 if outcome.created else 200)
 
     def on_updated(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
@@ -564,22 +808,36 @@ class SalesforceSandboxApp:
             start = _parse_stamp(request.args["start"])
             end = _parse_stamp(request.args["end"])
         except (KeyError, ValueError):
-            raise SalesforceError(400, "MALFORMED_QUERY", "start and end must be dateTime values such as 2024-01-01T00:00:00+00:00") from None
+            raise SalesforceError(
+                400,
+                "MALFORMED_QUERY",
+                "start and end must be dateTime values such as 2024-01-01T00:00:00+00:00",
+            ) from None
         with self.org.lock:
             rows = np.arange(table.size)
             stamp = table.columns["systemmodstamp"].vector(rows)[0]
             in_window = (stamp >= start) & (stamp <= end)
-            is_deleted = table.columns["isdeleted"].vector(rows)[0] if table.sobject.has_is_deleted else np.zeros(table.size, bool)
+            is_deleted = (
+                table.columns["isdeleted"].vector(rows)[0]
+                if table.sobject.has_is_deleted
+                else np.zeros(table.size, bool)
+            )
             chosen = rows[in_window & (is_deleted if deleted else ~is_deleted)]
             ids = [table.id_of(r) for r in chosen.tolist()]
             stamps = table.columns["systemmodstamp"].to_json(chosen)
         latest = _format_stamp(min(end, self.org.now_ms()))
         if deleted:
-            return self._json({
-                "deletedRecords": [{"id": i, "deletedDate": s} for i, s in zip(ids, stamps, strict=True)],
-                "earliestDateAvailable": _format_stamp(int(self.org.data.users.created_at.min(initial=0))),
-                "latestDateCovered": latest,
-            })
+            return self._json(
+                {
+                    "deletedRecords": [
+                        {"id": i, "deletedDate": s} for i, s in zip(ids, stamps, strict=True)
+                    ],
+                    "earliestDateAvailable": _format_stamp(
+                        int(self.org.data.users.created_at.min(initial=0))
+                    ),
+                    "latestDateCovered": latest,
+                }
+            )
         return self._json({"ids": ids, "latestDateCovered": latest})
 
     # ---- sObject Collections ----------------------------------------------------------------
@@ -589,10 +847,17 @@ class SalesforceSandboxApp:
             ids = [i for i in request.args.get("ids", "").split(",") if i]
             all_or_none = request.args.get("allOrNone", "false").lower() == "true"
             if not ids or len(ids) > MAX_COLLECTION_RECORDS:
-                raise SalesforceError(400, "INVALID_FIELD", f"ids: between 1 and {MAX_COLLECTION_RECORDS} ids are required")
+                raise SalesforceError(
+                    400,
+                    "INVALID_FIELD",
+                    f"ids: between 1 and {MAX_COLLECTION_RECORDS} ids are required",
+                )
             results = []
             for record_id in ids:
-                table = next((t for t in self.org.tables.values() if t.sobject.key_prefix == record_id[:3]), None)
+                table = next(
+                    (t for t in self.org.tables.values() if t.sobject.key_prefix == record_id[:3]),
+                    None,
+                )
                 try:
                     if table is None:
                         raise RecordError("MALFORMED_ID", f"invalid record id: {record_id}", ["Id"])
@@ -604,14 +869,24 @@ class SalesforceSandboxApp:
             return self._json(results)
         body = self._collection_body(request)
         creating = request.method == "POST"
-        return self._json(self._write_collection(request, body, user_row, creating=creating, ext_field=None, sobject=None))
+        return self._json(
+            self._write_collection(
+                request, body, user_row, creating=creating, ext_field=None, sobject=None
+            )
+        )
 
-    def on_collections_typed(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
+    def on_collections_typed(
+        self, request: Request, user_row: int, version: str, sobject: str
+    ) -> Response:
         """``composite/sobjects/{Type}``: retrieve (GET, or POST with ids), and the forms with
         the type in the URL that Salesforce's Postman collection uses for update and delete."""
         if request.method == "PATCH":
             body = self._collection_body(request)
-            return self._json(self._write_collection(request, body, user_row, creating=False, ext_field=None, sobject=sobject))
+            return self._json(
+                self._write_collection(
+                    request, body, user_row, creating=False, ext_field=None, sobject=sobject
+                )
+            )
         if request.method == "DELETE":
             self._table(sobject)
             return self.on_collections(request, user_row, version)
@@ -628,30 +903,64 @@ class SalesforceSandboxApp:
         with self.org.lock:
             for record_id in ids:
                 try:
-                    out.append(self._record(table, self.org.find_row(table, record_id), version, fields))
+                    out.append(
+                        self._record(table, self.org.find_row(table, record_id), version, fields)
+                    )
                 except RecordError:
                     out.append(None)
         return self._json(out)
 
-    def on_collections_upsert(self, request: Request, user_row: int, version: str, sobject: str, ext_field: str) -> Response:
+    def on_collections_upsert(
+        self, request: Request, user_row: int, version: str, sobject: str, ext_field: str
+    ) -> Response:
         body = self._collection_body(request)
-        return self._json(self._write_collection(request, body, user_row, creating=True, ext_field=ext_field, sobject=sobject))
+        return self._json(
+            self._write_collection(
+                request, body, user_row, creating=True, ext_field=ext_field, sobject=sobject
+            )
+        )
 
     def _collection_body(self, request: Request) -> dict[str, Any]:
         body = self._body(request)
         if not isinstance(body, dict) or not isinstance(body.get("records"), list):
-            raise SalesforceError(400, "JSON_PARSER_ERROR", "The request body must be an object with a 'records' array")
+            raise SalesforceError(
+                400,
+                "JSON_PARSER_ERROR",
+                "The request body must be an object with a 'records' array",
+            )
         records = body["records"]
         if not records:
             raise SalesforceError(400, "INVALID_FIELD", "No records to process")
         if len(records) > MAX_COLLECTION_RECORDS:
-            raise SalesforceError(400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_COLLECTION_RECORDS} records into this call")
+            raise SalesforceError(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                f"record limit reached. cannot submit more than {MAX_COLLECTION_RECORDS}"
+                " records into this call",
+            )
         for record in records:
-            if not isinstance(record, dict) or not isinstance(record.get("attributes"), dict) or not record["attributes"].get("type"):
-                raise SalesforceError(400, "INVALID_FIELD", "Each record needs an 'attributes' object with its sObject 'type'")
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("attributes"), dict)
+                or not record["attributes"].get("type")
+            ):
+                raise SalesforceError(
+                    400,
+                    "INVALID_FIELD",
+                    "Each record needs an 'attributes' object with its sObject 'type'",
+                )
         return body
 
-    def _write_collection(self, request: Request, body: dict[str, Any], user_row: int, *, creating: bool, ext_field: str | None, sobject: str | None) -> list[dict[str, Any]]:
+    def _write_collection(
+        self,
+        request: Request,
+        body: dict[str, Any],
+        user_row: int,
+        *,
+        creating: bool,
+        ext_field: str | None,
+        sobject: str | None,
+    ) -> list[dict[str, Any]]:
         all_or_none = bool(body.get("allOrNone", False))
         records: list[dict[str, Any]] = body["records"]
         results: list[dict[str, Any] | None] = [None] * len(records)
@@ -661,7 +970,12 @@ class SalesforceSandboxApp:
             for position, record in enumerate(records):
                 sobject_name = record["attributes"]["type"]
                 if sobject is not None and sobject_name.lower() != sobject.lower():
-                    results[position] = _failure(RecordError("INVALID_FIELD", f"Record type {sobject_name} does not match the URL's {sobject}"))
+                    results[position] = _failure(
+                        RecordError(
+                            "INVALID_FIELD",
+                            f"Record type {sobject_name} does not match the URL's {sobject}",
+                        )
+                    )
                     failed = True
                     continue
                 values = {k: v for k, v in record.items() if k != "attributes"}
@@ -669,31 +983,57 @@ class SalesforceSandboxApp:
                 try:
                     table = self.org.table(sobject_name)
                     if table is None:
-                        raise RecordError("INVALID_TYPE", f"sObject type '{sobject_name}' is not supported.")
+                        raise RecordError(
+                            "INVALID_TYPE", f"sObject type '{sobject_name}' is not supported."
+                        )
                     fault = self.faults.failing_record(record_id, request.method, request.path)
                     if fault is not None:
-                        raise RecordError("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records")
+                        raise RecordError(
+                            "UNABLE_TO_LOCK_ROW",
+                            "unable to obtain exclusive access to this record or 1 records",
+                        )
                     if ext_field is not None:
-                        key = next((v for k, v in values.items() if k.lower() == ext_field.lower()), None)
+                        key = next(
+                            (v for k, v in values.items() if k.lower() == ext_field.lower()), None
+                        )
                         if key is None:
-                            raise RecordError("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{ext_field}]", [ext_field])
+                            raise RecordError(
+                                "REQUIRED_FIELD_MISSING",
+                                f"Required fields are missing: [{ext_field}]",
+                                [ext_field],
+                            )
                         rows = self.org.find_by_external_id(table, ext_field, str(key))
                         if len(rows) > 1:
-                            raise RecordError("DUPLICATE_EXTERNAL_ID", f"{ext_field}: more than one record found for external id field: {[table.id_of(r) for r in rows]}", [ext_field])
+                            raise RecordError(
+                                "DUPLICATE_EXTERNAL_ID",
+                                f"{ext_field}: more than one record found for external id"
+                                f" field: {[table.id_of(r) for r in rows]}",
+                                [ext_field],
+                            )
                         row = rows[0] if rows else None
                         if row is not None:
-                            values = {k: v for k, v in values.items() if k.lower() != ext_field.lower()}
+                            values = {
+                                k: v for k, v in values.items() if k.lower() != ext_field.lower()
+                            }
                     elif creating:
                         if record_id:
-                            raise RecordError("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
+                            raise RecordError(
+                                "INVALID_FIELD", "cannot specify Id in an insert call", ["Id"]
+                            )
                         row = None
                     else:
                         if not record_id:
-                            raise RecordError("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
+                            raise RecordError(
+                                "MISSING_ARGUMENT", "Id not specified in an update call", ["Id"]
+                            )
                         row = self.org.find_row(table, record_id)
                     undo.append(self._undo_for(table, row, values))
                     outcome = self.org.write(table.name, values, user_row=user_row, row=row)
-                    result: dict[str, Any] = {"id": outcome.record_id, "success": True, "errors": []}
+                    result: dict[str, Any] = {
+                        "id": outcome.record_id,
+                        "success": True,
+                        "errors": [],
+                    }
                     if ext_field is not None:
                         result["created"] = outcome.created
                     results[position] = result
@@ -705,11 +1045,18 @@ class SalesforceSandboxApp:
                     action()
                 rolled_back = {
                     "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                    "message": "Record rolled back because not all records were valid and the request was using AllOrNone header",
+                    "message": "Record rolled back because not all records were valid and"
+                    " the request was using AllOrNone header",
                     "fields": [],
                 }
                 results = [
-                    r if r is not None and not r["success"] else {"success": False, "errors": [rolled_back], **({"id": r["id"]} if r and not creating else {})}
+                    r
+                    if r is not None and not r["success"]
+                    else {
+                        "success": False,
+                        "errors": [rolled_back],
+                        **({"id": r["id"]} if r and not creating else {}),
+                    }
                     for r in results
                 ]
         return [r for r in results if r is not None]
@@ -718,52 +1065,86 @@ class SalesforceSandboxApp:
         """How to take back one write of an allOrNone batch (history rows included)."""
         sizes = {name: t.size for name, t in self.org.tables.items()}
         if row is None:
+
             def undo_insert() -> None:
                 for name, size in sizes.items():
                     self.org.tables[name].size = size
+
             return undo_insert
         rows = np.array([row])
-        saved = {name: column.to_json(rows)[0] for name, column in table.columns.items() if column.writable}
+        saved = {
+            name: column.to_json(rows)[0]
+            for name, column in table.columns.items()
+            if column.writable
+        }
         raw = {name: getattr(column, "data", None) for name, column in table.columns.items()}
-        stamps = {name: (raw[name][row] if raw[name] is not None else None) for name in ("systemmodstamp", "lastmodifieddate", "lastmodifiedbyid")}
+        stamps = {
+            name: (raw[name][row] if raw[name] is not None else None)
+            for name in ("systemmodstamp", "lastmodifieddate", "lastmodifiedbyid")
+        }
 
         def undo_update() -> None:
             for name, size in sizes.items():
                 self.org.tables[name].size = size
             for name, value in saved.items():
-                try:
+                # A value read back from the same column always fits it again.
+                with contextlib.suppress(FieldValueError):
                     table.columns[name].set(row, value)
-                except Exception:  # noqa: BLE001, S110 - restoring a value read from the same column
-                    pass
             for name, value in stamps.items():
                 column = table.columns.get(name)
                 if value is not None and column is not None:
                     column.data[row] = value  # type: ignore[attr-defined]
+
         return undo_update
 
     # ---- Tooling API: custom fields and objects ---------------------------------------------
 
-    def on_tooling_create(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
+    def on_tooling_create(
+        self, request: Request, user_row: int, version: str, sobject: str
+    ) -> Response:
         body = self._body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("Metadata"), dict) or not isinstance(body.get("FullName"), str):
-            raise SalesforceError(400, "JSON_PARSER_ERROR", "The body must hold FullName and Metadata")
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("Metadata"), dict)
+            or not isinstance(body.get("FullName"), str)
+        ):
+            raise SalesforceError(
+                400, "JSON_PARSER_ERROR", "The body must hold FullName and Metadata"
+            )
         metadata = body["Metadata"]
         try:
             if sobject.lower() == "customobject":
                 name_field = metadata.get("nameField") or {}
                 table = self.org.create_custom_object(
-                    body["FullName"], str(metadata.get("label", body["FullName"])),
+                    body["FullName"],
+                    str(metadata.get("label", body["FullName"])),
                     str(metadata.get("pluralLabel", metadata.get("label", body["FullName"]))),
                     str(name_field.get("label", "Name")),
                 )
-                return self._json({"id": make_id("01I", len(self.org.tables)), "success": True, "errors": [], "warnings": [], "infos": [], "keyPrefix": table.sobject.key_prefix}, 201)
+                return self._json(
+                    {
+                        "id": make_id("01I", len(self.org.tables)),
+                        "success": True,
+                        "errors": [],
+                        "warnings": [],
+                        "infos": [],
+                        "keyPrefix": table.sobject.key_prefix,
+                    },
+                    201,
+                )
             if sobject.lower() == "customfield":
                 object_name, _, field_name = body["FullName"].partition(".")
                 field_type = _TOOLING_TYPES.get(str(metadata.get("type", "")).lower())
                 if field_type is None:
-                    raise RecordError("FIELD_INTEGRITY_EXCEPTION", f"Unsupported field type: {metadata.get('type')}")
+                    raise RecordError(
+                        "FIELD_INTEGRITY_EXCEPTION",
+                        f"Unsupported field type: {metadata.get('type')}",
+                    )
                 self.org.create_custom_field(
-                    object_name, field_name, field_type, str(metadata.get("label", field_name)),
+                    object_name,
+                    field_name,
+                    field_type,
+                    str(metadata.get("label", field_name)),
                     length=int(metadata.get("length") or 0),
                     precision=int(metadata.get("precision") or 0),
                     scale=int(metadata.get("scale") or 0),
@@ -772,10 +1153,21 @@ class SalesforceSandboxApp:
                     unique=bool(metadata.get("unique", False)),
                     reference_to=metadata.get("referenceTo"),
                 )
-                return self._json({"id": make_id("00N", sum(len(t.columns) for t in self.org.tables.values())), "success": True, "errors": [], "warnings": [], "infos": []}, 201)
+                return self._json(
+                    {
+                        "id": make_id("00N", sum(len(t.columns) for t in self.org.tables.values())),
+                        "success": True,
+                        "errors": [],
+                        "warnings": [],
+                        "infos": [],
+                    },
+                    201,
+                )
         except RecordError as exc:
             raise SalesforceError(400, exc.code, exc.message, exc.fields) from None
-        raise SalesforceError(404, "NOT_FOUND", f"The Tooling API sObject {sobject} is not supported by the sandbox")
+        raise SalesforceError(
+            404, "NOT_FOUND", f"The Tooling API sObject {sobject} is not supported by the sandbox"
+        )
 
     # ---- admin (not part of Salesforce's API) -----------------------------------------------
 
@@ -793,7 +1185,14 @@ class SalesforceSandboxApp:
 
     def on_admin_stats(self, request: Request) -> Response:
         s = self.stats
-        return self._json({"api_calls": s.api_calls, "login_calls": s.login_calls, "rows_served": s.rows_served, "by_route": s.by_route})
+        return self._json(
+            {
+                "api_calls": s.api_calls,
+                "login_calls": s.login_calls,
+                "rows_served": s.rows_served,
+                "by_route": s.by_route,
+            }
+        )
 
     def on_admin_expire(self, request: Request) -> Response:
         self.expire_sessions()
@@ -801,9 +1200,18 @@ class SalesforceSandboxApp:
 
 
 _TOOLING_TYPES = {
-    "number": "double", "currency": "currency", "percent": "percent", "checkbox": "boolean",
-    "date": "date", "datetime": "datetime", "text": "string", "textarea": "textarea",
-    "longtextarea": "textarea", "picklist": "picklist", "email": "email", "url": "url",
+    "number": "double",
+    "currency": "currency",
+    "percent": "percent",
+    "checkbox": "boolean",
+    "date": "date",
+    "datetime": "datetime",
+    "text": "string",
+    "textarea": "textarea",
+    "longtextarea": "textarea",
+    "picklist": "picklist",
+    "email": "email",
+    "url": "url",
     "lookup": "reference",
 }
 
@@ -834,12 +1242,28 @@ def _format_stamp(ms: int) -> str:
 
 
 def _soap_fault(code: str, message: str) -> Response:
-    body = f"""<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: {escape(message)}</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}</sf:exceptionCode><sf:exceptionMessage>{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"""
+    text = escape(message)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+        ' xmlns:sf="urn:fault.partner.soap.sforce.com"'
+        ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        "<soapenv:Body><soapenv:Fault>"
+        f"<faultcode>sf:{code}</faultcode><faultstring>{code}: {text}</faultstring>"
+        '<detail><sf:LoginFault xsi:type="sf:LoginFault">'
+        f"<sf:exceptionCode>{code}</sf:exceptionCode>"
+        f"<sf:exceptionMessage>{text}</sf:exceptionMessage>"
+        "</sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    )
     return Response(body, status=500, content_type="text/xml;charset=UTF-8")
 
 
 def _oauth_error(code: str, description: str) -> Response:
-    return Response(json.dumps({"error": code, "error_description": description}), status=400, content_type="application/json;charset=UTF-8")
+    return Response(
+        json.dumps({"error": code, "error_description": description}),
+        status=400,
+        content_type="application/json;charset=UTF-8",
+    )
 
 
 # ---- the server -----------------------------------------------------------------------------
@@ -860,8 +1284,12 @@ class SalesforceSandbox:
         fault_seed: int = 0,
     ) -> None:
         if host not in {"127.0.0.1", "localhost", "::1"}:
-            raise ValueError("the sandbox serves loopback only: host must be 127.0.0.1, localhost or ::1")
-        self._tempdir = tempfile.TemporaryDirectory(prefix="crm-kpi-sandbox-") if workdir is None else None
+            raise ValueError(
+                "the sandbox serves loopback only: host must be 127.0.0.1, localhost or ::1"
+            )
+        self._tempdir = (
+            tempfile.TemporaryDirectory(prefix="crm-kpi-sandbox-") if workdir is None else None
+        )
         self.workdir = Path(self._tempdir.name) if self._tempdir else Path(workdir)  # type: ignore[arg-type]
         self.workdir.mkdir(parents=True, exist_ok=True)
         tls = make_tls(self.workdir)
@@ -869,8 +1297,11 @@ class SalesforceSandbox:
         self.jwt_key_path, public_key = _make_jwt_key(self.workdir)
         self.org = SandboxOrg(dataset)
         self.app = SalesforceSandboxApp(
-            self.org, credentials=credentials, api_limit=api_limit,
-            jwt_public_key=public_key, faults=FaultPlan(fault_seed),
+            self.org,
+            credentials=credentials,
+            api_limit=api_limit,
+            jwt_public_key=public_key,
+            faults=FaultPlan(fault_seed),
         )
         self.credentials = credentials
         self._server: BaseWSGIServer = make_server(
@@ -906,7 +1337,9 @@ class SalesforceSandbox:
         return self.app.stats
 
     def serve_in_background(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="salesforce-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="salesforce-sandbox", daemon=True
+        )
         self._thread.start()
 
     def serve_forever(self) -> None:
@@ -951,14 +1384,16 @@ class SalesforceSandbox:
         """The lines the CLI prints when the sandbox starts."""
         yield f"Sandbox Salesforce listening on {self.url}"
         yield f"  CA certificate (trust it as ca_bundle): {self.ca_path}"
-        yield f"  username {self.credentials.username} / password {self.credentials.password} (no security token)"
-        yield f"  OAuth client id / secret: {self.credentials.client_id} / {self.credentials.client_secret}"
-        yield f"  JWT bearer: consumer key {self.credentials.client_id}, private key {self.jwt_key_path}"
+        creds = self.credentials
+        yield f"  username {creds.username} / password {creds.password} (no security token)"
+        yield f"  OAuth client id / secret: {creds.client_id} / {creds.client_secret}"
+        yield f"  JWT bearer: consumer key {creds.client_id}, private key {self.jwt_key_path}"
         yield f"  login_url for a config: {self.url}"
         data = self.org.data
         yield (
             f"  data: seed {data.seed}, reference date {data.reference_date}, "
-            f"{len(data.deals)} opportunities, {len(data.users)} users, API limit {self.app.api_limit}/day"
+            f"{len(data.deals)} opportunities, {len(data.users)} users,"
+            f" API limit {self.app.api_limit}/day"
         )
 
 

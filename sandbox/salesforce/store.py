@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from crm_kpi_worker.sandbox.salesforce.ids import make_id, parse_id
 
 NULL_DAY = np.iinfo(np.int32).min
@@ -466,7 +465,9 @@ class PolymorphicReferenceColumn(Column):
             return
         encoded = self.encode(value) if isinstance(value, str) else None
         if encoded is None:
-            raise FieldValueError("INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {value}")
+            raise FieldValueError(
+                "INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {value}"
+            )
         self.codes[row], self.rows[row] = divmod(encoded, 1 << 32)
 
     def to_json(self, rows: np.ndarray) -> list[Any]:
@@ -664,8 +665,13 @@ class Table:
 def id_column(table: Table) -> ComputedColumn:
     prefix = table.sobject.key_prefix
     definition = FieldDef(
-        "Id", "id", f"{table.sobject.label} ID", nillable=False, createable=False,
-        updateable=False, length=18,
+        "Id",
+        "id",
+        f"{table.sobject.label} ID",
+        nillable=False,
+        createable=False,
+        updateable=False,
+        length=18,
     )
 
     def compute(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
