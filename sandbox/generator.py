@@ -1088,7 +1088,9 @@ def _filler(
 ) -> dict[str, Any]:
     ref_day = date_to_day(reference_date)
     end_ms = (ref_day + 1) * DAY_MS - 1
-    window_start = ref_day - 365 * FILLER_YEARS
+    # Deals are created over the 8 quarters ending on the reference date (2 years).
+    first_q = _add_months(_quarter_start(reference_date), -3 * (4 * FILLER_YEARS - 1))
+    window_start = date_to_day(first_q)
 
     # ---- Users: AEs in teams of ~8, one manager per team.
     n_ae = max(1, round(n / (AE_DEALS_PER_YEAR * FILLER_YEARS)))
@@ -1368,7 +1370,6 @@ def _filler(
 
     # ---- Quotas: every filler AE, every quarter from the window's first to the next one,
     # around the AE's expected bookings / 0.9 (share of the org's bookings that quarter).
-    first_q = _quarter_start(dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + window_start))
     starts = []
     current = first_q
     while current <= reference_date + dt.timedelta(days=1):
@@ -1652,9 +1653,11 @@ def validate(dataset: Dataset) -> list[str]:
         elif not bad.all():
             add(f"{message} ({int((~bad).sum())} rows, first at {int(np.argmin(bad))})")
 
-    def index(values: np.ndarray, size: int, message: str, allow_none: bool = False) -> None:
+    def index(values: np.ndarray, size: int, message: str, allow_none: bool = False) -> bool:
+        before = len(problems)
         low = -1 if allow_none else 0
         check((values >= low) & (values < size), message)
+        return len(problems) == before
 
     # Data set level.
     check(ds.currencies[:1] == [ds.reporting_currency], "currencies[0] is not the reporting one")
@@ -1684,9 +1687,9 @@ def validate(dataset: Dataset) -> list[str]:
 
     # Deals.
     index(deals.owner, n_users, "deals.owner out of range")
-    index(deals.account, n_accounts, "deals.account out of range")
+    deal_account_ok = index(deals.account, n_accounts, "deals.account out of range")
     index(deals.product, len(ds.products), "deals.product out of range")
-    index(deals.stage, len(STAGES), "deals.stage out of range")
+    stage_ok = index(deals.stage, len(STAGES), "deals.stage out of range")
     index(deals.currency, len(ds.currencies), "deals.currency out of range")
     index(deals.deal_type, len(DEAL_TYPES), "deals.deal_type out of range")
     index(deals.forecast_category, len(FORECAST_CATEGORIES), "deals.forecast_category out of range")
@@ -1702,8 +1705,9 @@ def validate(dataset: Dataset) -> list[str]:
     check(~np.isinf(deals.amount), "deals.amount infinite (use nan for none)")
     check((deals.probability >= 0) & (deals.probability <= 100), "deals.probability not 0..100")
     check(deals.term_months > 0, "deals.term_months not positive")
-    check(deals.probability == STAGE_PROBABILITY[deals.stage], "deals.probability vs stage")
-    check(deals.forecast_category == STAGE_FORECAST[deals.stage], "deals.forecast vs stage")
+    if stage_ok:
+        check(deals.probability == STAGE_PROBABILITY[deals.stage], "deals.probability vs stage")
+        check(deals.forecast_category == STAGE_FORECAST[deals.stage], "deals.forecast vs stage")
     created_day = deals.created_at // DAY_MS
     closed = np.isin(deals.stage, (WON, LOST))
     check(
@@ -1711,76 +1715,79 @@ def validate(dataset: Dataset) -> list[str]:
         "closed deal closes before it was created",
     )
 
-    # Stage changes.
-    sc = ds.stage_changes
-    index(sc.deal, n_deals, "stage_changes.deal out of range")
-    index(sc.stage, len(STAGES), "stage_changes.stage out of range")
-    if problems:
-        return problems
-    key_ok = (np.diff(sc.deal) > 0) | ((np.diff(sc.deal) == 0) & (np.diff(sc.changed_at) > 0))
-    check(key_ok, "stage_changes not sorted by (deal, changed_at) strictly")
-    counts = np.bincount(sc.deal, minlength=n_deals)
-    check(counts > 0, "deal without a stage change (creation row)")
-    if not problems:
-        first = np.cumsum(counts) - counts
-        last = first + counts - 1
-        check(sc.changed_at[first] == deals.created_at, "first stage change != deal created_at")
-        check(sc.stage[last] == deals.stage, "last stage change != deal stage")
-        check(deals.last_modified >= sc.changed_at[last], "deals.last_modified < a stage change")
-        check(
-            ~closed
-            | (sc.changed_at[last] // DAY_MS == deals.close_day)
-            | (deals.close_day == NULL_DAY),
-            "closing stage change not on the close date",
-        )
-    check(sc.probability == STAGE_PROBABILITY[sc.stage], "stage_changes.probability vs stage")
-    check(sc.forecast_category == STAGE_FORECAST[sc.stage], "stage_changes.forecast vs stage")
-    check(sc.changed_at <= ref_end, "stage change after the reference date")
+    def histories() -> None:
+        """Stage and close-date histories (skipped past a broken index)."""
+        # Stage changes.
+        sc = ds.stage_changes
+        sc_ok = index(sc.deal, n_deals, "stage_changes.deal out of range")
+        sc_ok &= index(sc.stage, len(STAGES), "stage_changes.stage out of range")
+        if not (sc_ok and stage_ok):
+            return
+        key_ok = (np.diff(sc.deal) > 0) | ((np.diff(sc.deal) == 0) & (np.diff(sc.changed_at) > 0))
+        check(key_ok, "stage_changes not sorted by (deal, changed_at) strictly")
+        counts = np.bincount(sc.deal, minlength=n_deals)
+        before = len(problems)
+        check(counts > 0, "deal without a stage change (creation row)")
+        if len(problems) == before:
+            first = np.cumsum(counts) - counts
+            last = first + counts - 1
+            check(sc.changed_at[first] == deals.created_at, "first stage change != deal created_at")
+            check(sc.stage[last] == deals.stage, "last stage change != deal stage")
+            check(deals.last_modified >= sc.changed_at[last], "deals.last_modified < a change")
+            check(
+                ~closed
+                | (sc.changed_at[last] // DAY_MS == deals.close_day)
+                | (deals.close_day == NULL_DAY),
+                "closing stage change not on the close date",
+            )
+        check(sc.probability == STAGE_PROBABILITY[sc.stage], "stage_changes.probability vs stage")
+        check(sc.forecast_category == STAGE_FORECAST[sc.stage], "stage_changes.forecast vs stage")
+        check(sc.changed_at <= ref_end, "stage change after the reference date")
 
-    # Close-date changes.
-    cd = ds.close_date_changes
-    index(cd.deal, n_deals, "close_date_changes.deal out of range")
-    if problems:
-        return problems
-    same = np.diff(cd.deal) == 0
-    check(
-        (np.diff(cd.deal) > 0) | (same & (np.diff(cd.changed_at) > 0)), "close_date_changes order"
-    )
-    check(~same | (cd.old_day[1:] == cd.new_day[:-1]), "close date edits do not chain")
-    check(cd.changed_at >= deals.created_at[cd.deal], "close date edit before deal creation")
-    check(cd.changed_at <= deals.last_modified[cd.deal], "deals.last_modified < a close edit")
-    if len(cd):
-        last_edit = np.flatnonzero(np.append(cd.deal[1:] != cd.deal[:-1], True))
-        check(
-            deals.close_day[cd.deal[last_edit]] == cd.new_day[last_edit],
-            "deal close_day != its last close-date edit",
-        )
-    # Each stage row carries the close date in effect at its time.
-    initial = deals.close_day.copy()
-    if len(cd):
-        first_edit = np.flatnonzero(np.insert(cd.deal[1:] != cd.deal[:-1], 0, True))
-        initial[cd.deal[first_edit]] = cd.old_day[first_edit]
-        edit_key = cd.deal.astype(np.int64) * _KEY_SHIFT + cd.changed_at
-        row_key = sc.deal.astype(np.int64) * _KEY_SHIFT + sc.changed_at
-        pos = np.searchsorted(edit_key, row_key, side="right") - 1
-        pos_c = np.maximum(pos, 0)
-        applies = (pos >= 0) & (cd.deal[pos_c] == sc.deal)
-        expected = np.where(applies, cd.new_day[pos_c], initial[sc.deal])
-    else:
-        expected = initial[sc.deal]
-    check(sc.close_day == expected, "stage_changes.close_day != close date in effect")
+        # Close-date changes.
+        cd = ds.close_date_changes
+        if not index(cd.deal, n_deals, "close_date_changes.deal out of range"):
+            return
+        same = np.diff(cd.deal) == 0
+        ordered = (np.diff(cd.deal) > 0) | (same & (np.diff(cd.changed_at) > 0))
+        check(ordered, "close_date_changes not sorted by (deal, changed_at) strictly")
+        check(~same | (cd.old_day[1:] == cd.new_day[:-1]), "close date edits do not chain")
+        check(cd.changed_at >= deals.created_at[cd.deal], "close date edit before deal creation")
+        check(cd.changed_at <= deals.last_modified[cd.deal], "deals.last_modified < a close edit")
+        if len(cd):
+            last_edit = np.flatnonzero(np.append(cd.deal[1:] != cd.deal[:-1], True))
+            check(
+                deals.close_day[cd.deal[last_edit]] == cd.new_day[last_edit],
+                "deal close_day != its last close-date edit",
+            )
+        # Each stage row carries the close date in effect at its time.
+        initial = deals.close_day.copy()
+        if len(cd):
+            first_edit = np.flatnonzero(np.insert(cd.deal[1:] != cd.deal[:-1], 0, True))
+            initial[cd.deal[first_edit]] = cd.old_day[first_edit]
+            edit_key = cd.deal.astype(np.int64) * _KEY_SHIFT + cd.changed_at
+            row_key = sc.deal.astype(np.int64) * _KEY_SHIFT + sc.changed_at
+            pos = np.searchsorted(edit_key, row_key, side="right") - 1
+            pos_c = np.maximum(pos, 0)
+            applies = (pos >= 0) & (cd.deal[pos_c] == sc.deal)
+            expected = np.where(applies, cd.new_day[pos_c], initial[sc.deal])
+        else:
+            expected = initial[sc.deal]
+        check(sc.close_day == expected, "stage_changes.close_day != close date in effect")
+
+    histories()
 
     # Activities.
     act = ds.activities
     index(act.owner, n_users, "activities.owner out of range")
-    index(act.deal, n_deals, "activities.deal out of range", allow_none=True)
-    index(act.account, n_accounts, "activities.account out of range", allow_none=True)
+    act_ok = index(act.deal, n_deals, "activities.deal out of range", allow_none=True)
+    act_ok &= index(act.account, n_accounts, "activities.account out of range", allow_none=True)
     index(act.kind, len(ACTIVITY_KINDS), "activities.kind out of range")
     check(np.diff(act.start) >= 0, "activities not sorted by start")
     check(act.duration_minutes > 0, "activities.duration_minutes not positive")
     check(act.last_modified >= act.created_at, "activities.last_modified < created_at")
     check(act.last_modified <= ref_end, "activities.last_modified after the reference date")
-    if not problems:
+    if act_ok and deal_account_ok:
         linked = act.deal >= 0
         check(
             act.account[linked] == deals.account[act.deal[linked]],
