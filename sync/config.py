@@ -980,11 +980,12 @@ class _MappingBase(ConfigModel):
     """What the amount field holds: ARR as is, MRR (x12) or TCV (/ contract years)."""
     stages: Annotated[list[StageMap], _unique_items("crm", "CRM stage value")] = Field(min_length=1)
     """Every CRM stage value and its canonical stage; a value not listed is bad data."""
-    qualified_stage: StageKey
+    # Plain text: _stage_exists checks them against the stage list, with better hints.
+    qualified_stage: str
     """Canonical stage from which a deal counts as qualified (pipeline velocity)."""
-    conversion_entry_stage: StageKey = Field("demo", validate_default=True)
+    conversion_entry_stage: str = Field("demo", validate_default=True)
     """Canonical stage whose entry starts conversion_rate (default 'demo')."""
-    cycle_start_stage: StageKey | None = None
+    cycle_start_stage: str | None = None
     """Canonical stage whose first entry starts the sales cycle (default: creation)."""
     deal_types: DealTypeMapping = Field(default_factory=DealTypeMapping)
     quota_source: Annotated[QuotaSourceSetting, BeforeValidator(_quota_source_shape)] = Field(

@@ -429,14 +429,17 @@ def _validation_problems(
     return problems
 
 
-def _interpolation_problems(
-    document: _Document, file: str, already: set[str]
+def _with_interpolation_problems(
+    document: _Document, file: str, problems: list[ConfigProblem]
 ) -> list[ConfigProblem]:
-    problems = []
+    """Add a problem for every ``${...}`` scalar, replacing what validation said about it (the
+    interpolation is the cause), unless validation already explained it."""
     for path in document.interpolations:
         shown = format_path(path)
-        if shown in already:
+        here = [p for p in problems if p.path == shown]
+        if any("interpolation" in p.message for p in here):
             continue
+        problems = [p for p in problems if p.path != shown]
         line, column = document.position(path)
         problems.append(
             ConfigProblem(
@@ -471,11 +474,9 @@ def _validate(
     try:
         model = root.model_validate(document.data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        found = _validation_problems(root, exc, document, file)
-        problems += found
-        problems += _interpolation_problems(document, file, {p.path for p in found})
-        return None, problems
-    problems += _interpolation_problems(document, file, set())
+        problems += _validation_problems(root, exc, document, file)
+        return None, _with_interpolation_problems(document, file, problems)
+    problems = _with_interpolation_problems(document, file, problems)
     return (None if problems else model), problems
 
 
