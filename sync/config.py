@@ -223,6 +223,18 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return value
 
 
+def _matching(pattern: str, message: str) -> AfterValidator:
+    """A validator refusing text that does not match ``pattern``, with ``message``."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.match(value):
+            raise _rule(message)
+        return value
+
+    return AfterValidator(check)
+
+
 def _text_from_scalar(value: Any) -> Any:
     # YAML reads `1234567` and `2026` as integers; CRM values and periods are text.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -260,36 +272,21 @@ def _check_fraction(value: Decimal) -> Decimal:
 Fraction = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_check_fraction)]
 StageKey = Annotated[
     str,
-    AfterValidator(
-        lambda v: (
-            v
-            if re.match(r"^[a-z][a-z0-9_]{0,63}$", v)
-            else _fail(
-                "a canonical stage key is lower case letters, digits and '_' (e.g."
-                " 'closed_won'); the CRM's own stage value goes in 'crm'"
-            )
-        )
+    _matching(
+        r"^[a-z][a-z0-9_]{0,63}$",
+        "a canonical stage key is lower case letters, digits and '_' (e.g. 'closed_won'); the"
+        " CRM's own stage value goes in 'crm'",
     ),
 ]
 SourceName = Annotated[
     str,
-    AfterValidator(
-        lambda v: (
-            v
-            if re.match(r"^[a-z0-9][a-z0-9_-]{0,63}$", v)
-            else _fail(
-                "a source name is 1-64 lower case letters, digits, '-' or '_' (it is used in"
-                " state keys and logs), e.g. 'salesforce-prod'"
-            )
-        )
+    _matching(
+        r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        "a source name is 1-64 lower case letters, digits, '-' or '_' (it is used in state keys"
+        " and logs), e.g. 'salesforce-prod'",
     ),
 ]
 Timeout = Annotated[float, Field(gt=0, le=600)]
-
-
-def _fail(message: str) -> Any:
-    raise _rule(message)
-
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$|^[^@\s]+@localhost$")
 
@@ -346,7 +343,7 @@ def _is_loopback_host(host: str | None) -> bool:
 def _url(value: str, *, http_on_loopback: bool) -> str:
     try:
         parts = urlsplit(value)
-        port = parts.port  # raises on a malformed port
+        _ = parts.port  # raises ValueError on a malformed or out-of-range port
     except ValueError:
         raise _rule("malformed URL; expected e.g. https://acme.my.salesforce.com") from None
     loopback = _is_loopback_host(parts.hostname)
@@ -362,7 +359,6 @@ def _url(value: str, *, http_on_loopback: bool) -> str:
         raise _rule("credentials never go in a URL; use the auth section")
     if parts.query or parts.fragment:
         raise _rule("the URL must not have a query string or a fragment")
-    del port
     return value.rstrip("/")
 
 
@@ -407,26 +403,15 @@ SalesforceField = Annotated[str, AfterValidator(lambda v: _sf_field(v, path=Fals
 SalesforceFieldPath = Annotated[str, AfterValidator(lambda v: _sf_field(v, path=True))]
 SalesforceObject = Annotated[
     str,
-    AfterValidator(
-        lambda v: (
-            v
-            if _SF_FIELD.match(v)
-            else _fail("expected a Salesforce object API name such as 'Event' or 'Task'")
-        )
-    ),
+    _matching(_SF_FIELD.pattern, "expected a Salesforce object API name such as 'Event' or 'Task'"),
 ]
 _HS_PROPERTY = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 HubSpotProperty = Annotated[
     str,
-    AfterValidator(
-        lambda v: (
-            v
-            if _HS_PROPERTY.match(v)
-            else _fail(
-                "expected a HubSpot property internal name (lower case, digits and '_'), e.g."
-                " 'closedate'"
-            )
-        )
+    _matching(
+        _HS_PROPERTY.pattern,
+        "expected a HubSpot property internal name (lower case letters, digits and '_'), e.g."
+        " 'closedate'",
     ),
 ]
 
@@ -1707,11 +1692,15 @@ class WriteSettings(ConfigModel):
 _STORE_SCHEMES = re.compile(r"^(sqlite|postgresql)(\+[a-z0-9_]+)?$")
 
 
+def _is_store_url(value: str) -> bool:
+    scheme, sep, _ = value.partition("://")
+    return bool(sep) and _STORE_SCHEMES.match(scheme) is not None
+
+
 def _check_store_url(value: str) -> str:
-    if "${" in value:
-        _not_interpolation(value)
-    scheme, sep, rest = value.partition("://")
-    if not sep or not _STORE_SCHEMES.match(scheme):
+    _not_interpolation(value)
+    scheme, _, rest = value.partition("://")
+    if not _is_store_url(value):
         hint = " (use postgresql://)" if scheme in ("postgres", "pg") else ""
         raise _rule(
             "expected an SQLAlchemy URL: sqlite:///path/to/file.sqlite or"
@@ -1753,13 +1742,11 @@ class StoreSettings(ConfigModel):
         if self.url_env is None:
             return SecretStr(self.url or self.DEFAULT_URL)
         url = EnvRef(env=self.url_env).resolve(environ)
-        try:
-            _check_store_url_scheme(url.get_secret_value())
-        except PydanticCustomError:
+        if not _is_store_url(url.get_secret_value()):
             raise SecretError(
                 f"environment variable {self.url_env} does not hold an SQLAlchemy URL"
                 " (sqlite:///... or postgresql://...)"
-            ) from None
+            )
         return url
 
     def describe(self) -> str:
@@ -1773,12 +1760,6 @@ class StoreSettings(ConfigModel):
         host = netloc[0].rpartition("@")[2]
         database = netloc[1].split("?", 1)[0] if len(netloc) > 1 else ""
         return f"{backend} ({host}/{database})"
-
-
-def _check_store_url_scheme(value: str) -> None:
-    scheme, sep, _ = value.partition("://")
-    if not sep or not _STORE_SCHEMES.match(scheme):
-        raise _rule("not an SQLAlchemy URL")
 
 
 _DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -1861,6 +1842,15 @@ class Schedule(ConfigModel):
         if self.timezone is not None and self.every_minutes is not None:
             _raise_all("schedule", [_at(("timezone",), "timezone applies only to cron schedules")])
         return self
+
+    def trigger(self, default_timezone: str) -> Any:
+        """The APScheduler trigger: cron in ``timezone`` (else ``default_timezone``, the fiscal
+        one), or a fixed interval."""
+        if self.cron is not None:
+            return cron_trigger(self.cron, self.timezone or default_timezone)
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        return IntervalTrigger(minutes=self.every_minutes, timezone=ZoneInfo(default_timezone))
 
     def describe(self, default_timezone: str) -> str:
         if self.cron is not None:

@@ -115,6 +115,13 @@ _YamlLoader.add_implicit_resolver(
 )
 
 _INTERPOLATION = re.compile(r"\$\{[^}]*\}?")
+#: More values than any real config holds; guards against alias bombs ("billion laughs"),
+#: which PyYAML builds cheaply by sharing but which every walk of the data would expand.
+MAX_VALUES = 200_000
+
+
+class _TooLarge(Exception):
+    pass
 
 
 @dataclasses.dataclass
@@ -158,7 +165,22 @@ def _parse_yaml(text: str, file: str) -> _Document:
     document = _Document(data, {}, duplicates, [])
     if node is not None:
         document.positions[()] = _pos(node.start_mark)
-        _index(node, (), document, set())
+        try:
+            _index(node, (), document, set())
+        except _TooLarge:
+            raise ConfigError(
+                file,
+                [
+                    ConfigProblem(
+                        file,
+                        1,
+                        1,
+                        "",
+                        f"the file expands to more than {MAX_VALUES} values (through YAML"
+                        " aliases?); a config is much smaller",
+                    )
+                ],
+            ) from None
     return document
 
 
@@ -225,11 +247,15 @@ def _index(
             child = (*path, key.value)
             # Later entries win, as in the constructed data (merge keys come first).
             document.positions[child] = _pos(key.start_mark)
+            if len(document.positions) > MAX_VALUES:
+                raise _TooLarge
             _index(value, child, document, active)
     elif isinstance(node, yaml.SequenceNode):
         for number, item in enumerate(node.value):
             child = (*path, number)
             document.positions[child] = _pos(item.start_mark)
+            if len(document.positions) > MAX_VALUES:
+                raise _TooLarge
             _index(item, child, document, active)
     elif (
         isinstance(node, yaml.ScalarNode)

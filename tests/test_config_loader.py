@@ -181,6 +181,52 @@ def test_unsafe_tags_are_refused() -> None:
     assert problem.line == 1 and "could not determine a constructor" in problem.message
 
 
+def test_alias_bombs_are_refused() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]")
+    (problem,) = problems_of("\n".join(lines) + "\n")
+    assert problem.message.startswith("the file expands to more than 200000 values")
+
+
+ANCHORS = """\
+sources:
+  - type: salesforce
+    name: eu
+    auth: &auth
+      method: password
+      username: {env: SF_USERNAME}
+      password: {env: SF_PASSWORD}
+    mapping: &mapping
+      stages:
+        - {crm: Open, stage: open, order: 1}
+        - {crm: Won, stage: won, order: 2, won: true}
+        - {crm: Lost, stage: lost, order: 3, lost: true}
+      qualified_stage: open
+      conversion_entry_stage: open
+  - type: salesforce
+    name: us
+    auth:
+      <<: *auth
+      password: {env: SF_US_PASSWORD}
+    mapping: *mapping
+currency: {reporting: EUR}
+"""
+
+
+def test_anchors_and_merge_keys_work() -> None:
+    config = load_config_text(ANCHORS)
+    eu, us = config.sources
+    assert us.auth.password.env == "SF_US_PASSWORD"  # type: ignore[union-attr]
+    assert us.auth.username == eu.auth.username  # type: ignore[union-attr]
+    assert us.mapping == eu.mapping
+    problems = problems_of(
+        ANCHORS.replace("      password: {env: SF_US", "      pasword: {env: SF_US")
+    )
+    assert where(problems) == [(19, 7, "sources[1].auth.pasword")]
+    assert problems[0].message == "unknown key 'pasword'; did you mean 'password'?"
+
+
 def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError) as exc:
         load_config(tmp_path / "missing.yaml")

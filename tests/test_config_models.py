@@ -1087,6 +1087,12 @@ def test_schedule_rules() -> None:
     cfg = load(config(schedule={"cron": "0  6 * * 1-5", "timezone": "Europe/Paris"}))
     assert cfg.schedule is not None and cfg.schedule.cron == "0 6 * * 1-5"
     assert cfg.schedule.describe("UTC") == "cron '0 6 * * 1-5' (Europe/Paris)"
+    trigger = cfg.schedule.trigger("UTC")
+    after = dt.datetime(2026, 6, 6, 12, tzinfo=dt.UTC)  # a Saturday
+    assert trigger.get_next_fire_time(None, after) == dt.datetime(2026, 6, 8, 4, tzinfo=dt.UTC)
+    every = load(config(schedule={"every_minutes": 30})).schedule
+    assert every is not None and every.describe("UTC") == "every 30 minutes"
+    assert every.trigger("UTC").interval == dt.timedelta(minutes=30)
     assert problems(config(schedule={"cron": "0 25 * * *"})) == [
         (
             "schedule.cron",
