@@ -237,6 +237,17 @@ def test_query_all_includes_deleted_rows_with_is_deleted(
     )
     assert everything["totalSize"] == deleted
     assert all(r["IsDeleted"] is True for r in everything["records"])
+    # Deleting bumps SystemModstamp, not LastModifiedDate: an incremental queryAll on
+    # SystemModstamp sees the deletion.
+    row = int(np.flatnonzero(deals.is_deleted)[0])
+    (record,) = sf.query_all(
+        "SELECT SystemModstamp, LastModifiedDate FROM Opportunity "
+        f"WHERE Id = '{make_id('006', row)}'",
+        include_deleted=True,
+    )["records"]
+    deleted_at = dt.datetime.fromtimestamp(int(deals.deleted_at[row]) / 1000, tz=dt.UTC)
+    assert record["SystemModstamp"] == deleted_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+    assert record["LastModifiedDate"] < record["SystemModstamp"]
     # COUNT() answers in totalSize (query_all would count the empty records list instead).
     assert sf.query("SELECT COUNT() FROM Opportunity", include_deleted=True)["totalSize"] == len(
         deals

@@ -176,26 +176,42 @@ class SandboxOrg:
         return column
 
     def _audit(
-        self, table: Table, created: np.ndarray, modified: np.ndarray, *, by: int | np.ndarray
+        self,
+        table: Table,
+        created: np.ndarray,
+        modified: np.ndarray | None,
+        *,
+        by: int | np.ndarray,
+        modstamp: np.ndarray | None = None,
     ) -> None:
+        """Audit fields. ``modified`` None: a history object (no LastModified* fields);
+        ``modstamp`` defaults to ``modified`` (or ``created``) and may be shared with it."""
         size = table.size
-        creator = np.broadcast_to(np.asarray(by, dtype=np.int32), (size,))
         system = dict(createable=False, updateable=False, nillable=False)
+        creator = np.array(np.broadcast_to(np.asarray(by, dtype=np.int32), (size,)))
         table.add(
             DateTimeColumn(FieldDef("CreatedDate", "datetime", "Created Date", **system), created)
         )
         self._reference(table, "CreatedById", "User", "CreatedBy", creator, updateable=False)
-        table.add(
-            DateTimeColumn(
-                FieldDef("LastModifiedDate", "datetime", "Last Modified Date", **system), modified
+        if modified is not None:
+            table.add(
+                DateTimeColumn(
+                    FieldDef("LastModifiedDate", "datetime", "Last Modified Date", **system),
+                    modified,
+                )
             )
-        )
-        self._reference(
-            table, "LastModifiedById", "User", "LastModifiedBy", creator.copy(), updateable=False
-        )
+            self._reference(
+                table,
+                "LastModifiedById",
+                "User",
+                "LastModifiedBy",
+                creator.copy(),
+                updateable=False,
+            )
+        stamp = modstamp if modstamp is not None else modified if modified is not None else created
         table.add(
             DateTimeColumn(
-                FieldDef("SystemModstamp", "datetime", "System Modstamp", **system), modified
+                FieldDef("SystemModstamp", "datetime", "System Modstamp", **system), stamp
             )
         )
 
@@ -685,7 +701,12 @@ class SandboxOrg:
             )
         )
         self._reference(table, "OwnerId", "User", "Owner", deals.owner, nillable=False)
-        self._audit(table, deals.created_at, deals.last_modified, by=deals.owner)
+        # Deleting a record bumps its SystemModstamp (not LastModifiedDate): that is how an
+        # incremental queryAll on SystemModstamp sees deletions.
+        modstamp = np.where(
+            deals.is_deleted, np.maximum(deals.last_modified, deals.deleted_at), deals.last_modified
+        )
+        self._audit(table, deals.created_at, deals.last_modified, by=deals.owner, modstamp=modstamp)
         self._add_opportunity_formulas(table)
 
     def _add_opportunity_formulas(self, table: Table) -> None:
@@ -849,12 +870,25 @@ class SandboxOrg:
                 FieldDef("PrevCloseDate", "date", "Previous Close Date", **ro), previous_close
             )
         )
-        currencies = self.data.currencies
+        # The parent opportunity's currency, read through OpportunityId rather than stored
+        # once more per history row.
+        parent = table.columns["opportunityid"]
+        assert isinstance(parent, ReferenceColumn)
+
+        def currency_json(rows: np.ndarray) -> list[Any]:
+            opportunity = self.tables["opportunity"].columns["currencyisocode"]
+            return opportunity.to_json(np.maximum(parent.data[rows], 0))
+
+        def currency_vector(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            values = np.array(currency_json(rows), dtype=object)
+            return values, np.array([v is None for v in values.tolist()], dtype=bool)
+
         table.add(
-            StringColumn(
+            ComputedColumn(
                 FieldDef("CurrencyIsoCode", "picklist", "Currency ISO Code", **ro),
-                currencies,
-                deals.currency[changes.deal].astype(np.int32),
+                "text",
+                currency_vector,
+                currency_json,
             )
         )
         amount = table.columns["amount"]
@@ -875,9 +909,8 @@ class SandboxOrg:
                 ],
             )
         )
-        self._audit(
-            table, changes.changed_at, changes.changed_at.copy(), by=deals.owner[changes.deal]
-        )
+        # Rows are never edited: SystemModstamp shares CreatedDate's array.
+        self._audit(table, changes.changed_at, None, by=deals.owner[changes.deal])
 
     def _build_field_history(self) -> None:
         changes = self.data.close_date_changes
@@ -919,11 +952,8 @@ class SandboxOrg:
                 FieldDef("NewValue", "anyType", "New Value", **ro), days_to_json(changes.new_day)
             )
         )
-        self._audit(
-            table, changes.changed_at, changes.changed_at.copy(), by=deals.owner[changes.deal]
-        )
-        del table.columns["lastmodifieddate"], table.sobject.fields["lastmodifieddate"]
-        del table.columns["lastmodifiedbyid"], table.sobject.fields["lastmodifiedbyid"]
+        self._audit(table, changes.changed_at, None, by=deals.owner[changes.deal])
+        # OpportunityFieldHistory has no SystemModstamp (Object Reference).
         del table.columns["systemmodstamp"], table.sobject.fields["systemmodstamp"]
 
     def _build_events(self) -> None:
@@ -966,7 +996,7 @@ class SandboxOrg:
         )
         table.add(
             DateTimeColumn(
-                FieldDef("ActivityDateTime", "datetime", "Due Date Time"), activities.start
+                FieldDef("ActivityDateTime", "datetime", "Due Date Time"), activities.start.copy()
             )
         )
         table.add(
@@ -1266,7 +1296,6 @@ class SandboxOrg:
                 "forecastcategory": table.columns["forecastcategory"].to_json(rows)[0],
                 "prevamount": before["amount"] if before else None,
                 "prevclosedate": before["closedate"] if before else None,
-                "currencyisocode": table.columns["currencyisocode"].to_json(rows)[0],
             }
             for name, value in copy.items():
                 history.columns[name].set(new, value)

@@ -276,8 +276,9 @@ class ArrayColumn(Column):
 
     def __init__(self, definition: FieldDef, values: np.ndarray | None = None) -> None:
         super().__init__(definition)
+        # No copy: the org owns the data set it renders (a million rows are not duplicated).
         self.data = (
-            np.asarray(values, dtype=self.dtype).copy()
+            np.asarray(values, dtype=self.dtype)
             if values is not None
             else np.zeros(0, dtype=self.dtype)
         )
@@ -439,8 +440,8 @@ class PolymorphicReferenceColumn(Column):
     ) -> None:
         super().__init__(definition)
         self.prefixes = list(prefixes)
-        self.codes = np.asarray(codes if codes is not None else [], dtype=np.int8).copy()
-        self.rows = np.asarray(rows if rows is not None else [], dtype=np.int32).copy()
+        self.codes = np.asarray(codes if codes is not None else [], dtype=np.int8)
+        self.rows = np.asarray(rows if rows is not None else [], dtype=np.int32)
 
     def ensure(self, size: int) -> None:
         self.codes = _grow(self.codes, size, -1)
@@ -495,7 +496,7 @@ class StringColumn(Column):
         super().__init__(definition)
         self.categories: list[str] = list(categories)
         self.index: dict[str, int] = {value: code for code, value in enumerate(self.categories)}
-        self.codes = np.asarray(codes if codes is not None else [], dtype=np.int32).copy()
+        self.codes = np.asarray(codes if codes is not None else [], dtype=np.int32)
         self._rank: np.ndarray | None = None
 
     @classmethod
