@@ -1357,6 +1357,11 @@ class _SourceBase(ConfigModel):
                 )
         return problems
 
+    def with_changes(self, **changes: Any) -> Any:
+        """A re-validated copy with some settings changed, e.g. ``base_url`` pointed at a
+        sandbox (``model_copy`` would skip the rules, such as the loopback-default one)."""
+        return type(self).model_validate({**dict(self), **changes})
+
     def _kpi_field_problems(self) -> list[InitErrorDetails]:
         if self.kpi_fields is None:
             return []
@@ -1437,10 +1442,11 @@ class SalesforceSource(_SourceBase):
         ca_bundle: Path | None = None,
     ) -> SalesforceSource:
         """A copy pointed elsewhere (e.g. the demo's sandbox port), re-validated."""
-        data: dict[str, Any] = dict(self)
         changes = {"login_url": login_url, "instance_url": instance_url, "ca_bundle": ca_bundle}
-        data.update({k: v for k, v in changes.items() if v is not None})
-        return SalesforceSource.model_validate(data)
+        result: SalesforceSource = self.with_changes(
+            **{k: v for k, v in changes.items() if v is not None}
+        )
+        return result
 
 
 class HubSpotSource(_SourceBase):

@@ -335,7 +335,12 @@ def test_hubspot_source_defaults_and_oauth_rules() -> None:
     data["sources"][0]["base_url"] = "http://api.hubapi.com"
     assert only_problem(data)[1].startswith("expected an https:// URL")
     data["sources"][0]["base_url"] = "http://127.0.0.1:8080"
-    assert load(data).sources[0].base_url == "http://127.0.0.1:8080"  # type: ignore[union-attr]
+    local = load(data).sources[0]
+    assert isinstance(local, HubSpotSource) and local.base_url == "http://127.0.0.1:8080"
+    moved = local.with_changes(base_url="https://127.0.0.1:9443/")
+    assert isinstance(moved, HubSpotSource) and moved.base_url == "https://127.0.0.1:9443"
+    with pytest.raises(ValidationError):
+        local.with_changes(base_url="http://api.hubapi.com")
 
 
 # --- secrets --------------------------------------------------------------------------------
