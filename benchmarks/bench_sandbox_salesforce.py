@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from crm_kpi_worker.connectors.http import build_session
 from simple_salesforce import Salesforce
+
+from crm_kpi_worker.connectors.http import build_session
 
 FIELDS = (
     "Id, Name, AccountId, OwnerId, StageName, Amount, CurrencyIsoCode, CloseDate, Type,"

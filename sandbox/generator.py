@@ -24,6 +24,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 import numpy as np
+
 from crm_kpi_worker.sandbox.dataset import (
     ACTIVITY_KINDS,
     DEAL_TYPES,

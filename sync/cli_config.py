@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.sync.config_loader import (
     ConfigError,

@@ -28,8 +28,9 @@ import click
 )
 def demo_command(output: str, deals: int | None) -> None:
     """Start the sandbox CRM with the demo scenario and read it with the real client."""
-    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
     from simple_salesforce import Salesforce
+
+    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
     started = time.perf_counter()
     with SalesforceSandbox.start(deals=deals) as sandbox:

@@ -35,7 +35,6 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from crm_kpi_worker.sync.model import DealType, ForecastCategory
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -53,6 +52,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from crm_kpi_worker.sync.model import DealType, ForecastCategory
 
 __all__ = [
     "DEAL_KPIS",

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel, Tag, ValidationError
+
 from crm_kpi_worker.sync.config import (
     RULE_ERROR,
     AppConfig,
@@ -43,7 +45,6 @@ from crm_kpi_worker.sync.config import (
     SecretError,
     iter_secret_refs,
 )
-from pydantic import BaseModel, Tag, ValidationError
 
 __all__ = [
     "ConfigError",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

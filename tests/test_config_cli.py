@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.sync.cli import main
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from crm_kpi_worker.sync.config import FiscalCalendar, SalesforceSource
 from crm_kpi_worker.sync.config_loader import (
     ConfigError,

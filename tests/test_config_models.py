@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr, ValidationError
+
 from crm_kpi_worker.sync.config import (
     DEAL_KPIS,
     SCORECARD_KPIS,
@@ -30,7 +32,6 @@ from crm_kpi_worker.sync.config import (
 )
 from crm_kpi_worker.sync.config_loader import ConfigError, load_config_text
 from crm_kpi_worker.sync.model import DealType, ForecastCategory
-from pydantic import SecretStr, ValidationError
 
 STAGES = [
     {"crm": "Prospecting", "stage": "prospecting", "order": 1},

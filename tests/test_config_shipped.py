@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from pydantic import SecretStr
+
 from crm_kpi_worker.config import names, path_of
 from crm_kpi_worker.sync.config import (
     DEAL_KPIS,
@@ -16,7 +18,6 @@ from crm_kpi_worker.sync.config import (
 )
 from crm_kpi_worker.sync.config_loader import load_config, load_mapping
 from crm_kpi_worker.sync.model import DealType, ForecastCategory
-from pydantic import SecretStr
 
 CONFIGS = ["demo-salesforce.yaml", "example-hubspot.yaml", "example-salesforce.yaml"]
 MAPPINGS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from crm_kpi_worker.sandbox.salesforce.date_literals import (
     DATE_LITERALS,
     N_DATE_LITERALS,

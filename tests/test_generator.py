@@ -10,6 +10,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
+
 from crm_kpi_worker.sandbox.dataset import (
     DEAL_TYPES,
     FORECAST_CATEGORIES,

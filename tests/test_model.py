@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from crm_kpi_worker.sync import model
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
@@ -23,7 +25,6 @@ from crm_kpi_worker.sync.model import (
     Rep,
     StageChange,
 )
-from pydantic import ValidationError
 
 PARIS = dt.timezone(dt.timedelta(hours=2))
 CREATED = dt.datetime(2026, 4, 1, 9, 30, tzinfo=dt.UTC)

@@ -8,10 +8,6 @@ import json
 import numpy as np
 import pytest
 import requests
-from crm_kpi_worker.sandbox import dataset as ds
-from crm_kpi_worker.sandbox.faults import FaultRule
-from crm_kpi_worker.sandbox.salesforce.ids import make_id
-from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
@@ -21,6 +17,11 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
     SalesforceResourceNotFound,
 )
+
+from crm_kpi_worker.sandbox import dataset as ds
+from crm_kpi_worker.sandbox.faults import FaultRule
+from crm_kpi_worker.sandbox.salesforce.ids import make_id
+from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
 # ---- logins ---------------------------------------------------------------------------------
 

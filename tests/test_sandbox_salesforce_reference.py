@@ -20,6 +20,7 @@ from xml.dom import minidom
 
 import pytest
 import requests
+
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
 NOT_SERVED = {

@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from crm_kpi_worker.sandbox.salesforce.date_literals import DATE_LITERALS, N_DATE_LITERALS
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError, like_to_regex, parse, quote
 from crm_kpi_worker.sandbox.salesforce.soql_ast import (
@@ -27,8 +30,6 @@ from crm_kpi_worker.sandbox.salesforce.soql_ast import (
     StringLit,
     SubQuery,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 UTC = dt.UTC
 NOT_SUPPORTED = "is not supported by the sandbox Salesforce"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from crm_kpi_worker.sandbox.salesforce import soql_ast as ast
 from crm_kpi_worker.sandbox.salesforce.date_literals import date_literal_range
 from crm_kpi_worker.sandbox.salesforce.ids import is_valid_id, make_id, parse_id

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from crm_kpi_worker.sandbox import dataset as ds
 from crm_kpi_worker.sandbox.salesforce.ids import case_safe_suffix, make_id
 from crm_kpi_worker.sandbox.salesforce.store import (

@@ -33,6 +33,13 @@ from xml.sax.saxutils import escape
 import jwt
 import numpy as np
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
 from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan, FaultRule
@@ -42,12 +49,6 @@ from crm_kpi_worker.sandbox.salesforce.org import ORG_ID, RecordError, SandboxOr
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
 from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
 from crm_kpi_worker.sandbox.tls import make_tls
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
-from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
 # Werkzeug logs every request at INFO; the CLI turns that on with --verbose.

@@ -22,6 +22,9 @@ import datetime as dt
 import re
 from importlib import resources
 
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
 from crm_kpi_worker.sandbox.salesforce.date_literals import DATE_LITERALS, N_DATE_LITERALS
 from crm_kpi_worker.sandbox.salesforce.soql_ast import (
     And,
@@ -45,8 +48,6 @@ from crm_kpi_worker.sandbox.salesforce.soql_ast import (
     StringLit,
     SubQuery,
 )
-from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 __all__ = ["SoqlError", "like_to_regex", "parse", "quote"]
 

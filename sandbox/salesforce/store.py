@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from crm_kpi_worker.sandbox.salesforce.ids import make_id, parse_id
 
 NULL_DAY = np.iinfo(np.int32).min

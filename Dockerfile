@@ -1,0 +1,25 @@
+# crm-kpi-worker container: the same steps as the README's quick start (tests keep them equal).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY crm_kpi_worker/ crm_kpi_worker/
+COPY connectors/ connectors/
+COPY sync/ sync/
+COPY kpis/ kpis/
+COPY sandbox/ sandbox/
+COPY config/ config/
+
+RUN python3 -m venv .venv && .venv/bin/pip install -q .
+
+# Run as an unprivileged user; mount the config read-only and give secrets as env or files.
+RUN useradd --system --uid 10001 --home-dir /app crmkpi && chown crmkpi /app
+USER 10001
+ENV PATH=/app/.venv/bin:$PATH
+
+ENTRYPOINT ["crm-kpi"]
+CMD ["demo"]

@@ -1,0 +1,68 @@
+"""The package list, the Dockerfile and the README's quick start stay in agreement."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _quick_start() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^#+\s*Quick start.*?$(.*?)(?=^#+\s|\Z)", readme, re.M | re.S | re.I)
+    assert section, "README.md has no Quick start section"
+    block = re.search(r"```[^\n]*\n(.*?)```", section.group(1), re.S)
+    assert block, "the Quick start section has no code block"
+    return [
+        line.strip()
+        for line in block.group(1).splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def test_every_source_package_is_listed_in_pyproject() -> None:
+    setuptools = _pyproject()["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = set()
+    for name, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *relative.parts]))
+    assert found == listed, f"missing from pyproject: {found - listed}; stale: {listed - found}"
+
+
+def test_non_python_files_ship_as_package_data() -> None:
+    setuptools = _pyproject()["tool"]["setuptools"]
+    package_data = setuptools["package-data"]
+    for name, folder in setuptools["package-dir"].items():
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".yaml", ".lark", ".json", ".csv"}:
+                package = ".".join([name, *path.parent.relative_to(ROOT / folder).parts])
+                patterns = package_data.get(package, [])
+                assert any(path.match(p) for p in patterns), f"{path} is not package data"
+
+
+def test_quick_start_has_exactly_the_demo_and_the_test_command() -> None:
+    commands = _quick_start()
+    assert len(commands) == 2
+    assert commands[0].endswith("crm-kpi demo")
+    assert "pytest" in commands[1]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_dockerfile_installs_and_runs_as_the_readme_does() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    install = re.search(r"^RUN (python3 -m venv .*)$", dockerfile, re.M)
+    assert install, "the Dockerfile has no venv install step"
+    demo = _quick_start()[0]
+    assert demo.startswith(install.group(1) + " && ")
+    assert re.search(r'^ENTRYPOINT \["crm-kpi"\]\s*^CMD \["demo"\]', dockerfile, re.M)
+    copied = set(re.findall(r"^COPY (\S+)/ ", dockerfile, re.M))
+    setuptools = _pyproject()["tool"]["setuptools"]
+    assert copied == set(setuptools["package-dir"].values())
