@@ -108,6 +108,8 @@ def run(deals: int, *, command: list[str] | None = None) -> Result:
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def main(argv: list[str] | None = None) -> int:

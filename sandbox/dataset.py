@@ -53,6 +53,12 @@ def date_to_day(value: dt.date) -> int:
     return (value - EPOCH).days
 
 
+def add_months(first_of_month: dt.date, months: int) -> dt.date:
+    """``first_of_month`` (a day 1) moved by ``months`` calendar months (negative: back)."""
+    index = first_of_month.year * 12 + first_of_month.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
 def ms_to_datetime(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.UTC)
 

@@ -124,31 +124,31 @@ class FaultPlan:
         """The first rule of one of ``kinds`` that fires for this request, counted as fired."""
         with self._lock:
             for rule in self._rules:
-                if rule.kind not in kinds or not rule.matches(method, path):
-                    continue
-                if rule.times is not None and rule.fired >= rule.times:
-                    continue
-                rule.seen += 1
-                if rule.seen % rule.every:
-                    continue
-                if rule.probability < 1 and self._random.random() >= rule.probability:
-                    continue
-                rule.fired += 1
-                return rule
+                if rule.kind in kinds and rule.matches(method, path) and self._fires(rule):
+                    return rule
         return None
 
     def failing_record(self, record_id: str | None, method: str, path: str) -> FaultRule | None:
         """A write_failure rule that fails this record (counted per record)."""
         with self._lock:
             for rule in self._rules:
-                if rule.kind != "write_failure" or not rule.matches(method, path):
-                    continue
-                if rule.record_ids and record_id not in rule.record_ids:
-                    continue
-                if rule.times is not None and rule.fired >= rule.times:
-                    continue
-                if rule.probability < 1 and self._random.random() >= rule.probability:
-                    continue
-                rule.fired += 1
-                return rule
+                if (
+                    rule.kind == "write_failure"
+                    and rule.matches(method, path)
+                    and (not rule.record_ids or record_id in rule.record_ids)
+                    and self._fires(rule)
+                ):
+                    return rule
         return None
+
+    def _fires(self, rule: FaultRule) -> bool:
+        """Whether a matching rule fires now (under the lock); counts it when it does."""
+        if rule.times is not None and rule.fired >= rule.times:
+            return False
+        rule.seen += 1
+        if rule.seen % rule.every:
+            return False
+        if rule.probability < 1 and self._random.random() >= rule.probability:
+            return False
+        rule.fired += 1
+        return True

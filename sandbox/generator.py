@@ -43,6 +43,7 @@ from crm_kpi_worker.sandbox.dataset import (
     QuotaTable,
     StageChangeTable,
     UserTable,
+    add_months,
     date_to_day,
 )
 
@@ -287,11 +288,6 @@ def _quarter_start(day: dt.date) -> dt.date:
     return dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
 
 
-def _add_months(first_of_month: dt.date, months: int) -> dt.date:
-    years, month0 = divmod(first_of_month.month - 1 + months, 12)
-    return dt.date(first_of_month.year + years, month0 + 1, 1)
-
-
 def _is_quarter_end(day: dt.date) -> bool:
     return day.month % 3 == 0 and (day + dt.timedelta(days=1)).day == 1
 
@@ -371,8 +367,8 @@ class _Scenario:
         q0 = _quarter_start(reference_date)
         self.q: dict[int, tuple[int, int]] = {}
         for k in range(-4, 2):
-            start = _add_months(q0, 3 * k)
-            self.q[k] = (date_to_day(start), date_to_day(_add_months(start, 3)) - 1)
+            start = add_months(q0, 3 * k)
+            self.q[k] = (date_to_day(start), date_to_day(add_months(start, 3)) - 1)
         names = [f"{a} {b}" for a in _SCENARIO_SURNAMES for b in _SCENARIO_SECTORS]
         self._names = [names[i] for i in rng.permutation(len(names))]
         self.acc: dict[str, list[Any]] = defaultdict(list)
@@ -1090,7 +1086,7 @@ def _filler(
     ref_day = date_to_day(reference_date)
     end_ms = (ref_day + 1) * DAY_MS - 1
     # Deals are created over the 8 quarters ending on the reference date (2 years).
-    first_q = _add_months(_quarter_start(reference_date), -3 * (4 * FILLER_YEARS - 1))
+    first_q = add_months(_quarter_start(reference_date), -3 * (4 * FILLER_YEARS - 1))
     window_start = date_to_day(first_q)
 
     # ---- Users: AEs in teams of ~8, one manager per team.
@@ -1375,7 +1371,7 @@ def _filler(
     current = first_q
     while current <= reference_date + dt.timedelta(days=1):
         starts.append(date_to_day(current))
-        current = _add_months(current, 3)
+        current = add_months(current, 3)
     starts_arr = np.array(starts, dtype=np.int64)
     nq = len(starts)
     credited = (

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from crm_kpi_worker.sandbox.dataset import add_months
 from crm_kpi_worker.sandbox.salesforce.soql_ast import DateFunctionLit
 
 __all__ = [
@@ -102,28 +103,22 @@ N_DATE_LITERALS: frozenset[str] = frozenset(
 _ONE_DAY = dt.timedelta(days=1)
 
 
-def _add_months(first_of_month: dt.date, months: int) -> dt.date:
-    """``first_of_month`` (a day 1) moved by ``months`` calendar months."""
-    index = first_of_month.year * 12 + first_of_month.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
 def _periods(current_start: dt.date, months: int, shape: str, n: int) -> tuple[dt.date, dt.date]:
     """Ranges built from whole periods of ``months`` months, the current one starting at
     ``current_start``. ``shape`` is THIS, LAST, NEXT, LAST_N, NEXT_N or N_AGO."""
     if shape == "THIS":
-        return current_start, _add_months(current_start, months)
+        return current_start, add_months(current_start, months)
     if shape == "LAST":
-        return _add_months(current_start, -months), current_start
+        return add_months(current_start, -months), current_start
     if shape == "NEXT":
-        return _add_months(current_start, months), _add_months(current_start, 2 * months)
+        return add_months(current_start, months), add_months(current_start, 2 * months)
     if shape == "LAST_N":
-        return _add_months(current_start, -months * n), current_start
+        return add_months(current_start, -months * n), current_start
     if shape == "NEXT_N":
-        return _add_months(current_start, months), _add_months(current_start, months * (n + 1))
+        return add_months(current_start, months), add_months(current_start, months * (n + 1))
     # N_AGO
-    start = _add_months(current_start, -months * n)
-    return start, _add_months(start, months)
+    start = add_months(current_start, -months * n)
+    return start, add_months(start, months)
 
 
 # name -> (unit, shape); unit: WEEK, MONTH, QUARTER, YEAR, FISCAL_QUARTER, FISCAL_YEAR.
@@ -219,12 +214,12 @@ def date_literal_range(
     if unit == "MONTH":
         return _periods(month_start, 1, shape, n)
     if unit == "QUARTER":
-        return _periods(_add_months(month_start, -((today.month - 1) % 3)), 3, shape, n)
+        return _periods(add_months(month_start, -((today.month - 1) % 3)), 3, shape, n)
     if unit == "YEAR":
         return _periods(dt.date(today.year, 1, 1), 12, shape, n)
     months_into_fiscal_year = (today.month - fiscal_year_start_month) % 12
-    fiscal_year_start = _add_months(month_start, -months_into_fiscal_year)
+    fiscal_year_start = add_months(month_start, -months_into_fiscal_year)
     if unit == "FISCAL_QUARTER":
-        quarter_start = _add_months(month_start, -(months_into_fiscal_year % 3))
+        quarter_start = add_months(month_start, -(months_into_fiscal_year % 3))
         return _periods(quarter_start, 3, shape, n)
     return _periods(fiscal_year_start, 12, shape, n)  # FISCAL_YEAR

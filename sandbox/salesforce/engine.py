@@ -21,8 +21,6 @@ from crm_kpi_worker.sandbox.salesforce.ids import is_valid_id, make_id, parse_id
 from crm_kpi_worker.sandbox.salesforce.org import SandboxOrg
 from crm_kpi_worker.sandbox.salesforce.soql import like_to_regex, parse
 from crm_kpi_worker.sandbox.salesforce.store import (
-    NULL_DAY,
-    NULL_MS,
     Column,
     FieldDef,
     NumberColumn,
@@ -838,4 +836,4 @@ def execute(org: SandboxOrg, text: str, *, include_deleted: bool, today: dt.date
         return QueryResult(plan, rows, len(rows))
 
 
-__all__ = ["NULL_DAY", "NULL_MS", "QueryError", "QueryResult", "execute"]
+__all__ = ["QueryError", "QueryResult", "execute"]

@@ -232,7 +232,6 @@ class SandboxOrg:
         )
 
     def _build(self) -> None:
-        data = self.data
         self._build_users()
         self._build_currency_types()
         self._build_stages()
@@ -258,7 +257,6 @@ class SandboxOrg:
         user.children["forecastingquotas"] = ChildRelationship(
             "ForecastingQuotas", "ForecastingQuota", "QuotaOwnerId"
         )
-        del data
 
     def _build_users(self) -> None:
         users = self.data.users
@@ -473,11 +471,11 @@ class SandboxOrg:
             rows.append(("Year", dt.date(year, 1, 1), dt.date(year, 12, 31), 1, f"FY{year}"))
             for quarter in range(4):
                 start = dt.date(year, quarter * 3 + 1, 1)
-                end = _add_months(start, 3) - dt.timedelta(days=1)
+                end = ds.add_months(start, 3) - dt.timedelta(days=1)
                 rows.append(("Quarter", start, end, quarter + 1, f"Q{quarter + 1} FY{year}"))
             for month in range(12):
                 start = dt.date(year, month + 1, 1)
-                end = _add_months(start, 1) - dt.timedelta(days=1)
+                end = ds.add_months(start, 1) - dt.timedelta(days=1)
                 rows.append(("Month", start, end, month + 1, f"{start:%B} FY{year}"))
         table = self._new_table(
             SObjectDef("Period", "Period", "Periods", "026", createable=False, updateable=False),
@@ -758,24 +756,7 @@ class SandboxOrg:
                 forecast_api,
             )
         )
-        amount = table.columns["amount"]
-        probability = table.columns["probability"]
-        assert isinstance(amount, NumberColumn) and isinstance(probability, NumberColumn)
-
-        def expected(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            values = amount.data[rows] * probability.data[rows] / 100.0
-            return values, np.isnan(values)
-
-        table.add(
-            ComputedColumn(
-                FieldDef("ExpectedRevenue", "currency", "Expected Amount", **formula),
-                "number",
-                expected,
-                lambda rows: [
-                    None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()
-                ],
-            )
-        )
+        _add_expected_revenue(table, "Expected Amount")
         close = table.columns["closedate"]
         assert isinstance(close, DateColumn)
 
@@ -892,24 +873,7 @@ class SandboxOrg:
                 currency_json,
             )
         )
-        amount = table.columns["amount"]
-        probability = table.columns["probability"]
-        assert isinstance(amount, NumberColumn) and isinstance(probability, NumberColumn)
-
-        def expected(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            values = amount.data[rows] * probability.data[rows] / 100.0
-            return values, np.isnan(values)
-
-        table.add(
-            ComputedColumn(
-                FieldDef("ExpectedRevenue", "currency", "Expected Revenue", calculated=True, **ro),
-                "number",
-                expected,
-                lambda rows: [
-                    None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()
-                ],
-            )
-        )
+        _add_expected_revenue(table, "Expected Revenue")
         # Rows are never edited: SystemModstamp shares CreatedDate's array.
         self._audit(table, changes.changed_at, None, by=deals.owner[changes.deal])
 
@@ -1458,6 +1422,25 @@ class SandboxOrg:
             return definition
 
 
+def _add_expected_revenue(table: Table, label: str) -> None:
+    """ExpectedRevenue = Amount x Probability / 100, a formula field of the table."""
+    amount = table.columns["amount"]
+    probability = table.columns["probability"]
+    assert isinstance(amount, NumberColumn) and isinstance(probability, NumberColumn)
+
+    def expected(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = amount.data[rows] * probability.data[rows] / 100.0
+        return values, np.isnan(values)
+
+    def as_json(rows: np.ndarray) -> list[Any]:
+        return [None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()]
+
+    definition = FieldDef(
+        "ExpectedRevenue", "currency", label, createable=False, updateable=False, calculated=True
+    )
+    table.add(ComputedColumn(definition, "number", expected, as_json))
+
+
 class DerivedStringColumn(StringColumn):
     """A string whose default is derived from other columns (an Opportunity's Name from its
     account and product), stored only once written, so a million rows cost no strings."""
@@ -1508,8 +1491,3 @@ def _grow_codes(codes: np.ndarray, size: int) -> np.ndarray:
     grown = np.full(max(size, len(codes) * 2, 16), -1, dtype=np.int32)
     grown[: len(codes)] = codes
     return grown
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)

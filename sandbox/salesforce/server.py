@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import socket
 import tempfile
 import threading
 import time
@@ -1305,10 +1306,20 @@ class SalesforceSandbox:
             faults=FaultPlan(fault_seed),
         )
         self.credentials = credentials
-        self._server: BaseWSGIServer = make_server(
-            host, port, self.app, threaded=True, ssl_context=tls.server_context
-        )
-        self.port = self._server.server_port
+        # Bind here: werkzeug answers a busy port by printing and calling sys.exit().
+        listener = _listen(host, port, self._tempdir)
+        try:
+            self._server: BaseWSGIServer = make_server(
+                host,
+                port,
+                self.app,
+                threaded=True,
+                ssl_context=tls.server_context,
+                fd=listener.fileno(),
+            )
+        finally:
+            listener.close()  # werkzeug holds its own duplicate of the descriptor
+        self.port = int(self._server.server_address[1])
         netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
         self.url = f"https://{netloc}"
         self.app.base_url = self.url
@@ -1396,6 +1407,23 @@ class SalesforceSandbox:
             f"{len(data.deals)} opportunities, {len(data.users)} users,"
             f" API limit {self.app.api_limit}/day"
         )
+
+
+def _listen(
+    host: str, port: int, tempdir: tempfile.TemporaryDirectory[str] | None
+) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        if tempdir is not None:
+            tempdir.cleanup()
+        raise
+    return listener
 
 
 def _make_jwt_key(directory: Path) -> tuple[Path, bytes]:

@@ -1,0 +1,94 @@
+"""``crm-kpi sandbox salesforce`` and ``crm-kpi demo`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from crm_kpi_worker.sandbox import dataset as ds
+from crm_kpi_worker.sandbox.generator import generate
+from crm_kpi_worker.sync.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_sandbox_salesforce  # noqa: E402 - the benchmark script, run as the CLI's client
+
+
+def test_standalone_sandbox_serves_every_page_to_the_real_client() -> None:
+    # The real console command in its own process, read with simple-salesforce; this also
+    # keeps the benchmark script working.
+    result = bench_sandbox_salesforce.run(5000)
+    assert result.rows == 5000  # queryAll: deleted rows included
+    assert result.pages == result.api_calls == result.minimum_calls == 3
+    assert result.server_peak_mb > 0
+    lines = result.lines()
+    assert lines[0] == "deals 5,000"
+    assert "ratio 1.000" in lines[3]
+
+
+def test_reference_date_must_be_a_quarter_end() -> None:
+    outcome = CliRunner().invoke(
+        main, ["sandbox", "salesforce", "--port", "0", "--reference-date", "2026-09-15"]
+    )
+    assert outcome.exit_code == 2
+    assert "last day of a calendar quarter" in outcome.output
+
+
+def test_bad_fault_rule_is_a_usage_error() -> None:
+    outcome = CliRunner().invoke(main, ["sandbox", "salesforce", "--fault", '{"kind": "meteor"}'])
+    assert outcome.exit_code == 2
+    assert "unknown fault kind 'meteor'" in outcome.output
+
+
+def test_port_in_use_is_reported() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        outcome = CliRunner().invoke(main, ["sandbox", "salesforce", "--port", str(port)])
+    assert outcome.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in outcome.output
+
+
+def test_sandbox_refuses_non_loopback_hosts() -> None:
+    outcome = CliRunner().invoke(main, ["sandbox", "salesforce", "--host", "0.0.0.0"])  # noqa: S104
+    assert outcome.exit_code == 2
+    assert "loopback only" in outcome.output
+
+
+def test_demo_reads_the_scenario_with_the_real_client() -> None:
+    outcome = CliRunner().invoke(main, ["demo", "--format", "json"])
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads(outcome.output)
+    data = generate()
+    deals = data.deals
+    assert report["opportunities_read"] == int((~deals.is_deleted).sum())
+    assert report["users_read"] == len(data.users) + 1  # + the sandbox's API user
+    assert report["api_calls"] == 3  # users, opportunities, quotas: one page each
+    alice = data.users.email.index("alice.martin@sandbox.local")
+    mine = (deals.owner == alice) & ~deals.is_deleted
+    row = next(r for r in report["owners"] if r["rep"] == "Alice Martin")
+    assert row["won"] == int((mine & (deals.stage == ds.STAGE_WON)).sum())
+    assert row["lost"] == int((mine & (deals.stage == ds.STAGE_LOST)).sum())
+    assert row["won_amount_eur"] == float(
+        np.nansum(deals.amount[mine & (deals.stage == ds.STAGE_WON)])
+    )
+    chloe = next(r for r in report["owners"] if r["rep"] == "Chloé Dubois")
+    assert chloe["quota_periods"] == 0
+
+
+def test_console_script_runs() -> None:
+    completed = subprocess.run(  # noqa: S603
+        [str(Path(sys.executable).parent / "crm-kpi"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert completed.stdout.startswith("crm-kpi, version ")
