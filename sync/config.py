@@ -1219,6 +1219,11 @@ class DealTarget(_Target):
     kpis: ClassVar[tuple[str, ...]] = DEAL_KPIS
     period: PeriodKind = "quarter"
     """Period of owner_quota_attainment (the current one)."""
+    daily_ages: bool = False
+    """deal_age_days and days_in_stage grow by one every day. By default the worker writes the
+    date they count from (creation, entry into the current stage) into their field, a Date
+    field, and a CRM formula (TODAY() - field) shows the days: no daily rewrite of every open
+    deal. True writes the day counts themselves (a daily write of every open deal)."""
 
 
 class RepTarget(_Target):

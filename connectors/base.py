@@ -1,0 +1,118 @@
+"""The interface every CRM connector implements, the same for every CRM.
+
+A connector pulls raw records (the CRM's own JSON, one dict per record) in pages, per stream,
+since a cursor, and writes field values back in batches. It knows nothing of KPIs or of the
+store; the sync pipeline wires it to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+# The streams a connector offers. Every connector offers these names (a CRM without a concept
+# yields no pages for it); the pipeline pulls them in this order.
+STREAMS: tuple[str, ...] = (
+    "stages",  # pipeline stage metadata (Salesforce OpportunityStage)
+    "currencies",  # conversion rates the CRM knows (Salesforce CurrencyType)
+    "users",  # people who own records (reps)
+    "accounts",  # accounts with a churn signal
+    "deals",  # opportunities, each with its stage history and close-date history
+    "activities",  # demo activities
+    "quotas",  # quotas kept in the CRM
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of raw records of one stream.
+
+    ``cursor`` is the value to store once this page is persisted: the largest modification
+    stamp of the records so far (pages come in stamp order), so a run that stops after this
+    page resumes from here. None for streams pulled whole every time.
+    ``deleted_ids`` lists records the CRM reports as deleted/archived in this page.
+    """
+
+    stream: str
+    records: list[dict[str, Any]]
+    cursor: str | None
+    deleted_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TargetField:
+    """A field the worker writes: created by ``setup`` when missing."""
+
+    object: str  # e.g. Opportunity, User, KPI_Scorecard__c
+    name: str  # API name, e.g. KPI_Days_In_Stage__c
+    type: Literal["number", "percent", "currency", "date", "datetime", "text", "lookup"]
+    label: str
+    help_text: str = ""
+    precision: int = 18
+    scale: int = 2
+    length: int = 255
+    external_id: bool = False
+    unique: bool = False
+    reference_to: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetObject:
+    """A custom object the worker upserts records into (the scorecards)."""
+
+    name: str  # e.g. KPI_Scorecard__c
+    label: str
+    plural_label: str
+    name_field_label: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome for one record of a batch write."""
+
+    record_id: str | None  # the CRM id (None when an insert failed)
+    key: str  # what the caller identified the record by: an id or an external id value
+    success: bool
+    error_code: str | None = None
+    error_message: str | None = None
+    created: bool = False
+
+
+class Connector(Protocol):
+    """One CRM source."""
+
+    name: str  # the source's name in the config
+
+    def pull(self, stream: str, since: str | None) -> Iterator[Page]:
+        """Pages of ``stream`` changed at or after ``since`` (None: everything), deletions
+        included, in modification-stamp order."""
+        ...
+
+    def missing_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> tuple[list[TargetObject], list[TargetField]]:
+        """The objects and fields that do not exist yet in the CRM."""
+        ...
+
+    def create_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> None:
+        """Create objects and fields (idempotent: existing ones are left alone)."""
+        ...
+
+    def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
+        """Set field values on existing records (record id -> field -> value), batched at the
+        API's largest size; one result per record, failures never abort the others."""
+        ...
+
+    def upsert(
+        self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
+    ) -> list[WriteResult]:
+        """Create or update records keyed by an external id field (key value -> fields)."""
+        ...
+
+    @property
+    def api_calls(self) -> int:
+        """API calls this connector has made (for the run report)."""
+        ...
