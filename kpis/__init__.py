@@ -1,1 +1,50 @@
+"""The KPI engine: pure functions from columnar frames to every KPI of KPIS.md.
 
+No I/O, no CRM names, no other part of the project is imported here (DESIGN.md): the sync layer
+builds the frames (:mod:`.frames`) from the canonical model and the config, calls
+:func:`compute`, and writes the :class:`Results`. See :data:`KPI_NOTES` for the rules where
+KPIS.md is silent.
+"""
+
+from .calendar import FiscalCalendar, Period, elapsed_weeks, snapshot_date
+from .engine import ADDITIVE_KPIS, compute
+from .frames import (
+    EXCLUSIONS,
+    FORECAST_CATEGORIES,
+    Accounts,
+    Activities,
+    Deals,
+    PayoutCurve,
+    Quotas,
+    Reps,
+    Settings,
+    Snapshots,
+)
+from .notes import EMPTY_REASONS, KPI_NOTES
+from .results import DEAL_KPI_KEYS, KPI_KEYS, DealKpis, KpiRow, Results
+
+__all__ = [
+    "ADDITIVE_KPIS",
+    "DEAL_KPI_KEYS",
+    "EMPTY_REASONS",
+    "EXCLUSIONS",
+    "FORECAST_CATEGORIES",
+    "KPI_KEYS",
+    "KPI_NOTES",
+    "Accounts",
+    "Activities",
+    "DealKpis",
+    "Deals",
+    "FiscalCalendar",
+    "KpiRow",
+    "PayoutCurve",
+    "Period",
+    "Quotas",
+    "Reps",
+    "Results",
+    "Settings",
+    "Snapshots",
+    "compute",
+    "elapsed_weeks",
+    "snapshot_date",
+]
