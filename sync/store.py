@@ -1,0 +1,1371 @@
+"""The state store: pulled records and cursors, KPI values, write-back memory, run records.
+
+SQLite by default (one file, WAL), PostgreSQL for workers that share state; both through
+SQLAlchemy 2 Core, with the schema kept by Alembic migrations (``sync/migrations``) that
+:meth:`Store.open` applies itself, so an upgraded worker keeps its data.
+
+Guarantees:
+
+- :meth:`Store.save_page` writes everything of one page and the stream's new cursor in ONE
+  transaction: a page that fails changes nothing, so a crash resumes from the last saved
+  cursor without loss or double counting.
+- Reads used on a million deals (:meth:`Store.deal_columns`, :meth:`Store.activities`) are one
+  ``SELECT`` each, read through the driver's cursor in chunks and returned as columns (lists),
+  without pydantic or SQLAlchemy row objects in between.
+- The URL's password never reaches a log line, an error message or ``repr``.
+
+Times come from an injectable clock (UTC); money and KPI values stay ``Decimal``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import accumulate, islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+from sqlalchemy import (
+    Column,
+    MetaData,
+    String,
+    Table,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql import Select
+
+from crm_kpi_worker.sync.model import (
+    CLOSE_DATE_FIELD,
+    Account,
+    Activity,
+    Deal,
+    FieldChange,
+    Quota,
+    Rep,
+    StageChange,
+)
+from crm_kpi_worker.sync.store_schema import (
+    KPI_KEY,
+    RECORD_TABLES,
+    ExactDecimal,
+    UtcDateTime,
+    accounts,
+    activities,
+    deals,
+    decode_field_history,
+    decode_json,
+    decode_scalar,
+    decode_stage_history,
+    encode_close_date_history,
+    encode_field_history,
+    encode_json,
+    encode_scalar,
+    encode_stage_history,
+    exclusions,
+    forecast_snapshots,
+    kpi_history,
+    kpi_values,
+    quotas,
+    reps,
+    runs,
+    source_metadata,
+    split_history,
+    sync_cursors,
+    to_decimal,
+    written_values,
+)
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = [
+    "DEAL_COLUMNS",
+    "MIGRATIONS_DIR",
+    "RECORD_KINDS",
+    "Exclusion",
+    "KpiRow",
+    "Snapshot",
+    "Store",
+    "StoreError",
+    "StoreSchemaTooNewError",
+    "StoredPage",
+    "alembic_config",
+    "migrate",
+    "normalise_url",
+]
+
+log = logging.getLogger(__name__)
+
+#: Alembic's script folder (env.py, script.py.mako, versions/), shipped as package data.
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+
+#: Record kinds of StoredPage.deleted / seen_ids and of Exclusion.record_type.
+RECORD_KINDS: tuple[str, ...] = tuple(RECORD_TABLES)
+
+#: Columns of Store.deal_columns, one value per live deal (histories come as extra keys).
+DEAL_COLUMNS: tuple[str, ...] = (
+    "id",
+    "owner_id",
+    "account_id",
+    "created_at",
+    "close_date",
+    "stage",
+    "is_won",
+    "is_closed",
+    "amount",
+    "currency",
+    "arr",
+    "deal_type",
+    "forecast_category",
+    "probability",
+    "term_months",
+    "last_modified",
+)
+
+_WRITE = "crm_kpi_write"  # execution option: SQLite takes the write lock at BEGIN
+_CHUNK = 500  # ids per IN (...) list
+_FETCH = 50_000  # rows per fetch on bulk reads
+_PG_MIGRATION_LOCK = 0x63726D5F6B7069  # pg_advisory_xact_lock key ("crm_kpi")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used. Messages never contain the URL's password."""
+
+
+class StoreSchemaTooNewError(StoreError):
+    """The database was migrated by a newer crm-kpi-worker than this one."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Records the store takes and gives beyond the canonical model
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A record left out at pull time (bad data), with the reason reported in the run."""
+
+    record_type: str  # one of RECORD_KINDS, or "quota"
+    record_id: str
+    reason: str  # short machine key, e.g. "unknown_stage"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class KpiRow:
+    """One KPI value. ``period_kind``/``period_key`` are '' for KPIs without a period.
+
+    ``value`` None is an empty KPI (nothing to divide by). ints and floats are accepted and
+    stored as exact decimals; values read back are ``Decimal``. ``run_id``/``changed_at`` are
+    filled on read: the run that set the current value, and when.
+    """
+
+    source: str
+    scope: str  # "rep", "team", "org" or "deal"
+    subject: str  # rep id, team name, "org" or deal id
+    period_kind: str  # "month", "quarter", "year", or ""
+    period_key: str  # e.g. "2024-Q3", or ""
+    kpi: str
+    value: Decimal | None
+    run_id: int | None = None
+    changed_at: dt.datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        return (
+            self.source,
+            self.scope,
+            self.subject,
+            self.period_kind,
+            self.period_key,
+            self.kpi,
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The commit forecast of a subject for a period, taken on its snapshot day."""
+
+    subject: str
+    period_key: str
+    commit: Decimal
+    taken_on: dt.date
+
+
+@dataclass
+class StoredPage:
+    """Everything one page of one stream changes, saved in one transaction with its cursor.
+
+    - ``cursor``: the stream's cursor after this page; None leaves the stored cursor as is.
+    - ``reps``/``accounts``/``deals``/``activities``: upserted (a later page wins); an upsert
+      also clears a deletion mark (a restored record). ``deals[].source`` must be ``source``.
+    - ``stage_changes``/``field_changes``: deal id -> that deal's WHOLE history, replacing
+      what was stored (kept oldest first). Deals neither in this page nor stored are ignored.
+    - ``deleted``: record kind ("deal", "rep", "account", "activity") -> ids the CRM deleted
+      or archived. The rows stay, marked deleted (never read as live; an upsert restores them).
+    - ``seen_ids``: record kind -> ids the CRM still has but this page does not carry (e.g. an
+      id-only listing during a full pull); only marks them seen for the full-pull sweep.
+    - ``quotas``: when not None, replaces ALL quotas of the source (an empty list clears them).
+    - ``metadata``: key -> JSON-able value (Decimal, date and datetime round-trip), upserted.
+    - ``exclusions``: replace the exclusions of every record this page carries (records,
+      histories, deletions, and the excluded records themselves), so a record fixed in the CRM
+      loses its exclusion; with ``quotas`` given, all "quota" exclusions are replaced too.
+    """
+
+    source: str
+    stream: str
+    cursor: str | None = None
+    reps: Sequence[Rep] = ()
+    accounts: Sequence[Account] = ()
+    deals: Sequence[Deal] = ()
+    stage_changes: Mapping[str, Sequence[StageChange]] = field(default_factory=dict)
+    field_changes: Mapping[str, Sequence[FieldChange]] = field(default_factory=dict)
+    activities: Sequence[Activity] = ()
+    deleted: Mapping[str, Collection[str]] = field(default_factory=dict)
+    quotas: Sequence[Quota] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    exclusions: Sequence[Exclusion] = ()
+    seen_ids: Mapping[str, Collection[str]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# URLs, engines, migrations
+
+
+def normalise_url(url: str | SecretStr | URL) -> URL:
+    """An SQLAlchemy URL for the store: ``postgresql://`` gets the psycopg (v3) driver."""
+    if isinstance(url, SecretStr):
+        url = url.get_secret_value()
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # SQLAlchemy's message repeats the whole string, password included.
+        raise StoreError(
+            "the store URL is not an SQLAlchemy URL (sqlite:///path/to/file.sqlite or"
+            " postgresql://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend not in ("sqlite", "postgresql"):
+        raise StoreError(
+            f"unsupported store backend {backend!r} in {redact(parsed)}: use sqlite or postgresql"
+        )
+    return parsed
+
+
+def redact(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling skips DDL and cannot take the write lock early;
+    # the "begin" hook below issues BEGIN itself (SQLAlchemy's documented pysqlite recipe).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",  # readers never block the writer
+        "PRAGMA synchronous=NORMAL",  # WAL + NORMAL: consistent after a crash, fsync per checkpoint
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=30000",
+    ):
+        cursor.execute(pragma).fetchall()
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # Writers take the lock at BEGIN: a deferred transaction upgraded later can fail with
+    # SQLITE_BUSY without waiting for busy_timeout.
+    immediate = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _postgresql_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.autocommit = autocommit
+
+
+def _create_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    connect_args: dict[str, Any] = {"application_name": "crm-kpi-worker"}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = 10
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    event.listen(engine, "connect", _postgresql_on_connect)
+    return engine
+
+
+def alembic_config(url: str | URL | None = None, connection: Connection | None = None) -> Config:
+    """An Alembic config for the store's migrations (no alembic.ini needed).
+
+    Give ``connection`` to run inside that connection's transaction, or ``url`` to let
+    Alembic connect (e.g. ``alembic.command.history(alembic_config(url))``).
+    """
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        rendered = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def migrate(connection: Connection, revision: str = "head") -> str | None:
+    """Upgrade the database of ``connection`` to ``revision``, in its current transaction.
+
+    Refuses a database at a revision this code does not know (written by a newer version).
+    Returns the revision reached.
+    """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    if connection.dialect.name == "postgresql":
+        # Two workers opening a fresh database at once: one migrates, the other waits.
+        connection.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+    config = alembic_config(connection=connection)
+    script = ScriptDirectory.from_config(config)
+    known = {rev.revision for rev in script.walk_revisions()}
+    current = MigrationContext.configure(connection).get_current_heads()
+    unknown = [rev for rev in current if rev not in known]
+    if unknown:
+        raise StoreSchemaTooNewError(
+            f"the state store is at schema revision {', '.join(unknown)}, which this version of"
+            f" crm-kpi-worker does not know (newest known: {script.get_current_head()}); it was"
+            " migrated by a newer version: upgrade crm-kpi-worker, or point store.url at"
+            " another database"
+        )
+    if revision == "head" and tuple(current) == tuple(script.get_heads()):
+        return current[0]  # up to date: nothing to run (and no Alembic log lines on each open)
+    command.upgrade(config, revision)
+    reached = MigrationContext.configure(connection).get_current_heads()
+    return reached[0] if reached else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _kpi_value(value: Any) -> Decimal | None:
+    """One canonical Decimal per number (0.250 and 0.25 are the same value, stored once)."""
+    if value is None:
+        return None
+    number = to_decimal(value).normalize()
+    return Decimal(format(number, "f")) if number else Decimal(0)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Building millions of tuples triggers the cyclic collector over and over for nothing
+    # (none of them can form a cycle); pausing it halves bulk read times.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _Memo:
+    """Converts a column chunk with one call per distinct value, and shares equal results
+    (a million deals hold a few dozen distinct stages, currencies, dates...)."""
+
+    def __init__(self, convert: Callable[[Any], Any] | None = None) -> None:
+        self._cache: dict[Any, Any] = {None: None}
+        self._convert = convert
+
+    def __call__(self, values: Sequence[Any]) -> Iterable[Any]:
+        cache = self._cache
+        missing = set(values).difference(cache)
+        convert = self._convert
+        for value in missing:
+            cache[value] = value if convert is None else convert(value)
+        return map(cache.__getitem__, values)
+
+
+def _each(convert: Callable[[Any], Any]) -> Callable[[Sequence[Any]], Iterable[Any]]:
+    def apply(values: Sequence[Any]) -> Iterable[Any]:
+        return [None if value is None else convert(value) for value in values]
+
+    return apply
+
+
+def _identity(values: Sequence[Any]) -> Iterable[Any]:
+    return values
+
+
+def _date_or_none(text: str) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+class Store:
+    """The worker's state. Open with :meth:`open`; one instance per process is enough (it
+    holds a connection pool and may be shared by threads)."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], dt.datetime] | None = None) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{_WRITE: True})
+        self._clock = clock or _utcnow
+        self.backend: str = engine.dialect.name
+        self._insert = sqlite_dialect.insert if self.backend == "sqlite" else pg_dialect.insert
+        self.revision: str | None = None
+
+    # ---- lifecycle
+
+    @classmethod
+    def open(
+        cls, url: str | SecretStr | URL, *, clock: Callable[[], dt.datetime] | None = None
+    ) -> Store:
+        """Connect and bring the schema to the newest revision (``alembic upgrade head``)."""
+        sa_url = normalise_url(url)
+        engine = _create_engine(sa_url)
+        store = cls(engine, clock=clock)
+        try:
+            with store._write() as connection:
+                store.revision = migrate(connection)
+        except StoreError:
+            engine.dispose()
+            raise
+        except DBAPIError as exc:
+            engine.dispose()
+            raise StoreError(
+                f"cannot open the state store {redact(sa_url)}: {_reason(exc)}"
+            ) from exc
+        log.info("state store %s at schema revision %s", redact(sa_url), store.revision)
+        return store
+
+    @property
+    def url(self) -> str:
+        """The URL with its password hidden."""
+        return redact(self._engine.url)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as connection, connection.begin():
+            yield connection
+
+    # ---- pull state
+
+    def cursor(self, source: str, stream: str) -> str | None:
+        with self._read() as connection:
+            return connection.execute(
+                select(sync_cursors.c.cursor).where(
+                    sync_cursors.c.source == source, sync_cursors.c.stream == stream
+                )
+            ).scalar_one_or_none()
+
+    def full_pull_started(self, source: str, stream: str) -> dt.datetime | None:
+        """When the unfinished full pull of the stream began (None: none running), so a
+        crashed full pull can resume and still sweep at the end."""
+        with self._read() as connection:
+            return connection.execute(
+                select(sync_cursors.c.full_pull_started).where(
+                    sync_cursors.c.source == source, sync_cursors.c.stream == stream
+                )
+            ).scalar_one_or_none()
+
+    def begin_full_pull(self, source: str, stream: str) -> dt.datetime:
+        """Mark the start of a full pull: the stream's cursor is cleared (a crash before the
+        end resumes the full pull) and the returned instant goes to finish_full_pull."""
+        started = self._clock()
+        with self._write() as connection:
+            statement = self._insert(sync_cursors).values(
+                source=source,
+                stream=stream,
+                cursor=None,
+                full_pull_started=started,
+                updated_at=started,
+            )
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["source", "stream"],
+                    set_={
+                        "cursor": None,
+                        "full_pull_started": started,
+                        "updated_at": started,
+                    },
+                )
+            )
+        return started
+
+    def finish_full_pull(self, source: str, stream: str, started: dt.datetime) -> int:
+        """Remove the source's records written by ``stream`` that no page carried since
+        ``started`` (purged in the CRM), with their exclusions; returns how many."""
+        removed = 0
+        with self._write() as connection:
+            for kind, table in RECORD_TABLES.items():
+                unseen = and_(
+                    table.c.source == source,
+                    table.c.stream == stream,
+                    table.c.seen_at < started,
+                )
+                connection.execute(
+                    delete(exclusions).where(
+                        exclusions.c.source == source,
+                        exclusions.c.record_type == kind,
+                        exclusions.c.record_id.in_(select(table.c.id).where(unseen)),
+                    )
+                )
+                removed += connection.execute(delete(table).where(unseen)).rowcount
+            connection.execute(
+                update(sync_cursors)
+                .where(
+                    sync_cursors.c.source == source,
+                    sync_cursors.c.stream == stream,
+                    sync_cursors.c.full_pull_started == started,
+                )
+                .values(full_pull_started=None, updated_at=self._clock())
+            )
+        log.info("full pull of %s/%s: %d records no longer in the CRM", source, stream, removed)
+        return removed
+
+    def save_page(self, page: StoredPage) -> None:
+        """Write all of a page and its cursor in one transaction (see :class:`StoredPage`)."""
+        prepared = _PreparedPage(page)  # validates and encodes before touching the database
+        with self._write() as connection:
+            self._save_prepared(connection, prepared)
+
+    def _save_prepared(self, connection: Connection, prepared: _PreparedPage) -> None:
+        page = prepared.page
+        source = page.source
+        started = connection.execute(
+            select(sync_cursors.c.full_pull_started).where(
+                sync_cursors.c.source == source, sync_cursors.c.stream == page.stream
+            )
+        ).scalar_one_or_none()
+        now = self._clock()
+        # Rows saved during a full pull are never stamped before its start, even if the
+        # clock stepped back.
+        seen = max(now, started) if started is not None else now
+        bookkeeping = {"stream": page.stream, "is_deleted": False, "seen_at": seen}
+
+        self._upsert_records(connection, reps, prepared.reps, bookkeeping)
+        self._upsert_records(connection, accounts, prepared.accounts, bookkeeping)
+        self._upsert_records(connection, deals, prepared.deals, bookkeeping)
+        self._upsert_records(connection, activities, prepared.activities, bookkeeping)
+        self._replace_detached_histories(connection, prepared)
+        for kind, ids in prepared.deleted.items():
+            self._update_ids(connection, kind, source, ids, is_deleted=True, seen_at=seen)
+        for kind, ids in prepared.seen_ids.items():
+            self._update_ids(connection, kind, source, ids, seen_at=seen)
+        if prepared.quotas is not None:
+            connection.execute(delete(quotas).where(quotas.c.source == source))
+            if prepared.quotas:
+                connection.execute(insert(quotas), prepared.quotas)
+        if prepared.metadata:
+            statement = self._insert(source_metadata)
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["source", "key"],
+                    set_={"value": statement.excluded.value, "updated_at": now},
+                ),
+                [
+                    {"source": source, "key": key, "value": value, "updated_at": now}
+                    for key, value in prepared.metadata.items()
+                ],
+            )
+        self._replace_exclusions(connection, prepared, now)
+        if page.cursor is not None:
+            statement = self._insert(sync_cursors).values(
+                source=source, stream=page.stream, cursor=page.cursor, updated_at=now
+            )
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["source", "stream"],
+                    set_={"cursor": page.cursor, "updated_at": now},
+                )
+            )
+
+    def _upsert_records(
+        self,
+        connection: Connection,
+        table: Table,
+        rows: Sequence[dict[str, Any]],
+        bookkeeping: Mapping[str, Any],
+    ) -> None:
+        if not rows:
+            return
+        statement = self._insert(table)
+        keys = [column.name for column in table.primary_key]
+        updates: dict[str, Any] = {
+            name: statement.excluded[name] for name in rows[0] if name not in keys
+        }
+        for name in bookkeeping:
+            updates[name] = statement.excluded[name]
+        if table is deals:
+            # NULL = "this page carries no history for the deal": keep the stored one.
+            for name in ("stage_history", "close_date_history", "field_history"):
+                updates[name] = func.coalesce(statement.excluded[name], table.c[name])
+        connection.execute(
+            statement.on_conflict_do_update(index_elements=keys, set_=updates),
+            [{**bookkeeping, **row} for row in rows],
+        )
+
+    def _replace_detached_histories(self, connection: Connection, prepared: _PreparedPage) -> None:
+        """Histories of deals this page does not carry: set on the stored deal rows."""
+        for name, values in prepared.detached_histories.items():
+            if values:
+                connection.execute(
+                    update(deals)
+                    .where(deals.c.source == bindparam("b_source"), deals.c.id == bindparam("b_id"))
+                    .values({name: bindparam("b_value")}),
+                    [
+                        {"b_source": prepared.page.source, "b_id": deal_id, "b_value": text}
+                        for deal_id, text in values.items()
+                    ],
+                )
+
+    def _update_ids(
+        self, connection: Connection, kind: str, source: str, ids: Sequence[str], **values: Any
+    ) -> None:
+        table = RECORD_TABLES[kind]
+        for chunk in _chunks(ids, _CHUNK):
+            connection.execute(
+                update(table)
+                .where(table.c.source == source, table.c.id.in_(chunk))
+                .values(**values)
+            )
+
+    def _replace_exclusions(
+        self, connection: Connection, prepared: _PreparedPage, now: dt.datetime
+    ) -> None:
+        source = prepared.page.source
+        for kind, ids in prepared.carried.items():
+            for chunk in _chunks(ids, _CHUNK):
+                connection.execute(
+                    delete(exclusions).where(
+                        exclusions.c.source == source,
+                        exclusions.c.record_type == kind,
+                        exclusions.c.record_id.in_(chunk),
+                    )
+                )
+        if prepared.quotas is not None:
+            connection.execute(
+                delete(exclusions).where(
+                    exclusions.c.source == source, exclusions.c.record_type == "quota"
+                )
+            )
+        if prepared.exclusions:
+            connection.execute(
+                insert(exclusions),
+                [{**row, "source": source, "recorded_at": now} for row in prepared.exclusions],
+            )
+
+    # ---- reads
+
+    def reps(self, source: str) -> list[Rep]:
+        """Live (not deleted) reps of the source, by id."""
+        names = [name for name in Rep.model_fields if name in reps.c]
+        return self._models(Rep, reps, names, source)
+
+    def accounts(self, source: str) -> list[Account]:
+        names = [name for name in Account.model_fields if name in accounts.c]
+        return self._models(Account, accounts, names, source)
+
+    def _models(self, model: Any, table: Table, names: list[str], source: str) -> list[Any]:
+        statement = (
+            select(*(table.c[name] for name in names))
+            .where(table.c.source == source, ~table.c.is_deleted)
+            .order_by(table.c.id)
+        )
+        with self._read() as connection:
+            rows = connection.execute(statement).all()
+        return [model.model_validate(dict(zip(names, row, strict=True))) for row in rows]
+
+    def quotas(self, source: str) -> list[Quota]:
+        statement = (
+            select(quotas)
+            .where(quotas.c.source == source)
+            .order_by(quotas.c.rep_id, quotas.c.period_start, quotas.c.period_end)
+        )
+        with self._read() as connection:
+            rows = connection.execute(statement).mappings().all()
+        return [
+            Quota(
+                rep_id=row["rep_id"],
+                period_start=row["period_start"],
+                period_end=row["period_end"],
+                amount=row["amount"],
+                source=row["quota_source"],
+            )
+            for row in rows
+        ]
+
+    def deals(
+        self, source: str, ids: Collection[str] | None = None, *, include_deleted: bool = False
+    ) -> list[Deal]:
+        """Deals as canonical records, by id (for look-ups and checks; bulk reads use
+        :meth:`deal_columns`)."""
+        names = [name for name in Deal.model_fields if name in deals.c]
+        statement = select(*(deals.c[name] for name in names)).where(deals.c.source == source)
+        if not include_deleted:
+            statement = statement.where(~deals.c.is_deleted)
+        found: list[Deal] = []
+        with self._read() as connection:
+            for chunk in [None] if ids is None else _chunks(sorted(ids), _CHUNK):
+                query = statement if chunk is None else statement.where(deals.c.id.in_(chunk))
+                for row in connection.execute(query.order_by(deals.c.id)):
+                    found.append(Deal.model_validate(dict(zip(names, row, strict=True))))
+        return found
+
+    def deal_history(
+        self, source: str, deal_id: str
+    ) -> tuple[list[StageChange], list[FieldChange]]:
+        """One deal's stored stage history and field history (every field), oldest first."""
+        statement = select(
+            deals.c.stage_history, deals.c.close_date_history, deals.c.field_history
+        ).where(deals.c.source == source, deals.c.id == deal_id)
+        with self._read() as connection:
+            row = connection.execute(statement).one_or_none()
+        if row is None:
+            return [], []
+        return (
+            decode_stage_history(deal_id, row.stage_history),
+            decode_field_history(deal_id, row.close_date_history, row.field_history),
+        )
+
+    def deal_columns(self, source: str) -> dict[str, list[Any]]:
+        """Every live (not deleted) deal of the source as columns, in one ``SELECT``.
+
+        Keys of :data:`DEAL_COLUMNS`, each a list with one value per deal (same order in every
+        list; no particular deal order): ``created_at``/``last_modified`` aware UTC
+        datetimes, ``close_date`` date or None, ``is_won``/``is_closed`` bool,
+        ``amount``/``arr``/``probability`` Decimal or None, ``term_months`` int or None,
+        ``deal_type``/``forecast_category`` their enum values as str; equal values share one
+        object.
+
+        Histories, flattened (compressed sparse rows): deal ``i``'s entries are positions
+        ``offsets[i]`` to ``offsets[i + 1] - 1``, oldest first.
+
+        - ``stage_history_offsets`` (len deals + 1), ``stage_history_stage`` (stage key),
+          ``stage_history_entered_at`` (datetime).
+        - ``close_date_history_offsets``, ``close_date_history_old``,
+          ``close_date_history_new`` (date or None), ``close_date_history_changed_at``.
+        """
+        names = (*DEAL_COLUMNS, "stage_history", "close_date_history")
+        statement = select(*(deals.c[name] for name in names)).where(
+            deals.c.source == source, ~deals.c.is_deleted
+        )
+        converters = self._converters(
+            {
+                "created_at": "instant",
+                "last_modified": "instant",
+                "close_date": "date",
+                "is_won": "bool",
+                "is_closed": "bool",
+                "amount": "decimal",
+                "arr": "decimal",
+                "probability": "decimal",
+                "owner_id": "share",
+                "account_id": "share",
+                "stage": "share",
+                "currency": "share",
+                "deal_type": "share",
+                "forecast_category": "share",
+            }
+        )
+        out: dict[str, list[Any]] = {name: [] for name in DEAL_COLUMNS}
+        stage_keys = _Memo()
+        dates = _Memo(_date_or_none)
+        stage_counts: list[int] = []
+        close_counts: list[int] = []
+        history: dict[str, list[Any]] = {
+            "stage_history_stage": [],
+            "stage_history_entered_at": [],
+            "close_date_history_old": [],
+            "close_date_history_new": [],
+            "close_date_history_changed_at": [],
+        }
+        instant = dt.datetime.fromisoformat
+        with self._read() as connection, _gc_paused():
+            for chunk in self._fetch_columns(connection, statement):
+                for name, values in zip(DEAL_COLUMNS, chunk, strict=False):
+                    out[name].extend(converters.get(name, _identity)(values))
+                counts, parts = split_history(chunk[-2], 2)
+                stage_counts += counts
+                history["stage_history_stage"].extend(stage_keys(parts[0::2]))
+                history["stage_history_entered_at"].extend(map(instant, parts[1::2]))
+                counts, parts = split_history(chunk[-1], 3)
+                close_counts += counts
+                history["close_date_history_old"].extend(dates(parts[0::3]))
+                history["close_date_history_new"].extend(dates(parts[1::3]))
+                history["close_date_history_changed_at"].extend(map(instant, parts[2::3]))
+        out["stage_history_offsets"] = list(accumulate(stage_counts, initial=0))
+        out["close_date_history_offsets"] = list(accumulate(close_counts, initial=0))
+        out.update(history)
+        return out
+
+    def activities(self, source: str, kind: str = "demo") -> dict[str, list[Any]]:
+        """Live activities of one kind as columns: ``owner_id`` (str or None), ``start``
+        (aware UTC datetime)."""
+        statement = select(activities.c.owner_id, activities.c.start).where(
+            activities.c.source == source, activities.c.kind == kind, ~activities.c.is_deleted
+        )
+        converters = self._converters({"owner_id": "share", "start": "instant"})
+        out: dict[str, list[Any]] = {"owner_id": [], "start": []}
+        with self._read() as connection, _gc_paused():
+            for owner_ids, starts in self._fetch_columns(connection, statement):
+                out["owner_id"].extend(converters["owner_id"](owner_ids))
+                out["start"].extend(converters["start"](starts))
+        return out
+
+    def _converters(
+        self, kinds: Mapping[str, str]
+    ) -> dict[str, Callable[[Sequence[Any]], Iterable[Any]]]:
+        """Per column, what turns the driver's values into the model's types.
+
+        psycopg already returns datetime/date/Decimal/bool; SQLite returns text and 0/1.
+        """
+        sqlite = self.backend == "sqlite"
+        converters: dict[str, Callable[[Sequence[Any]], Iterable[Any]]] = {}
+        for name, kind in kinds.items():
+            if kind == "instant":
+                converters[name] = _each(dt.datetime.fromisoformat) if sqlite else _identity
+            elif kind == "date":
+                converters[name] = _Memo(dt.date.fromisoformat if sqlite else None)
+            elif kind == "bool":
+                converters[name] = _Memo(bool)
+            elif kind == "decimal":
+                converters[name] = _Memo(Decimal if sqlite else None)
+            else:  # "share": one object per distinct value
+                converters[name] = _Memo()
+        return converters
+
+    def _fetch_columns(self, connection: Connection, statement: Select[Any]) -> Iterator[list[Any]]:
+        """Run ``statement`` on the driver's own cursor and yield chunks transposed to columns.
+
+        Skips SQLAlchemy's row objects and per-value type processing: the callers convert
+        whole columns at once. PostgreSQL reads through a server-side cursor, so memory holds
+        one chunk of raw rows at a time.
+        """
+        compiled = statement.compile(
+            dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        params: Any = compiled.params
+        if compiled.positional:
+            params = tuple(params[name] for name in compiled.positiontup or ())
+        driver = connection.connection.driver_connection
+        if self.backend == "postgresql":
+            cursor = driver.cursor(name=f"crm_kpi_{uuid.uuid4().hex}")  # type: ignore[union-attr]
+        else:
+            cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(str(compiled), params)
+            while rows := cursor.fetchmany(_FETCH):
+                yield list(zip(*rows, strict=True))
+        finally:
+            cursor.close()
+
+    def metadata(self, source: str, key: str) -> Any | None:
+        with self._read() as connection:
+            text = connection.execute(
+                select(source_metadata.c.value).where(
+                    source_metadata.c.source == source, source_metadata.c.key == key
+                )
+            ).scalar_one_or_none()
+        return None if text is None else decode_json(text)
+
+    def exclusions(self, source: str) -> list[Exclusion]:
+        statement = (
+            select(
+                exclusions.c.record_type,
+                exclusions.c.record_id,
+                exclusions.c.reason,
+                exclusions.c.detail,
+            )
+            .where(exclusions.c.source == source)
+            .order_by(exclusions.c.record_type, exclusions.c.record_id, exclusions.c.reason)
+        )
+        with self._read() as connection:
+            return [Exclusion(*row) for row in connection.execute(statement)]
+
+    # ---- KPIs
+
+    def save_kpis(self, run_id: int, rows: Iterable[KpiRow]) -> None:
+        """Store the run's KPI values: the latest value per key, plus a history row for every
+        key whose value changed (or appeared). Diffed in SQL, so memory stays flat however
+        many rows stream in; a key given twice keeps its last value."""
+        now = self._clock()
+        incoming = _kpi_incoming()
+        with self._write() as connection:
+            self._require_run(connection, run_id)
+            connection.execute(CreateTable(incoming, if_not_exists=True))
+            connection.execute(delete(incoming))
+            statement = self._insert(incoming)
+            statement = statement.on_conflict_do_update(
+                index_elements=list(KPI_KEY), set_={"value": statement.excluded.value}
+            )
+            for chunk in _chunks(rows, 5_000):
+                connection.execute(
+                    statement,
+                    [
+                        {
+                            "source": row.source,
+                            "scope": row.scope,
+                            "subject": row.subject,
+                            "period_kind": row.period_kind,
+                            "period_key": row.period_key,
+                            "kpi": row.kpi,
+                            "value": _kpi_value(row.value),
+                        }
+                        for row in chunk
+                    ],
+                )
+            same_key = and_(*(kpi_values.c[name] == incoming.c[name] for name in KPI_KEY))
+            changed = (
+                select(
+                    *(incoming.c[name] for name in KPI_KEY),
+                    incoming.c.value,
+                    literal(run_id),
+                    literal(now, UtcDateTime()),
+                )
+                .select_from(incoming.outerjoin(kpi_values, same_key))
+                .where(
+                    or_(
+                        kpi_values.c.source.is_(None),
+                        kpi_values.c.value.is_distinct_from(incoming.c.value),
+                    )
+                )
+            )
+            connection.execute(
+                insert(kpi_history).from_select(
+                    [*KPI_KEY, "value", "run_id", "recorded_at"], changed
+                )
+            )
+            latest = self._insert(kpi_values).from_select(
+                [*KPI_KEY, "value", "run_id", "changed_at"],
+                select(
+                    *(incoming.c[name] for name in KPI_KEY),
+                    incoming.c.value,
+                    literal(run_id),
+                    literal(now, UtcDateTime()),
+                ).where(true()),  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+            )
+            connection.execute(
+                latest.on_conflict_do_update(
+                    index_elements=list(KPI_KEY),
+                    set_={
+                        "value": latest.excluded.value,
+                        "run_id": latest.excluded.run_id,
+                        "changed_at": latest.excluded.changed_at,
+                    },
+                    where=kpi_values.c.value.is_distinct_from(latest.excluded.value),
+                )
+            )
+            connection.execute(delete(incoming))
+
+    def kpis(
+        self, source: str | None = None, *, rep: str | None = None, period: str | None = None
+    ) -> list[KpiRow]:
+        """Latest KPI values, sorted by key. ``rep``: that rep's rows (scope "rep", subject
+        the rep id); ``period``: a period key ("2024-Q3") or kind ("quarter")."""
+        statement = select(kpi_values).order_by(*(kpi_values.c[name] for name in KPI_KEY))
+        if source is not None:
+            statement = statement.where(kpi_values.c.source == source)
+        if rep is not None:
+            statement = statement.where(kpi_values.c.scope == "rep", kpi_values.c.subject == rep)
+        if period is not None:
+            statement = statement.where(
+                or_(kpi_values.c.period_key == period, kpi_values.c.period_kind == period)
+            )
+        with self._read() as connection:
+            return [KpiRow(**row) for row in connection.execute(statement).mappings()]
+
+    def kpi_history(
+        self, source: str, scope: str, subject: str, kpi: str | None = None
+    ) -> list[tuple[KpiRow, dt.datetime]]:
+        """Past values of a subject's KPIs, oldest first, with when each was recorded."""
+        statement = (
+            select(kpi_history)
+            .where(
+                kpi_history.c.source == source,
+                kpi_history.c.scope == scope,
+                kpi_history.c.subject == subject,
+            )
+            .order_by(kpi_history.c.id)
+        )
+        if kpi is not None:
+            statement = statement.where(kpi_history.c.kpi == kpi)
+        with self._read() as connection:
+            rows = connection.execute(statement).mappings().all()
+        return [
+            (
+                KpiRow(
+                    **{name: row[name] for name in KPI_KEY},
+                    value=row["value"],
+                    run_id=row["run_id"],
+                    changed_at=row["recorded_at"],
+                ),
+                row["recorded_at"],
+            )
+            for row in rows
+        ]
+
+    def snapshots(self, source: str) -> list[Snapshot]:
+        statement = (
+            select(
+                forecast_snapshots.c.subject,
+                forecast_snapshots.c.period_key,
+                forecast_snapshots.c.commit_value,
+                forecast_snapshots.c.taken_on,
+            )
+            .where(forecast_snapshots.c.source == source)
+            .order_by(forecast_snapshots.c.subject, forecast_snapshots.c.period_key)
+        )
+        with self._read() as connection:
+            return [Snapshot(*row) for row in connection.execute(statement)]
+
+    def save_snapshots(self, source: str, snapshots: Iterable[Snapshot]) -> None:
+        """Store snapshots; one per (subject, period key): saving it again replaces it."""
+        rows = {
+            (snapshot.subject, snapshot.period_key): {
+                "source": source,
+                "subject": snapshot.subject,
+                "period_key": snapshot.period_key,
+                "commit_value": snapshot.commit,
+                "taken_on": snapshot.taken_on,
+            }
+            for snapshot in snapshots
+        }
+        if not rows:
+            return
+        statement = self._insert(forecast_snapshots)
+        with self._write() as connection:
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["source", "subject", "period_key"],
+                    set_={
+                        "commit_value": statement.excluded.commit_value,
+                        "taken_on": statement.excluded.taken_on,
+                    },
+                ),
+                list(rows.values()),
+            )
+
+    # ---- write-back memory
+
+    def written(self, source: str, object: str) -> dict[tuple[str, str], Any]:
+        """(record key, field) -> the value last written to ``object`` and confirmed by the
+        CRM (same type as written: Decimal, int, float, str, date, datetime, bool, None)."""
+        statement = select(
+            written_values.c.record_key,
+            written_values.c.field,
+            written_values.c.value_kind,
+            written_values.c.value_text,
+        ).where(written_values.c.source == source, written_values.c.object == object)
+        with self._read() as connection, _gc_paused():
+            return {
+                (key, name): decode_scalar(kind, text)
+                for key, name, kind, text in connection.execute(statement)
+            }
+
+    def record_written(
+        self, source: str, object: str, values: Iterable[tuple[str, str, Any]]
+    ) -> None:
+        """Remember values the CRM confirmed: (record key, field, value)."""
+        now = self._clock()
+        statement = self._insert(written_values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["source", "object", "record_key", "field"],
+            set_={
+                "value_kind": statement.excluded.value_kind,
+                "value_text": statement.excluded.value_text,
+                "written_at": statement.excluded.written_at,
+            },
+        )
+        with self._write() as connection:
+            for chunk in _chunks(values, 5_000):
+                rows: dict[tuple[str, str], dict[str, Any]] = {}
+                for key, name, value in chunk:
+                    kind, text = encode_scalar(value)
+                    rows[key, name] = {
+                        "source": source,
+                        "object": object,
+                        "record_key": key,
+                        "field": name,
+                        "value_kind": kind,
+                        "value_text": text,
+                        "written_at": now,
+                    }
+                connection.execute(statement, list(rows.values()))
+
+    # ---- runs
+
+    def start_run(self, as_of: dt.datetime, options: Mapping[str, Any]) -> int:
+        with self._write() as connection:
+            result = connection.execute(
+                insert(runs).values(
+                    as_of=as_of,
+                    started_at=self._clock(),
+                    status="running",
+                    options=encode_json(dict(options)),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, status: str, report: Mapping[str, Any]) -> None:
+        with self._write() as connection:
+            found = connection.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=status, report=encode_json(dict(report)), finished_at=self._clock())
+            ).rowcount
+            if not found:
+                raise StoreError(f"no run {run_id} in the store")
+
+    def last_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest runs first: id, as_of, started_at, finished_at, status, options, report."""
+        statement = select(runs).order_by(runs.c.id.desc()).limit(limit)
+        with self._read() as connection:
+            rows = connection.execute(statement).mappings().all()
+        return [
+            {
+                **row,
+                "options": decode_json(row["options"]),
+                "report": None if row["report"] is None else decode_json(row["report"]),
+            }
+            for row in rows
+        ]
+
+    def _require_run(self, connection: Connection, run_id: int) -> None:
+        if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+            raise StoreError(f"no run {run_id} in the store: start_run() first")
+
+
+# ---------------------------------------------------------------------------------------------
+# Page preparation: validation and encoding, before any database work
+
+
+class _PreparedPage:
+    """A page checked and turned into rows. Errors here are the caller's bugs (ValueError)."""
+
+    def __init__(self, page: StoredPage) -> None:
+        self.page = page
+        source = page.source
+        for kinds, what in ((page.deleted, "deleted"), (page.seen_ids, "seen_ids")):
+            for kind in kinds:
+                if kind not in RECORD_TABLES:
+                    raise ValueError(
+                        f"{what}: unknown record kind {kind!r}; expected one of {RECORD_KINDS}"
+                    )
+        stage_texts = {
+            deal_id: encode_stage_history(deal_id, changes)
+            for deal_id, changes in page.stage_changes.items()
+        }
+        close_texts: dict[str, str] = {}
+        field_texts: dict[str, str] = {}
+        for deal_id, changes in page.field_changes.items():
+            close = [change for change in changes if change.field == CLOSE_DATE_FIELD]
+            other = [change for change in changes if change.field != CLOSE_DATE_FIELD]
+            close_texts[deal_id] = encode_close_date_history(deal_id, close)
+            field_texts[deal_id] = encode_field_history(deal_id, other) if other else ""
+
+        self.reps = _by_id(
+            {
+                "source": source,
+                "id": rep.id,
+                "name": rep.name,
+                "email": rep.email,
+                "team": rep.team,
+                "manager_id": rep.manager_id,
+                "is_active": rep.is_active,
+                "start_date": rep.start_date,
+                "is_ae": rep.is_ae,
+            }
+            for rep in page.reps
+        )
+        self.accounts = _by_id(
+            {
+                "source": source,
+                "id": account.id,
+                "name": account.name,
+                "churn_date": account.churn_date,
+            }
+            for account in page.accounts
+        )
+        deal_rows = []
+        for deal in page.deals:
+            if deal.source != source:
+                raise ValueError(
+                    f"deal {deal.id} is from source {deal.source!r}, page is {source!r}"
+                )
+            deal_rows.append(
+                {
+                    "source": source,
+                    "id": deal.id,
+                    "name": deal.name,
+                    "owner_id": deal.owner_id,
+                    "account_id": deal.account_id,
+                    "created_at": deal.created_at,
+                    "close_date": deal.close_date,
+                    "stage": deal.stage,
+                    "is_won": deal.is_won,
+                    "is_closed": deal.is_closed,
+                    "amount": deal.amount,
+                    "currency": deal.currency,
+                    "arr": deal.arr,
+                    "deal_type": deal.deal_type.value,
+                    "forecast_category": deal.forecast_category.value,
+                    "probability": deal.probability,
+                    "term_months": deal.term_months,
+                    "last_modified": deal.last_modified,
+                    "stage_history": stage_texts.pop(deal.id, None),
+                    "close_date_history": close_texts.pop(deal.id, None),
+                    "field_history": field_texts.pop(deal.id, None),
+                    # After the bookkeeping defaults: a deal pulled as deleted stays deleted.
+                    "is_deleted": deal.is_deleted,
+                }
+            )
+        self.deals = _by_id(deal_rows)
+        # Histories of deals the page does not carry (left after the pops above).
+        self.detached_histories = {
+            "stage_history": stage_texts,
+            "close_date_history": close_texts,
+            "field_history": field_texts,
+        }
+        self.activities = _by_id(
+            {
+                "source": source,
+                "id": activity.id,
+                "owner_id": activity.owner_id,
+                "deal_id": activity.deal_id,
+                "kind": activity.kind,
+                "start": activity.start,
+            }
+            for activity in page.activities
+        )
+        self.deleted = {kind: sorted(set(ids)) for kind, ids in page.deleted.items() if ids}
+        self.seen_ids = {kind: sorted(set(ids)) for kind, ids in page.seen_ids.items() if ids}
+
+        self.quotas: list[dict[str, Any]] | None = None
+        if page.quotas is not None:
+            self.quotas = []
+            seen: set[tuple[str, dt.date, dt.date]] = set()
+            for quota in page.quotas:
+                key = (quota.rep_id, quota.period_start, quota.period_end)
+                if key in seen:
+                    raise ValueError(
+                        f"two quotas for rep {quota.rep_id} over {quota.period_start}.."
+                        f"{quota.period_end}"
+                    )
+                seen.add(key)
+                self.quotas.append(
+                    {
+                        "source": source,
+                        "rep_id": quota.rep_id,
+                        "period_start": quota.period_start,
+                        "period_end": quota.period_end,
+                        "amount": quota.amount,
+                        "quota_source": quota.source.value,
+                    }
+                )
+        self.metadata = {key: encode_json(value) for key, value in page.metadata.items()}
+
+        carried: dict[str, set[str]] = {kind: set() for kind in RECORD_TABLES}
+        carried["rep"].update(rep.id for rep in page.reps)
+        carried["account"].update(account.id for account in page.accounts)
+        carried["deal"].update(deal.id for deal in page.deals)
+        carried["deal"].update(page.stage_changes)
+        carried["deal"].update(page.field_changes)
+        carried["activity"].update(activity.id for activity in page.activities)
+        for kind, ids in page.deleted.items():
+            carried[kind].update(ids)
+        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for exclusion in page.exclusions:
+            carried.setdefault(exclusion.record_type, set()).add(exclusion.record_id)
+            rows[exclusion.record_type, exclusion.record_id, exclusion.reason] = {
+                "record_type": exclusion.record_type,
+                "record_id": exclusion.record_id,
+                "reason": exclusion.reason,
+                "detail": exclusion.detail,
+            }
+        self.carried = {kind: sorted(ids) for kind, ids in carried.items() if ids}
+        self.exclusions = list(rows.values())
+
+
+def _by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per id, the last one given winning (a page may repeat a record)."""
+    return list({row["id"]: row for row in rows}.values())
+
+
+def _kpi_incoming() -> Table:
+    """The per-connection temporary table save_kpis diffs through."""
+    return Table(
+        "kpi_incoming",
+        MetaData(),
+        *(Column(name, String(), primary_key=True) for name in KPI_KEY),
+        Column("value", ExactDecimal()),
+        prefixes=["TEMPORARY"],
+    )
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's own message, first line (it names host and port, never a password)."""
+    text = str(exc.orig).strip() if exc.orig is not None else type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,508 @@
+"""Tables, column types and value codecs of the state store (SQLAlchemy Core).
+
+The tables here describe the schema at the newest migration (``sync/migrations/versions``);
+``tests/test_store.py`` checks that the migrations build exactly these tables. Migrations never
+import this module: each revision spells out its own DDL, so old revisions stay fixed while
+this module moves on.
+
+Storage conventions, the same on SQLite and PostgreSQL:
+
+- Instants are timezone-aware UTC. PostgreSQL: ``timestamptz``. SQLite: fixed-width ISO text
+  (``2024-01-02T03:04:05.000000+00:00``), which sorts and compares like the instants.
+- Money and KPI values are exact: PostgreSQL ``numeric``; SQLite text holding ``str(Decimal)``
+  (SQLite's own numbers are binary floats).
+- Dates are dates (``date`` on PostgreSQL; ``YYYY-MM-DD`` text on SQLite).
+- A deal's stage history and close-date history live on the deal row as compact text (one
+  column each, see :func:`encode_stage_history`): one row per deal keeps ``save_page`` to one
+  upsert per deal and lets ``deal_columns`` read a million deals with one ``SELECT``
+  (benchmarks/bench_store.py measured this against a child table).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
+
+from crm_kpi_worker.sync.model import CLOSE_DATE_FIELD, FieldChange, StageChange
+
+__all__ = [
+    "ExactDecimal",
+    "UtcDateTime",
+    "decode_field_history",
+    "decode_json",
+    "encode_close_date_history",
+    "encode_field_history",
+    "encode_json",
+    "encode_stage_history",
+    "iso_instant",
+    "metadata",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Column types
+
+
+def iso_instant(value: dt.datetime) -> str:
+    """Fixed-width ISO text of an aware instant, in UTC (sorts like the instants)."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the store keeps timezone-aware instants only")
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """An aware instant, read back in UTC; naive values are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(32))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return iso_instant(value)
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store keeps aware instants only")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return dt.datetime.fromisoformat(value)
+        return value.astimezone(dt.UTC)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A Decimal stored exactly: ``numeric`` on PostgreSQL, text on SQLite.
+
+    Floats and ints are accepted and stored through their shortest text (``0.1`` stays 0.1).
+    """
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Text())
+        return dialect.type_descriptor(Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        number = to_decimal(value)
+        return str(number) if dialect.name == "sqlite" else number
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(value)
+
+
+def to_decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, got {value!r}")
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables (newest revision)
+
+metadata = MetaData()
+
+
+def _key(name: str) -> Column[str]:
+    return Column(name, String(), primary_key=True)
+
+
+def _record_columns() -> list[Column[Any]]:
+    """Bookkeeping columns of every pulled record table."""
+    return [
+        # The stream that last wrote the row: finish_full_pull sweeps per source and stream.
+        Column("stream", String(), nullable=False),
+        Column("is_deleted", Boolean(), nullable=False, default=False),
+        # When a page last carried the record (written, deleted or listed in seen_ids).
+        Column("seen_at", UtcDateTime(), nullable=False),
+    ]
+
+
+sync_cursors = Table(
+    "sync_cursors",
+    metadata,
+    _key("source"),
+    _key("stream"),
+    Column("cursor", Text()),
+    Column("full_pull_started", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+reps = Table(
+    "reps",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("name", Text(), nullable=False),
+    Column("email", String(), nullable=False),
+    Column("team", Text()),
+    Column("manager_id", String()),
+    Column("is_active", Boolean(), nullable=False),
+    Column("start_date", Date()),
+    Column("is_ae", Boolean(), nullable=False),
+    *_record_columns(),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("name", Text(), nullable=False),
+    Column("churn_date", Date()),
+    *_record_columns(),
+)
+
+deals = Table(
+    "deals",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("name", Text(), nullable=False),
+    Column("owner_id", String()),
+    Column("account_id", String()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("close_date", Date()),
+    Column("stage", String(), nullable=False),
+    Column("is_won", Boolean(), nullable=False),
+    Column("is_closed", Boolean(), nullable=False),
+    Column("amount", ExactDecimal()),
+    Column("currency", String(), nullable=False),
+    Column("arr", ExactDecimal()),
+    Column("deal_type", String(), nullable=False),
+    Column("forecast_category", String(), nullable=False),
+    Column("probability", ExactDecimal()),
+    Column("term_months", Integer()),
+    Column("last_modified", UtcDateTime(), nullable=False),
+    # NULL: never given; '' : given and empty. Formats: encode_stage_history & co.
+    Column("stage_history", Text()),
+    Column("close_date_history", Text()),
+    Column("field_history", Text()),
+    *_record_columns(),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("owner_id", String()),
+    Column("deal_id", String()),
+    Column("kind", String(), nullable=False),
+    Column("start", UtcDateTime(), nullable=False),
+    *_record_columns(),
+)
+
+quotas = Table(
+    "quotas",
+    metadata,
+    _key("source"),
+    _key("rep_id"),
+    Column("period_start", Date(), primary_key=True),
+    Column("period_end", Date(), primary_key=True),
+    Column("amount", ExactDecimal(), nullable=False),
+    Column("quota_source", String(), nullable=False),
+)
+
+source_metadata = Table(
+    "source_metadata",
+    metadata,
+    _key("source"),
+    _key("key"),
+    Column("value", Text(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+exclusions = Table(
+    "exclusions",
+    metadata,
+    _key("source"),
+    _key("record_type"),
+    _key("record_id"),
+    _key("reason"),
+    Column("detail", Text(), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("as_of", UtcDateTime(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime()),
+    Column("status", String(), nullable=False),
+    Column("options", Text(), nullable=False),
+    Column("report", Text()),
+)
+
+_KPI_KEY = ("source", "scope", "subject", "period_kind", "period_key", "kpi")
+
+kpi_values = Table(
+    "kpi_values",
+    metadata,
+    *(_key(name) for name in _KPI_KEY),
+    Column("value", ExactDecimal()),
+    # The run that set this value (values unchanged by later runs keep their run).
+    Column("run_id", Integer(), ForeignKey("runs.id"), nullable=False),
+    Column("changed_at", UtcDateTime(), nullable=False),
+)
+
+kpi_history = Table(
+    "kpi_history",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    *(Column(name, String(), nullable=False) for name in _KPI_KEY),
+    Column("value", ExactDecimal()),
+    Column("run_id", Integer(), ForeignKey("runs.id"), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Index("ix_kpi_history_subject", "source", "scope", "subject", "kpi"),
+)
+
+forecast_snapshots = Table(
+    "forecast_snapshots",
+    metadata,
+    _key("source"),
+    _key("subject"),
+    _key("period_key"),
+    Column("commit_value", ExactDecimal(), nullable=False),
+    Column("taken_on", Date(), nullable=False),
+)
+
+written_values = Table(
+    "written_values",
+    metadata,
+    _key("source"),
+    _key("object"),
+    _key("record_key"),
+    _key("field"),
+    Column("value_kind", String(), nullable=False),
+    Column("value_text", Text()),
+    Column("written_at", UtcDateTime(), nullable=False),
+)
+
+#: Pulled record tables by record kind: the kinds of StoredPage.deleted/seen_ids and of
+#: Exclusion.record_type.
+RECORD_TABLES: dict[str, Table] = {
+    "rep": reps,
+    "account": accounts,
+    "deal": deals,
+    "activity": activities,
+}
+
+#: KPI temporary table (per connection) used by save_kpis to diff in SQL.
+KPI_KEY = _KPI_KEY
+
+
+# ---------------------------------------------------------------------------------------------
+# History codecs. Tab-separated text: stages are [a-z0-9_] keys, dates and instants are ISO
+# text, so no field ever holds a tab. Reading a million deals splits one joined string instead
+# of parsing a million JSON documents (the JSON version measured 3x slower).
+
+SEP = "\t"
+
+
+def encode_stage_history(deal_id: str, changes: Iterable[StageChange]) -> str:
+    """``stage\\tentered_at\\tstage\\tentered_at...``, oldest first."""
+    ordered = sorted(changes, key=lambda change: change.entered_at)
+    for change in ordered:
+        if change.deal_id != deal_id:
+            raise ValueError(f"stage change of deal {change.deal_id!r} given for deal {deal_id!r}")
+    return SEP.join(f"{c.stage}{SEP}{iso_instant(c.entered_at)}" for c in ordered)
+
+
+def encode_close_date_history(deal_id: str, changes: Sequence[FieldChange]) -> str:
+    """``old\\tnew\\tchanged_at...`` for close-date changes, oldest first ('' for no date)."""
+    parts = []
+    for change in sorted(changes, key=lambda change: change.changed_at):
+        if change.deal_id != deal_id:
+            raise ValueError(f"field change of deal {change.deal_id!r} given for deal {deal_id!r}")
+        values = []
+        for value in (change.old_value, change.new_value):
+            if value is not None and (
+                not isinstance(value, dt.date) or isinstance(value, dt.datetime)
+            ):
+                raise ValueError(
+                    f"close_date change of deal {deal_id} holds {value!r}; expected a date or None"
+                )
+            values.append(value.isoformat() if value is not None else "")
+        parts.append(f"{values[0]}{SEP}{values[1]}{SEP}{iso_instant(change.changed_at)}")
+    return SEP.join(parts)
+
+
+def encode_field_history(deal_id: str, changes: Sequence[FieldChange]) -> str:
+    """Changes of fields other than the close date, as typed JSON (rare; never on hot paths)."""
+    rows = []
+    for change in sorted(changes, key=lambda change: change.changed_at):
+        if change.deal_id != deal_id:
+            raise ValueError(f"field change of deal {change.deal_id!r} given for deal {deal_id!r}")
+        rows.append([change.field, change.old_value, change.new_value, change.changed_at])
+    return encode_json(rows)
+
+
+def decode_stage_history(deal_id: str, text: str | None) -> list[StageChange]:
+    if not text:
+        return []
+    parts = text.split(SEP)
+    return [
+        StageChange(deal_id=deal_id, stage=stage, entered_at=dt.datetime.fromisoformat(entered_at))
+        for stage, entered_at in zip(parts[0::2], parts[1::2], strict=True)
+    ]
+
+
+def _date_or_none(text: str) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+def decode_field_history(
+    deal_id: str, close_date_text: str | None, other_json: str | None
+) -> list[FieldChange]:
+    changes = []
+    if close_date_text:
+        parts = close_date_text.split(SEP)
+        for old, new, at in zip(parts[0::3], parts[1::3], parts[2::3], strict=True):
+            changes.append(
+                FieldChange(
+                    deal_id=deal_id,
+                    field=CLOSE_DATE_FIELD,
+                    old_value=_date_or_none(old),
+                    new_value=_date_or_none(new),
+                    changed_at=dt.datetime.fromisoformat(at),
+                )
+            )
+    if other_json:
+        for field, old, new, at in decode_json(other_json):
+            changes.append(
+                FieldChange(
+                    deal_id=deal_id, field=field, old_value=old, new_value=new, changed_at=at
+                )
+            )
+    changes.sort(key=lambda change: change.changed_at)
+    return changes
+
+
+def split_history(texts: Sequence[str | None], width: int) -> tuple[list[int], list[str]]:
+    """Entry counts per deal and the flat list of fields of every entry, in deal order.
+
+    ``width`` is the number of fields per entry (2 for stages, 3 for close dates).
+    """
+    counts = [(text.count(SEP) + 1) // width if text else 0 for text in texts]
+    present = [text for text in texts if text]
+    return counts, (SEP.join(present).split(SEP) if present else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed JSON: metadata blobs, run options/reports, other field history. Decimal, date and
+# datetime survive a round trip as themselves.
+
+_TAGS = ("$decimal", "$date", "$datetime")
+
+
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if isinstance(value, dt.datetime):
+        return {"$datetime": iso_instant(value)}
+    if isinstance(value, dt.date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-able: {value!r:.80}")
+
+
+def _decode_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        ((tag, text),) = obj.items()
+        if tag == "$decimal":
+            return Decimal(text)
+        if tag == "$datetime":
+            return dt.datetime.fromisoformat(text)
+        if tag == "$date":
+            return dt.date.fromisoformat(text)
+    return obj
+
+
+def encode_json(value: Any) -> str:
+    return json.dumps(value, default=_encode_default, separators=(",", ":"), allow_nan=False)
+
+
+def decode_json(text: str) -> Any:
+    return json.loads(text, object_hook=_decode_hook)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar codec of written values: (kind, text), cheap to read back in bulk.
+
+
+def encode_scalar(value: Any) -> tuple[str, str | None]:
+    if value is None:
+        return "null", None
+    if isinstance(value, bool):
+        return "bool", "1" if value else "0"
+    if isinstance(value, int):
+        return "int", str(value)
+    if isinstance(value, Decimal):
+        return "decimal", str(value)
+    if isinstance(value, float):
+        return "float", repr(value)
+    if isinstance(value, str):
+        return "str", value
+    if isinstance(value, dt.datetime):
+        return "datetime", iso_instant(value)
+    if isinstance(value, dt.date):
+        return "date", value.isoformat()
+    return "json", encode_json(value)
+
+
+_SCALAR_DECODERS: dict[str, Any] = {
+    "null": lambda text: None,
+    "bool": lambda text: text == "1",
+    "int": int,
+    "decimal": Decimal,
+    "float": float,
+    "str": str,
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "json": decode_json,
+}
+
+
+def decode_scalar(kind: str, text: str | None) -> Any:
+    return _SCALAR_DECODERS[kind](text)
