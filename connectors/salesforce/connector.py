@@ -1,0 +1,271 @@
+"""The Salesforce connector: :class:`connectors.base.Connector` over simple-salesforce.
+
+Connecting logs in (any of the config's five auth methods) and checks, before anything is
+pulled, that the configured currency conversion can work: with ``conversion: crm`` in a
+multi-currency org, ``convertCurrency()`` converts into the integration user's currency,
+which must be the reporting currency. That check costs one or two API calls (CurrencyType,
+and the user's currency when the auth method names a user); the CurrencyType answer is
+reused as the first ``currencies`` page, so a run spends no call twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
+    SalesforceError,
+    SalesforceExpiredSession,
+)
+
+from crm_kpi_worker.connectors.base import (
+    STREAMS,
+    Page,
+    TargetField,
+    TargetObject,
+    WriteResult,
+)
+from crm_kpi_worker.connectors.errors import (
+    AuthenticationFailed,
+    ConnectorError,
+    CurrencyCheckFailed,
+    RequestRejected,
+    SessionExpired,
+    error_details,
+)
+from crm_kpi_worker.connectors.retry import RetryPolicy
+from crm_kpi_worker.connectors.salesforce import soql
+from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
+from crm_kpi_worker.connectors.salesforce.resources import (
+    OrgFacts,
+    QueryPager,
+    StreamQueries,
+    StreamQuery,
+    parse_stamp,
+)
+from crm_kpi_worker.connectors.salesforce.settings import CURRENCY_FIELDS, SalesforceSettings
+from crm_kpi_worker.connectors.salesforce.writes import CollectionWriter, TargetManager
+from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSession, SalesforceSource
+
+__all__ = ["SalesforceConnector", "connect_salesforce"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SalesforceConnector:
+    """One Salesforce source. Build it with :func:`connect_salesforce`."""
+
+    def __init__(
+        self,
+        source: SalesforceSource,
+        currency: CurrencySettings,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        environ: Mapping[str, str] | None = None,
+        settings: SalesforceSettings | None = None,
+    ) -> None:
+        self.name = source.name
+        self.source = source
+        self.currency = currency
+        self.settings = settings or SalesforceSettings.from_source(source)
+        try:
+            self.client, self._transport = open_client(
+                source, retry_policy or RetryPolicy(), environ
+            )
+        except SalesforceAuthenticationFailed as exc:
+            raise AuthenticationFailed(
+                f"source '{source.name}': login with auth method '{source.auth.method}' was"
+                f" refused: {exc.code}: {exc.auth_message}",
+                code=str(exc.code) if exc.code else None,
+            ) from None
+        except AuthenticationFailed as exc:
+            raise AuthenticationFailed(
+                f"source '{source.name}': login with auth method '{source.auth.method}' was"
+                f" refused: {exc.detail}",
+                status=exc.status,
+                code=exc.code,
+            ) from None
+        self._currency_page: dict[str, Any] | None = None
+        self.facts = self._check_org(environ)
+        self.queries = StreamQueries(source.mapping, self.settings, self.facts)
+        self.writer = CollectionWriter(self.client, self._fetch, self.settings.write_batch_size)
+        self.targets = TargetManager(self.client, self._fetch)
+
+    # ---- Connector --------------------------------------------------------------------------
+
+    @property
+    def api_calls(self) -> int:
+        """HTTP calls made to the API, retries included; logins are not counted (they use
+        no API request allowance)."""
+        return self._transport.calls
+
+    def pull(self, stream: str, since: str | None) -> Iterator[Page]:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
+        if since is not None:
+            parse_stamp(since)  # a clear ValueError now, not a malformed query later
+        query = self.queries.build(stream, since)
+        if query is None:
+            return iter(())
+        return self._pages(query, since)
+
+    def _pages(self, query: StreamQuery, since: str | None) -> Iterator[Page]:
+        if query.stream == "currencies" and self._currency_page is not None:
+            answer, self._currency_page = self._currency_page, None
+            yield from QueryPager(self.client, lambda thunk: answer, query, None)
+            return
+        try:
+            yield from QueryPager(
+                self.client, self._fetch, query, since if query.incremental else None
+            )
+        except RequestRejected as error:
+            if query.stream == "quotas" and error.code == "INVALID_TYPE":
+                log.warning("source %s: ForecastingQuota is not available: no quotas", self.name)
+                return
+            if query.stream == "quotas" and error.code == "INVALID_FIELD":
+                fallback = self.queries.quotas_without_period()
+                if fallback is not None:
+                    yield from QueryPager(self.client, self._fetch, fallback, None)
+                    return
+            raise
+
+    def missing_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> tuple[list[TargetObject], list[TargetField]]:
+        return self.targets.missing(objects, fields)
+
+    def create_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> None:
+        self.targets.create(objects, fields)
+
+    def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
+        return self.writer.update(object, records)
+
+    def upsert(
+        self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
+    ) -> list[WriteResult]:
+        return self.writer.upsert(object, external_id, records)
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _fetch(self, thunk: Callable[[], T]) -> T:
+        """Run one client call, with simple-salesforce's errors turned into typed ones."""
+        try:
+            return thunk()
+        except SalesforceError as exc:
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: SalesforceError) -> ConnectorError:
+        content = exc.content
+        code, message = error_details(content)
+        if isinstance(exc, SalesforceExpiredSession):
+            if isinstance(self.source.auth, SalesforceSession):
+                text = (
+                    f"source '{self.name}': the session id given in auth (method: session) has"
+                    " expired or is invalid, and the worker cannot log in by itself; give it a"
+                    " fresh session id, or use an auth method it can log in with (jwt is"
+                    " recommended for servers)"
+                )
+            else:
+                text = (
+                    f"source '{self.name}': the session expired again right after logging in"
+                    f" again ({message or code}); check the integration user's session settings"
+                )
+            return SessionExpired(text, status=exc.status, code=code, url=exc.url, body=content)
+        if isinstance(exc, SalesforceAuthenticationFailed):
+            return AuthenticationFailed(
+                f"source '{self.name}': logging in again was refused: {exc.code}:"
+                f" {exc.auth_message}",
+                code=str(exc.code) if exc.code else None,
+            )
+        return RequestRejected(
+            f"Salesforce refused the request: {message or code or 'no message'}",
+            status=exc.status,
+            code=code,
+            url=exc.url,
+            body=content,
+        )
+
+    def _query(self, text: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self._fetch(lambda: self.client.query(text))
+        return answer
+
+    def _check_org(self, environ: Mapping[str, str] | None) -> OrgFacts:
+        """Learn the org's currencies; refuse a conversion that cannot work (see module doc)."""
+        currency_query = self._currency_query()
+        try:
+            answer = self._query(currency_query)
+        except RequestRejected as error:
+            if error.code != "INVALID_TYPE":
+                raise
+            answer = None  # no CurrencyType: a single-currency org
+        reporting = self.currency.reporting
+        crm_conversion = self.currency.conversion == "crm"
+        if answer is None:
+            if crm_conversion:
+                log.warning(
+                    "source %s: single-currency org; its amounts are taken to be in the"
+                    " reporting currency %s",
+                    self.name,
+                    reporting,
+                )
+            return OrgFacts(False, None, None, convert_in_query=False)
+        self._currency_page = answer
+        records = [r for r in answer.get("records", []) if isinstance(r, dict)]
+        corporate = next((r.get("IsoCode") for r in records if r.get("IsCorporate")), None)
+        if not crm_conversion:
+            return OrgFacts(True, corporate, None, convert_in_query=False)
+        user_currency, whose = self._user_currency(environ), "the integration user's currency"
+        if user_currency is None:
+            user_currency, whose = corporate, "the org's corporate currency"
+        if user_currency != reporting:
+            raise CurrencyCheckFailed(
+                f"source '{self.name}': currency.conversion is 'crm', and Salesforce's"
+                f" convertCurrency() converts into {whose}, which is {user_currency}, but"
+                f" currency.reporting is {reporting}. Set the integration user's currency to"
+                f" {reporting} in Salesforce (Setup > Users > the user > Currency), or use"
+                " currency.conversion: static with rates in the config."
+            )
+        return OrgFacts(True, corporate, user_currency, convert_in_query=True)
+
+    @staticmethod
+    def _currency_query() -> str:
+        return soql.Select("CurrencyType", CURRENCY_FIELDS, order_by=("IsoCode",)).soql()
+
+    def _user_currency(self, environ: Mapping[str, str] | None) -> str | None:
+        username = username_of(self.source, environ)
+        if username is None:
+            return None
+        query = soql.Select(
+            "User",
+            ("DefaultCurrencyIsoCode",),
+            where=(f"Username = {soql.string_literal(username)}",),
+        )
+        answer = self._query(query.soql())
+        records = answer.get("records") or []
+        value = records[0].get("DefaultCurrencyIsoCode") if records else None
+        return value if isinstance(value, str) else None
+
+
+def connect_salesforce(
+    source: SalesforceSource,
+    currency: CurrencySettings,
+    *,
+    retry_policy: RetryPolicy | None = None,
+    environ: Mapping[str, str] | None = None,
+    rep_start_date_field: str | None = None,
+) -> SalesforceConnector:
+    """Log in to ``source`` and check it; the connector for one run.
+
+    ``environ`` resolves ``{env: ...}`` secrets (default ``os.environ``); ``retry_policy``
+    replaces the default one (tests inject a recording sleep); ``rep_start_date_field`` names
+    a User date field read as each rep's start date.
+    """
+    settings = SalesforceSettings.from_source(source, rep_start_date_field=rep_start_date_field)
+    return SalesforceConnector(
+        source, currency, retry_policy=retry_policy, environ=environ, settings=settings
+    )

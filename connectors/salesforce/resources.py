@@ -1,0 +1,391 @@
+"""What the Salesforce connector pulls: one SOQL query per stream, and the pager that streams it.
+
+Stream by stream (``connectors.base.STREAMS``):
+
+========== ====================== ========================================================
+stream     object                 how
+========== ====================== ========================================================
+stages     OpportunityStage       whole, every run (small)
+currencies CurrencyType           whole; none in a single-currency org
+users      User                   incremental on SystemModstamp
+accounts   Account                accounts with a churn date; incremental, queryAll
+deals      Opportunity            mapped fields, converted amount, stage and close-date
+                                  history subqueries; incremental, queryAll (deletions)
+activities the demos object       demo types; incremental, queryAll
+quotas     ForecastingQuota       whole, every run (small); only with quota_source: crm
+========== ====================== ========================================================
+
+Incremental streams filter ``SystemModstamp >= cursor - lookback`` and order by
+``SystemModstamp, Id``; the first run (no cursor) has no time filter. Filters that choose a
+population (accounts with a churn date, events of a demo type) apply to full pulls only: an
+incremental pull returns every record changed in the window, so an account whose churn date
+was cleared, or an event no longer of a demo type, reaches the store and replaces its old
+version.
+
+A page is one API answer. Its cursor is the largest SystemModstamp seen so far (never below
+the ``since`` it started from), so cursors never go back; records the CRM reports deleted
+(``IsDeleted``) are in ``deleted_ids`` as well as in ``records``. Child results a page leaves
+unfinished (``done: false``) are completed along their ``nextRecordsUrl`` before the page is
+handed out. Record ``attributes`` (type and URL metadata) are dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from crm_kpi_worker.connectors.base import Page
+from crm_kpi_worker.connectors.errors import RequestRejected
+from crm_kpi_worker.connectors.salesforce import soql
+from crm_kpi_worker.connectors.salesforce.settings import (
+    CONVERTED_AMOUNT,
+    CONVERTED_QUOTA_AMOUNT,
+    CURRENCY_FIELDS,
+    CURSOR_FIELD,
+    FIELD_HISTORY,
+    FIELD_HISTORY_FIELDS,
+    QUOTA_FIELDS,
+    QUOTA_PERIOD_FIELDS,
+    STAGE_FIELDS,
+    STAGE_HISTORY,
+    STAGE_HISTORY_FIELDS,
+    STANDARD_STAGE_FIELD,
+    USER_FIELDS,
+    SalesforceSettings,
+)
+from crm_kpi_worker.sync.config import SalesforceMapping
+
+__all__ = [
+    "OrgFacts",
+    "QueryPager",
+    "StreamQueries",
+    "StreamQuery",
+    "format_stamp",
+    "parse_stamp",
+]
+
+_STAMP = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:?\d{2})$"
+)
+
+
+def parse_stamp(value: str) -> dt.datetime:
+    """A Salesforce datetime (``2026-09-30T12:00:00.000+0000``, ``...Z``, ``...+00:00``)."""
+    match = _STAMP.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            f"not a Salesforce datetime: {value!r}; expected e.g. 2026-09-30T12:00:00.000+0000"
+        )
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if zone == "Z":
+        offset = dt.timedelta(0)
+    else:
+        digits = zone[1:].replace(":", "")
+        offset = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        offset = -offset if zone[0] == "-" else offset
+    micro = int((fraction or "0").ljust(6, "0"))
+    return dt.datetime(
+        int(year),
+        int(month),
+        int(day),
+        int(hour),
+        int(minute),
+        int(second),
+        micro,
+        tzinfo=dt.timezone(offset),
+    ).astimezone(dt.UTC)
+
+
+def format_stamp(value: dt.datetime) -> str:
+    """The Salesforce form of an instant: ``2026-09-30T12:00:00.000+0000`` (UTC)."""
+    utc = value.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
+
+
+@dataclass(frozen=True)
+class OrgFacts:
+    """What the connector learnt about the org when it connected."""
+
+    multi_currency: bool
+    corporate_currency: str | None
+    #: The currency convertCurrency() converts into (the integration user's), if known.
+    user_currency: str | None
+    #: Convert amounts in the query (conversion 'crm' in a multi-currency org).
+    convert_in_query: bool
+
+
+@dataclass(frozen=True)
+class StreamQuery:
+    stream: str
+    soql: str
+    include_deleted: bool
+    incremental: bool
+
+
+class StreamQueries:
+    """Builds each stream's SOQL from the mapping, the settings and the org's facts."""
+
+    def __init__(
+        self, mapping: SalesforceMapping, settings: SalesforceSettings, facts: OrgFacts
+    ) -> None:
+        self.mapping = mapping
+        self.settings = settings
+        self.facts = facts
+        # Fail at start-up, not mid-run, on a name that cannot go into a query.
+        for stream in ("users", "accounts", "deals", "activities"):
+            self.build(stream, None)
+
+    def build(self, stream: str, since: str | None) -> StreamQuery | None:
+        """The query for ``stream`` (None: nothing to pull for it in this org/config)."""
+        builder: Callable[[str | None], StreamQuery | None] = getattr(self, f"_{stream}")
+        return builder(since)
+
+    def _window(self, since: str | None) -> list[str]:
+        if since is None:
+            return []
+        start = parse_stamp(since) - self.settings.lookback
+        return [f"{CURSOR_FIELD} >= {soql.datetime_literal(start)}"]
+
+    _ORDER = (CURSOR_FIELD, "Id")
+
+    def _stages(self, since: str | None) -> StreamQuery:
+        query = soql.Select("OpportunityStage", STAGE_FIELDS, order_by=("SortOrder", "Id"))
+        return StreamQuery("stages", query.soql(), include_deleted=False, incremental=False)
+
+    def _currencies(self, since: str | None) -> StreamQuery | None:
+        if not self.facts.multi_currency:
+            return None
+        query = soql.Select("CurrencyType", CURRENCY_FIELDS, order_by=("IsoCode",))
+        return StreamQuery("currencies", query.soql(), include_deleted=False, incremental=False)
+
+    def _users(self, since: str | None) -> StreamQuery:
+        mapping = self.mapping
+        fields = list(USER_FIELDS)
+        for extra in (
+            mapping.team_field,
+            mapping.ae_filter.field if mapping.ae_filter else None,
+            self.settings.rep_start_date_field,
+        ):
+            if extra is not None:
+                fields.append(soql.field_path(extra))
+        query = soql.Select("User", fields, where=self._window(since), order_by=self._ORDER)
+        return StreamQuery("users", query.soql(), include_deleted=False, incremental=True)
+
+    def account_churn_field(self) -> str | None:
+        """The churn date field on Account, when the mapping reads it through the account."""
+        churn = self.mapping.churn_date
+        if churn is None or not churn.startswith("Account."):
+            return None
+        return soql.field_path(churn.removeprefix("Account."))
+
+    def _accounts(self, since: str | None) -> StreamQuery | None:
+        churn = self.account_churn_field()
+        if churn is None:
+            return None
+        where = self._window(since) or [f"{churn} != null"]
+        fields = ("Id", "Name", churn, "IsDeleted", CURSOR_FIELD)
+        query = soql.Select("Account", fields, where=where, order_by=self._ORDER)
+        return StreamQuery("accounts", query.soql(), include_deleted=True, incremental=True)
+
+    def deal_fields(self) -> list[str]:
+        m = self.mapping
+        names: list[str | None] = [
+            "Id",
+            m.is_deleted,
+            CURSOR_FIELD,
+            m.last_modified,
+            m.name,
+            m.amount,
+            m.close_date,
+            m.created_at,
+            m.stage,
+            m.owner_id,
+            m.deal_type,
+            m.forecast_category,
+            m.probability,
+            m.currency if self.facts.multi_currency else None,
+            m.account_id,
+            m.term_months,
+            m.churn_date,
+        ]
+        fields = [soql.field_path(n) for n in names if n is not None]
+        if self.facts.convert_in_query:
+            fields.append(soql.Select.converted(m.amount, CONVERTED_AMOUNT))
+        return fields
+
+    def deal_subqueries(self) -> list[str]:
+        m = self.mapping
+        tracked = [m.close_date]
+        subqueries = []
+        if m.stage == STANDARD_STAGE_FIELD:
+            subqueries.append(
+                soql.subquery(STAGE_HISTORY, STAGE_HISTORY_FIELDS, order_by=("CreatedDate",))
+            )
+        else:
+            tracked.append(m.stage)  # a custom stage field: its history is field history
+        condition = (
+            f"Field = {soql.string_literal(tracked[0])}"
+            if len(tracked) == 1
+            else f"Field IN {soql.in_list(tracked)}"
+        )
+        subqueries.append(
+            soql.subquery(
+                FIELD_HISTORY, FIELD_HISTORY_FIELDS, where=(condition,), order_by=("CreatedDate",)
+            )
+        )
+        return subqueries
+
+    def _deals(self, since: str | None) -> StreamQuery:
+        query = soql.Select(
+            "Opportunity",
+            self.deal_fields(),
+            subqueries=self.deal_subqueries(),
+            where=self._window(since),
+            order_by=self._ORDER,
+        )
+        return StreamQuery("deals", query.soql(), include_deleted=True, incremental=True)
+
+    def _activities(self, since: str | None) -> StreamQuery | None:
+        demos = self.mapping.demos
+        if demos is None:
+            return None
+        type_field = soql.field_path(demos.type_field)
+        fields = [
+            "Id",
+            "IsDeleted",
+            CURSOR_FIELD,
+            soql.field_path(demos.owner_field),
+            soql.field_path(demos.deal_field),
+            type_field,
+            soql.field_path(demos.start_field),
+        ]
+        where = self._window(since) or [f"{type_field} IN {soql.in_list(demos.values)}"]
+        query = soql.Select(
+            soql.api_name(demos.object, "object"), fields, where=where, order_by=self._ORDER
+        )
+        return StreamQuery("activities", query.soql(), include_deleted=True, incremental=True)
+
+    def _quotas(self, since: str | None, *, with_period: bool = True) -> StreamQuery | None:
+        if self.mapping.quota_source.kind != "crm":
+            return None
+        fields = list(QUOTA_FIELDS)
+        if with_period:
+            fields += QUOTA_PERIOD_FIELDS
+        if self.facts.multi_currency:
+            fields.append("CurrencyIsoCode")
+        if self.facts.convert_in_query:
+            fields.append(soql.Select.converted("QuotaAmount", CONVERTED_QUOTA_AMOUNT))
+        query = soql.Select(
+            "ForecastingQuota", fields, where=("IsAmount = true",), order_by=("StartDate", "Id")
+        )
+        return StreamQuery("quotas", query.soql(), include_deleted=False, incremental=False)
+
+    def quotas_without_period(self) -> StreamQuery | None:
+        """The quota query without Period fields (an org that hides Period from the user)."""
+        return self._quotas(None, with_period=False)
+
+
+Fetch = Callable[[Callable[[], Any]], Any]
+
+
+class QueryPager:
+    """The pages of one query: ``query``, then ``query_more`` along ``nextRecordsUrl``.
+
+    ``fetch(thunk)`` runs one client call (error translation lives with the caller). A
+    ``nextRecordsUrl`` seen twice is refused rather than looped on.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        fetch: Fetch,
+        query: StreamQuery,
+        since: str | None,
+    ) -> None:
+        self.client = client
+        self.fetch = fetch
+        self.query = query
+        self.since = since
+        self._seen_urls: set[str] = set()
+
+    def __iter__(self) -> Iterator[Page]:
+        query = self.query
+        result = self.fetch(
+            lambda: self.client.query(query.soql, include_deleted=query.include_deleted)
+        )
+        cursor = parse_stamp(self.since) if self.since is not None else None
+        while True:
+            records = _records(result)
+            for record in records:
+                self._complete_children(record)
+            deleted = [str(r.get("Id")) for r in records if r.get("IsDeleted") is True]
+            page_cursor = None
+            if query.incremental:
+                for record in records:
+                    stamp = record.get(CURSOR_FIELD)
+                    if isinstance(stamp, str):
+                        value = parse_stamp(stamp)
+                        cursor = value if cursor is None or value > cursor else cursor
+                page_cursor = format_stamp(cursor) if cursor is not None else None
+            yield Page(query.stream, records, page_cursor, deleted)
+            if result.get("done", True) is not False:
+                return
+            result = self.fetch_more(result)
+
+    def fetch_more(self, result: dict[str, Any]) -> dict[str, Any]:
+        url = result.get("nextRecordsUrl")
+        if not isinstance(url, str) or not url.startswith("/"):
+            raise RequestRejected(
+                "Salesforce said more records follow (done: false) but gave no nextRecordsUrl",
+                code="UNEXPECTED_RESPONSE",
+            )
+        if url in self._seen_urls:
+            raise RequestRejected(
+                "Salesforce returned the same nextRecordsUrl twice; stopping instead of looping",
+                code="UNEXPECTED_RESPONSE",
+            )
+        self._seen_urls.add(url)
+        answer: dict[str, Any] = self.fetch(
+            lambda: self.client.query_more(url, identifier_is_url=True)
+        )
+        return answer
+
+    def _complete_children(self, record: dict[str, Any]) -> None:
+        for name, value in list(record.items()):
+            if isinstance(value, dict) and isinstance(value.get("records"), list):
+                children = list(_records(value))
+                chunk = value
+                while chunk.get("done", True) is False:
+                    chunk = self.fetch_more(chunk)
+                    children.extend(_records(chunk))
+                record[name] = {
+                    "totalSize": value.get("totalSize"),
+                    "done": True,
+                    "records": children,
+                }
+
+
+def _records(result: Any) -> list[dict[str, Any]]:
+    if not isinstance(result, dict) or not isinstance(result.get("records"), list):
+        raise RequestRejected(
+            "Salesforce answered a query without a records list", code="UNEXPECTED_RESPONSE"
+        )
+    records = [r for r in result["records"] if isinstance(r, dict)]
+    for record in records:
+        _drop_attributes(record)
+    return records
+
+
+def _drop_attributes(record: dict[str, Any]) -> None:
+    record.pop("attributes", None)
+    for value in record.values():
+        if isinstance(value, dict):
+            if isinstance(value.get("records"), list):
+                for child in value["records"]:
+                    if isinstance(child, dict):
+                        _drop_attributes(child)
+            else:
+                _drop_attributes(value)

@@ -1,0 +1,270 @@
+"""What the Salesforce connector writes: field values (sObject Collections) and target fields.
+
+Values: ``PATCH composite/sobjects`` (update by id) and ``PATCH
+composite/sobjects/{Object}/{ExternalIdField}`` (upsert by external id), 200 records a call,
+``allOrNone: false``, one :class:`WriteResult` per record in the caller's order. A record
+Salesforce refuses is a failed result (the error table's ``skip_record``); a whole call that
+fails after the retry policy gave up marks its records failed and the next batch goes on; a
+:class:`StopRun` (daily limit) marks this and every later batch failed without sending them,
+puts all results on the exception and re-raises it.
+
+Targets: ``missing`` describes each object once per connector instance (one run) and caches
+the field names; ``create`` makes custom objects and fields through the Tooling API
+(``sobjects/CustomObject``, ``sobjects/CustomField``, FullName + Metadata), only those still
+missing, and treats DUPLICATE_DEVELOPER_NAME as "already there", so it is idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from crm_kpi_worker.connectors.base import TargetField, TargetObject, WriteResult
+from crm_kpi_worker.connectors.errors import (
+    ConnectorError,
+    RequestRejected,
+    StopRun,
+    classify,
+    codes_of,
+)
+from crm_kpi_worker.connectors.salesforce import soql
+
+__all__ = ["CollectionWriter", "TargetManager", "field_metadata"]
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[Callable[[], Any]], Any]
+
+
+def _json_value(value: Any, field: str) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{field}: {value} cannot be written (not a finite number)")
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{field}: {value} cannot be written (not a finite number)")
+        return float(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{field}: a datetime to write must be timezone-aware")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"{field}: cannot write a value of type {type(value).__name__}")
+
+
+def _record_body(sobject: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"attributes": {"type": sobject}}
+    for name, value in fields.items():
+        if name.lower() in {"id", "attributes"}:
+            raise ValueError(f"field {name!r} cannot be set; records are keyed by the caller")
+        body[soql.api_name(name)] = _json_value(value, name)
+    return body
+
+
+def _failed(key: str, record_id: str | None, code: str, message: str) -> WriteResult:
+    return WriteResult(record_id, key, False, code, message)
+
+
+def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class CollectionWriter:
+    def __init__(self, client: Any, fetch: Fetch, batch_size: int) -> None:
+        self.client = client
+        self.fetch = fetch
+        self.batch_size = batch_size
+
+    def update(self, sobject: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
+        sobject = soql.api_name(sobject, "object")
+        items = [
+            (str(record_id), {**_record_body(sobject, fields), "id": str(record_id)})
+            for record_id, fields in records.items()
+        ]
+        return self._write("composite/sobjects", items, by_id=True)
+
+    def upsert(
+        self, sobject: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
+    ) -> list[WriteResult]:
+        sobject = soql.api_name(sobject, "object")
+        external_id = soql.api_name(external_id, "external id field")
+        items = []
+        for key, fields in records.items():
+            if any(name.lower() == external_id.lower() for name in fields):
+                raise ValueError(f"{external_id} is the key: give it as the record's key only")
+            items.append((str(key), {**_record_body(sobject, fields), external_id: str(key)}))
+        return self._write(f"composite/sobjects/{sobject}/{external_id}", items, by_id=False)
+
+    def _write(
+        self, path: str, items: list[tuple[str, dict[str, Any]]], *, by_id: bool
+    ) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        batches = list(_batches(items, self.batch_size))
+        for index, batch in enumerate(batches):
+            body = {"allOrNone": False, "records": [record for _, record in batch]}
+            try:
+                answer = self.fetch(
+                    lambda b=body: self.client.restful(path, method="PATCH", json=b)
+                )
+            except StopRun as stop:
+                for rest in batches[index:]:
+                    results += [
+                        _failed(k, k if by_id else None, stop.code or "STOPPED", stop.detail)
+                        for k, _ in rest
+                    ]
+                stop.write_results = results
+                raise
+            except ConnectorError as error:
+                log.warning("a batch of %d records failed: %s", len(batch), error)
+                code = error.code or (f"HTTP_{error.status}" if error.status else "CALL_FAILED")
+                results += [_failed(k, k if by_id else None, code, error.detail) for k, _ in batch]
+                continue
+            results += self._results(batch, answer, by_id=by_id)
+        return results
+
+    @staticmethod
+    def _results(
+        batch: list[tuple[str, dict[str, Any]]], answer: Any, *, by_id: bool
+    ) -> list[WriteResult]:
+        if not isinstance(answer, list) or len(answer) != len(batch):
+            return [
+                _failed(
+                    key,
+                    key if by_id else None,
+                    "UNEXPECTED_RESPONSE",
+                    "Salesforce did not answer one result per record",
+                )
+                for key, _ in batch
+            ]
+        out = []
+        for (key, _), result in zip(batch, answer, strict=True):
+            result = result if isinstance(result, dict) else {}
+            record_id = result.get("id") or (key if by_id else None)
+            if result.get("success") is True:
+                out.append(WriteResult(record_id, key, True, created=bool(result.get("created"))))
+                continue
+            code, message = codes_of(result.get("errors") or [])
+            rule = classify(code=code, message=message, per_record=True)
+            log.info("record %s not written (%s): %s %s", key, rule.action, code, message)
+            out.append(_failed(key, record_id, code or "UNKNOWN_ERROR", message or "failed"))
+        return out
+
+
+_TOOLING_TYPES = {
+    "number": "Number",
+    "percent": "Percent",
+    "currency": "Currency",
+    "date": "Date",
+    "datetime": "DateTime",
+    "text": "Text",
+    "lookup": "Lookup",
+}
+
+
+def field_metadata(target: TargetField) -> dict[str, Any]:
+    """The Tooling API Metadata of a custom field."""
+    kind = _TOOLING_TYPES[target.type]
+    metadata: dict[str, Any] = {"label": target.label, "type": kind}
+    if kind in ("Number", "Percent", "Currency"):
+        metadata["precision"] = target.precision
+        metadata["scale"] = target.scale
+    elif kind == "Text":
+        metadata["length"] = target.length
+    elif kind == "Lookup":
+        if not target.reference_to:
+            raise ValueError(f"lookup field {target.name} needs reference_to")
+        metadata["referenceTo"] = soql.api_name(target.reference_to, "object")
+        base = target.name.removesuffix("__c")
+        metadata["relationshipName"] = base
+        metadata["relationshipLabel"] = target.label
+        metadata["deleteConstraint"] = "SetNull"
+    if target.help_text:
+        metadata["inlineHelpText"] = target.help_text
+    if target.external_id:
+        metadata["externalId"] = True
+    if target.unique:
+        metadata["unique"] = True
+    return metadata
+
+
+class TargetManager:
+    def __init__(self, client: Any, fetch: Fetch) -> None:
+        self.client = client
+        self.fetch = fetch
+        self._fields: dict[str, set[str] | None] = {}  # object (lower) -> field names (lower)
+
+    def fields_of(self, sobject: str) -> set[str] | None:
+        """Field names (lower case) of ``sobject``; None when the object does not exist."""
+        key = soql.api_name(sobject, "object").lower()
+        if key not in self._fields:
+            try:
+                described = self.fetch(lambda: self.client.restful(f"sobjects/{sobject}/describe"))
+            except RequestRejected as error:
+                if error.status == 404 or error.code in ("NOT_FOUND", "INVALID_TYPE"):
+                    self._fields[key] = None
+                    return None
+                raise
+            self._fields[key] = {
+                str(f.get("name", "")).lower() for f in (described or {}).get("fields", [])
+            }
+        return self._fields[key]
+
+    def missing(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> tuple[list[TargetObject], list[TargetField]]:
+        missing_objects = [o for o in objects if self.fields_of(o.name) is None]
+        missing_fields = []
+        for target in fields:
+            names = self.fields_of(target.object)
+            if names is None or soql.api_name(target.name).lower() not in names:
+                missing_fields.append(target)
+        return missing_objects, missing_fields
+
+    def create(self, objects: Sequence[TargetObject], fields: Sequence[TargetField]) -> None:
+        missing_objects, missing_fields = self.missing(objects, fields)
+        for target in missing_objects:
+            self._tooling(
+                "CustomObject",
+                soql.api_name(target.name, "object"),
+                {
+                    "label": target.label,
+                    "pluralLabel": target.plural_label,
+                    "nameField": {"type": "Text", "label": target.name_field_label},
+                    "deploymentStatus": "Deployed",
+                    "sharingModel": "ReadWrite",
+                },
+            )
+            self._fields[target.name.lower()] = {"id", "name", "ownerid"}
+        for target in missing_fields:
+            full_name = f"{soql.api_name(target.object, 'object')}.{soql.api_name(target.name)}"
+            self._tooling("CustomField", full_name, field_metadata(target))
+            known = self._fields.get(target.object.lower())
+            if known is not None:
+                known.add(target.name.lower())
+            else:
+                self._fields.pop(target.object.lower(), None)
+
+    def _tooling(self, kind: str, full_name: str, metadata: dict[str, Any]) -> None:
+        try:
+            self.fetch(
+                lambda: self.client.toolingexecute(
+                    f"sobjects/{kind}",
+                    method="POST",
+                    data={"FullName": full_name, "Metadata": metadata},
+                )
+            )
+        except RequestRejected as error:
+            if error.code != "DUPLICATE_DEVELOPER_NAME":
+                raise
+            log.info("%s %s already exists", kind, full_name)
+            return
+        log.info("created %s %s", kind, full_name)
