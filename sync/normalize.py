@@ -1,0 +1,377 @@
+"""Raw CRM records -> the canonical model, through the source's mapping. Pure functions.
+
+``normalize(context, stream, records)`` turns one page of one stream into canonical records
+and :class:`Exclusion` entries; the CRM-specific readers live beside this module
+(:mod:`.normalize_salesforce`). Nothing here does I/O or raises on bad data: every value the
+CRM sends is checked, and a record that cannot feed a KPI is reported as an exclusion with a
+reason code and a human detail, while whatever can be stored still is.
+
+Decisions, so the rest of the worker can rely on them:
+
+- **Unknown stage**: the deal is stored with ``stage = UNMAPPED_STAGE`` (``"unmapped"``),
+  neither won nor closed, and an ``unknown_stage`` exclusion; KPI code treats a stage that is
+  not a mapped canonical key as unknown (``stage_known = False``).
+- **Stage history**: every history row becomes a :class:`StageChange`, a CRM value the
+  mapping does not know as ``UNMAPPED_STAGE`` (so the time spent in it still ends the stage
+  before it); consecutive rows of the same canonical stage collapse into the first (Salesforce
+  writes a history row for amount and close-date edits too). Unreadable rows are dropped.
+- **Money**: ``amount`` stays in the deal's currency; ``arr`` is in the reporting currency:
+  the CRM-converted amount (``conversion: crm``), else the CRM's own rates when its corporate
+  currency is the reporting one, else the config's static rates; then ``amount_is`` (``mrr``
+  x 12, ``tcv`` / contract years from the term field, 12 months when unmapped or empty).
+  Values are rounded to cents. No rate: ``unconvertible_currency`` and ``arr`` None.
+- **Several reasons** for one record give several exclusions (one per reason).
+- **Deleted records** are never counted, so they produce no exclusion: a deleted deal is stored
+  with ``is_deleted`` (and listed in ``deleted``); deleted accounts and activities are only
+  listed in ``deleted``.
+- **Unknown owner** is not an exclusion (such deals are counted under "unassigned" later).
+- A record without a usable id, creation or modification instant (required by the model) is
+  not stored: ``invalid_value`` naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from crm_kpi_worker.sync.config import AppConfig, CurrencySettings, HubSpotSource, SalesforceSource
+from crm_kpi_worker.sync.model import (
+    Account,
+    Activity,
+    Deal,
+    FieldChange,
+    Quota,
+    Rep,
+    StageChange,
+)
+
+__all__ = [
+    "MISSING_ID",
+    "OTHER_ACTIVITY",
+    "UNMAPPED_STAGE",
+    "CrmMetadata",
+    "Exclusion",
+    "ExclusionReason",
+    "NormalizeContext",
+    "Normalized",
+    "RecordType",
+    "StageInfo",
+    "normalize",
+]
+
+#: Canonical stage of a deal (or history row) whose CRM stage the mapping does not list.
+UNMAPPED_STAGE = "unmapped"
+#: Activity kind of an activity that is not of a mapped demo type.
+OTHER_ACTIVITY = "other"
+#: ``Exclusion.record_id`` of a record that has no usable id.
+MISSING_ID = "(no id)"
+
+_CENT = Decimal("0.01")
+_TOO_LARGE = Decimal(10) ** 18  # beyond any amount, rate or percentage a CRM holds
+_TWELVE = Decimal(12)
+
+
+class ExclusionReason(StrEnum):
+    NO_AMOUNT = "no_amount"
+    NO_CLOSE_DATE = "no_close_date"
+    UNKNOWN_STAGE = "unknown_stage"
+    UNCONVERTIBLE_CURRENCY = "unconvertible_currency"
+    INVALID_VALUE = "invalid_value"
+
+
+class RecordType(StrEnum):
+    """``Exclusion.record_type`` values (the store's record kinds)."""
+
+    DEAL = "deal"
+    REP = "rep"
+    ACCOUNT = "account"
+    ACTIVITY = "activity"
+    QUOTA = "quota"
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A record left out of the KPIs it cannot feed, reported in the run report."""
+
+    record_type: str
+    record_id: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """The CRM's own description of a stage value (Salesforce OpportunityStage)."""
+
+    name: str
+    is_active: bool = True
+    is_closed: bool = False
+    is_won: bool = False
+    default_probability: Decimal | None = None  # a fraction 0..1
+    forecast_category: str | None = None  # the CRM's value, mapped like a deal's own
+    sort_order: int | None = None
+
+
+@dataclass(frozen=True)
+class CrmMetadata:
+    """What the CRM says about stages and currencies (from the stages and currencies streams)."""
+
+    stages: Mapping[str, StageInfo] = field(default_factory=dict)
+    #: Units of each currency per 1 unit of ``corporate_currency`` (active currencies).
+    rates: Mapping[str, Decimal] = field(default_factory=dict)
+    corporate_currency: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form (for the store's source metadata); :meth:`from_json` reads it."""
+        return {
+            "stages": {
+                key: {
+                    "name": s.name,
+                    "is_active": s.is_active,
+                    "is_closed": s.is_closed,
+                    "is_won": s.is_won,
+                    "default_probability": (
+                        None if s.default_probability is None else str(s.default_probability)
+                    ),
+                    "forecast_category": s.forecast_category,
+                    "sort_order": s.sort_order,
+                }
+                for key, s in self.stages.items()
+            },
+            "rates": {code: str(rate) for code, rate in self.rates.items()},
+            "corporate_currency": self.corporate_currency,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CrmMetadata:
+        stages = {
+            key: StageInfo(
+                name=value["name"],
+                is_active=value.get("is_active", True),
+                is_closed=value.get("is_closed", False),
+                is_won=value.get("is_won", False),
+                default_probability=(
+                    None
+                    if value.get("default_probability") is None
+                    else Decimal(value["default_probability"])
+                ),
+                forecast_category=value.get("forecast_category"),
+                sort_order=value.get("sort_order"),
+            )
+            for key, value in (data.get("stages") or {}).items()
+        }
+        rates = {code: Decimal(rate) for code, rate in (data.get("rates") or {}).items()}
+        return cls(stages, rates, data.get("corporate_currency"))
+
+
+@dataclass(frozen=True)
+class NormalizeContext:
+    """Everything normalization reads besides the records themselves."""
+
+    source: SalesforceSource | HubSpotSource
+    currency: CurrencySettings
+    #: Team name -> rep emails (the config's teams section).
+    teams: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    metadata: CrmMetadata = field(default_factory=CrmMetadata)
+    #: Length of a CRM quota's period when the CRM does not say (Salesforce's default
+    #: forecast period is the quarter).
+    quota_period_months: int = 3
+    #: A user field holding the rep's start date (the mapping has no key for it yet).
+    rep_start_date_field: str | None = None
+
+    @classmethod
+    def for_source(
+        cls,
+        config: AppConfig,
+        source_name: str,
+        metadata: CrmMetadata | None = None,
+        **options: Any,
+    ) -> NormalizeContext:
+        return cls(
+            source=config.source(source_name),
+            currency=config.currency,
+            teams=config.teams,
+            metadata=metadata or CrmMetadata(),
+            **options,
+        )
+
+    def team_of(self, email: str) -> str | None:
+        email = email.lower()
+        return next(
+            (team for team, emails in self.teams.items() if email in {e.lower() for e in emails}),
+            None,
+        )
+
+
+@dataclass
+class Normalized:
+    """The canonical records of one page, shaped like the store's ``StoredPage``."""
+
+    reps: list[Rep] = field(default_factory=list)
+    accounts: list[Account] = field(default_factory=list)
+    deals: list[Deal] = field(default_factory=list)
+    stage_changes: dict[str, list[StageChange]] = field(default_factory=dict)
+    field_changes: dict[str, list[FieldChange]] = field(default_factory=dict)
+    activities: list[Activity] = field(default_factory=list)
+    quotas: list[Quota] = field(default_factory=list)
+    deleted: dict[str, list[str]] = field(default_factory=dict)
+    exclusions: list[Exclusion] = field(default_factory=list)
+
+    def exclude(self, record_type: str, record_id: str, reason: str, detail: str) -> None:
+        # Plain strings (not the enums), as the store and the run report keep them.
+        self.exclusions.append(Exclusion(str(record_type), record_id, str(reason), detail))
+
+    def mark_deleted(self, record_type: str, record_id: str) -> None:
+        self.deleted.setdefault(str(record_type), []).append(record_id)
+
+
+def normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
+    """The canonical records and exclusions of one page of ``stream``.
+
+    ``stages`` and ``currencies`` pages carry metadata, not records: read them with the CRM
+    module's metadata builder (e.g. :func:`.normalize_salesforce.salesforce_metadata`); here
+    they give an empty result.
+    """
+    if isinstance(context.source, SalesforceSource):
+        from crm_kpi_worker.sync import normalize_salesforce
+
+        return normalize_salesforce.normalize_page(context, stream, records)
+    raise NotImplementedError(f"no normalization for {context.source.crm} yet")
+
+
+# ---------------------------------------------------------------------------------------------
+# Value readers shared by the CRM modules. They raise InvalidValue, never anything else.
+
+
+class InvalidValue(ValueError):
+    """A value of the wrong type or shape; ``field`` names it for the exclusion."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_text(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    raise InvalidValue(name, f"expected text, got {_shown(value)}")
+
+
+def read_bool(value: Any, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    raise InvalidValue(name, f"expected true or false, got {_shown(value)}")
+
+
+def read_decimal(value: Any, name: str) -> Decimal | None:
+    """A finite number (JSON number or numeric text), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise InvalidValue(name, f"expected a number, got {_shown(value)}")
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else str(value))
+    except (InvalidOperation, ValueError):
+        raise InvalidValue(name, f"expected a number, got {_shown(value)}") from None
+    if not number.is_finite():
+        raise InvalidValue(name, f"expected a finite number, got {_shown(value)}")
+    if abs(number) >= _TOO_LARGE:
+        raise InvalidValue(name, f"{_shown(value)} is out of range")
+    return number
+
+
+def read_date(value: Any, name: str) -> dt.date | None:
+    """A calendar date ``YYYY-MM-DD``, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise InvalidValue(name, f"expected a date YYYY-MM-DD, got {_shown(value)}")
+
+
+def read_instant(value: Any, name: str) -> dt.datetime | None:
+    """A timezone-aware ISO 8601 datetime (UTC), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str) and "T" in value:
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            pass
+    raise InvalidValue(name, f"expected a datetime with its offset, got {_shown(value)}")
+
+
+def cents(value: Decimal) -> Decimal:
+    return value.quantize(_CENT, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The outcome of converting an amount to the reporting currency."""
+
+    value: Decimal | None
+    problem: str | None = None  # why it could not be converted
+
+
+NOT_QUERIED = object()  # marker: the CRM was not asked to convert this amount
+
+
+def to_reporting(
+    context: NormalizeContext, amount: Decimal, currency: str, crm_converted: Any = NOT_QUERIED
+) -> Conversion:
+    """``amount`` in ``currency`` -> reporting currency (see the module doc for the order)."""
+    reporting = context.currency.reporting
+    if context.currency.conversion == "crm":
+        if crm_converted is not NOT_QUERIED:
+            if crm_converted is None:
+                if currency == reporting:
+                    return Conversion(cents(amount))
+                return Conversion(
+                    None, f"the CRM could not convert {currency} to {reporting} (no rate)"
+                )
+            try:
+                converted = read_decimal(crm_converted, "converted amount")
+            except InvalidValue as exc:
+                return Conversion(None, exc.detail)
+            return Conversion(cents(converted)) if converted is not None else Conversion(None)
+        if currency == reporting:
+            return Conversion(cents(amount))
+        rates = context.metadata.rates
+        if context.metadata.corporate_currency == reporting and rates.get(currency):
+            return Conversion(cents(amount / rates[currency]))
+        return Conversion(None, f"no CRM rate converts {currency} to {reporting}")
+    if currency == reporting:
+        return Conversion(cents(amount))
+    rate = context.currency.rates.get(currency)
+    if rate is None:
+        return Conversion(None, f"currency.rates has no rate for {currency}")
+    return Conversion(cents(amount / rate))
+
+
+def annual(amount: Decimal, amount_is: str, term_months: Decimal | None) -> Decimal:
+    """ARR from an amount already in the reporting currency (KPIS.md "Money")."""
+    if amount_is == "mrr":
+        return cents(amount * _TWELVE)
+    if amount_is == "tcv":
+        years = (term_months if term_months is not None else _TWELVE) / _TWELVE
+        return cents(amount / years)
+    return cents(amount)
