@@ -1,0 +1,338 @@
+"""``crm-kpi sync``, ``crm-kpi kpis show`` and ``crm-kpi setup``."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crm_kpi_worker.sync.config import AppConfig
+
+log = logging.getLogger("crm_kpi_worker")
+
+
+def _load(path: Path) -> AppConfig:
+    from crm_kpi_worker.sync.config_loader import ConfigError, ConfigFileError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:
+        lines = "\n".join(str(p) for p in exc.problems)
+        raise click.ClickException(
+            f"{len(exc.problems)} problem(s) in {path}:\n{lines}\n"
+            f"(crm-kpi config validate {path} lists them too)"
+        ) from None
+
+
+def _as_of(_ctx: Any, _param: Any, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date or datetime") from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(
+            f"{value!r} has no time zone: write e.g. {value}+00:00 or {value}Z"
+        )
+    return parsed
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="crm-kpi.yaml",
+    show_default=True,
+    envvar="CRM_KPI_CONFIG",
+    help="The YAML config file (or $CRM_KPI_CONFIG).",
+)
+
+
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def open_store(config: AppConfig) -> Any:
+    from crm_kpi_worker.sync.store import Store
+
+    return Store.open(config.store.resolve_url())
+
+
+def print_report(report: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+        return
+    click.echo(f"run {report['run_id']} as of {report['as_of']}: {report['status']}")
+    for source in report["sources"]:
+        pulled = ", ".join(f"{k} {v:,}" for k, v in source["pulled"].items() if v)
+        click.echo(f"  {source['source']}: pulled {pulled or 'nothing'}")
+        if source["deleted"]:
+            click.echo(f"    deleted in the CRM: {source['deleted']}")
+        excluded = source["excluded"]
+        if excluded["total"]:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(excluded["by_reason"].items()))
+            click.echo(f"    excluded: {excluded['total']} ({reasons})")
+            for item in source["exclusions"][:20]:
+                click.echo(f"      {item['type']} {item['id']}: {item['reason']} {item['detail']}")
+        if source["unassigned_deals"]:
+            click.echo(
+                f"    deals of unknown owners, counted as unassigned: {source['unassigned_deals']}"
+            )
+        for planned in source["planned"]:
+            click.echo(
+                f"    {planned['object']}: {planned['records_to_write']:,} records to write"
+                f" ({planned['fields_to_write']:,} fields),"
+                f" {planned['unchanged_records']:,} unchanged"
+            )
+        for written in source["written"]:
+            click.echo(
+                f"    {written['object']}: wrote {written['records_written']:,} records"
+                f" ({written['fields_written']:,} fields, {written['created']:,} created),"
+                f" {written['failed']} failed"
+            )
+            for failure in written["failures"][:20]:
+                click.echo(f"      failed {failure['key']}: {failure['code']} {failure['message']}")
+        seconds = ", ".join(f"{k} {v}s" for k, v in source["seconds"].items())
+        click.echo(f"    API calls {source['api_calls']:,}; {seconds}")
+
+
+@click.command("sync")
+@config_option
+@click.option(
+    "--once", is_flag=True, help="Run one sync and exit (default: run on the config's schedule)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Compute and print what would be written; write nothing."
+)
+@click.option(
+    "--full", is_flag=True, help="Pull everything again instead of what changed since the last run."
+)
+@click.option(
+    "--as-of",
+    callback=_as_of,
+    help="Evaluation instant (ISO, with a time zone), e.g. 2026-09-30T23:59:59+02:00.",
+)
+@click.option(
+    "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def sync_command(
+    config_path: Path, once: bool, dry_run: bool, full: bool, as_of: dt.datetime | None, output: str
+) -> None:
+    """Pull, compute the KPIs and write what changed back into the CRM."""
+    from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+
+    config = _load(config_path)
+    logging.basicConfig(
+        level=config.runtime.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = RunOptions(full=full, dry_run=dry_run, as_of=as_of or config.runtime.as_of)
+
+    def one_run() -> None:
+        with open_store(config) as store:
+            result = run_once(config, store, options, progress=_progress)
+        print_report(result.report(), output)
+
+    if once:
+        try:
+            one_run()
+        except Exception as exc:  # one clear line for the operator; details with log_level DEBUG
+            log.debug("run failed", exc_info=True)
+            raise click.ClickException(f"run failed: {exc}") from None
+        return
+    if config.schedule is None:
+        raise click.UsageError("the config has no schedule: add one, or run with --once")
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    scheduler = BlockingScheduler(timezone=str(config.fiscal.tz))
+
+    def scheduled() -> None:
+        try:
+            one_run()
+        except Exception:
+            log.exception("run failed; the next scheduled run will try again")
+
+    scheduler.add_job(
+        scheduled, config.schedule.trigger(str(config.fiscal.tz)), max_instances=1, coalesce=True
+    )
+    click.echo(f"crm-kpi: running on schedule {config.schedule}; Ctrl-C to stop", err=True)
+    with contextlib.suppress(KeyboardInterrupt, SystemExit):
+        scheduler.start()
+
+
+@click.group("kpis")
+def kpis_group() -> None:
+    """Read the KPIs the last runs computed (from the store)."""
+
+
+@kpis_group.command("show")
+@config_option
+@click.option("--rep", help="A rep's CRM user id or email.")
+@click.option(
+    "--period", help="A period key (2026-Q3, 2026-07, FY2026) or kind (month, quarter, year)."
+)
+@click.option(
+    "--scope", type=click.Choice(["rep", "team", "org", "all"]), default="all", show_default=True
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+def kpis_show(
+    config_path: Path, rep: str | None, period: str | None, scope: str, output: str
+) -> None:
+    """Print the latest KPI values, one row per subject and period."""
+    config = _load(config_path)
+    with open_store(config) as store:
+        rows = _kpi_table(store, config, rep, period, scope)
+    if not rows:
+        raise click.ClickException("no KPI values yet: run `crm-kpi sync --once` first")
+    emit_rows(rows, output)
+
+
+def _kpi_table(
+    store: Any, config: AppConfig, rep: str | None, period: str | None, scope: str
+) -> list[dict[str, Any]]:
+    names: dict[str, str] = {}
+    emails: dict[str, str] = {}
+    for source in config.sources:
+        for user in store.reps(source.name):
+            names[user.id] = user.name
+            emails[user.email] = user.id
+    rep_id = emails.get(rep.lower(), rep) if rep else None
+    grouped: dict[tuple[str, ...], dict[str, Any]] = defaultdict(dict)
+    for row in store.kpis(rep=rep_id, period=period):
+        if scope != "all" and row.scope != scope:
+            continue
+        key = (row.source, row.scope, row.subject, row.period_kind, row.period_key)
+        grouped[key][row.kpi] = None if row.value is None else float(row.value)
+    out = []
+    for (source, row_scope, subject, kind, period_key), values in sorted(grouped.items()):
+        out.append(
+            {
+                "source": source,
+                "scope": row_scope,
+                "subject": subject,
+                "name": names.get(subject, "Unassigned" if subject == "unassigned" else subject),
+                "period_kind": kind,
+                "period": period_key,
+                **values,
+            }
+        )
+    return out
+
+
+def emit_rows(rows: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    columns = list(rows[0])
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    keys = [
+        "name",
+        "period",
+        "bookings_arr",
+        "quota",
+        "quota_attainment",
+        "deals_won",
+        "deals_lost",
+        "win_rate",
+        "conversion_rate",
+        "sales_cycle_days",
+        "open_pipeline_arr",
+        "demos_per_week",
+    ]
+    headers = [
+        "subject",
+        "period",
+        "bookings",
+        "quota",
+        "attain.",
+        "won",
+        "lost",
+        "win rate",
+        "conv.",
+        "cycle d",
+        "pipeline",
+        "demos/wk",
+    ]
+    click.echo(
+        "  ".join(
+            f"{h:>11}" if i > 1 else f"{h:<22}" if i == 0 else f"{h:<9}"
+            for i, h in enumerate(headers)
+        )
+    )
+    for row in rows:
+        cells = []
+        for i, key in enumerate(keys):
+            value = row.get(key)
+            if i == 0:
+                cells.append(f"{str(value)[:22]:<22}")
+            elif i == 1:
+                cells.append(f"{value:<9}")
+            elif value is None:
+                cells.append(f"{'-':>11}")
+            elif key in {"quota_attainment", "win_rate", "conversion_rate"}:
+                cells.append(f"{value * 100:>10.1f}%")
+            elif key in {"deals_won", "deals_lost"}:
+                cells.append(f"{int(value):>11}")
+            else:
+                cells.append(
+                    f"{value:>11,.1f}"
+                    if key in {"sales_cycle_days", "demos_per_week"}
+                    else f"{value:>11,.0f}"
+                )
+        click.echo("  ".join(cells))
+
+
+@click.command("setup")
+@config_option
+@click.option("--dry-run", is_flag=True, help="List what would be created; create nothing.")
+def setup_command(config_path: Path, dry_run: bool) -> None:
+    """Create the custom object and fields the config writes to (idempotent)."""
+    from crm_kpi_worker.connectors.registry import build_connector
+    from crm_kpi_worker.sync.targets import targets
+
+    config = _load(config_path)
+    for source in config.sources:
+        objects, fields = targets(config.kpi_fields_for(source), source.type, config.write.language)
+        connector = build_connector(source, config.currency)
+        missing_objects, missing_fields = connector.missing_targets(objects, fields)
+        if not missing_objects and not missing_fields:
+            click.echo(f"{source.name}: all {len(objects)} objects and {len(fields)} fields exist")
+            continue
+        verb = "would create" if dry_run else "creating"
+        for obj in missing_objects:
+            click.echo(f"{source.name}: {verb} object {obj.name} ({obj.label})")
+        for fld in missing_fields:
+            click.echo(
+                f"{source.name}: {verb} field {fld.object}.{fld.name} ({fld.type}, {fld.label})"
+            )
+        if not dry_run:
+            connector.create_targets(missing_objects, missing_fields)
+            click.echo(
+                f"{source.name}: created {len(missing_objects)} objects"
+                f" and {len(missing_fields)} fields"
+            )

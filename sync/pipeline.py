@@ -1,0 +1,422 @@
+"""One run of the worker: pull, normalize, store, compute, diff, write, report.
+
+1. For each source, each stream is pulled since its stored cursor (everything on the first run
+   or with ``full``), page by page; each page is normalized and saved with its cursor in one
+   transaction, so a run stopped anywhere resumes without loss or double counting.
+2. The KPIs are computed from what the store holds, as of the run's instant.
+3. The values the CRM should hold are diffed against what the worker last wrote there; only
+   changes are written, in the largest batches the API allows. Per-record failures are
+   reported and retried by the next run (the store remembers confirmed writes only).
+4. A run report is stored and returned: counts pulled, excluded (with reasons), written,
+   failed, API calls, durations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crm_kpi_worker.connectors.base import STREAMS, Connector
+from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.kpis.engine import compute
+from crm_kpi_worker.kpis.results import Results
+from crm_kpi_worker.sync import normalize as norm
+from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
+from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
+from crm_kpi_worker.sync.store import KpiRow, Snapshot, Store, StoredPage
+from crm_kpi_worker.sync.targets import ages_as_dates, kpi_kind
+from crm_kpi_worker.sync.writeback import Desired, WritePlan, execute, format_value, plan
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "crm"
+METADATA_STREAMS = ("stages", "currencies")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    full: bool = False
+    dry_run: bool = False
+    as_of: dt.datetime | None = None  # default: now
+
+
+@dataclass
+class SourceReport:
+    name: str
+    pulled: Counter[str] = field(default_factory=Counter)
+    pages: Counter[str] = field(default_factory=Counter)
+    deleted: Counter[str] = field(default_factory=Counter)
+    swept: Counter[str] = field(default_factory=Counter)
+    exclusions: list[norm.Exclusion] = field(default_factory=list)
+    unassigned_deals: int = 0
+    writes: list[dict[str, Any]] = field(default_factory=list)
+    planned: list[dict[str, Any]] = field(default_factory=list)
+    api_calls: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        reasons = Counter(e.reason for e in self.exclusions)
+        return {
+            "source": self.name,
+            "pulled": dict(self.pulled),
+            "pages": dict(self.pages),
+            "deleted": dict(self.deleted),
+            "removed_from_store": dict(self.swept),
+            "excluded": {"total": len(self.exclusions), "by_reason": dict(reasons)},
+            "exclusions": [
+                {"type": e.record_type, "id": e.record_id, "reason": e.reason, "detail": e.detail}
+                for e in self.exclusions[:200]
+            ],
+            "unassigned_deals": self.unassigned_deals,
+            "planned": self.planned,
+            "written": self.writes,
+            "failed": sum(w["failed"] for w in self.writes),
+            "api_calls": self.api_calls,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    as_of: dt.datetime
+    status: str
+    sources: list[SourceReport]
+    results: dict[str, Results] = field(default_factory=dict)
+    inputs: dict[str, EngineInput] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat(),
+            "status": self.status,
+            "sources": [s.as_dict() for s in self.sources],
+        }
+
+
+ConnectorFactory = Callable[..., Connector]
+
+
+def run_once(
+    config: AppConfig,
+    store: Store,
+    options: RunOptions = RunOptions(),
+    *,
+    connector_factory: ConnectorFactory = build_connector,
+    progress: Progress | None = None,
+) -> RunResult:
+    """One pipeline run over every source of the config."""
+    as_of = options.as_of or dt.datetime.now(dt.UTC)
+    say = progress or (lambda _message: None)
+    run_id = store.start_run(as_of, {"full": options.full, "dry_run": options.dry_run})
+    result = RunResult(run_id, as_of, "running", [])
+    try:
+        for source in config.sources:
+            report = SourceReport(source.name)
+            result.sources.append(report)
+            connector = connector_factory(source, config.currency)
+            try:
+                _pull(config, store, source, connector, options, report, say)
+                started = time.perf_counter()
+                inputs, results = _compute(config, store, source, as_of, run_id, report)
+                result.inputs[source.name] = inputs
+                result.results[source.name] = results
+                report.seconds["compute"] = time.perf_counter() - started
+                say(f"{source.name}: KPIs computed ({len(results.rows)} rows)")
+                started = time.perf_counter()
+                _write(
+                    config, store, source, connector, inputs, results, as_of, options, report, say
+                )
+                report.seconds["write"] = time.perf_counter() - started
+            finally:
+                report.api_calls = connector.api_calls
+        failed = sum(len(w.get("failures", [])) for s in result.sources for w in s.writes)
+        result.status = "completed_with_failures" if failed else "completed"
+    except BaseException:
+        result.status = "failed"
+        store.finish_run(run_id, result.status, result.report())
+        raise
+    store.finish_run(run_id, result.status, result.report())
+    return result
+
+
+# ---- pull -----------------------------------------------------------------------------------
+
+
+def _pull(
+    config: AppConfig,
+    store: Store,
+    source: Any,
+    connector: Connector,
+    options: RunOptions,
+    report: SourceReport,
+    say: Progress,
+) -> None:
+    started = time.perf_counter()
+    metadata = _pull_metadata(store, source, connector, report)
+    context = norm.NormalizeContext.for_source(config, source.name, metadata)
+    for stream in STREAMS:
+        if stream in METADATA_STREAMS:
+            continue
+        since = None if options.full else store.cursor(source.name, stream)
+        # A full pull (first run, --full, or one that stopped midway) ends with a sweep of
+        # the records the CRM no longer has at all.
+        full_started = store.full_pull_started(source.name, stream) if since is not None else None
+        if since is None:
+            full_started = store.begin_full_pull(source.name, stream)
+        for page in connector.pull(stream, since):
+            normalized = norm.normalize(context, stream, page.records)
+            kind = _record_kind(stream)
+            already = set(normalized.deleted.get(kind, ()))
+            for record_id in page.deleted_ids:
+                if record_id not in already:
+                    normalized.mark_deleted(kind, record_id)
+            store.save_page(_stored(source.name, stream, page.cursor, normalized))
+            report.pulled[stream] += len(page.records)
+            report.pages[stream] += 1
+            report.exclusions.extend(normalized.exclusions)
+            for kind, ids in normalized.deleted.items():
+                report.deleted[kind] += len(ids)
+            if report.pages[stream] % 25 == 0:
+                say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
+        if full_started is not None:
+            report.swept[stream] = store.finish_full_pull(source.name, stream, full_started)
+        say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
+    report.seconds["pull"] = time.perf_counter() - started
+
+
+def _pull_metadata(
+    store: Store, source: Any, connector: Connector, report: SourceReport
+) -> norm.CrmMetadata:
+    """Stage and currency metadata: small, pulled whole every run, kept in the store."""
+    records: dict[str, list[dict[str, Any]]] = {}
+    for stream in METADATA_STREAMS:
+        records[stream] = []
+        for page in connector.pull(stream, None):
+            records[stream].extend(page.records)
+            report.pulled[stream] += len(page.records)
+            report.pages[stream] += 1
+    metadata = _metadata(source, records)
+    store.save_page(
+        StoredPage(
+            source=source.name, stream="metadata", metadata={METADATA_KEY: metadata.to_json()}
+        )
+    )
+    return metadata
+
+
+def _metadata(source: Any, records: dict[str, list[dict[str, Any]]]) -> norm.CrmMetadata:
+    if source.type == "salesforce":
+        from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
+
+        return salesforce_metadata(records["stages"], records["currencies"])
+    raise NotImplementedError(f"no metadata reader for {source.type} yet")
+
+
+def _record_kind(stream: str) -> str:
+    return {"deals": "deal", "users": "rep", "accounts": "account", "activities": "activity"}.get(
+        stream, stream
+    )
+
+
+def _stored(source: str, stream: str, cursor: str | None, page: norm.Normalized) -> StoredPage:
+    return StoredPage(
+        source=source,
+        stream=stream,
+        cursor=cursor,
+        reps=page.reps,
+        accounts=page.accounts,
+        deals=page.deals,
+        stage_changes=page.stage_changes,
+        field_changes=page.field_changes,
+        activities=page.activities,
+        deleted=page.deleted,
+        quotas=page.quotas if stream == "quotas" else None,
+        exclusions=[
+            StoredExclusion(e.record_type, e.record_id, e.reason, e.detail) for e in page.exclusions
+        ],
+    )
+
+
+# ---- compute --------------------------------------------------------------------------------
+
+
+def _compute(
+    config: AppConfig,
+    store: Store,
+    source: Any,
+    as_of: dt.datetime,
+    run_id: int,
+    report: SourceReport,
+) -> tuple[EngineInput, Results]:
+    local_as_of = as_of.astimezone(config.fiscal.tz).date()
+    inputs = build_input(store, config, source, local_as_of)
+    report.unassigned_deals = inputs.unassigned_deals
+    results = compute(
+        inputs.deals,
+        inputs.reps,
+        inputs.quotas,
+        inputs.activities,
+        inputs.accounts,
+        inputs.snapshots,
+        inputs.settings,
+        local_as_of,
+    )
+    store.save_kpis(
+        run_id,
+        (
+            KpiRow(source.name, row.scope, row.subject, row.period_kind, row.period_key, key, value)
+            for row in results.rows
+            for key, value in row.values.items()
+        ),
+    )
+    store.save_snapshots(
+        source.name,
+        [
+            Snapshot(f"{scope}:{subject}", period, commit, taken)
+            for scope, subject, period, commit, taken in results.new_snapshots.rows()
+        ],
+    )
+    return inputs, results
+
+
+# ---- write ----------------------------------------------------------------------------------
+
+
+def scorecard_key(source: str, scope: str, subject: str, period_key: str) -> str:
+    return f"{source}:{scope}:{subject}:{period_key}"
+
+
+def desired_records(
+    config: AppConfig, source: Any, inputs: EngineInput, results: Results
+) -> list[tuple[str, str, str | None, list[Desired]]]:
+    """(object, mode, external id field, desired records) for every target of the config."""
+    fields = config.kpi_fields_for(source)
+    crm = source.type
+    out: list[tuple[str, str, str | None, list[Desired]]] = []
+    names = {u.id: u.name for u in inputs.rep_users}
+    teams = {u.id: u.team for u in inputs.rep_users}
+    if fields.scorecard is not None:
+        card = fields.scorecard
+        columns = card.columns(crm)
+        records = []
+        for row in results.rows:
+            if row.scope == "rep":
+                display = (
+                    "Unassigned"
+                    if row.subject == UNASSIGNED_ID
+                    else names.get(row.subject, row.subject)
+                )
+                rep_id = None if row.subject == UNASSIGNED_ID else row.subject
+                team = teams.get(row.subject)
+            elif row.scope == "team":
+                display, rep_id, team = row.subject, None, row.subject
+            else:
+                display, rep_id, team = "Org", None, None
+            values: dict[str, Any] = {
+                "Name": f"{display} - {row.period_key}"[:80],
+                columns["rep_field"]: rep_id,
+                columns["team_field"]: team,
+                columns["period_type_field"]: row.period_kind,
+                columns["period_start_field"]: row.start.isoformat(),
+                columns["period_end_field"]: row.end.isoformat(),
+            }
+            for key, field_name in card.fields.items():
+                values[field_name] = format_value(kpi_kind(key), row.values.get(key))
+            records.append(
+                Desired(
+                    card.object,
+                    scorecard_key(source.name, row.scope, row.subject, row.period_key),
+                    values,
+                )
+            )
+        out.append((card.object, "upsert", card.external_id, records))
+    if fields.deal is not None:
+        as_dates = ages_as_dates(fields)
+        deal_kpis = results.deals
+        created = deal_kpis.created.astype(str).tolist()
+        entered = deal_kpis.stage_entered.astype(str).tolist()
+        records = []
+        for index, (deal_id, values_by_key) in enumerate(deal_kpis):
+            values = {}
+            for key, field_name in fields.deal.fields.items():
+                if as_dates and key == "deal_age_days":
+                    values[field_name] = created[index]
+                elif as_dates and key == "days_in_stage":
+                    values[field_name] = entered[index]
+                else:
+                    values[field_name] = format_value(kpi_kind(key), values_by_key[key])
+            records.append(Desired(_deal_object(crm), deal_id, values))
+        out.append((_deal_object(crm), "update", None, records))
+    if fields.rep is not None and crm == "salesforce":
+        records = []
+        for row in results.rows:
+            if row.scope != "rep" or not row.is_current or row.period_kind != fields.rep.period:
+                continue
+            if row.subject == UNASSIGNED_ID:
+                continue
+            values = {
+                name: format_value(kpi_kind(key), row.values.get(key))
+                for key, name in fields.rep.fields.items()
+            }
+            records.append(Desired("User", row.subject, values))
+        out.append(("User", "update", None, records))
+    return out
+
+
+def _deal_object(crm: str) -> str:
+    return "Opportunity" if crm == "salesforce" else "deals"
+
+
+def _write(
+    config: AppConfig,
+    store: Store,
+    source: Any,
+    connector: Connector,
+    inputs: EngineInput,
+    results: Results,
+    as_of: dt.datetime,
+    options: RunOptions,
+    report: SourceReport,
+    say: Progress,
+) -> None:
+    fields = config.kpi_fields_for(source)
+    computed_at_field = (
+        fields.scorecard.columns(source.type)["computed_at_field"] if fields.scorecard else None
+    )
+    batch = config.write.batch_size_for(source.type)
+    for object_name, mode, external_id, desired in desired_records(config, source, inputs, results):
+        written = store.written(source.name, object_name)
+        write_plan: WritePlan = plan(
+            desired, written, object=object_name, mode=mode, external_id=external_id
+        )  # type: ignore[arg-type]
+        if computed_at_field is not None and mode == "upsert":
+            stamp = format_value("datetime", as_of)
+            for values in write_plan.changes.values():
+                values[computed_at_field] = stamp
+        report.planned.append(
+            {
+                "object": object_name,
+                "records_to_write": len(write_plan.changes),
+                "fields_to_write": write_plan.fields_changed,
+                "unchanged_records": write_plan.unchanged,
+                "sample": dict(list(write_plan.changes.items())[:5]),
+            }
+        )
+        if options.dry_run or config.write.dry_run or not write_plan.changes:
+            continue
+        say(f"{source.name}: writing {len(write_plan.changes):,} {object_name} records")
+        outcome = execute(
+            connector,
+            write_plan,
+            batch_size=batch,
+            remember=lambda values, o=object_name: store.record_written(source.name, o, values),
+        )
+        report.writes.append(outcome.as_report())
