@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    any_,
     bindparam,
     create_engine,
     delete,
@@ -52,10 +54,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.schema import CreateTable
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Executable, Select
 
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
@@ -86,6 +89,7 @@ from crm_kpi_worker.sync.store_schema import (
     encode_stage_history,
     exclusions,
     forecast_snapshots,
+    iso_instant,
     kpi_history,
     kpi_values,
     quotas,
@@ -443,6 +447,42 @@ def _date_or_none(text: str) -> dt.date | None:
     return dt.date.fromisoformat(text) if text else None
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+class _DriverValues:
+    """Python values to what the driver receives, exactly as the column types convert them.
+
+    Bulk writes encode rows once with these and hand them to the driver's ``executemany``:
+    SQLAlchemy's per-value bind processing cost more than the database work itself.
+    """
+
+    def __init__(self, backend: str) -> None:
+        sqlite = backend == "sqlite"
+        self.instant: Callable[[dt.datetime], Any] = iso_instant if sqlite else _same
+        self.date: Callable[[dt.date | None], Any] = _iso_date if sqlite else _same
+        self.decimal: Callable[[Any], Any] = _decimal_text if sqlite else _same
+
+
+def _iso_date(value: dt.date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _decimal_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _ids_match(backend: str, column: Any, ids: Sequence[str]) -> Any:
+    """``column IN ids`` with one bound parameter whatever the number of ids."""
+    if backend == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(String())))
+    values = func.json_each(bindparam(None, json.dumps(list(ids)), type_=String())).table_valued(
+        "value"
+    )
+    return column.in_(select(values.c.value))
+
+
 # ---------------------------------------------------------------------------------------------
 # The store
 
@@ -457,6 +497,8 @@ class Store:
         self._clock = clock or _utcnow
         self.backend: str = engine.dialect.name
         self._insert = sqlite_dialect.insert if self.backend == "sqlite" else pg_dialect.insert
+        self._driver = _DriverValues(self.backend)
+        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None]] = {}
         self.revision: str | None = None
 
     # ---- lifecycle
@@ -587,7 +629,8 @@ class Store:
 
     def save_page(self, page: StoredPage) -> None:
         """Write all of a page and its cursor in one transaction (see :class:`StoredPage`)."""
-        prepared = _PreparedPage(page)  # validates and encodes before touching the database
+        # Validate and encode everything before touching the database.
+        prepared = _PreparedPage(page, self._driver)
         with self._write() as connection:
             self._save_prepared(connection, prepared)
 
@@ -603,7 +646,11 @@ class Store:
         # Rows saved during a full pull are never stamped before its start, even if the
         # clock stepped back.
         seen = max(now, started) if started is not None else now
-        bookkeeping = {"stream": page.stream, "is_deleted": False, "seen_at": seen}
+        bookkeeping = {
+            "stream": page.stream,
+            "is_deleted": False,
+            "seen_at": self._driver.instant(seen),
+        }
 
         self._upsert_records(connection, reps, prepared.reps, bookkeeping)
         self._upsert_records(connection, accounts, prepared.accounts, bookkeeping)
@@ -651,21 +698,48 @@ class Store:
     ) -> None:
         if not rows:
             return
-        statement = self._insert(table)
+        columns = tuple({**bookkeeping, **rows[0]})
         keys = [column.name for column in table.primary_key]
-        updates: dict[str, Any] = {
-            name: statement.excluded[name] for name in rows[0] if name not in keys
-        }
-        for name in bookkeeping:
-            updates[name] = statement.excluded[name]
-        if table is deals:
-            # NULL = "this page carries no history for the deal": keep the stored one.
-            for name in ("stage_history", "close_date_history", "field_history"):
-                updates[name] = func.coalesce(statement.excluded[name], table.c[name])
-        connection.execute(
-            statement.on_conflict_do_update(index_elements=keys, set_=updates),
+
+        def upsert() -> Executable:
+            statement = self._insert(table)
+            updates: dict[str, Any] = {
+                name: statement.excluded[name] for name in columns if name not in keys
+            }
+            if table is deals:
+                # NULL = "this page carries no history for the deal": keep the stored one.
+                for name in ("stage_history", "close_date_history", "field_history"):
+                    updates[name] = func.coalesce(statement.excluded[name], table.c[name])
+            return statement.on_conflict_do_update(index_elements=keys, set_=updates)
+
+        self._execute_many(
+            connection,
+            ("upsert", table.name, columns),
+            upsert,
             [{**bookkeeping, **row} for row in rows],
         )
+
+    def _execute_many(
+        self,
+        connection: Connection,
+        key: Any,
+        build: Callable[[], Executable],
+        rows: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """executemany of ``build()`` (compiled once per ``key``) over rows of driver values,
+        keyed by column name; the statement's only parameters must be those columns."""
+        if not rows:
+            return
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            statement = build().compile(dialect=self._engine.dialect, column_keys=list(rows[0]))
+            order = tuple(statement.positiontup or ()) if statement.positional else None
+            compiled = self._compiled[key] = (str(statement), order)
+        sql, order = compiled
+        if order is None:
+            connection.exec_driver_sql(sql, list(rows))
+        else:
+            connection.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
 
     def _replace_detached_histories(self, connection: Connection, prepared: _PreparedPage) -> None:
         """Histories of deals this page does not carry: set on the stored deal rows."""
@@ -685,26 +759,24 @@ class Store:
         self, connection: Connection, kind: str, source: str, ids: Sequence[str], **values: Any
     ) -> None:
         table = RECORD_TABLES[kind]
-        for chunk in _chunks(ids, _CHUNK):
-            connection.execute(
-                update(table)
-                .where(table.c.source == source, table.c.id.in_(chunk))
-                .values(**values)
-            )
+        connection.execute(
+            update(table)
+            .where(table.c.source == source, _ids_match(self.backend, table.c.id, ids))
+            .values(**values)
+        )
 
     def _replace_exclusions(
         self, connection: Connection, prepared: _PreparedPage, now: dt.datetime
     ) -> None:
         source = prepared.page.source
         for kind, ids in prepared.carried.items():
-            for chunk in _chunks(ids, _CHUNK):
-                connection.execute(
-                    delete(exclusions).where(
-                        exclusions.c.source == source,
-                        exclusions.c.record_type == kind,
-                        exclusions.c.record_id.in_(chunk),
-                    )
+            connection.execute(
+                delete(exclusions).where(
+                    exclusions.c.source == source,
+                    exclusions.c.record_type == kind,
+                    _ids_match(self.backend, exclusions.c.record_id, ids),
                 )
+            )
         if prepared.quotas is not None:
             connection.execute(
                 delete(exclusions).where(
@@ -1040,7 +1112,8 @@ class Store:
     def kpi_history(
         self, source: str, scope: str, subject: str, kpi: str | None = None
     ) -> list[tuple[KpiRow, dt.datetime]]:
-        """Past values of a subject's KPIs, oldest first, with when each was recorded."""
+        """Past values of a subject's KPIs by run (oldest first), then KPI name, with when each
+        was recorded. ``run_id``/``changed_at`` of each row: the run and time of that value."""
         statement = (
             select(kpi_history)
             .where(
@@ -1048,7 +1121,7 @@ class Store:
                 kpi_history.c.scope == scope,
                 kpi_history.c.subject == subject,
             )
-            .order_by(kpi_history.c.id)
+            .order_by(kpi_history.c.run_id, kpi_history.c.kpi, kpi_history.c.id)
         )
         if kpi is not None:
             statement = statement.where(kpi_history.c.kpi == kpi)
@@ -1205,8 +1278,9 @@ class Store:
 class _PreparedPage:
     """A page checked and turned into rows. Errors here are the caller's bugs (ValueError)."""
 
-    def __init__(self, page: StoredPage) -> None:
+    def __init__(self, page: StoredPage, driver: _DriverValues) -> None:
         self.page = page
+        instant, date, decimal = driver.instant, driver.date, driver.decimal
         source = page.source
         for kinds, what in ((page.deleted, "deleted"), (page.seen_ids, "seen_ids")):
             for kind in kinds:
@@ -1235,7 +1309,7 @@ class _PreparedPage:
                 "team": rep.team,
                 "manager_id": rep.manager_id,
                 "is_active": rep.is_active,
-                "start_date": rep.start_date,
+                "start_date": date(rep.start_date),
                 "is_ae": rep.is_ae,
             }
             for rep in page.reps
@@ -1245,7 +1319,7 @@ class _PreparedPage:
                 "source": source,
                 "id": account.id,
                 "name": account.name,
-                "churn_date": account.churn_date,
+                "churn_date": date(account.churn_date),
             }
             for account in page.accounts
         )
@@ -1262,19 +1336,19 @@ class _PreparedPage:
                     "name": deal.name,
                     "owner_id": deal.owner_id,
                     "account_id": deal.account_id,
-                    "created_at": deal.created_at,
-                    "close_date": deal.close_date,
+                    "created_at": instant(deal.created_at),
+                    "close_date": date(deal.close_date),
                     "stage": deal.stage,
                     "is_won": deal.is_won,
                     "is_closed": deal.is_closed,
-                    "amount": deal.amount,
+                    "amount": decimal(deal.amount),
                     "currency": deal.currency,
-                    "arr": deal.arr,
+                    "arr": decimal(deal.arr),
                     "deal_type": deal.deal_type.value,
                     "forecast_category": deal.forecast_category.value,
-                    "probability": deal.probability,
+                    "probability": decimal(deal.probability),
                     "term_months": deal.term_months,
-                    "last_modified": deal.last_modified,
+                    "last_modified": instant(deal.last_modified),
                     "stage_history": stage_texts.pop(deal.id, None),
                     "close_date_history": close_texts.pop(deal.id, None),
                     "field_history": field_texts.pop(deal.id, None),
@@ -1296,7 +1370,7 @@ class _PreparedPage:
                 "owner_id": activity.owner_id,
                 "deal_id": activity.deal_id,
                 "kind": activity.kind,
-                "start": activity.start,
+                "start": instant(activity.start),
             }
             for activity in page.activities
         )
