@@ -1,19 +1,135 @@
-"""``crm-kpi demo``: the product on its embedded default, with no CRM account needed.
+"""``crm-kpi demo``: the whole product on its embedded default, with no CRM account.
 
-It starts the sandbox Salesforce in-process with the demo scenario, logs in with the real
-simple-salesforce client through the product's own transport (TLS trust of the sandbox CA,
-login routed to the sandbox), and reads the org the way the connector does: paged SOQL.
-The sync pipeline (KPIs and write-back) plugs in here once it exists.
+It starts the sandbox Salesforce in-process with the demo scenario, points the shipped demo
+config (config/demo-salesforce.yaml) at it, runs ``setup`` (creates the scorecard object and the
+KPI fields through the Tooling API) and one sync with a SQLite store in a temporary folder,
+and prints the KPIs and what was written into the org.
+
+The scenario quarter is the last complete quarter before today (or ``--reference-date``), so
+the demo reads the same whenever it runs: that quarter is the "previous quarter" of the run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import tempfile
 import time
-from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import click
+
+from crm_kpi_worker.kpis.results import KPI_KEYS
+
+
+def last_quarter_end(today: dt.date) -> dt.date:
+    """The last day of the last calendar quarter that ended before ``today``."""
+    first_of_quarter = dt.date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
+    return first_of_quarter - dt.timedelta(days=1)
+
+
+def _date(_ctx: Any, _param: Any, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-09-30") from None
+
+
+def _instant(_ctx: Any, _param: Any, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO datetime") from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no time zone, e.g. {value}+00:00")
+    return parsed
+
+
+def run_demo(
+    *,
+    reference_date: dt.date | None = None,
+    as_of: dt.datetime | None = None,
+    deals: int | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run the demo and return its JSON-able result (also used by the tests)."""
+    from crm_kpi_worker.config import path_of
+    from crm_kpi_worker.connectors.registry import build_connector
+    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+    from crm_kpi_worker.sync.config_loader import load_config
+    from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+    from crm_kpi_worker.sync.store import Store
+    from crm_kpi_worker.sync.targets import targets
+
+    now = dt.datetime.now(dt.UTC)
+    reference_date = reference_date or last_quarter_end(now.date())
+    as_of = as_of or now
+    started = time.perf_counter()
+    with (
+        SalesforceSandbox.start(reference_date=reference_date, deals=deals) as sandbox,
+        tempfile.TemporaryDirectory(prefix="crm-kpi-demo-") as workdir,
+    ):
+        config = load_config(path_of("demo-salesforce.yaml"))
+        source = config.sources[0].with_changes(
+            login_url=sandbox.url, instance_url=sandbox.url, ca_bundle=str(sandbox.ca_path)
+        )
+        config = config.replace_source(source).model_copy(
+            update={
+                "store": config.store.model_copy(
+                    update={"url": f"sqlite:///{Path(workdir) / 'demo.sqlite'}"}
+                )
+            }
+        )
+        objects, fields = targets(config.kpi_fields_for(source), source.type, config.write.language)
+        connector = build_connector(source, config.currency)
+        missing_objects, missing_fields = connector.missing_targets(objects, fields)
+        connector.create_targets(missing_objects, missing_fields)
+        with Store.open(config.store.resolve_url()) as store:
+            result = run_once(config, store, RunOptions(as_of=as_of), progress=progress)
+        results = result.results[source.name]
+        inputs = result.inputs[source.name]
+        users = {u.id: u for u in inputs.rep_users}
+        scenario = next(
+            p for p in results.periods if p.kind == "quarter" and p.end == reference_date
+        )
+        rows = []
+        for row in results.rows:
+            user = users.get(row.subject) if row.scope == "rep" else None
+            rows.append(
+                {
+                    "scope": row.scope,
+                    "subject": user.name
+                    if user
+                    else ("Unassigned" if row.scope == "rep" else row.subject),
+                    "email": user.email if user else None,
+                    "team": user.team if user else (row.subject if row.scope == "team" else None),
+                    "period": row.period_key,
+                    "period_kind": row.period_kind,
+                    "current": row.is_current,
+                    "kpis": {key: row.values.get(key) for key in KPI_KEYS},
+                    "empty_because": dict(row.empty_reasons),
+                }
+            )
+        written = {
+            "objects_created": [o.name for o in missing_objects],
+            "fields_created": len(missing_fields),
+            "writes": result.report()["sources"][0]["written"],
+        }
+        return {
+            "sandbox": sandbox.url,
+            "reference_date": reference_date.isoformat(),
+            "scenario_quarter": scenario.key,
+            "as_of": as_of.isoformat(),
+            "seconds": round(time.perf_counter() - started, 2),
+            "kpis": rows,
+            "written": written,
+            "run": result.report(),
+        }
 
 
 @click.command("demo")
@@ -21,85 +137,73 @@ import click
     "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 @click.option(
+    "--reference-date",
+    callback=_date,
+    help="Last day of the scenario quarter (default: the last complete quarter).",
+)
+@click.option("--as-of", callback=_instant, help="Evaluation instant (default: now).")
+@click.option(
     "--deals",
-    type=click.IntRange(1, 1_000_000),
+    type=click.IntRange(580, 1_000_000),
     default=None,
     help="Opportunities in the sandbox (default: the demo scenario only).",
 )
-def demo_command(output: str, deals: int | None) -> None:
-    """Start the sandbox CRM with the demo scenario and read it with the real client."""
-    from simple_salesforce import Salesforce
-
-    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
-
-    started = time.perf_counter()
-    with SalesforceSandbox.start(deals=deals) as sandbox:
-        sf = Salesforce(
-            username=sandbox.credentials.username,
-            password=sandbox.credentials.password,
-            security_token="",
-            session=sandbox.session(),
-        )
-        users = {
-            u["Id"]: u
-            for u in sf.query_all_iter("SELECT Id, Name, Email, Department, IsActive FROM User")
-        }
-        per_owner: dict[str, Counter[str]] = defaultdict(Counter)
-        amounts: dict[str, float] = defaultdict(float)
-        pulled = 0
-        for deal in sf.query_all_iter(
-            "SELECT Id, OwnerId, StageName, IsClosed, IsWon, CloseDate, convertCurrency(Amount) "
-            "FROM Opportunity"
-        ):
-            pulled += 1
-            state = "won" if deal["IsWon"] else "lost" if deal["IsClosed"] else "open"
-            per_owner[deal["OwnerId"]][state] += 1
-            if deal["IsWon"] and deal["Amount"] is not None:
-                amounts[deal["OwnerId"]] += deal["Amount"]
-        quotas: Counter[str] = Counter(
-            q["QuotaOwnerId"]
-            for q in sf.query_all_iter("SELECT QuotaOwnerId FROM ForecastingQuota")
-        )
-        rows: list[dict[str, Any]] = []
-        for owner, counts in sorted(per_owner.items(), key=lambda item: users[item[0]]["Name"]):
-            user = users[owner]
-            rows.append(
-                {
-                    "rep": user["Name"],
-                    "team": user["Department"],
-                    "open": counts["open"],
-                    "won": counts["won"],
-                    "lost": counts["lost"],
-                    "won_amount_eur": round(amounts[owner], 2),
-                    "quota_periods": quotas.get(owner, 0),
-                }
-            )
-        report = {
-            "sandbox": sandbox.url,
-            "opportunities_read": pulled,
-            "users_read": len(users),
-            "api_calls": sandbox.stats.api_calls,
-            "seconds": round(time.perf_counter() - started, 2),
-            "owners": rows,
-        }
+def demo_command(
+    output: str, reference_date: dt.date | None, as_of: dt.datetime | None, deals: int | None
+) -> None:
+    """Run the worker on the sandbox CRM with the demo scenario: setup, one sync, the KPIs."""
+    progress = None if output == "json" else (lambda message: click.echo(f"  {message}", err=True))
+    if output != "json":
+        click.echo("Starting the sandbox Salesforce with the demo scenario...", err=True)
+    demo = run_demo(reference_date=reference_date, as_of=as_of, deals=deals, progress=progress)
     if output == "json":
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(demo, indent=2, ensure_ascii=False, default=str))
         return
-    click.echo(
-        f"Sandbox Salesforce at {report['sandbox']} (demo scenario), read with simple-salesforce:"
-    )
-    click.echo(
-        f"  {pulled} opportunities, {len(users)} users in {report['api_calls']} API calls,"
-        f" {report['seconds']} s"
-    )
-    header = (
-        f"  {'owner':<22}{'team':<13}{'open':>6}{'won':>6}{'lost':>6}{'won (EUR)':>14}{'quotas':>8}"
-    )
+    _print_table(demo)
+
+
+def _print_table(demo: dict[str, Any]) -> None:
+    quarter = demo["scenario_quarter"]
+    click.echo(f"\nKPIs for the scenario quarter {quarter} (as of {demo['as_of'][:10]}):\n")
+    header = f"  {'':<18}{'bookings':>10}{'quota':>10}{'attain.':>9}{'won':>5}{'lost':>5}{'win':>7}{'conv.':>7}{'cycle':>7}{'demos/wk':>9}{'pipeline':>10}"
     click.echo(header)
-    for row in rows:
+    for row in demo["kpis"]:
+        if row["period"] != quarter:
+            continue
+        k = row["kpis"]
+        label = row["subject"] if row["scope"] != "org" else "Org"
+        if row["scope"] == "team":
+            label = f"[{label}]"
+
+        def num(key: str, width: int, pct: bool = False, digits: int = 0) -> str:
+            value = k.get(key)
+            if value is None:
+                return f"{'-':>{width}}"
+            return f"{value * 100:>{width - 1}.0f}%" if pct else f"{value:>{width},.{digits}f}"
+
         click.echo(
-            f"  {row['rep']:<22}{row['team'] or '-':<13}"
-            f"{row['open']:>6}{row['won']:>6}{row['lost']:>6}"
-            f"{row['won_amount_eur']:>14,.0f}{row['quota_periods']:>8}"
+            f"  {label[:18]:<18}{num('bookings_arr', 10)}{num('quota', 10)}{num('quota_attainment', 9, True)}"
+            f"{num('deals_won', 5)}{num('deals_lost', 5)}{num('win_rate', 7, True)}{num('conversion_rate', 7, True)}"
+            f"{num('sales_cycle_days', 7, digits=1)}{num('demos_per_week', 9, digits=1)}{num('open_pipeline_arr', 10)}"
         )
-    click.echo("  (all-time counts; per-period KPIs and write-back come with the sync pipeline)")
+    click.echo(
+        "\n  '-' is an empty KPI; `crm-kpi demo --format json` gives every KPI and why a value is empty."
+    )
+    source = demo["run"]["sources"][0]
+    excluded = source["excluded"]
+    click.echo(
+        f"\nRun: pulled {sum(source['pulled'].values()):,} records in {source['api_calls']} API calls;"
+    )
+    click.echo(f"  excluded {excluded['total']} deals with bad data: {excluded['by_reason']}")
+    click.echo(f"  {source['unassigned_deals']} deals of unknown owners counted as 'Unassigned'")
+    written = demo["written"]
+    click.echo(f"\nWritten into the sandbox org ({demo['sandbox']}):")
+    click.echo(
+        f"  setup created {', '.join(written['objects_created']) or 'no object'} and {written['fields_created']} fields"
+    )
+    for write in written["writes"]:
+        click.echo(
+            f"  {write['object']}: {write['records_written']:,} records ({write['fields_written']:,} fields),"
+            f" {write['created']:,} created, {write['failed']} failed"
+        )
+    click.echo(f"\nDone in {demo['seconds']} s.")
