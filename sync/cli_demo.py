@@ -162,48 +162,63 @@ def demo_command(
     _print_table(demo)
 
 
+_COLUMNS = (  # (header, KPI key, width, as percent, decimals)
+    ("bookings", "bookings_arr", 10, False, 0),
+    ("quota", "quota", 10, False, 0),
+    ("attain.", "quota_attainment", 9, True, 0),
+    ("won", "deals_won", 5, False, 0),
+    ("lost", "deals_lost", 5, False, 0),
+    ("win", "win_rate", 7, True, 0),
+    ("conv.", "conversion_rate", 7, True, 0),
+    ("cycle", "sales_cycle_days", 7, False, 1),
+    ("demos/wk", "demos_per_week", 9, False, 1),
+    ("pipeline", "open_pipeline_arr", 10, False, 0),
+)
+
+
+def _cell(value: float | None, width: int, percent: bool, decimals: int) -> str:
+    if value is None:
+        return f"{'-':>{width}}"
+    if percent:
+        return f"{value * 100:>{width - 1}.0f}%"
+    return f"{value:>{width},.{decimals}f}"
+
+
 def _print_table(demo: dict[str, Any]) -> None:
     quarter = demo["scenario_quarter"]
     click.echo(f"\nKPIs for the scenario quarter {quarter} (as of {demo['as_of'][:10]}):\n")
-    header = f"  {'':<18}{'bookings':>10}{'quota':>10}{'attain.':>9}{'won':>5}{'lost':>5}{'win':>7}{'conv.':>7}{'cycle':>7}{'demos/wk':>9}{'pipeline':>10}"
-    click.echo(header)
+    click.echo("  " + " " * 18 + "".join(f"{h:>{w}}" for h, _, w, _, _ in _COLUMNS))
     for row in demo["kpis"]:
         if row["period"] != quarter:
             continue
-        k = row["kpis"]
-        label = row["subject"] if row["scope"] != "org" else "Org"
-        if row["scope"] == "team":
-            label = f"[{label}]"
-
-        def num(key: str, width: int, pct: bool = False, digits: int = 0) -> str:
-            value = k.get(key)
-            if value is None:
-                return f"{'-':>{width}}"
-            return f"{value * 100:>{width - 1}.0f}%" if pct else f"{value:>{width},.{digits}f}"
-
-        click.echo(
-            f"  {label[:18]:<18}{num('bookings_arr', 10)}{num('quota', 10)}{num('quota_attainment', 9, True)}"
-            f"{num('deals_won', 5)}{num('deals_lost', 5)}{num('win_rate', 7, True)}{num('conversion_rate', 7, True)}"
-            f"{num('sales_cycle_days', 7, digits=1)}{num('demos_per_week', 9, digits=1)}{num('open_pipeline_arr', 10)}"
+        label = {"org": "Org", "team": f"[{row['subject']}]"}.get(row["scope"], row["subject"])
+        cells = "".join(
+            _cell(row["kpis"].get(key), width, percent, decimals)
+            for _, key, width, percent, decimals in _COLUMNS
         )
+        click.echo(f"  {label[:18]:<18}{cells}")
     click.echo(
-        "\n  '-' is an empty KPI; `crm-kpi demo --format json` gives every KPI and why a value is empty."
+        "\n  '-' is an empty KPI; `crm-kpi demo --format json` gives every KPI"
+        " and why a value is empty."
     )
     source = demo["run"]["sources"][0]
     excluded = source["excluded"]
     click.echo(
-        f"\nRun: pulled {sum(source['pulled'].values()):,} records in {source['api_calls']} API calls;"
+        f"\nRun: pulled {sum(source['pulled'].values()):,} records"
+        f" in {source['api_calls']} API calls;"
     )
     click.echo(f"  excluded {excluded['total']} deals with bad data: {excluded['by_reason']}")
     click.echo(f"  {source['unassigned_deals']} deals of unknown owners counted as 'Unassigned'")
     written = demo["written"]
     click.echo(f"\nWritten into the sandbox org ({demo['sandbox']}):")
     click.echo(
-        f"  setup created {', '.join(written['objects_created']) or 'no object'} and {written['fields_created']} fields"
+        f"  setup created {', '.join(written['objects_created']) or 'no object'}"
+        f" and {written['fields_created']} fields"
     )
     for write in written["writes"]:
         click.echo(
-            f"  {write['object']}: {write['records_written']:,} records ({write['fields_written']:,} fields),"
-            f" {write['created']:,} created, {write['failed']} failed"
+            f"  {write['object']}: {write['records_written']:,} records"
+            f" ({write['fields_written']:,} fields), {write['created']:,} created,"
+            f" {write['failed']} failed"
         )
     click.echo(f"\nDone in {demo['seconds']} s.")
