@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.connectors.http import build_session
@@ -1284,6 +1284,7 @@ class SalesforceSandbox:
         api_limit: int = DEFAULT_API_LIMIT,
         workdir: Path | None = None,
         fault_seed: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if host not in {"127.0.0.1", "localhost", "::1"}:
             raise ValueError(
@@ -1297,7 +1298,7 @@ class SalesforceSandbox:
         tls = make_tls(self.workdir)
         self.ca_path = tls.ca_path
         self.jwt_key_path, public_key = _make_jwt_key(self.workdir)
-        self.org = SandboxOrg(dataset)
+        self.org = SandboxOrg(dataset, clock=clock)
         self.app = SalesforceSandboxApp(
             self.org,
             credentials=credentials,
@@ -1314,6 +1315,7 @@ class SalesforceSandbox:
                 port,
                 self.app,
                 threaded=True,
+                request_handler=_handler_for(self.org),
                 ssl_context=tls.server_context,
                 fd=listener.fileno(),
             )
@@ -1407,6 +1409,17 @@ class SalesforceSandbox:
             f"{len(data.deals)} opportunities, {len(data.users)} users,"
             f" API limit {self.app.api_limit}/day"
         )
+
+
+def _handler_for(org: SandboxOrg) -> type[WSGIRequestHandler]:
+    """A request handler whose Date header follows the org's clock (tests may move it)."""
+
+    class Handler(WSGIRequestHandler):
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            now = org.now_ms() / 1000 if timestamp is None else timestamp
+            return super().date_time_string(now)
+
+    return Handler
 
 
 def _listen(
