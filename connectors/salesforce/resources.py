@@ -17,10 +17,10 @@ quotas     ForecastingQuota       whole, every run (small); only with quota_sour
 
 Incremental streams filter ``SystemModstamp >= cursor - lookback`` and order by
 ``SystemModstamp, Id``; the first run (no cursor) has no time filter. Filters that choose a
-population (accounts with a churn date, events of a demo type) apply to full pulls only: an
-incremental pull returns every record changed in the window, so an account whose churn date
-was cleared, or an event no longer of a demo type, reaches the store and replaces its old
-version.
+population (accounts with a churn date, events of a demo type) apply to every pull, so full
+and incremental pulls agree on it; the price is that a record leaving the population (a churn
+date cleared, an event retyped from Demo) is not seen by incremental pulls, only by the next
+full pull (whose sweep drops what it no longer sees).
 
 A page is one API answer. Its cursor is the largest SystemModstamp seen so far (never below
 the ``since`` it started from), so cursors never go back; records the CRM reports deleted
@@ -185,7 +185,7 @@ class StreamQueries:
         churn = self.account_churn_field()
         if churn is None:
             return None
-        where = self._window(since) or [f"{churn} != null"]
+        where = [f"{churn} != null", *self._window(since)]
         fields = ("Id", "Name", churn, "IsDeleted", CURSOR_FIELD)
         query = soql.Select("Account", fields, where=where, order_by=self._ORDER)
         return StreamQuery("accounts", query.soql(), include_deleted=True, incremental=True)
@@ -262,7 +262,7 @@ class StreamQueries:
             type_field,
             soql.field_path(demos.start_field),
         ]
-        where = self._window(since) or [f"{type_field} IN {soql.in_list(demos.values)}"]
+        where = [f"{type_field} IN {soql.in_list(demos.values)}", *self._window(since)]
         query = soql.Select(
             soql.api_name(demos.object, "object"), fields, where=where, order_by=self._ORDER
         )
