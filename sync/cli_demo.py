@@ -155,7 +155,10 @@ def demo_command(
     progress = None if output == "json" else (lambda message: click.echo(f"  {message}", err=True))
     if output != "json":
         click.echo("Starting the sandbox Salesforce with the demo scenario...", err=True)
-    demo = run_demo(reference_date=reference_date, as_of=as_of, deals=deals, progress=progress)
+    try:
+        demo = run_demo(reference_date=reference_date, as_of=as_of, deals=deals, progress=progress)
+    except ValueError as exc:  # a reference date or size the generator refuses
+        raise click.UsageError(str(exc)) from None
     if output == "json":
         click.echo(json.dumps(demo, indent=2, ensure_ascii=False, default=str))
         return

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 from click.testing import CliRunner
 
-from crm_kpi_worker.sandbox import dataset as ds
 from crm_kpi_worker.sandbox.generator import generate
 from crm_kpi_worker.sync.cli import main
 
@@ -63,25 +62,38 @@ def test_sandbox_refuses_non_loopback_hosts() -> None:
     assert "loopback only" in outcome.output
 
 
-def test_demo_reads_the_scenario_with_the_real_client() -> None:
-    outcome = CliRunner().invoke(main, ["demo", "--format", "json"])
-    assert outcome.exit_code == 0, outcome.output
-    report = json.loads(outcome.output)
-    data = generate()
-    deals = data.deals
-    assert report["opportunities_read"] == int((~deals.is_deleted).sum())
-    assert report["users_read"] == len(data.users) + 1  # + the sandbox's API user
-    assert report["api_calls"] == 3  # users, opportunities, quotas: one page each
-    alice = data.users.email.index("alice.martin@sandbox.local")
-    mine = (deals.owner == alice) & ~deals.is_deleted
-    row = next(r for r in report["owners"] if r["rep"] == "Alice Martin")
-    assert row["won"] == int((mine & (deals.stage == ds.STAGE_WON)).sum())
-    assert row["lost"] == int((mine & (deals.stage == ds.STAGE_LOST)).sum())
-    assert row["won_amount_eur"] == float(
-        np.nansum(deals.amount[mine & (deals.stage == ds.STAGE_WON)])
+def test_demo_command_prints_the_scenario_kpis_as_json() -> None:
+    outcome = CliRunner().invoke(
+        main,
+        [
+            "demo",
+            "--format",
+            "json",
+            "--reference-date",
+            "2026-09-30",
+            "--as-of",
+            "2026-11-26T12:00:00+00:00",
+        ],
     )
-    chloe = next(r for r in report["owners"] if r["rep"] == "Chloé Dubois")
-    assert chloe["quota_periods"] == 0
+    assert outcome.exit_code == 0, outcome.output
+    demo = json.loads(outcome.output)
+    assert demo["scenario_quarter"] == "2026-Q3"
+    data = generate(reference_date=dt.date(2026, 9, 30))
+    source = demo["run"]["sources"][0]
+    assert source["pulled"]["deals"] == len(data.deals)
+    alice = next(
+        r
+        for r in demo["kpis"]
+        if r["email"] == "alice.martin@sandbox.local" and r["period"] == "2026-Q3"
+    )
+    assert alice["kpis"]["bookings_arr"] == 150000
+    assert demo["written"]["objects_created"] == ["KPI_Scorecard__c"]
+
+
+def test_demo_refuses_a_date_that_is_not_a_quarter_end() -> None:
+    outcome = CliRunner().invoke(main, ["demo", "--reference-date", "2026-09-15"])
+    assert outcome.exit_code == 2
+    assert "last day of a calendar quarter" in outcome.output
 
 
 def test_console_script_runs() -> None:
