@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "ERROR_TABLE",
@@ -280,7 +280,8 @@ def redact_url(url: str | None) -> str | None:
         elif _SECRET_PARAMS.search(name):
             value = REDACTED
         params.append((name, value))
-    query = urlencode(params, safe="*(),' =<>!:")
+    # Readable rather than re-encoded: this URL is for people (logs, error messages).
+    query = urlencode(params, safe="*(),' =<>!:", quote_via=quote)
     return scrub(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
 
 
