@@ -191,12 +191,18 @@ class RetryingAdapter(BaseAdapter):
         self.policy = policy
         self.is_login = is_login
         self._calls = 0
+        self._server_time: dt.datetime | None = None
         self._lock = threading.Lock()
 
     @property
     def calls(self) -> int:
         """HTTP calls sent so far, every attempt included, logins excluded."""
         return self._calls
+
+    @property
+    def server_time(self) -> dt.datetime | None:
+        """The server's clock (its ``Date`` header, whole seconds, UTC) at the latest answer."""
+        return self._server_time
 
     def send(  # type: ignore[override]
         self, request: requests.PreparedRequest, **kwargs: Any
@@ -231,6 +237,7 @@ class RetryingAdapter(BaseAdapter):
                 method=request.method,
             ) from None
         if response.status_code < 400:
+            self._note_server_time(response)
             return response
         code, message = error_details(response.content)
         rule = classify(status=response.status_code, code=code, message=message, login=login)
@@ -243,6 +250,18 @@ class RetryingAdapter(BaseAdapter):
             response.close()
             raise stop
         return response  # the client library handles it (and renews sessions on 401)
+
+    def _note_server_time(self, response: requests.Response) -> None:
+        header = response.headers.get("Date")
+        if not header:
+            return
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return
+        self._server_time = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(
+            dt.UTC
+        )
 
     def close(self) -> None:
         self.inner.close()

@@ -350,3 +350,14 @@ def test_adapter_retries_connection_failures_but_not_tls_failures() -> None:
     with pytest.raises(TlsError):
         session.get(API)
     assert len(waits) == 1
+
+
+def test_adapter_keeps_the_servers_clock_from_the_date_header() -> None:
+    waits = Waits()
+    date = email.utils.formatdate(NOW, usegmt=True)
+    session, adapter = session_with([(200, {}, {"Date": date}), (200, {}, {"Date": "junk"})], waits)
+    assert adapter.server_time is None
+    session.get(API)
+    assert adapter.server_time is not None and adapter.server_time.timestamp() == NOW
+    session.get(API)  # an unreadable Date leaves the last good one
+    assert adapter.server_time.timestamp() == NOW

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from crm_kpi_worker.connectors.errors import (
 )
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import SalesforceConnector, client, connect_salesforce
+from crm_kpi_worker.connectors.salesforce.resources import parse_stamp
 from crm_kpi_worker.connectors.salesforce.soql import UnsafeSoql
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
@@ -609,6 +611,26 @@ def test_the_batch_size_header_follows_page_size(sandbox: SalesforceSandbox) -> 
     assert connector.client.headers["Sforce-Query-Options"] == "batchSize=300"
     pages = list(connector.pull("deals", None))
     assert [len(p.records) for p in pages[:-1]] == [300] * (len(pages) - 1)
+
+
+def test_a_quiet_org_is_read_again_only_within_the_lookback() -> None:
+    now = [time.time()]
+    with SalesforceSandbox.start(seed=7, clock=lambda: now[0]) as sandbox:
+        connector = connect(sandbox)
+        full = list(connector.pull("deals", None))
+        newest = max(parse_stamp(r["SystemModstamp"]) for p in full for r in p.records)
+        cursor = full[-1].cursor
+        assert cursor is not None and parse_stamp(cursor) >= newest  # the server's time
+        assert all(p.cursor is not None and parse_stamp(p.cursor) <= newest for p in full[:-1])
+        sandbox.client().Opportunity.update(full[0].records[0]["Id"], {"Probability": 12})
+        now[0] += 30 * 60
+        second = list(connector.pull("deals", cursor))
+        assert [r["Id"] for p in second for r in p.records] == [full[0].records[0]["Id"]]
+        before = connector.api_calls
+        third = list(connector.pull("deals", second[-1].cursor))
+        assert [r for p in third for r in p.records] == []  # nothing changed, nothing re-read
+        assert connector.api_calls - before == 1
+        assert parse_stamp(third[-1].cursor or "") >= parse_stamp(second[-1].cursor or "")
 
 
 def test_a_deleted_deal_is_reported_with_its_id(sandbox: SalesforceSandbox) -> None:

@@ -119,7 +119,11 @@ class SalesforceConnector:
             return
         try:
             yield from QueryPager(
-                self.client, self._fetch, query, since if query.incremental else None
+                self.client,
+                self._fetch,
+                query,
+                since if query.incremental else None,
+                server_time=lambda: self._transport.server_time,
             )
         except RequestRejected as error:
             if query.stream == "quotas" and error.code == "INVALID_TYPE":

@@ -23,7 +23,11 @@ date cleared, an event retyped from Demo) is not seen by incremental pulls, only
 full pull (whose sweep drops what it no longer sees).
 
 A page is one API answer. Its cursor is the largest SystemModstamp seen so far (never below
-the ``since`` it started from), so cursors never go back; records the CRM reports deleted
+the ``since`` it started from), so cursors never go back. The last page's cursor is the
+server's time when the pull started (its ``Date`` header) if that is later: every record
+committed after that moment carries a stamp no earlier than that time minus the transaction's
+length, which the lookback covers, so a quiet org's next pull re-reads only the last minutes
+rather than, forever, the records around its latest change. Records the CRM reports deleted
 (``IsDeleted``) are in ``deleted_ids`` as well as in ``records``. Child results a page leaves
 unfinished (``done: false``) are completed along their ``nextRecordsUrl`` before the page is
 handed out. Record ``attributes`` (type and URL metadata) are dropped.
@@ -304,11 +308,13 @@ class QueryPager:
         fetch: Fetch,
         query: StreamQuery,
         since: str | None,
+        server_time: Callable[[], dt.datetime | None] = lambda: None,
     ) -> None:
         self.client = client
         self.fetch = fetch
         self.query = query
         self.since = since
+        self.server_time = server_time
         self._seen_urls: set[str] = set()
 
     def __iter__(self) -> Iterator[Page]:
@@ -316,6 +322,7 @@ class QueryPager:
         result = self.fetch(
             lambda: self.client.query(query.soql, include_deleted=query.include_deleted)
         )
+        started = self.server_time()  # the server's clock when the query ran
         cursor = parse_stamp(self.since) if self.since is not None else None
         while True:
             records = _records(result)
@@ -329,6 +336,9 @@ class QueryPager:
                     if isinstance(stamp, str):
                         value = parse_stamp(stamp)
                         cursor = value if cursor is None or value > cursor else cursor
+                last = result.get("done", True) is not False
+                if last and started is not None and (cursor is None or started > cursor):
+                    cursor = started
                 page_cursor = format_stamp(cursor) if cursor is not None else None
             yield Page(query.stream, records, page_cursor, deleted)
             if result.get("done", True) is not False:
