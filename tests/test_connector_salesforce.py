@@ -161,6 +161,19 @@ def test_a_refused_oauth_client_is_a_clear_error(sandbox: SalesforceSandbox) -> 
         connect(sandbox, environ={**environ, "SECRET": "not-the-secret"}, auth=auth)
 
 
+def test_a_private_key_that_cannot_sign_is_a_clear_error(
+    sandbox: SalesforceSandbox, tmp_path: Path
+) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot really a key\n-----END PRIVATE KEY-----\n")
+    auth, _ = _auth(sandbox, "jwt")
+    auth["private_key"] = {"file": str(key)}
+    with pytest.raises(AuthenticationFailed, match="cannot sign the JWT") as failure:
+        connect(sandbox, auth=auth)
+    assert "not really a key" not in str(failure.value)
+    assert sandbox.stats.login_calls == 0
+
+
 def test_a_certificate_that_cannot_be_verified_is_not_retried(sandbox: SalesforceSandbox) -> None:
     waits = Waits()
     source = source_for(sandbox).with_changes(ca_bundle=None)

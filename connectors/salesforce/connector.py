@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import jwt
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
     SalesforceError,
@@ -47,7 +48,12 @@ from crm_kpi_worker.connectors.salesforce.resources import (
 )
 from crm_kpi_worker.connectors.salesforce.settings import CURRENCY_FIELDS, SalesforceSettings
 from crm_kpi_worker.connectors.salesforce.writes import CollectionWriter, TargetManager
-from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSession, SalesforceSource
+from crm_kpi_worker.sync.config import (
+    CurrencySettings,
+    SalesforceJwt,
+    SalesforceSession,
+    SalesforceSource,
+)
 
 __all__ = ["SalesforceConnector", "connect_salesforce"]
 
@@ -87,6 +93,15 @@ class SalesforceConnector:
                 f" refused: {exc.detail}",
                 status=exc.status,
                 code=exc.code,
+            ) from None
+        except (jwt.PyJWTError, ValueError) as exc:
+            if not isinstance(source.auth, SalesforceJwt):
+                raise
+            # The key never appears: only the kind of failure.
+            raise AuthenticationFailed(
+                f"source '{source.name}': auth.private_key cannot sign the JWT"
+                f" ({type(exc).__name__}); expected the connected app's RSA private key in PEM"
+                " form (-----BEGIN PRIVATE KEY-----)"
             ) from None
         self._currency_page: dict[str, Any] | None = None
         self.facts = self._check_org(environ)
