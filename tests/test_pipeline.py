@@ -1,0 +1,209 @@
+"""One pipeline run end to end: the sandbox Salesforce, the real connector, SQLite, the KPIs,
+the write-back; and what the next runs do."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from simple_salesforce import Salesforce
+
+from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.kpis.results import KPI_KEYS
+from crm_kpi_worker.sandbox.faults import FaultRule
+from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+from crm_kpi_worker.sync.cli_demo import last_quarter_end, run_demo
+from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.config_loader import load_config
+from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
+from crm_kpi_worker.sync.store import Store
+from crm_kpi_worker.sync.targets import targets
+
+AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    """The sandbox org's clock, moved by the tests (never slept on)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, minutes: float) -> None:
+        self.now += minutes * 60
+
+
+class Env:
+    def __init__(self, sandbox: SalesforceSandbox, config: AppConfig, clock: Clock) -> None:
+        self.sandbox = sandbox
+        self.config = config
+        self.clock = clock
+        self.store = Store.open(config.store.resolve_url())
+
+    def run(self, **options: Any) -> RunResult:
+        return run_once(self.config, self.store, RunOptions(as_of=AS_OF, **options))
+
+    def sf(self) -> Salesforce:
+        return self.sandbox.client()
+
+
+def demo_config(sandbox: SalesforceSandbox, store_path: Path) -> AppConfig:
+    config = load_config(path_of("demo-salesforce.yaml"))
+    source = config.sources[0].with_changes(
+        login_url=sandbox.url, instance_url=sandbox.url, ca_bundle=str(sandbox.ca_path)
+    )
+    store = config.store.model_copy(update={"url": f"sqlite:///{store_path}"})
+    return config.replace_source(source).model_copy(update={"store": store})
+
+
+def setup_targets(config: AppConfig) -> None:
+    source = config.sources[0]
+    objects, fields = targets(config.kpi_fields_for(source), source.type, config.write.language)
+    connector = build_connector(source, config.currency)
+    connector.create_targets(*connector.missing_targets(objects, fields))
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    clock = Clock()
+    with SalesforceSandbox.start(reference_date=dt.date(2026, 9, 30), clock=clock) as sandbox:
+        config = demo_config(sandbox, tmp_path / "store.sqlite")
+        setup_targets(config)
+        environment = Env(sandbox, config, clock)
+        yield environment
+        environment.store.close()
+
+
+def _source_report(result: RunResult) -> dict[str, Any]:
+    (source,) = result.report()["sources"]
+    return source
+
+
+def test_demo_reproduces_the_scenario_quarter() -> None:
+    demo = run_demo(reference_date=dt.date(2026, 9, 30), as_of=AS_OF)
+    assert demo["scenario_quarter"] == "2026-Q3"
+    alice = next(
+        r for r in demo["kpis"] if r["subject"] == "Alice Martin" and r["period"] == "2026-Q3"
+    )
+    kpis = alice["kpis"]
+    assert kpis["bookings_arr"] == 150000
+    assert kpis["quota"] == 120000
+    assert kpis["quota_attainment"] == 1.25
+    assert kpis["deals_won"] == 10 and kpis["deals_lost"] == 30
+    assert kpis["win_rate"] == 0.25
+    assert kpis["conversion_rate"] == 0.25
+    assert kpis["sales_cycle_days"] == 45.0
+    assert kpis["avg_deal_size"] == 15000
+    assert 11 <= kpis["demos_per_week"] <= 13
+    # Every KPI of every AE has a value or an explained empty.
+    for row in demo["kpis"]:
+        assert set(row["kpis"]) == set(KPI_KEYS)
+        for key, value in row["kpis"].items():
+            assert value is not None or key in row["empty_because"], (row["subject"], key)
+    chloe = next(
+        r for r in demo["kpis"] if r["subject"] == "Chloé Dubois" and r["period"] == "2026-Q3"
+    )
+    assert chloe["kpis"]["quota_attainment"] is None and chloe["empty_because"]["quota_attainment"]
+
+
+def test_demo_default_scenario_quarter_is_the_last_complete_one() -> None:
+    assert last_quarter_end(dt.date(2026, 11, 26)) == dt.date(2026, 9, 30)
+    assert last_quarter_end(dt.date(2027, 1, 1)) == dt.date(2026, 12, 31)
+    assert last_quarter_end(dt.date(2026, 3, 31)) == dt.date(2025, 12, 31)
+
+
+def test_first_run_pulls_excludes_and_writes(env: Env) -> None:
+    result = env.run()
+    report = _source_report(result)
+    data = env.sandbox.org.data
+    assert report["pulled"]["deals"] == len(data.deals)  # queryAll: the deleted one too
+    assert report["deleted"] == {"deal": int(data.deals.is_deleted.sum())}
+    assert report["excluded"]["by_reason"] == {
+        "no_amount": 1,
+        "no_close_date": 1,
+        "unconvertible_currency": 1,
+        "unknown_stage": 1,
+    }
+    assert report["unassigned_deals"] == 2
+    written = {w["object"]: w for w in report["written"]}
+    assert written["Opportunity"]["records_written"] == int((~data.deals.is_deleted).sum())
+    assert (
+        written["KPI_Scorecard__c"]["created"] == written["KPI_Scorecard__c"]["records_written"] > 0
+    )
+    assert report["failed"] == 0
+    sf = env.sf()
+    card = sf.query(
+        "SELECT Name, Bookings_ARR__c, Quota_Attainment__c, Win_Rate__c, Period_Type__c, Rep__r.Email "
+        "FROM KPI_Scorecard__c WHERE Scorecard_Key__c LIKE 'sandbox:rep:%:2026-Q3' "
+        "AND Rep__r.Email = 'alice.martin@sandbox.local'"
+    )
+    (record,) = card["records"]
+    assert record["Bookings_ARR__c"] == 150000.0
+    assert record["Quota_Attainment__c"] == 125.0  # a percent field
+    assert record["Win_Rate__c"] == 25.0
+
+
+def test_a_second_run_writes_nothing_and_a_later_one_reads_nothing(env: Env) -> None:
+    env.run()
+    env.clock.advance(30)
+    second = _source_report(env.run())
+    assert second["written"] == []
+    assert all(p["records_to_write"] == 0 for p in second["planned"])
+    # The second run re-read the records the first one wrote (their stamps moved)...
+    env.clock.advance(30)
+    third = _source_report(env.run())
+    # ...the third reads nothing new: one call per stream to see that nothing changed.
+    assert third["pulled"].get("deals", 0) == 0
+    assert third["written"] == []
+    assert third["api_calls"] <= 8
+
+
+def test_editing_ten_opportunities_pulls_them_and_writes_only_changes(env: Env) -> None:
+    env.run()
+    env.clock.advance(30)
+    env.run()
+    env.clock.advance(30)
+    sf = env.sf()
+    open_deals = sf.query(
+        "SELECT Id, CloseDate FROM Opportunity WHERE IsClosed = false ORDER BY Id LIMIT 10"
+    )["records"]
+    for deal in open_deals:
+        later = dt.date.fromisoformat(deal["CloseDate"]) + dt.timedelta(days=20)
+        sf.Opportunity.update(deal["Id"], {"CloseDate": later.isoformat()})
+    env.clock.advance(30)
+    report = _source_report(env.run())
+    assert report["pulled"]["deals"] == 10
+    written = {w["object"]: w for w in report["written"]}
+    assert written["Opportunity"]["records_written"] == 10  # their close-date slips
+    slips = sf.query(
+        "SELECT KPI_Close_Date_Slips__c FROM Opportunity WHERE Id IN ("
+        + ",".join(f"'{d['Id']}'" for d in open_deals)
+        + ")"
+    )["records"]
+    assert all(r["KPI_Close_Date_Slips__c"] >= 1 for r in slips)
+
+
+def test_per_record_write_failures_are_reported_and_retried_next_run(env: Env) -> None:
+    rule = env.sandbox.faults.add(FaultRule(kind="write_failure", path="composite", times=3))
+    first = _source_report(env.run())
+    assert first["failed"] == 3
+    assert rule.fired == 3
+    env.clock.advance(30)
+    second = _source_report(env.run())
+    retried = sum(w["records_written"] for w in second["written"])
+    assert retried == 3 and second["failed"] == 0
+
+
+def test_dry_run_writes_nothing(env: Env) -> None:
+    result = env.run(dry_run=True)
+    report = _source_report(result)
+    assert report["written"] == []
+    assert {p["object"] for p in report["planned"]} == {"KPI_Scorecard__c", "Opportunity"}
+    assert env.sf().query("SELECT COUNT() FROM KPI_Scorecard__c")["totalSize"] == 0
