@@ -140,8 +140,8 @@ def test_first_run_pulls_excludes_and_writes(env: Env) -> None:
     assert report["failed"] == 0
     sf = env.sf()
     card = sf.query(
-        "SELECT Name, Bookings_ARR__c, Quota_Attainment__c, Win_Rate__c, Period_Type__c, Rep__r.Email "
-        "FROM KPI_Scorecard__c WHERE Scorecard_Key__c LIKE 'sandbox:rep:%:2026-Q3' "
+        "SELECT Name, Bookings_ARR__c, Quota_Attainment__c, Win_Rate__c, Period_Type__c, "
+        "Rep__r.Email FROM KPI_Scorecard__c WHERE Scorecard_Key__c LIKE 'sandbox:rep:%:2026-Q3' "
         "AND Rep__r.Email = 'alice.martin@sandbox.local'"
     )
     (record,) = card["records"]
