@@ -128,7 +128,9 @@ def _day(value: dt.date) -> int:
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den where den > 0, NaN elsewhere; never a division-by-zero warning."""
     out = np.full(np.shape(num), np.nan)
-    np.divide(num, den, out=out, where=den > 0)
+    # Overflow needs absurd money (a denominator near 1e-300); it then gives inf, not a crash.
+    with np.errstate(over="ignore"):
+        np.divide(num, den, out=out, where=den > 0)
     return out
 
 
@@ -139,7 +141,8 @@ def _count(groups: np.ndarray, n: int, mask: np.ndarray | None = None) -> np.nda
 
 
 def _sum(groups: np.ndarray, weights: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
-    return np.bincount(groups[mask], weights=weights[mask], minlength=n)
+    # bincount returns ints for empty input even with weights: always give floats.
+    return np.bincount(groups[mask], weights=weights[mask], minlength=n).astype(_F)
 
 
 def _group_median(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -326,12 +329,8 @@ class _Prepared:
 
     def stack(self, per_rep: np.ndarray) -> np.ndarray:
         """Rep values followed by each team's sum and the org's sum."""
-        teams = np.bincount(
-            self.team_of_rep[self.in_team],
-            weights=per_rep[self.in_team],
-            minlength=len(self.team_names),
-        )
-        return np.concatenate((per_rep, teams, [per_rep.sum()]))
+        teams = _sum(self.team_of_rep, per_rep.astype(_F), len(self.team_names), self.in_team)
+        return np.concatenate((per_rep, teams, [per_rep.sum()])).astype(_F)
 
     def medians(self, owner: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Median per rep, per team and for the org, over the given deals."""
@@ -536,7 +535,7 @@ class _PeriodTable:
         part = np.maximum(_month_position(high + 1) - _month_position(low), 0.0)
         whole = _month_position(q_end + 1) - _month_position(q_start)
         share = quotas.amount * part / whole
-        amount = np.bincount(quotas.rep[overlap], weights=share[overlap], minlength=r)
+        amount = _sum(quotas.rep, share, r, overlap)
         has = np.bincount(quotas.rep[overlap], minlength=r) > 0
         return amount, has
 
