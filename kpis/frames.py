@@ -228,6 +228,8 @@ class Reps(_Frame):
         flag = _bools("Reps", "is_unassigned", _or(self.is_unassigned, np.zeros(n, bool)), n)
         if flag.sum() > 1:
             raise ValueError("Reps.is_unassigned: at most one unassigned rep")
+        if any(team is not None for team in self.team[flag].tolist()):
+            raise ValueError("Reps.team: the unassigned rep is in no team (None)")
         _set(self, "is_unassigned", flag)
 
 

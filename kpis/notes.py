@@ -55,8 +55,8 @@ rule.
 
 - Periods: for each configured kind (month, quarter, year), the one containing `as_of` and
   the previous one. Keys: `2026-07` (calendar month), `2026-Q3` (fiscal quarter of fiscal
-  year 2026), `FY2026`. A fiscal year is named by the calendar year it starts in, or ends in
-  with `year_named_by: end`.
+  year 2026), `FY2026` (the config's quota periods write it `2026`; both parse). A fiscal
+  year is named by the calendar year it starts in, or ends in with `year_named_by: end`.
 - "To date": a won or lost deal counts in a period when its close date is in the period and
   on or before `as_of`; an entry into the demo stage, a demo activity likewise. Deals created
   after `as_of` are ignored (backfills).
@@ -137,9 +137,9 @@ rule.
   team `quota_attainment` = team bookings / team quota, `quota_remaining` = max(team quota -
   team bookings, 0) (one rep's surplus offsets another's shortfall, as for the manager's
   number), `pipeline_coverage` = team pipeline / that remaining. Team quota = the sum of the
-  quotas of its reps who have one; empty when none has. A rep without quota still adds his
-  bookings to the team's (he sells for the team); give him a quota or leave him out of the
-  team to change that. Team `variable_pay_estimate` = sum of its reps' estimates.
+  quotas of its reps who have one; empty when none has. A rep without quota still adds their
+  bookings to the team's (they sell for the team); give them a quota or leave them out of
+  the team to change that. Team `variable_pay_estimate` = sum of its reps' estimates.
 - Medians (sales cycle) are taken over the team's or org's deals, never of medians.
 - The org is every rep the engine is given, including the "unassigned" rep and reps in no
   team. The unassigned rep is in no team and has no quota or variable target.

@@ -41,6 +41,14 @@ def test_current_and_previous_cross_the_year() -> None:
     assert keys == ["2026-01", "2025-12", "2026-Q1", "2025-Q4", "FY2026", "FY2025"]
 
 
+def test_periods_containing_a_date() -> None:
+    keys = [p.key for p in FiscalCalendar(10).periods_containing(D(2026, 1, 31))]
+    assert keys == ["2026-01", "2025-Q2", "FY2025"]
+    assert [p.kind for p in FiscalCalendar().periods_containing(D(2026, 1, 31), ("year",))] == [
+        "year"
+    ]
+
+
 def test_fiscal_year_starting_in_april() -> None:
     cal = FiscalCalendar(year_start_month=4)
     may = D(2026, 5, 10)

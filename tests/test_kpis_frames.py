@@ -131,6 +131,8 @@ def test_other_frames_are_validated() -> None:
         Reps(id=["a", "a"])
     with pytest.raises(ValueError, match="at most one unassigned"):
         Reps(id=["a", "b"], is_unassigned=[True, True])
+    with pytest.raises(ValueError, match="in no team"):
+        Reps(id=["a", "b"], team=["east", "east"], is_unassigned=[False, True])
     with pytest.raises(ValueError, match="team name"):
         Reps(id=["a"], team=[3])
     with pytest.raises(ValueError, match="end: before start"):
