@@ -269,3 +269,11 @@ def test_upsert_creates_then_updates(harness: Harness) -> None:
         ("chloe-2026-Q3", True, True),
     ]
     assert second[0].record_id == first[0].record_id
+
+
+def test_the_registry_names_the_crms_it_knows() -> None:
+    class Other:
+        type = "pipedrive"
+
+    with pytest.raises(ValueError, match="no connector for CRM type 'pipedrive' yet"):
+        build_connector(Other(), load_config(DEMO_CONFIG).currency)
