@@ -149,7 +149,7 @@ def _record_columns() -> list[Column[Any]]:
     return [
         # The stream that last wrote the row: finish_full_pull sweeps per source and stream.
         Column("stream", String(), nullable=False),
-        Column("is_deleted", Boolean(), nullable=False, default=False),
+        Column("is_deleted", Boolean(), nullable=False),
         # When a page last carried the record (written, deleted or listed in seen_ids).
         Column("seen_at", UtcDateTime(), nullable=False),
     ]

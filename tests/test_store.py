@@ -415,6 +415,20 @@ def test_a_later_page_updates_records_in_place(store: Store) -> None:
     assert sorted(columns["id"]) == ["006A", "006B"]
     assert columns["amount"][columns["id"].index("006A")] == Decimal("16000")
 
+    # A page whose every value of some columns is empty (sent as arrays of NULLs).
+    bare = deal(
+        "006C",
+        owner_id=None,
+        account_id=None,
+        close_date=None,
+        amount=None,
+        arr=None,
+        probability=None,
+        term_months=None,
+    )
+    store.save_page(page(deals=[bare], field_changes={"006C": []}))
+    assert store.deals("sf", ids=["006C"]) == [bare]
+
     store.save_page(page(reps=[Rep(id="005A", name="A", email="a@x.io")]))
     store.save_page(page(reps=[Rep(id="005A", name="Alice", email="alice@x.io", team="Core")]))
     assert store.reps("sf") == [Rep(id="005A", name="Alice", email="alice@x.io", team="Core")]
