@@ -170,7 +170,8 @@ def test_demo_settings() -> None:
     )
     assert tuple(fields.scorecard.fields) == SCORECARD_KPIS
     assert tuple(fields.deal.fields) == DEAL_KPIS
-    assert fields.deal.fields["days_in_stage"] == "KPI_Days_In_Stage__c"
+    assert fields.deal.fields["days_in_stage"] == "KPI_Stage_Entered_On__c"
+    assert fields.deal.daily_ages is False  # ages are written as their anchor dates
 
 
 def test_demo_password_default_is_refused_off_loopback(demo: SalesforceSource) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
 from pathlib import Path
@@ -42,10 +43,23 @@ def test_non_python_files_ship_as_package_data() -> None:
     package_data = setuptools["package-data"]
     for name, folder in setuptools["package-dir"].items():
         for path in (ROOT / folder).rglob("*"):
-            if path.is_file() and path.suffix in {".yaml", ".lark", ".json", ".csv"}:
-                package = ".".join([name, *path.parent.relative_to(ROOT / folder).parts])
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            in_package = (path.parent / "__init__.py").exists()
+            if path.suffix in {".yaml", ".lark", ".json", ".csv", ".mako"} or (
+                path.suffix == ".py" and not in_package
+            ):
+                # Data, or a script outside any package (Alembic migrations): package data
+                # of the nearest package above it.
+                package_dir = path.parent
+                while not (package_dir / "__init__.py").exists():
+                    package_dir = package_dir.parent
+                package = ".".join([name, *package_dir.relative_to(ROOT / folder).parts])
+                relative = path.relative_to(package_dir).as_posix()
                 patterns = package_data.get(package, [])
-                assert any(path.match(p) for p in patterns), f"{path} is not package data"
+                assert any(fnmatch.fnmatch(relative, p) for p in patterns), (
+                    f"{path} is not package data"
+                )
 
 
 def test_quick_start_has_exactly_the_demo_and_the_test_command() -> None:

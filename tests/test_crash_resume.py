@@ -1,0 +1,167 @@
+"""A run killed at any point and started again ends with the same store and CRM state as an
+uninterrupted run.
+
+The worker runs as the real ``crm-kpi sync --once`` in its own process. A ``slow`` fault parks
+it on a chosen request (a page of the deal pull, a write batch); the test waits until it is
+parked there and kills it with SIGKILL (no clean-up of any kind), then runs it again to the
+end. A second, identical sandbox gets one uninterrupted run. Store and CRM must then agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crm_kpi_worker.config import path_of
+from crm_kpi_worker.sandbox.faults import FaultRule
+from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+from crm_kpi_worker.sync.store import Store
+
+DEALS = 5000  # three pages of deals, 25+ write batches: room to stop in the middle
+AS_OF = "2026-11-26T12:00:00+00:00"
+CLI = str(Path(sys.executable).parent / "crm-kpi")
+
+
+def _config_file(sandbox: SalesforceSandbox, folder: Path) -> Path:
+    text = path_of("demo-salesforce.yaml").read_text(encoding="utf-8")
+    text = text.replace("login_url: https://127.0.0.1:0", f"login_url: {sandbox.url}")
+    text = text.replace(
+        "instance_url: https://127.0.0.1:0",
+        f"instance_url: {sandbox.url}\n    ca_bundle: {sandbox.ca_path}",
+    )
+    text = text.replace(
+        "url: sqlite:///crm-kpi-demo.sqlite", f"url: sqlite:///{folder / 'store.sqlite'}"
+    )
+    path = folder / "crm-kpi.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _cli(*args: str, config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603 - the project's own CLI
+        [CLI, *args, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(process: subprocess.Popen[str]) -> str:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    return output
+
+
+def _wait_until(condition: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def sandboxes() -> Iterator[tuple[SalesforceSandbox, SalesforceSandbox]]:
+    options: dict[str, Any] = {"seed": 11, "deals": DEALS, "reference_date": dt.date(2026, 9, 30)}
+    with SalesforceSandbox.start(**options) as crashed, SalesforceSandbox.start(**options) as clean:
+        yield crashed, clean
+
+
+def _state(store_path: Path, sandbox: SalesforceSandbox) -> dict[str, Any]:
+    with Store.open(f"sqlite:///{store_path}") as store:
+        deals = store.deal_columns("sandbox")
+        kpis = {row.key: row.value for row in store.kpis("sandbox")}
+        written = {
+            obj: store.written("sandbox", obj) for obj in ("KPI_Scorecard__c", "Opportunity")
+        }
+        exclusions = sorted((e.record_id, e.reason) for e in store.exclusions("sandbox"))
+    rows = sorted(zip(deals["id"], deals["stage"], deals["arr"], deals["close_date"], strict=True))
+    sf = sandbox.client()
+    opportunities = sorted(
+        tuple(r.values())[1:]
+        for r in sf.query_all_iter(
+            "SELECT Id, KPI_Deal_Created_On__c, KPI_Stage_Entered_On__c, KPI_Close_Date_Slips__c,"
+            " KPI_Owner_Quota_Attainment__c FROM Opportunity"
+        )
+    )
+    cards = sorted(
+        tuple(v for k, v in r.items() if k not in {"attributes", "Id", "Computed_At__c"})
+        for r in sf.query_all_iter(
+            "SELECT Id, Scorecard_Key__c, Name, Bookings_ARR__c, Quota_Attainment__c, Win_Rate__c,"
+            " Deals_Won__c, Open_Pipeline_ARR__c, Demos_Per_Week__c, Computed_At__c"
+            " FROM KPI_Scorecard__c"
+        )
+    )
+    return {
+        "deals": rows,
+        "kpis": kpis,
+        "written": written,
+        "exclusions": exclusions,
+        "opportunities": opportunities,
+        "scorecards": cards,
+    }
+
+
+@pytest.mark.parametrize(
+    ("where", "path", "nth"),
+    [
+        ("in the middle of the deal pull", "/query(All)?/01g", 1),  # parked on the 2nd deals page
+        ("in the middle of the write-back", "/composite/sobjects", 6),  # on the 6th batch
+    ],
+)
+def test_killed_run_resumes_to_the_same_state(
+    sandboxes: tuple[SalesforceSandbox, SalesforceSandbox],
+    tmp_path: Path,
+    where: str,
+    path: str,
+    nth: int,
+) -> None:
+    crashed, clean = sandboxes
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "clean").mkdir()
+    crashed_config = _config_file(crashed, tmp_path / "crashed")
+    clean_config = _config_file(clean, tmp_path / "clean")
+    for config in (crashed_config, clean_config):
+        _finish(_cli("setup", config=config))
+
+    # Park the worker on the nth matching request, then kill it there.
+    park = crashed.faults.add(FaultRule(kind="slow", path=path, every=nth, times=1, delay=60))
+    process = _cli("sync", "--once", "--as-of", AS_OF, config=crashed_config)
+    try:
+        _wait_until(lambda: park.fired == 1, f"the worker is parked {where}")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if process.stdout is not None:
+            process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+    crashed.faults.clear()
+    live = DEALS - int(crashed.org.data.deals.is_deleted.sum())
+    with Store.open(f"sqlite:///{tmp_path / 'crashed' / 'store.sqlite'}") as store:
+        stored = len(store.deal_columns("sandbox")["id"])
+        written = len(store.written("sandbox", "Opportunity"))
+    if "pull" in where:  # the first page is saved, the rest is not
+        assert 0 < stored < live and written == 0
+    else:  # everything pulled, some batches written
+        assert stored == live and 0 < written < 4 * live
+
+    _finish(_cli("sync", "--once", "--as-of", AS_OF, config=crashed_config))
+    _finish(_cli("sync", "--once", "--as-of", AS_OF, config=clean_config))
+
+    resumed = _state(tmp_path / "crashed" / "store.sqlite", crashed)
+    uninterrupted = _state(tmp_path / "clean" / "store.sqlite", clean)
+    assert len(resumed["deals"]) == DEALS - sum(crashed.org.data.deals.is_deleted)
+    assert len(resumed["scorecards"]) > 0
+    for part in uninterrupted:
+        assert resumed[part] == uninterrupted[part], part
