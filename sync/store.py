@@ -900,8 +900,8 @@ class Store:
         list; no particular deal order): ``created_at``/``last_modified`` aware UTC
         datetimes, ``close_date`` date or None, ``is_won``/``is_closed`` bool,
         ``amount``/``arr``/``probability`` Decimal or None, ``term_months`` int or None,
-        ``deal_type``/``forecast_category`` their enum values as str; equal values share one
-        object.
+        ``deal_type``/``forecast_category`` their enum values as str. Repeated text values
+        (owner and account ids, stages, currencies...) share one string object.
 
         Histories, flattened (compressed sparse rows): deal ``i``'s entries are positions
         ``offsets[i]`` to ``offsets[i + 1] - 1``, oldest first.
