@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -1047,9 +1048,13 @@ class _MappingBase(ConfigModel):
             raise _rule(f"{info.field_name} must be an open stage, not the closed stage '{value}'")
         return value
 
+    @functools.cached_property
+    def _stages_by_crm_value(self) -> dict[str, StageMap]:
+        return {s.crm: s for s in reversed(self.stages)}  # the first entry wins, as before
+
     def stage_for(self, crm_value: str) -> StageMap | None:
         """The mapping of a CRM stage value, or None (unmapped: bad data)."""
-        return next((s for s in self.stages if s.crm == crm_value), None)
+        return self._stages_by_crm_value.get(crm_value)
 
     def stage_order(self, key: str) -> int:
         return next(s.order for s in self.stages if s.stage == key)

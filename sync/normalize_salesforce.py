@@ -78,20 +78,27 @@ _TWELVE = Decimal(12)
 # Reading records
 
 
+_MISSING = object()
+_PATHS: dict[str, tuple[str, ...]] = {}
+
+
 def lookup(record: Any, path: str | None) -> Any:
     """The value at ``path`` (``Amount``, ``Account.Churn_Date__c``), case-insensitive; None
     when absent or when a relationship on the way is null."""
     if path is None:
         return None
+    parts = _PATHS.get(path)
+    if parts is None:
+        parts = _PATHS.setdefault(path, tuple(path.split(".")))
     value = record
-    for part in path.split("."):
+    for part in parts:
         if not isinstance(value, dict):
             return None
-        if part in value:
-            value = value[part]
-            continue
-        folded = part.casefold()
-        value = next((v for k, v in value.items() if str(k).casefold() == folded), None)
+        found = value.get(part, _MISSING)  # the API's own casing: the common case
+        if found is _MISSING:
+            folded = part.casefold()
+            found = next((v for k, v in value.items() if str(k).casefold() == folded), None)
+        value = found
     return value
 
 
@@ -299,7 +306,8 @@ def _stage_history(
         key = stage.stage if stage is not None else UNMAPPED_STAGE
         if changes and changes[-1].stage == key:
             continue  # an amount or close-date edit, not a stage change
-        changes.append(StageChange(deal_id=deal_id, stage=key, entered_at=when))
+        # Every part is already checked (an id, a mapped key, an aware UTC instant).
+        changes.append(StageChange.model_construct(deal_id=deal_id, stage=key, entered_at=when))
     return changes
 
 

@@ -80,3 +80,11 @@ def test_dockerfile_installs_and_runs_as_the_readme_does() -> None:
     copied = set(re.findall(r"^COPY (\S+)/ ", dockerfile, re.M))
     setuptools = _pyproject()["tool"]["setuptools"]
     assert copied == set(setuptools["package-dir"].values())
+
+
+def test_readme_holds_the_kpi_engines_documented_decisions() -> None:
+    from crm_kpi_worker.kpis.notes import KPI_NOTES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = KPI_NOTES.split("\n", 1)[1].strip()  # without its heading
+    assert body in readme, "README's KPI section is out of date: copy kpis/notes.py KPI_NOTES"

@@ -1,0 +1,237 @@
+"""Benchmark: a full sync of the sandbox Salesforce with N opportunities (default 1,000,000).
+
+The sandbox runs as its own process (``crm-kpi sandbox salesforce``); the worker runs here.
+In the same run it measures:
+
+- a bare ``query_all_iter`` loop over the connector's own deals query (same SOQL, same
+  session, records only counted), the yardstick for the pull;
+- one full ``sync``: pull (every stream, normalized and stored in SQLite), KPIs, write-back;
+- the KPI engine alone on the stored data.
+
+It prints wall times, deals/s, API calls against the minimum (one call per 2,000 records per
+stream for the pull, ceil(changed / 200) for the writes), the worker's peak memory, and the
+ratio of the pull phase to the bare loop. Loopback only.
+
+    python benchmarks/bench_full_sync.py                 # 1,000,000 opportunities
+    python benchmarks/bench_full_sync.py --deals 20000   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.base import STREAMS
+from crm_kpi_worker.connectors.http import build_session
+from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.kpis.engine import compute
+from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.config_loader import load_config
+from crm_kpi_worker.sync.frames import build_input
+from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+from crm_kpi_worker.sync.store import Store
+from crm_kpi_worker.sync.targets import targets
+
+PAGE = 2000
+WRITE_BATCH = 200
+AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+
+
+def start_sandbox(deals: int, workdir: Path) -> tuple[subprocess.Popen[str], str, str]:
+    process = subprocess.Popen(  # noqa: S603 - the project's own CLI
+        [
+            sys.executable,
+            "-m",
+            "crm_kpi_worker",
+            "sandbox",
+            "salesforce",
+            "--port",
+            "0",
+            "--deals",
+            str(deals),
+            "--workdir",
+            str(workdir),
+            "--api-limit",
+            "10000000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = ca = None
+    assert process.stdout is not None
+    for line in process.stdout:
+        if found := re.search(r"listening on (https://\S+)", line):
+            url = found.group(1)
+        if found := re.search(r"ca_bundle\): (\S+)", line):
+            ca = found.group(1)
+        if "ready in" in line:
+            break
+    if not url or not ca:
+        raise RuntimeError(f"the sandbox did not start (exit {process.poll()})")
+    return process, url, ca
+
+
+def config_for(url: str, ca: str, store: Path) -> AppConfig:
+    config = load_config(path_of("demo-salesforce.yaml"))
+    source = config.sources[0].with_changes(login_url=url, instance_url=url, ca_bundle=ca)
+    store_settings = config.store.model_copy(update={"url": f"sqlite:///{store}"})
+    return config.replace_source(source).model_copy(update={"store": store_settings})
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(deals: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="crm-kpi-bench-") as folder:
+        work = Path(folder)
+        sandbox, url, ca = start_sandbox(deals, work)
+        try:
+            config = config_for(url, ca, work / "store.sqlite")
+            source = config.sources[0]
+            connector = build_connector(source, config.currency)
+            objects, fields = targets(config.kpi_fields_for(source), "salesforce", "en")
+            connector.create_targets(*connector.missing_targets(objects, fields))
+
+            # The yardstick: the connector's own query of every stream, records only counted.
+            calls = connector.api_calls
+            started = time.perf_counter()
+            bare_rows = 0
+            for stream in STREAMS:
+                query = connector.queries.build(stream, None)
+                if query is not None:
+                    rows = connector.client.query_all_iter(
+                        query.soql, include_deleted=query.include_deleted
+                    )
+                    bare_rows += sum(1 for _ in rows)
+            bare_seconds = time.perf_counter() - started
+            bare_calls = connector.api_calls - calls
+            memory_before_sync = peak_mb()
+
+            stats_before = sandbox_stats(url, ca)
+            started = time.perf_counter()
+            with Store.open(config.store.resolve_url()) as store:
+                result = run_once(config, store, RunOptions(as_of=AS_OF))
+                wall = time.perf_counter() - started
+                stats_after = sandbox_stats(url, ca)
+                report = result.report()["sources"][0]
+                # The engine alone, on what the sync stored.
+                started = time.perf_counter()
+                inputs = build_input(store, config, source, AS_OF.date())
+                frames_seconds = time.perf_counter() - started
+                started = time.perf_counter()
+                compute(
+                    inputs.deals,
+                    inputs.reps,
+                    inputs.quotas,
+                    inputs.activities,
+                    inputs.accounts,
+                    inputs.snapshots,
+                    inputs.settings,
+                    AS_OF.date(),
+                )
+                engine_seconds = time.perf_counter() - started
+        finally:
+            sandbox.terminate()
+            sandbox.wait(timeout=60)
+            if sandbox.stdout is not None:
+                sandbox.stdout.close()
+    # Calls as the sandbox counted them, by route, during the sync.
+    served = {
+        route: stats_after["by_route"].get(route, 0) - stats_before["by_route"].get(route, 0)
+        for route in stats_after["by_route"]
+    }
+    pull_calls = sum(served.get(r, 0) for r in ("query", "query_all", "query_more"))
+    write_calls = sum(served.get(r, 0) for r in WRITE_ROUTES)
+    pull_minimum = sum(max(1, math.ceil(n / PAGE)) for n in report["pulled"].values())
+    written = {w["object"]: w for w in report["written"]}
+    write_minimum = sum(math.ceil(w["records_written"] / WRITE_BATCH) for w in written.values())
+    return {
+        "deals": deals,
+        "bare": (bare_rows, bare_seconds, bare_calls),
+        "report": report,
+        "wall": wall,
+        "pull_calls": pull_calls,
+        "pull_minimum": pull_minimum,
+        "write_calls": write_calls,
+        "write_minimum": write_minimum,
+        "served": served,
+        "frames_seconds": frames_seconds,
+        "engine_seconds": engine_seconds,
+        "peak_mb": peak_mb(),
+        "peak_mb_before_sync": memory_before_sync,
+    }
+
+
+WRITE_ROUTES = ("collections", "collections_typed", "collections_upsert", "record", "external")
+
+
+def sandbox_stats(url: str, ca: str) -> dict[str, Any]:
+    session = build_session(ca_bundle=ca)
+    stats: dict[str, Any] = session.get(f"{url}/_sandbox/stats").json()
+    session.close()
+    return stats
+
+
+def print_result(r: dict[str, Any]) -> None:
+    report = r["report"]
+    seconds = report["seconds"]
+    bare_rows, bare_seconds, bare_calls = r["bare"]
+    deals = r["deals"]
+    print(f"full sync of {deals:,} opportunities (sandbox in its own process, SQLite store)")
+    print(
+        f"  wall time                 {r['wall']:9.1f} s  (pull {seconds['pull']:.1f}, compute {seconds['compute']:.1f}, write {seconds['write']:.1f})"
+    )
+    print(f"  deals/s (whole sync)      {deals / r['wall']:9,.0f}")
+    print(
+        f"  bare query_all_iter loop  {bare_seconds:9.1f} s  ({bare_rows:,} deals, {bare_calls} calls)"
+    )
+    print(
+        f"  pull phase / bare loop    {seconds['pull'] / bare_seconds:9.2f} x  (all streams vs the deals loop; target <= 2)"
+    )
+    print(
+        f"  pulled                    {', '.join(f'{k} {v:,}' for k, v in report['pulled'].items())}"
+    )
+    print(
+        f"  pull API calls            {r['pull_calls']:9,}  (minimum {r['pull_minimum']:,}: one per {PAGE:,} records per stream; deals alone {report['pages']['deals']:,} vs ceil(N/{PAGE})={math.ceil(deals / PAGE):,})"
+    )
+    print(
+        f"  write API calls           {r['write_calls']:9,}  (minimum {r['write_minimum']:,}: ceil(changed/{WRITE_BATCH}) per object)"
+    )
+    total = r["pull_calls"] + r["write_calls"]
+    minimum = r["pull_minimum"] + r["write_minimum"]
+    print(
+        f"  API calls vs minimum      {total / minimum:9.3f} x  ({total:,} vs {minimum:,}; target within 2%)"
+    )
+    print(
+        f"  KPI engine                {r['engine_seconds']:9.2f} s  (frames from the store {r['frames_seconds']:.1f} s; target < 5 s)"
+    )
+    print(
+        f"  worker peak memory        {r['peak_mb']:9.0f} MB (target < 1024; {r['peak_mb_before_sync']:.0f} MB before the sync)"
+    )
+    print(
+        f"  excluded                  {report['excluded']['total']:,} ({report['excluded']['by_reason']})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    print_result(run(args.deals))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
