@@ -189,40 +189,33 @@ def print_result(r: dict[str, Any]) -> None:
     seconds = report["seconds"]
     bare_rows, bare_seconds, bare_calls = r["bare"]
     deals = r["deals"]
-    print(f"full sync of {deals:,} opportunities (sandbox in its own process, SQLite store)")
-    print(
-        f"  wall time                 {r['wall']:9.1f} s  (pull {seconds['pull']:.1f}, compute {seconds['compute']:.1f}, write {seconds['write']:.1f})"
-    )
-    print(f"  deals/s (whole sync)      {deals / r['wall']:9,.0f}")
-    print(
-        f"  bare query_all_iter loop  {bare_seconds:9.1f} s  ({bare_rows:,} deals, {bare_calls} calls)"
-    )
-    print(
-        f"  pull phase / bare loop    {seconds['pull'] / bare_seconds:9.2f} x  (all streams vs the deals loop; target <= 2)"
-    )
-    print(
-        f"  pulled                    {', '.join(f'{k} {v:,}' for k, v in report['pulled'].items())}"
-    )
-    print(
-        f"  pull API calls            {r['pull_calls']:9,}  (minimum {r['pull_minimum']:,}: one per {PAGE:,} records per stream; deals alone {report['pages']['deals']:,} vs ceil(N/{PAGE})={math.ceil(deals / PAGE):,})"
-    )
-    print(
-        f"  write API calls           {r['write_calls']:9,}  (minimum {r['write_minimum']:,}: ceil(changed/{WRITE_BATCH}) per object)"
-    )
+    phases = ", ".join(f"{name} {seconds[name]:.1f}" for name in ("pull", "compute", "write"))
+    pulled = ", ".join(f"{k} {v:,}" for k, v in report["pulled"].items())
     total = r["pull_calls"] + r["write_calls"]
     minimum = r["pull_minimum"] + r["write_minimum"]
-    print(
-        f"  API calls vs minimum      {total / minimum:9.3f} x  ({total:,} vs {minimum:,}; target within 2%)"
-    )
-    print(
-        f"  KPI engine                {r['engine_seconds']:9.2f} s  (frames from the store {r['frames_seconds']:.1f} s; target < 5 s)"
-    )
-    print(
-        f"  worker peak memory        {r['peak_mb']:9.0f} MB (target < 1024; {r['peak_mb_before_sync']:.0f} MB before the sync)"
-    )
-    print(
-        f"  excluded                  {report['excluded']['total']:,} ({report['excluded']['by_reason']})"
-    )
+    lines = [
+        f"full sync of {deals:,} opportunities (sandbox in its own process, SQLite store)",
+        f"  wall time                 {r['wall']:9.1f} s  ({phases})",
+        f"  deals/s (whole sync)      {deals / r['wall']:9,.0f}",
+        f"  bare query_all_iter loop  {bare_seconds:9.1f} s  ({bare_rows:,} records, every"
+        f" stream's query, {bare_calls} calls)",
+        f"  pull phase / bare loop    {seconds['pull'] / bare_seconds:9.2f} x  (target <= 2)",
+        f"  pulled                    {pulled}",
+        f"  pull API calls            {r['pull_calls']:9,}  (minimum {r['pull_minimum']:,}: one per"
+        f" {PAGE:,} records per stream; deals {report['pages']['deals']:,},"
+        f" ceil(N/{PAGE}) = {math.ceil(deals / PAGE):,})",
+        f"  write API calls           {r['write_calls']:9,}  (minimum {r['write_minimum']:,}:"
+        f" ceil(changed/{WRITE_BATCH}) per object)",
+        f"  API calls vs minimum      {total / minimum:9.3f} x  ({total:,} vs {minimum:,};"
+        " target within 2%)",
+        f"  KPI engine                {r['engine_seconds']:9.2f} s  (building its frames from the"
+        f" store {r['frames_seconds']:.1f} s; target < 5 s)",
+        f"  worker peak memory        {r['peak_mb']:9.0f} MB (target < 1024;"
+        f" {r['peak_mb_before_sync']:.0f} MB before the sync)",
+        f"  excluded                  {report['excluded']['total']:,}"
+        f" ({report['excluded']['by_reason']})",
+    ]
+    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
