@@ -28,6 +28,7 @@ from crm_kpi_worker.kpis.results import Results
 from crm_kpi_worker.sync import normalize as norm
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
+from crm_kpi_worker.sync.prefetch import prefetched
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
 from crm_kpi_worker.sync.store import KpiRow, Snapshot, Store, StoredPage
 from crm_kpi_worker.sync.targets import ages_as_dates, kpi_kind
@@ -171,7 +172,8 @@ def _pull(
         full_started = store.full_pull_started(source.name, stream) if since is not None else None
         if since is None:
             full_started = store.begin_full_pull(source.name, stream)
-        for page in connector.pull(stream, since):
+        # The next page is fetched while this one is normalized and saved (bounded, in order).
+        for page in prefetched(connector.pull(stream, since), name=f"pull-{stream}"):
             normalized = norm.normalize(context, stream, page.records)
             kind = _record_kind(stream)
             already = set(normalized.deleted.get(kind, ()))

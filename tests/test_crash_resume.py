@@ -114,7 +114,7 @@ def _state(store_path: Path, sandbox: SalesforceSandbox) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("where", "path", "nth"),
     [
-        ("in the middle of the deal pull", "/query(All)?/01g", 1),  # parked on the 2nd deals page
+        ("in the middle of the deal pull", "/query(All)?/01g", 2),  # parked on the 3rd deals page
         ("in the middle of the write-back", "/composite/sobjects", 6),  # on the 6th batch
     ],
 )
@@ -137,7 +137,18 @@ def test_killed_run_resumes_to_the_same_state(
     park = crashed.faults.add(FaultRule(kind="slow", path=path, every=nth, times=1, delay=60))
     process = _cli("sync", "--once", "--as-of", AS_OF, config=crashed_config)
     try:
-        _wait_until(lambda: park.fired == 1, f"the worker is parked {where}")
+        store_url = f"sqlite:///{tmp_path / 'crashed' / 'store.sqlite'}"
+
+        def parked() -> bool:
+            if park.fired != 1:
+                return False
+            if "pull" not in where:
+                return True
+            # The page read ahead is parked; wait until the pages before it are saved.
+            with Store.open(store_url) as store:
+                return store.cursor("sandbox", "deals") is not None
+
+        _wait_until(parked, f"the worker is parked {where}")
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     finally:
