@@ -55,7 +55,8 @@ class SourceReport:
     pages: Counter[str] = field(default_factory=Counter)
     deleted: Counter[str] = field(default_factory=Counter)
     swept: Counter[str] = field(default_factory=Counter)
-    exclusions: list[norm.Exclusion] = field(default_factory=list)
+    exclusions: list[Any] = field(default_factory=list)  # in force after the pull (store)
+    excluded_this_run: int = 0
     unassigned_deals: int = 0
     writes: list[dict[str, Any]] = field(default_factory=list)
     planned: list[dict[str, Any]] = field(default_factory=list)
@@ -70,7 +71,11 @@ class SourceReport:
             "pages": dict(self.pages),
             "deleted": dict(self.deleted),
             "removed_from_store": dict(self.swept),
-            "excluded": {"total": len(self.exclusions), "by_reason": dict(reasons)},
+            "excluded": {
+                "total": len(self.exclusions),
+                "by_reason": dict(sorted(reasons.items())),
+                "found_this_run": self.excluded_this_run,
+            },
             "exclusions": [
                 {"type": e.record_type, "id": e.record_id, "reason": e.reason, "detail": e.detail}
                 for e in self.exclusions[:200]
@@ -183,7 +188,7 @@ def _pull(
             store.save_page(_stored(source.name, stream, page.cursor, normalized))
             report.pulled[stream] += len(page.records)
             report.pages[stream] += 1
-            report.exclusions.extend(normalized.exclusions)
+            report.excluded_this_run += len(normalized.exclusions)
             for kind, ids in normalized.deleted.items():
                 report.deleted[kind] += len(ids)
             if report.pages[stream] % 25 == 0:
@@ -191,6 +196,10 @@ def _pull(
         if full_started is not None:
             report.swept[stream] = store.finish_full_pull(source.name, stream, full_started)
         say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
+    # Every record excluded now, whichever run found it (a fixed record drops out).
+    report.exclusions = sorted(
+        store.exclusions(source.name), key=lambda e: (e.record_type, e.reason, e.record_id)
+    )
     report.seconds["pull"] = time.perf_counter() - started
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crm_kpi_worker.config import path_of
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -56,3 +57,19 @@ def fresh_sandbox() -> Iterator[SalesforceSandbox]:
 @pytest.fixture(scope="session")
 def sf(sf_sandbox: SalesforceSandbox):  # type: ignore[no-untyped-def]
     return sf_sandbox.client()
+
+
+def write_demo_config(sandbox: SalesforceSandbox, folder: Path) -> Path:
+    """The shipped demo config, pointed at ``sandbox``, with its store in ``folder``."""
+    text = path_of("demo-salesforce.yaml").read_text(encoding="utf-8")
+    text = text.replace("login_url: https://127.0.0.1:0", f"login_url: {sandbox.url}")
+    text = text.replace(
+        "instance_url: https://127.0.0.1:0",
+        f"instance_url: {sandbox.url}\n    ca_bundle: {sandbox.ca_path}",
+    )
+    text = text.replace(
+        "url: sqlite:///crm-kpi-demo.sqlite", f"url: sqlite:///{folder / 'store.sqlite'}"
+    )
+    path = folder / "crm-kpi.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import write_demo_config
 
-from crm_kpi_worker.config import path_of
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.store import Store
@@ -29,21 +29,6 @@ from crm_kpi_worker.sync.store import Store
 DEALS = 5000  # three pages of deals, 25+ write batches: room to stop in the middle
 AS_OF = "2026-11-26T12:00:00+00:00"
 CLI = str(Path(sys.executable).parent / "crm-kpi")
-
-
-def _config_file(sandbox: SalesforceSandbox, folder: Path) -> Path:
-    text = path_of("demo-salesforce.yaml").read_text(encoding="utf-8")
-    text = text.replace("login_url: https://127.0.0.1:0", f"login_url: {sandbox.url}")
-    text = text.replace(
-        "instance_url: https://127.0.0.1:0",
-        f"instance_url: {sandbox.url}\n    ca_bundle: {sandbox.ca_path}",
-    )
-    text = text.replace(
-        "url: sqlite:///crm-kpi-demo.sqlite", f"url: sqlite:///{folder / 'store.sqlite'}"
-    )
-    path = folder / "crm-kpi.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def _cli(*args: str, config: Path) -> subprocess.Popen[str]:
@@ -128,8 +113,8 @@ def test_killed_run_resumes_to_the_same_state(
     crashed, clean = sandboxes
     (tmp_path / "crashed").mkdir()
     (tmp_path / "clean").mkdir()
-    crashed_config = _config_file(crashed, tmp_path / "crashed")
-    clean_config = _config_file(clean, tmp_path / "clean")
+    crashed_config = write_demo_config(crashed, tmp_path / "crashed")
+    clean_config = write_demo_config(clean, tmp_path / "clean")
     for config in (crashed_config, clean_config):
         _finish(_cli("setup", config=config))
 

@@ -1,0 +1,148 @@
+"""``crm-kpi setup``, ``sync`` and ``kpis show`` as a user runs them, on the sandbox."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import write_demo_config
+
+from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+from crm_kpi_worker.sync.cli import main
+
+AS_OF = "2026-11-26T12:00:00+00:00"
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Iterator[Path]:
+    with SalesforceSandbox.start() as sandbox:
+        yield write_demo_config(sandbox, tmp_path)
+
+
+def _ok(*args: str) -> str:
+    """What the command printed on stdout (progress goes to stderr)."""
+    outcome = CliRunner().invoke(main, list(args))
+    assert outcome.exit_code == 0, outcome.output
+    return outcome.stdout
+
+
+def test_setup_lists_then_creates_then_finds_everything(config_file: Path) -> None:
+    planned = _ok("setup", "--dry-run", "--config", str(config_file))
+    assert "would create object KPI_Scorecard__c (Tableau de bord KPI)" in planned
+    assert (
+        "would create field Opportunity.KPI_Stage_Entered_On__c (date, Étape commencée le)"
+        in planned
+    )
+    created = _ok("setup", "--config", str(config_file))
+    assert "sandbox: created 1 objects and 33 fields" in created
+    again = _ok("setup", "--config", str(config_file))
+    assert again.strip() == "sandbox: all 1 objects and 33 fields exist"
+
+
+def test_sync_dry_run_then_sync_then_kpis_show(config_file: Path) -> None:
+    _ok("setup", "--config", str(config_file))
+    dry = json.loads(
+        _ok(
+            "sync",
+            "--once",
+            "--dry-run",
+            "--as-of",
+            AS_OF,
+            "--format",
+            "json",
+            "--config",
+            str(config_file),
+        )
+    )
+    (source,) = dry["sources"]
+    assert source["written"] == []
+    planned = {p["object"]: p["records_to_write"] for p in source["planned"]}
+    assert planned["Opportunity"] == 579 and planned["KPI_Scorecard__c"] > 0
+
+    table = _ok("sync", "--once", "--as-of", AS_OF, "--config", str(config_file))
+    assert "completed" in table
+    assert (
+        "excluded: 4 (no_amount 1, no_close_date 1, unconvertible_currency 1, unknown_stage 1)"
+        in table
+    )
+    assert "Opportunity: wrote 579 records" in table
+
+    rows = json.loads(
+        _ok(
+            "kpis",
+            "show",
+            "--rep",
+            "alice.martin@sandbox.local",
+            "--period",
+            "2026-Q3",
+            "--format",
+            "json",
+            "--config",
+            str(config_file),
+        )
+    )
+    (alice,) = rows
+    assert alice["name"] == "Alice Martin"
+    assert alice["bookings_arr"] == 150000 and alice["quota_attainment"] == 1.25
+
+    text = _ok(
+        "kpis",
+        "show",
+        "--scope",
+        "team",
+        "--period",
+        "2026-Q3",
+        "--format",
+        "csv",
+        "--config",
+        str(config_file),
+    )
+    teams = list(csv.DictReader(io.StringIO(text)))
+    assert sorted(t["subject"] for t in teams) == ["France Nord", "France Sud"]
+
+    human = _ok(
+        "kpis", "show", "--period", "2026-Q3", "--scope", "rep", "--config", str(config_file)
+    )
+    assert "Alice Martin" in human and "125.0%" in human
+
+
+def test_kpis_show_before_any_run_says_what_to_do(config_file: Path) -> None:
+    outcome = CliRunner().invoke(main, ["kpis", "show", "--config", str(config_file)])
+    assert outcome.exit_code == 1
+    assert "no KPI values yet: run `crm-kpi sync --once` first" in outcome.output
+
+
+def test_sync_without_schedule_needs_once(config_file: Path) -> None:
+    outcome = CliRunner().invoke(main, ["sync", "--config", str(config_file)])
+    assert outcome.exit_code == 2
+    assert "the config has no schedule: add one, or run with --once" in outcome.output
+
+
+def test_a_bad_config_is_refused_with_its_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nsources: []\nfiscal: {timezone: Mars/Olympus}\n", encoding="utf-8")
+    outcome = CliRunner().invoke(main, ["sync", "--once", "--config", str(bad)])
+    assert outcome.exit_code == 1
+    assert "fiscal.timezone" in outcome.output and "crm-kpi config validate" in outcome.output
+
+
+def test_as_of_needs_a_time_zone(config_file: Path) -> None:
+    outcome = CliRunner().invoke(
+        main, ["sync", "--once", "--as-of", "2026-11-26T12:00:00", "--config", str(config_file)]
+    )
+    assert outcome.exit_code == 2
+    assert "has no time zone" in outcome.output
+
+
+def test_a_run_that_cannot_log_in_fails_with_one_clear_line(config_file: Path) -> None:
+    text = config_file.read_text(encoding="utf-8").replace("default: demo}", "default: wrong}")
+    config_file.write_text(text, encoding="utf-8")
+    outcome = CliRunner().invoke(main, ["sync", "--once", "--config", str(config_file)])
+    assert outcome.exit_code == 1
+    assert "run failed:" in outcome.output and "INVALID_LOGIN" in outcome.output
+    assert "wrong" not in outcome.output  # the password never appears
