@@ -731,29 +731,19 @@ class Store:
         table's primary key: every other given column is overwritten (``updates`` may
         override the SET clause). A key given twice keeps its last row.
 
-        SQLite: the driver's executemany. PostgreSQL: ONE ``INSERT ... SELECT FROM unnest(...)``
-        per call, each column sent as one array (a pipelined executemany spends ~40 us a row
-        on per-statement round trips; this ~3 us).
+        The driver's own executemany (psycopg pipelines it) of a statement compiled once:
+        SQLAlchemy's per-row parameter processing cost more than the database work. (One
+        ``INSERT ... SELECT FROM unnest(arrays)`` per page was measured too: psycopg's array
+        dumping made it slower.)
         """
         if not rows:
             return
         columns = tuple(rows[0])
-        keys = [column.name for column in table.primary_key]
-        postgresql = self.backend == "postgresql"
-        if postgresql:
-            # One statement must not update a row twice.
-            rows = list({tuple(row[name] for name in keys): row for row in rows}.values())
         cache_key = (table.name, columns)
         compiled = self._compiled.get(cache_key)
         if compiled is None:
-            if postgresql:
-                arrays = [bindparam(name, type_=ARRAY(table.c[name].type)) for name in columns]
-                unnested = func.unnest(*arrays).table_valued(*columns).render_derived()
-                statement = pg_dialect.insert(table).from_select(
-                    list(columns), select(*(unnested.c[name] for name in columns))
-                )
-            else:
-                statement = sqlite_dialect.insert(table)
+            keys = [column.name for column in table.primary_key]
+            statement = self._insert(table)
             set_ = {name: statement.excluded[name] for name in columns if name not in keys}
             if updates is not None:
                 set_.update(updates(statement))
@@ -765,12 +755,10 @@ class Store:
                 raise AssertionError(f"{table.name}: parameters {list(upsert.params)} != {columns}")
             compiled = self._compiled[cache_key] = (str(upsert), order)
         sql, order = compiled
-        if postgresql:
-            connection.exec_driver_sql(sql, {name: [row[name] for row in rows] for name in columns})
+        if order is None:
+            connection.exec_driver_sql(sql, list(rows))
         else:
-            connection.exec_driver_sql(
-                sql, [tuple(row[name] for name in order or ()) for row in rows]
-            )
+            connection.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
 
     def _replace_detached_histories(self, connection: Connection, prepared: _PreparedPage) -> None:
         """Histories of deals this page does not carry: set on the stored deal rows."""
