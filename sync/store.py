@@ -151,7 +151,6 @@ DEAL_COLUMNS: tuple[str, ...] = (
 )
 
 _WRITE = "crm_kpi_write"  # execution option: SQLite takes the write lock at BEGIN
-_CHUNK = 500  # ids per IN (...) list
 _FETCH = 50_000  # rows per fetch on bulk reads
 _PG_MIGRATION_LOCK = 0x63726D5F6B7069  # pg_advisory_xact_lock key ("crm_kpi")
 
@@ -857,13 +856,11 @@ class Store:
         statement = select(*(deals.c[name] for name in names)).where(deals.c.source == source)
         if not include_deleted:
             statement = statement.where(~deals.c.is_deleted)
-        found: list[Deal] = []
+        if ids is not None:
+            statement = statement.where(_ids_match(self.backend, deals.c.id, sorted(ids)))
         with self._read() as connection:
-            for chunk in [None] if ids is None else _chunks(sorted(ids), _CHUNK):
-                query = statement if chunk is None else statement.where(deals.c.id.in_(chunk))
-                for row in connection.execute(query.order_by(deals.c.id)):
-                    found.append(Deal.model_validate(dict(zip(names, row, strict=True))))
-        return found
+            rows = connection.execute(statement.order_by(deals.c.id)).all()
+        return [Deal.model_validate(dict(zip(names, row, strict=True))) for row in rows]
 
     def deal_history(
         self, source: str, deal_id: str

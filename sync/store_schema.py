@@ -47,16 +47,36 @@ from sqlalchemy.types import TypeEngine
 from crm_kpi_worker.sync.model import CLOSE_DATE_FIELD, FieldChange, StageChange
 
 __all__ = [
+    "KPI_KEY",
+    "RECORD_TABLES",
     "ExactDecimal",
     "UtcDateTime",
+    "accounts",
+    "activities",
+    "deals",
     "decode_field_history",
     "decode_json",
+    "decode_scalar",
+    "decode_stage_history",
     "encode_close_date_history",
     "encode_field_history",
     "encode_json",
+    "encode_scalar",
     "encode_stage_history",
+    "exclusions",
+    "forecast_snapshots",
     "iso_instant",
+    "kpi_history",
+    "kpi_values",
     "metadata",
+    "quotas",
+    "reps",
+    "runs",
+    "source_metadata",
+    "split_history",
+    "sync_cursors",
+    "to_decimal",
+    "written_values",
 ]
 
 
@@ -273,12 +293,13 @@ runs = Table(
     Column("report", Text()),
 )
 
-_KPI_KEY = ("source", "scope", "subject", "period_kind", "period_key", "kpi")
+#: The key of a KPI value (kpi_values' primary key).
+KPI_KEY = ("source", "scope", "subject", "period_kind", "period_key", "kpi")
 
 kpi_values = Table(
     "kpi_values",
     metadata,
-    *(_key(name) for name in _KPI_KEY),
+    *(_key(name) for name in KPI_KEY),
     Column("value", ExactDecimal()),
     # The run that set this value (values unchanged by later runs keep their run).
     Column("run_id", Integer(), ForeignKey("runs.id"), nullable=False),
@@ -289,7 +310,7 @@ kpi_history = Table(
     "kpi_history",
     metadata,
     Column("id", Integer(), primary_key=True, autoincrement=True),
-    *(Column(name, String(), nullable=False) for name in _KPI_KEY),
+    *(Column(name, String(), nullable=False) for name in KPI_KEY),
     Column("value", ExactDecimal()),
     Column("run_id", Integer(), ForeignKey("runs.id"), nullable=False),
     Column("recorded_at", UtcDateTime(), nullable=False),
@@ -326,9 +347,6 @@ RECORD_TABLES: dict[str, Table] = {
     "deal": deals,
     "activity": activities,
 }
-
-#: KPI temporary table (per connection) used by save_kpis to diff in SQL.
-KPI_KEY = _KPI_KEY
 
 
 # ---------------------------------------------------------------------------------------------
