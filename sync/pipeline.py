@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from crm_kpi_worker.sync.prefetch import prefetched
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
 from crm_kpi_worker.sync.store import KpiRow, Snapshot, Store, StoredPage
 from crm_kpi_worker.sync.targets import ages_as_dates, kpi_kind
-from crm_kpi_worker.sync.writeback import Desired, WritePlan, execute, format_value, plan
+from crm_kpi_worker.sync.writeback import Desired, WriteOutcome, execute, format_value, plan
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def run_once(
                 report.seconds["write"] = time.perf_counter() - started
             finally:
                 report.api_calls = connector.api_calls
-        failed = sum(len(w.get("failures", [])) for s in result.sources for w in s.writes)
+        failed = sum(w["failed"] for s in result.sources for w in s.writes)
         result.status = "completed_with_failures" if failed else "completed"
     except BaseException:
         result.status = "failed"
@@ -307,83 +307,93 @@ def scorecard_key(source: str, scope: str, subject: str, period_key: str) -> str
 
 def desired_records(
     config: AppConfig, source: Any, inputs: EngineInput, results: Results
-) -> list[tuple[str, str, str | None, list[Desired]]]:
-    """(object, mode, external id field, desired records) for every target of the config."""
+) -> Iterator[tuple[str, str, str | None, Iterator[Desired]]]:
+    """(object, mode, external id field, desired records) for every target of the config.
+
+    Records are generated lazily: a million deals are diffed and written chunk by chunk."""
     fields = config.kpi_fields_for(source)
     crm = source.type
-    out: list[tuple[str, str, str | None, list[Desired]]] = []
-    names = {u.id: u.name for u in inputs.rep_users}
-    teams = {u.id: u.team for u in inputs.rep_users}
     if fields.scorecard is not None:
         card = fields.scorecard
-        columns = card.columns(crm)
-        records = []
-        for row in results.rows:
-            if row.scope == "rep":
-                display = (
-                    "Unassigned"
-                    if row.subject == UNASSIGNED_ID
-                    else names.get(row.subject, row.subject)
-                )
-                rep_id = None if row.subject == UNASSIGNED_ID else row.subject
-                team = teams.get(row.subject)
-            elif row.scope == "team":
-                display, rep_id, team = row.subject, None, row.subject
-            else:
-                display, rep_id, team = "Org", None, None
-            values: dict[str, Any] = {
-                "Name": f"{display} - {row.period_key}"[:80],
-                columns["rep_field"]: rep_id,
-                columns["team_field"]: team,
-                columns["period_type_field"]: row.period_kind,
-                columns["period_start_field"]: row.start.isoformat(),
-                columns["period_end_field"]: row.end.isoformat(),
-            }
-            for key, field_name in card.fields.items():
-                values[field_name] = format_value(kpi_kind(key), row.values.get(key))
-            records.append(
-                Desired(
-                    card.object,
-                    scorecard_key(source.name, row.scope, row.subject, row.period_key),
-                    values,
-                )
-            )
-        out.append((card.object, "upsert", card.external_id, records))
+        yield (
+            card.object,
+            "upsert",
+            card.external_id,
+            _scorecards(source, inputs, results, card, crm),
+        )
     if fields.deal is not None:
-        as_dates = ages_as_dates(fields)
-        deal_kpis = results.deals
-        created = deal_kpis.created.astype(str).tolist()
-        entered = deal_kpis.stage_entered.astype(str).tolist()
-        records = []
-        for index, (deal_id, values_by_key) in enumerate(deal_kpis):
-            values = {}
-            for key, field_name in fields.deal.fields.items():
-                if as_dates and key == "deal_age_days":
-                    values[field_name] = created[index]
-                elif as_dates and key == "days_in_stage":
-                    values[field_name] = entered[index]
-                else:
-                    values[field_name] = format_value(kpi_kind(key), values_by_key[key])
-            records.append(Desired(_deal_object(crm), deal_id, values))
-        out.append((_deal_object(crm), "update", None, records))
+        yield _deal_object(crm), "update", None, _deal_records(fields, crm, results)
     if fields.rep is not None and crm == "salesforce":
-        records = []
-        for row in results.rows:
-            if row.scope != "rep" or not row.is_current or row.period_kind != fields.rep.period:
-                continue
-            if row.subject == UNASSIGNED_ID:
-                continue
-            values = {
-                name: format_value(kpi_kind(key), row.values.get(key))
-                for key, name in fields.rep.fields.items()
-            }
-            records.append(Desired("User", row.subject, values))
-        out.append(("User", "update", None, records))
-    return out
+        yield "User", "update", None, _user_records(fields.rep, results)
+
+
+def _scorecards(
+    source: Any, inputs: EngineInput, results: Results, card: Any, crm: str
+) -> Iterator[Desired]:
+    columns = card.columns(crm)
+    names = {u.id: u.name for u in inputs.rep_users}
+    teams = {u.id: u.team for u in inputs.rep_users}
+    for row in results.rows:
+        if row.scope == "rep":
+            unassigned = row.subject == UNASSIGNED_ID
+            display = "Unassigned" if unassigned else names.get(row.subject, row.subject)
+            rep_id = None if unassigned else row.subject
+            team = teams.get(row.subject)
+        elif row.scope == "team":
+            display, rep_id, team = row.subject, None, row.subject
+        else:
+            display, rep_id, team = "Org", None, None
+        values: dict[str, Any] = {
+            "Name": f"{display} - {row.period_key}"[:80],
+            columns["rep_field"]: rep_id,
+            columns["team_field"]: team,
+            columns["period_type_field"]: row.period_kind,
+            columns["period_start_field"]: row.start.isoformat(),
+            columns["period_end_field"]: row.end.isoformat(),
+        }
+        for key, field_name in card.fields.items():
+            values[field_name] = format_value(kpi_kind(key), row.values.get(key))
+        key = scorecard_key(source.name, row.scope, row.subject, row.period_key)
+        yield Desired(card.object, key, values)
+
+
+def _deal_records(fields: Any, crm: str, results: Results) -> Iterator[Desired]:
+    as_dates = ages_as_dates(fields)
+    deal_kpis = results.deals
+    created = deal_kpis.created.astype(str)
+    entered = deal_kpis.stage_entered.astype(str)
+    targets = list(fields.deal.fields.items())
+    obj = _deal_object(crm)
+    for index, (deal_id, values_by_key) in enumerate(deal_kpis):
+        values = {}
+        for key, field_name in targets:
+            if as_dates and key == "deal_age_days":
+                values[field_name] = str(created[index])
+            elif as_dates and key == "days_in_stage":
+                values[field_name] = str(entered[index])
+            else:
+                values[field_name] = format_value(kpi_kind(key), values_by_key[key])
+        yield Desired(obj, deal_id, values)
+
+
+def _user_records(target: Any, results: Results) -> Iterator[Desired]:
+    for row in results.rows:
+        if row.scope != "rep" or not row.is_current or row.period_kind != target.period:
+            continue
+        if row.subject == UNASSIGNED_ID:
+            continue
+        values = {
+            name: format_value(kpi_kind(key), row.values.get(key))
+            for key, name in target.fields.items()
+        }
+        yield Desired("User", row.subject, values)
 
 
 def _deal_object(crm: str) -> str:
     return "Opportunity" if crm == "salesforce" else "deals"
+
+
+WRITE_CHUNK = 10_000  # records diffed and written at a time: memory stays flat
 
 
 def _write(
@@ -403,31 +413,58 @@ def _write(
         fields.scorecard.columns(source.type)["computed_at_field"] if fields.scorecard else None
     )
     batch = config.write.batch_size_for(source.type)
+    dry_run = options.dry_run or config.write.dry_run
     for object_name, mode, external_id, desired in desired_records(config, source, inputs, results):
-        written = store.written(source.name, object_name)
-        write_plan: WritePlan = plan(
-            desired, written, object=object_name, mode=mode, external_id=external_id
-        )  # type: ignore[arg-type]
-        if computed_at_field is not None and mode == "upsert":
-            stamp = format_value("datetime", as_of)
-            for values in write_plan.changes.values():
-                values[computed_at_field] = stamp
-        report.planned.append(
-            {
-                "object": object_name,
-                "records_to_write": len(write_plan.changes),
-                "fields_to_write": write_plan.fields_changed,
-                "unchanged_records": write_plan.unchanged,
-                "sample": dict(list(write_plan.changes.items())[:5]),
-            }
-        )
-        if options.dry_run or config.write.dry_run or not write_plan.changes:
-            continue
-        say(f"{source.name}: writing {len(write_plan.changes):,} {object_name} records")
-        outcome = execute(
-            connector,
-            write_plan,
-            batch_size=batch,
-            remember=lambda values, o=object_name: store.record_written(source.name, o, values),
-        )
-        report.writes.append(outcome.as_report())
+        planned = {
+            "object": object_name,
+            "records_to_write": 0,
+            "fields_to_write": 0,
+            "unchanged_records": 0,
+            "sample": {},
+        }
+        outcome = WriteOutcome(object_name)
+        for chunk in _chunks(desired, WRITE_CHUNK):
+            written = store.written(source.name, object_name, keys=[d.key for d in chunk])
+            write_plan = plan(
+                chunk, written, object=object_name, mode=mode, external_id=external_id
+            )  # type: ignore[arg-type]
+            del written
+            if computed_at_field is not None and mode == "upsert":
+                stamp = format_value("datetime", as_of)
+                for values in write_plan.changes.values():
+                    values[computed_at_field] = stamp
+            planned["records_to_write"] += len(write_plan.changes)
+            planned["fields_to_write"] += write_plan.fields_changed
+            planned["unchanged_records"] += write_plan.unchanged
+            sample = planned["sample"]
+            for key, values in write_plan.changes.items():
+                if len(sample) >= 5:
+                    break
+                sample[key] = values
+            if dry_run or not write_plan.changes:
+                continue
+            say(f"{source.name}: writing {len(write_plan.changes):,} {object_name} records")
+            outcome.merge(
+                execute(
+                    connector,
+                    write_plan,
+                    batch_size=batch,
+                    remember=lambda values, o=object_name: store.record_written(
+                        source.name, o, values
+                    ),
+                )
+            )
+        report.planned.append(planned)
+        if outcome.records_written or outcome.failed:
+            report.writes.append(outcome.as_report())
+
+
+def _chunks(items: Iterable[Desired], size: int) -> Iterator[list[Desired]]:
+    chunk: list[Desired] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1203,15 +1203,21 @@ class Store:
 
     # ---- write-back memory
 
-    def written(self, source: str, object: str) -> dict[tuple[str, str], Any]:
+    def written(
+        self, source: str, object: str, keys: Sequence[str] | None = None
+    ) -> dict[tuple[str, str], Any]:
         """(record key, field) -> the value last written to ``object`` and confirmed by the
-        CRM (same type as written: Decimal, int, float, str, date, datetime, bool, None)."""
+        CRM (same type as written: Decimal, int, float, str, date, datetime, bool, None).
+
+        ``keys``: only these records (the writer diffs a million records chunk by chunk)."""
         statement = select(
             written_values.c.record_key,
             written_values.c.field,
             written_values.c.value_kind,
             written_values.c.value_text,
         ).where(written_values.c.source == source, written_values.c.object == object)
+        if keys is not None:
+            statement = statement.where(_ids_match(self.backend, written_values.c.record_key, keys))
         found: dict[tuple[str, str], Any] = {}
         with self._read() as connection, _gc_paused():
             for rows in self._fetch_rows(connection, statement):

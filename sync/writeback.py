@@ -91,13 +91,30 @@ def plan(
     return result
 
 
+MAX_FAILURES_KEPT = 100  # the report lists the first failures; the count is exact
+
+
 @dataclass
 class WriteOutcome:
     object: str
     records_written: int = 0
     fields_written: int = 0
     created: int = 0
-    failures: list[WriteResult] = field(default_factory=list)
+    failed: int = 0
+    failures: list[WriteResult] = field(default_factory=list)  # the first MAX_FAILURES_KEPT
+
+    def fail(self, result: WriteResult) -> None:
+        self.failed += 1
+        if len(self.failures) < MAX_FAILURES_KEPT:
+            self.failures.append(result)
+
+    def merge(self, other: WriteOutcome) -> None:
+        self.records_written += other.records_written
+        self.fields_written += other.fields_written
+        self.created += other.created
+        for result in other.failures:
+            self.fail(result)
+        self.failed += other.failed - len(other.failures)
 
     def as_report(self) -> dict[str, Any]:
         return {
@@ -105,10 +122,10 @@ class WriteOutcome:
             "records_written": self.records_written,
             "fields_written": self.fields_written,
             "created": self.created,
-            "failed": len(self.failures),
+            "failed": self.failed,
             "failures": [
                 {"key": f.key, "code": f.error_code, "message": f.error_message}
-                for f in self.failures[:100]
+                for f in self.failures
             ],
         }
 
@@ -138,7 +155,7 @@ def execute(
         confirmed: list[tuple[str, str, Any]] = []
         for result in results:
             if not result.success:
-                outcome.failures.append(result)
+                outcome.fail(result)
                 continue
             values = batch.get(result.key, {})
             confirmed.extend((result.key, name, value) for name, value in values.items())

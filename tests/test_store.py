@@ -885,6 +885,16 @@ def test_written_values_come_back_as_written(store: Store) -> None:
     assert store.written("hs", "Opportunity") == {}
 
 
+def test_written_values_of_some_records_only(store: Store) -> None:
+    rows = [(f"006{i:05d}", f"F{j}__c", i * 10 + j) for i in range(3000) for j in range(2)]
+    store.record_written("sf", "Opportunity", rows)
+    keys = [f"006{i:05d}" for i in range(0, 3000, 7)] + ["006missing"]
+    some = store.written("sf", "Opportunity", keys=keys)
+    assert some == {(k, n): v for k, n, v in rows if k in set(keys)}
+    assert len(some) == 2 * len(range(0, 3000, 7))
+    assert store.written("sf", "Opportunity", keys=[]) == {}
+
+
 def test_run_records(store: Store, clock: Clock) -> None:
     first = store.start_run(T0, {"full": True, "sources": ["sf"]})
     second = store.start_run(T0 + dt.timedelta(hours=1), {"dry_run": True})
