@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -101,105 +101,32 @@ def build_input(
         is_unassigned=[False] * len(rep_users) + [True],
     )
 
-    # ---- deals
-    columns = store.deal_columns(name)
-    n = len(columns["id"])
-    owner = _codes(columns["owner_id"], rep_index, unassigned)
-    account_ids = sorted({a for a in columns["account_id"] if a is not None})
-    account_index = {a: i for i, a in enumerate(account_ids)}
+    # ---- deals, converted to numpy chunk by chunk (a million deals as Python objects would
+    # not fit a small container)
+    orders = {st.stage: st.order for st in mapping.stages}
+    context = _DealContext(
+        tz=tz,
+        rep_index=rep_index,
+        unassigned=unassigned,
+        orders=orders,
+        qualified_order=orders[mapping.qualified_stage],
+        entry_order=orders[mapping.conversion_entry_stage],
+        cycle_order=orders[mapping.cycle_start_stage] if mapping.cycle_start_stage else None,
+        credited={str(t) for t in mapping.deal_types.quota_credited},
+    )
+    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_columns(name)]
+    arrays = (
+        {key: np.concatenate([part[key] for part in parts]) for key in parts[0]} if parts else None
+    )
     churn = {a.id: a.churn_date for a in store.accounts(name)}
+    account_ids = list(context.account_index)
     accounts = kf.Accounts(churn=_dates([churn.get(a) for a in account_ids]))
-
-    orders = {s.stage: s.order for s in mapping.stages}
-    stage = columns["stage"]
-    stage_known = np.fromiter((s in orders for s in stage), dtype=bool, count=n)
-    stage_order = np.fromiter((orders.get(s, -1) for s in stage), dtype=np.int32, count=n)
-    is_won = np.asarray(columns["is_won"], dtype=bool) & stage_known
-    is_lost = np.asarray(columns["is_closed"], dtype=bool) & ~is_won & stage_known
-    qualified = stage_known & ~is_won & ~is_lost & (stage_order >= orders[mapping.qualified_stage])
-    created = local_days(columns["created_at"], tz)
-
-    # Histories (compressed rows: deal i owns entries offsets[i]..offsets[i+1]-1).
-    offsets = np.asarray(columns["stage_history_offsets"], dtype=np.int64)
-    counts = np.diff(offsets)
-    deal_of = np.repeat(np.arange(n), counts)
-    entry_stage = columns["stage_history_stage"]
-    entry_order = np.fromiter(
-        (orders.get(s, -1) for s in entry_stage), dtype=np.int32, count=len(entry_stage)
-    )
-    entry_day = local_days(columns["stage_history_entered_at"], tz)
-
-    def first_day(mask: np.ndarray) -> np.ndarray:
-        first = np.full(n, _FAR)
-        np.minimum.at(first, deal_of[mask], entry_day[mask])
-        first[first == _FAR] = _NAT
-        return first
-
-    # Entering the conversion entry stage: its first entry, or of any later funnel stage (a
-    # deal that skipped demo still reached it). No history at all: a won deal passed every
-    # earlier stage, dated from its creation (KPIS.md).
-    entry_order_min = orders[mapping.conversion_entry_stage]
-    entered_entry = first_day(entry_order >= entry_order_min)
-    no_history = counts == 0
-    entered_entry[no_history & is_won] = created[no_history & is_won]
-
-    if mapping.cycle_start_stage is not None:
-        cycle_start = first_day(entry_order >= orders[mapping.cycle_start_stage])
-        cycle_start[no_history] = created[no_history]
+    if arrays is None:
+        deals = kf.Deals(id=[], owner=[], created=[], close=[], is_won=[], is_lost=[], arr=[])
+        owner = np.zeros(0, dtype=np.int32)
     else:
-        cycle_start = created
-
-    # Entry into the current stage: the last entry of the deal's current stage.
-    current_stage_of_entry = (
-        np.array(stage, dtype=object)[deal_of] if len(deal_of) else np.array([], dtype=object)
-    )
-    same = np.fromiter(
-        (a == b for a, b in zip(entry_stage, current_stage_of_entry.tolist(), strict=True)),
-        dtype=bool,
-        count=len(entry_stage),
-    )
-    last = np.full(n, np.datetime64("0001-01-01", "D"))
-    np.maximum.at(last, deal_of[same], entry_day[same])
-    stage_entered = np.where(last == np.datetime64("0001-01-01", "D"), created, last)
-
-    # Close-date slips: moves to a later date.
-    slip_offsets = np.asarray(columns["close_date_history_offsets"], dtype=np.int64)
-    slip_deal = np.repeat(np.arange(n), np.diff(slip_offsets))
-    old = _dates(columns["close_date_history_old"])
-    new = _dates(columns["close_date_history_new"])
-    later = ~np.isnat(old) & ~np.isnat(new) & (new > old)
-    slips = np.bincount(slip_deal[later], minlength=n).astype(np.int32)
-
-    credited_types = {str(t) for t in mapping.deal_types.quota_credited}
-    forecast_index = {k: i for i, k in enumerate(kf.FORECAST_CATEGORIES)}
-    deals = kf.Deals(
-        id=columns["id"],
-        owner=owner,
-        created=created,
-        close=_dates(columns["close_date"]),
-        is_won=is_won,
-        is_lost=is_lost,
-        arr=np.array([np.nan if v is None else float(v) for v in columns["arr"]], dtype=np.float64),
-        account=_codes(columns["account_id"], account_index, -1),
-        cycle_start=cycle_start,
-        stage_known=stage_known,
-        credited=np.fromiter(
-            (str(t) in credited_types for t in columns["deal_type"]), dtype=bool, count=n
-        ),
-        is_renewal=np.fromiter(
-            (str(t) == DealType.RENEWAL.value for t in columns["deal_type"]), dtype=bool, count=n
-        ),
-        forecast=_codes([str(f) for f in columns["forecast_category"]], forecast_index, 0).astype(
-            np.int8
-        ),
-        probability=np.array(
-            [np.nan if v is None else float(v) for v in columns["probability"]], dtype=np.float64
-        ),
-        qualified=qualified,
-        entered_entry=entered_entry,
-        stage_entered=stage_entered,
-        slips=slips,
-    )
+        owner = arrays.pop("owner")
+        deals = kf.Deals(owner=owner, **arrays)
 
     # ---- activities (demos)
     if mapping.demos is None:
@@ -238,6 +165,118 @@ def build_input(
         rep_users=rep_users,
         unassigned_deals=int((owner == unassigned).sum()),
     )
+
+
+@dataclass
+class _DealContext:
+    tz: ZoneInfo
+    rep_index: dict[str, int]
+    unassigned: int
+    orders: dict[str, int]
+    qualified_order: int
+    entry_order: int
+    cycle_order: int | None
+    credited: set[str]
+    account_index: dict[str, int] = field(default_factory=dict)  # grows chunk by chunk
+
+
+_FORECAST_INDEX = {k: i for i, k in enumerate(kf.FORECAST_CATEGORIES)}
+_EPOCH_DAY = np.datetime64("0001-01-01", "D")
+
+
+def _deal_arrays(columns: dict[str, list[Any]], ctx: _DealContext) -> dict[str, np.ndarray]:
+    """The Deals frame's columns for one chunk of the store's deal columns."""
+    n = len(columns["id"])
+    orders = ctx.orders
+    owner = _codes(columns["owner_id"], ctx.rep_index, ctx.unassigned)
+    account_index = ctx.account_index
+    for account in columns["account_id"]:
+        if account is not None and account not in account_index:
+            account_index[account] = len(account_index)
+    stage = columns["stage"]
+    stage_known = np.fromiter((s in orders for s in stage), dtype=bool, count=n)
+    stage_order = np.fromiter((orders.get(s, -1) for s in stage), dtype=np.int32, count=n)
+    is_won = np.asarray(columns["is_won"], dtype=bool) & stage_known
+    is_lost = np.asarray(columns["is_closed"], dtype=bool) & ~is_won & stage_known
+    qualified = stage_known & ~is_won & ~is_lost & (stage_order >= ctx.qualified_order)
+    created = local_days(columns["created_at"], ctx.tz)
+
+    # Histories (compressed rows: deal i owns entries offsets[i]..offsets[i+1]-1).
+    offsets = np.asarray(columns["stage_history_offsets"], dtype=np.int64)
+    counts = np.diff(offsets)
+    deal_of = np.repeat(np.arange(n), counts)
+    entry_stage = columns["stage_history_stage"]
+    entry_order = np.fromiter(
+        (orders.get(s, -1) for s in entry_stage), dtype=np.int32, count=len(entry_stage)
+    )
+    entry_day = local_days(columns["stage_history_entered_at"], ctx.tz)
+
+    def first_day(mask: np.ndarray) -> np.ndarray:
+        first = np.full(n, _FAR)
+        np.minimum.at(first, deal_of[mask], entry_day[mask])
+        first[first == _FAR] = _NAT
+        return first
+
+    # Entering the conversion entry stage: its first entry, or of any later funnel stage (a
+    # deal that skipped demo still reached it). No history at all: a won deal passed every
+    # earlier stage, dated from its creation (KPIS.md).
+    entered_entry = first_day(entry_order >= ctx.entry_order)
+    no_history = counts == 0
+    entered_entry[no_history & is_won] = created[no_history & is_won]
+    if ctx.cycle_order is not None:
+        cycle_start = first_day(entry_order >= ctx.cycle_order)
+        cycle_start[no_history] = created[no_history]
+    else:
+        cycle_start = created
+
+    # Entry into the current stage: the last entry of the deal's current stage.
+    current = np.array(stage, dtype=object)[deal_of] if len(deal_of) else np.array([], dtype=object)
+    same = np.fromiter(
+        (a == b for a, b in zip(entry_stage, current.tolist(), strict=True)),
+        dtype=bool,
+        count=len(entry_stage),
+    )
+    last = np.full(n, _EPOCH_DAY)
+    np.maximum.at(last, deal_of[same], entry_day[same])
+    stage_entered = np.where(last == _EPOCH_DAY, created, last)
+
+    # Close-date slips: moves to a later date.
+    slip_offsets = np.asarray(columns["close_date_history_offsets"], dtype=np.int64)
+    slip_deal = np.repeat(np.arange(n), np.diff(slip_offsets))
+    old = _dates(columns["close_date_history_old"])
+    new = _dates(columns["close_date_history_new"])
+    later = ~np.isnat(old) & ~np.isnat(new) & (new > old)
+    slips = np.bincount(slip_deal[later], minlength=n).astype(np.int32)
+
+    deal_types = columns["deal_type"]
+    return {
+        "id": np.array(columns["id"], dtype=object),
+        "owner": owner,
+        "created": created,
+        "close": _dates(columns["close_date"]),
+        "is_won": is_won,
+        "is_lost": is_lost,
+        "arr": np.array(
+            [np.nan if v is None else float(v) for v in columns["arr"]], dtype=np.float64
+        ),
+        "account": _codes(columns["account_id"], account_index, -1),
+        "cycle_start": cycle_start,
+        "stage_known": stage_known,
+        "credited": np.fromiter((str(t) in ctx.credited for t in deal_types), dtype=bool, count=n),
+        "is_renewal": np.fromiter(
+            (str(t) == DealType.RENEWAL.value for t in deal_types), dtype=bool, count=n
+        ),
+        "forecast": _codes(
+            [str(f) for f in columns["forecast_category"]], _FORECAST_INDEX, 0
+        ).astype(np.int8),
+        "probability": np.array(
+            [np.nan if v is None else float(v) for v in columns["probability"]], dtype=np.float64
+        ),
+        "qualified": qualified,
+        "entered_entry": entered_entry,
+        "stage_entered": stage_entered,
+        "slips": slips,
+    }
 
 
 def _quotas(store: Store, config: AppConfig, source: Any, reps: list[Rep]) -> list[Quota]:

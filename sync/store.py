@@ -155,6 +155,17 @@ _FETCH = 50_000  # rows per fetch on bulk reads
 _PG_MIGRATION_LOCK = 0x63726D5F6B7069  # pg_advisory_xact_lock key ("crm_kpi")
 
 
+_HISTORY_COLUMNS = (
+    "stage_history_offsets",
+    "stage_history_stage",
+    "stage_history_entered_at",
+    "close_date_history_offsets",
+    "close_date_history_old",
+    "close_date_history_new",
+    "close_date_history_changed_at",
+)
+
+
 class StoreError(Exception):
     """The store cannot be opened or used. Messages never contain the URL's password."""
 
@@ -896,6 +907,27 @@ class Store:
         - ``close_date_history_offsets``, ``close_date_history_old``,
           ``close_date_history_new`` (date or None), ``close_date_history_changed_at``.
         """
+        merged: dict[str, list[Any]] = {}
+        for chunk in self.iter_deal_columns(source):
+            if not merged:
+                merged = chunk
+                continue
+            for key in ("stage_history_offsets", "close_date_history_offsets"):
+                base = merged[key][-1]
+                merged[key].extend(base + offset for offset in chunk[key][1:])
+            for key, values in chunk.items():
+                if not key.endswith("_offsets"):
+                    merged[key].extend(values)
+        if not merged:
+            merged = {name: [] for name in (*DEAL_COLUMNS, *_HISTORY_COLUMNS)}
+            merged["stage_history_offsets"] = [0]
+            merged["close_date_history_offsets"] = [0]
+        return merged
+
+    def iter_deal_columns(self, source: str, rows: int = 50_000) -> Iterator[dict[str, list[Any]]]:
+        """:meth:`deal_columns` in chunks of about ``rows`` deals, each with the same keys
+        (offsets relative to the chunk): a million deals never sit in memory as Python
+        objects at once."""
         names = (*DEAL_COLUMNS, "stage_history", "close_date_history")
         statement = select(*(deals.c[name] for name in names)).where(
             deals.c.source == source, ~deals.c.is_deleted
@@ -920,35 +952,39 @@ class Store:
                 "last_modified": "instant",
             }
         )
-        out: dict[str, list[Any]] = {name: [] for name in DEAL_COLUMNS}
         dates = _Memo(_date_or_none)
-        stage_counts: list[int] = []
-        close_counts: list[int] = []
-        history: dict[str, list[Any]] = {
-            "stage_history_stage": [],
-            "stage_history_entered_at": [],
-            "close_date_history_old": [],
-            "close_date_history_new": [],
-            "close_date_history_changed_at": [],
-        }
+        pending: list[Any] = []
+        with self._read() as connection:
+            for fetched in self._fetch_rows(connection, statement):
+                pending.extend(fetched)
+                if len(pending) >= rows:
+                    yield self._deal_chunk(pending, converters, dates)
+                    pending = []
+            if pending:
+                yield self._deal_chunk(pending, converters, dates)
+
+    def _deal_chunk(
+        self,
+        rows: list[Any],
+        converters: dict[str, Callable[[Sequence[Any]], Iterable[Any]]],
+        dates: _Memo,
+    ) -> dict[str, list[Any]]:
         instant = dt.datetime.fromisoformat
-        with self._read() as connection, _gc_paused():
-            for rows in self._fetch_rows(connection, statement):
-                chunk = list(zip(*rows, strict=True))  # columns of this chunk
-                for name, values in zip(DEAL_COLUMNS, chunk, strict=False):
-                    out[name].extend(converters[name](values))
-                counts, parts = split_history(chunk[-2], 2)
-                stage_counts += counts
-                history["stage_history_stage"].extend(map(sys.intern, parts[0::2]))
-                history["stage_history_entered_at"].extend(map(instant, parts[1::2]))
-                counts, parts = split_history(chunk[-1], 3)
-                close_counts += counts
-                history["close_date_history_old"].extend(dates(parts[0::3]))
-                history["close_date_history_new"].extend(dates(parts[1::3]))
-                history["close_date_history_changed_at"].extend(map(instant, parts[2::3]))
-        out["stage_history_offsets"] = list(accumulate(stage_counts, initial=0))
-        out["close_date_history_offsets"] = list(accumulate(close_counts, initial=0))
-        out.update(history)
+        with _gc_paused():
+            chunk = list(zip(*rows, strict=True))  # columns of this chunk
+            out: dict[str, list[Any]] = {
+                name: list(converters[name](values))
+                for name, values in zip(DEAL_COLUMNS, chunk, strict=False)
+            }
+            counts, parts = split_history(chunk[-2], 2)
+            out["stage_history_offsets"] = list(accumulate(counts, initial=0))
+            out["stage_history_stage"] = list(map(sys.intern, parts[0::2]))
+            out["stage_history_entered_at"] = list(map(instant, parts[1::2]))
+            counts, parts = split_history(chunk[-1], 3)
+            out["close_date_history_offsets"] = list(accumulate(counts, initial=0))
+            out["close_date_history_old"] = list(dates(parts[0::3]))
+            out["close_date_history_new"] = list(dates(parts[1::3]))
+            out["close_date_history_changed_at"] = list(map(instant, parts[2::3]))
         return out
 
     def activities(self, source: str, kind: str = "demo") -> dict[str, list[Any]]:
