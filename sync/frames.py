@@ -114,7 +114,7 @@ def build_input(
         cycle_order=orders[mapping.cycle_start_stage] if mapping.cycle_start_stage else None,
         credited={str(t) for t in mapping.deal_types.quota_credited},
     )
-    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_columns(name)]
+    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_columns(name, rows=20_000)]
     arrays = (
         {key: np.concatenate([part[key] for part in parts]) for key in parts[0]} if parts else None
     )
