@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 METADATA_KEY = "crm"
 METADATA_STREAMS = ("stages", "currencies")
+REPLACED_WHOLE = ("quotas",)  # small streams whose every pull replaces the stored set
 Progress = Callable[[str], None]
 
 
@@ -177,22 +178,30 @@ def _pull(
         full_started = store.full_pull_started(source.name, stream) if since is not None else None
         if since is None:
             full_started = store.begin_full_pull(source.name, stream)
+        # Quotas are refreshed whole: their pages are saved together, replacing the old set.
+        whole = norm.Normalized() if stream in REPLACED_WHOLE else None
+        kind = _record_kind(stream)
         # The next page is fetched while this one is normalized and saved (bounded, in order).
         for page in prefetched(connector.pull(stream, since), name=f"pull-{stream}"):
             normalized = norm.normalize(context, stream, page.records)
-            kind = _record_kind(stream)
             already = set(normalized.deleted.get(kind, ()))
             for record_id in page.deleted_ids:
                 if record_id not in already:
                     normalized.mark_deleted(kind, record_id)
-            store.save_page(_stored(source.name, stream, page.cursor, normalized))
             report.pulled[stream] += len(page.records)
             report.pages[stream] += 1
             report.excluded_this_run += len(normalized.exclusions)
-            for kind, ids in normalized.deleted.items():
-                report.deleted[kind] += len(ids)
+            for deleted_kind, ids in normalized.deleted.items():
+                report.deleted[deleted_kind] += len(ids)
+            if whole is not None:
+                whole.quotas.extend(normalized.quotas)
+                whole.exclusions.extend(normalized.exclusions)
+            else:
+                store.save_page(_stored(source.name, stream, page.cursor, normalized))
             if report.pages[stream] % 25 == 0:
                 say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
+        if whole is not None and report.pages[stream]:
+            store.save_page(_stored(source.name, stream, None, whole))
         if full_started is not None:
             report.swept[stream] = store.finish_full_pull(source.name, stream, full_started)
         say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")

@@ -207,3 +207,35 @@ def test_dry_run_writes_nothing(env: Env) -> None:
     assert report["written"] == []
     assert {p["object"] for p in report["planned"]} == {"KPI_Scorecard__c", "Opportunity"}
     assert env.sf().query("SELECT COUNT() FROM KPI_Scorecard__c")["totalSize"] == 0
+
+
+class _SplitQuotaPages:
+    """The real connector, but quotas come in two pages (as they do past 2,000 rows)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def pull(self, stream: str, since: str | None) -> Iterator[Any]:
+        from dataclasses import replace
+
+        for page in self.inner.pull(stream, since):
+            if stream != "quotas":
+                yield page
+                continue
+            half = len(page.records) // 2
+            yield replace(page, records=page.records[:half])
+            yield replace(page, records=page.records[half:])
+
+
+def test_quotas_arriving_in_several_pages_are_all_kept(env: Env) -> None:
+    def factory(source: Any, currency: Any) -> Any:
+        return _SplitQuotaPages(build_connector(source, currency))
+
+    result = run_once(env.config, env.store, RunOptions(as_of=AS_OF), connector_factory=factory)
+    report = _source_report(result)
+    assert report["pages"]["quotas"] == 2
+    stored = env.store.quotas("sandbox")
+    assert len(stored) == report["pulled"]["quotas"] == len(env.sandbox.org.data.quotas)
