@@ -54,6 +54,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from crm_kpi_worker.kpis.results import DEAL_KPI_KEYS, KPI_KEYS
 from crm_kpi_worker.sync.model import DealType, ForecastCategory
 
 __all__ = [
@@ -109,38 +110,11 @@ UNION_TAG_KEYS = ("type", "method", "ref")
 
 # ---------------------------------------------------------------------------------------------
 # KPI keys (KPIS.md). Per rep and period: written to the scorecard object or onto the rep.
-SCORECARD_KPIS: tuple[str, ...] = (
-    "bookings_arr",
-    "bookings_mrr",
-    "deals_won",
-    "deals_lost",
-    "win_rate",
-    "avg_deal_size",
-    "sales_cycle_days",
-    "sales_cycle_days_median",
-    "quota",
-    "quota_attainment",
-    "quota_remaining",
-    "open_pipeline_arr",
-    "weighted_pipeline_arr",
-    "pipeline_coverage",
-    "forecast_commit_arr",
-    "forecast_best_case_arr",
-    "conversion_rate",
-    "demos_per_week",
-    "pipeline_velocity_per_day",
-    "retention_90d",
-    "forecast_accuracy",
-    "variable_pay_estimate",
-)
+# The engine's own lists (kpis/ is the single source; sync may import it, not the reverse).
+SCORECARD_KPIS: tuple[str, ...] = KPI_KEYS
 REP_KPIS: tuple[str, ...] = SCORECARD_KPIS
 #: Per deal: written on the opportunity/deal itself.
-DEAL_KPIS: tuple[str, ...] = (
-    "deal_age_days",
-    "days_in_stage",
-    "close_date_slips",
-    "owner_quota_attainment",
-)
+DEAL_KPIS: tuple[str, ...] = DEAL_KPI_KEYS
 
 CrmType = Literal["salesforce", "hubspot"]
 PeriodKind = Literal["month", "quarter", "year"]
