@@ -791,26 +791,25 @@ class SandboxOrg:
                 )
             )
 
+    def _history_table(self, name: str, label: str, prefix: str, deal: np.ndarray) -> Table:
+        """A read-only history object of opportunities: deleted with its opportunity."""
+        table = self._new_table(
+            SObjectDef(name, label, label, prefix, createable=False, updateable=False), len(deal)
+        )
+        self._is_deleted(table, self.data.deals.is_deleted[deal])
+        self._reference(
+            table, "OpportunityId", "Opportunity", "Opportunity", deal, updateable=False
+        )
+        return table
+
     def _build_opportunity_history(self) -> None:
         changes = self.data.stage_changes
         deals = self.data.deals
         n = len(changes)
-        table = self._new_table(
-            SObjectDef(
-                "OpportunityHistory",
-                "Opportunity History",
-                "Opportunity History",
-                "008",
-                createable=False,
-                updateable=False,
-            ),
-            n,
+        table = self._history_table(
+            "OpportunityHistory", "Opportunity History", "008", changes.deal
         )
-        self._is_deleted(table, deals.is_deleted[changes.deal])
         ro = dict(createable=False, updateable=False)
-        self._reference(
-            table, "OpportunityId", "Opportunity", "Opportunity", changes.deal, updateable=False
-        )
         stage_names = [SF_STAGES[key][0] for key in ds.STAGES]
         table.add(
             StringColumn(
@@ -881,22 +880,10 @@ class SandboxOrg:
         changes = self.data.close_date_changes
         deals = self.data.deals
         n = len(changes)
-        table = self._new_table(
-            SObjectDef(
-                "OpportunityFieldHistory",
-                "Opportunity Field History",
-                "Opportunity Field History",
-                "017",
-                createable=False,
-                updateable=False,
-            ),
-            n,
+        table = self._history_table(
+            "OpportunityFieldHistory", "Opportunity Field History", "017", changes.deal
         )
-        self._is_deleted(table, deals.is_deleted[changes.deal])
         ro = dict(createable=False, updateable=False)
-        self._reference(
-            table, "OpportunityId", "Opportunity", "Opportunity", changes.deal, updateable=False
-        )
         table.add(
             StringColumn.from_values(
                 FieldDef("Field", "picklist", "Changed Field", **ro), ["CloseDate"] * n
