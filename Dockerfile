@@ -17,7 +17,9 @@ COPY config/ config/
 RUN python3 -m venv .venv && .venv/bin/pip install -q .
 
 # Run as an unprivileged user; mount the config read-only and give secrets as env or files.
-RUN useradd --system --uid 10001 --home-dir /app crmkpi && chown crmkpi /app
+# /data: where a SQLite store lives (mount a volume there; it takes this owner).
+RUN useradd --system --uid 10001 --home-dir /app crmkpi && chown crmkpi /app \
+    && mkdir /data && chown crmkpi /data
 USER 10001
 ENV PATH=/app/.venv/bin:$PATH
 
