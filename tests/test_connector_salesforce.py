@@ -3,6 +3,7 @@ API call counts, child results, currency checks. Waits are recorded, never slept
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -651,3 +652,18 @@ def test_a_deleted_deal_is_reported_with_its_id(sandbox: SalesforceSandbox) -> N
     connector = connect(sandbox)
     pages = list(connector.pull("deals", None))
     assert deleted in {i for p in pages for i in p.deleted_ids}
+
+
+def test_latest_stamp_of_a_page_in_any_format() -> None:
+    from crm_kpi_worker.connectors.salesforce.resources import _latest_stamp
+
+    same = [{"SystemModstamp": f"2026-09-{d:02d}T10:00:00.000+0000"} for d in (3, 17, 9)]
+    assert _latest_stamp(same) == dt.datetime(2026, 9, 17, 10, tzinfo=dt.UTC)
+    mixed = [
+        {"SystemModstamp": "2026-09-17T10:00:00.000+0000"},
+        {"SystemModstamp": "2026-09-17T11:30:00+02:00"},  # 09:30 UTC: earlier despite its text
+        {"SystemModstamp": "2026-09-17T10:00:01Z"},
+        {"SystemModstamp": None},
+    ]
+    assert _latest_stamp(mixed) == dt.datetime(2026, 9, 17, 10, 0, 1, tzinfo=dt.UTC)
+    assert _latest_stamp([{"Id": "x"}]) is None

@@ -76,6 +76,18 @@ _STAMP = re.compile(
 )
 
 
+def _latest_stamp(records: list[dict[str, Any]]) -> dt.datetime | None:
+    """The largest cursor stamp of a page. Salesforce writes them fixed-width in UTC, where
+    text order is time order: one parse per page instead of one per record; any mix of
+    formats falls back to parsing them all."""
+    stamps = [s for s in (r.get(CURSOR_FIELD) for r in records) if isinstance(s, str)]
+    if not stamps:
+        return None
+    if len({(len(s), s[-5:]) for s in stamps}) == 1:
+        return parse_stamp(max(stamps))
+    return max(parse_stamp(s) for s in stamps)
+
+
 def parse_stamp(value: str) -> dt.datetime:
     """A Salesforce datetime (``2026-09-30T12:00:00.000+0000``, ``...Z``, ``...+00:00``)."""
     match = _STAMP.match(value.strip()) if isinstance(value, str) else None
@@ -331,11 +343,9 @@ class QueryPager:
             deleted = [str(r.get("Id")) for r in records if r.get("IsDeleted") is True]
             page_cursor = None
             if query.incremental:
-                for record in records:
-                    stamp = record.get(CURSOR_FIELD)
-                    if isinstance(stamp, str):
-                        value = parse_stamp(stamp)
-                        cursor = value if cursor is None or value > cursor else cursor
+                latest = _latest_stamp(records)
+                if latest is not None:
+                    cursor = latest if cursor is None or latest > cursor else cursor
                 last = result.get("done", True) is not False
                 if last and started is not None and (cursor is None or started > cursor):
                     cursor = started
