@@ -33,6 +33,8 @@ from decimal import Decimal
 from itertools import accumulate
 from pathlib import Path
 
+from crm_kpi_worker.sync.store import DEAL_COLUMNS  # the store's own column list
+
 PAGE = 2_000
 T0 = dt.datetime(2023, 1, 1, tzinfo=dt.UTC)
 STAGES = ("qualified", "demo", "negotiation", "closed_won", "closed_lost")
@@ -198,25 +200,6 @@ def one(backend: str, total: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------------
 # History layouts, on plain sqlite3 so that only the layout differs.
-
-DEAL_COLUMNS = [
-    "id",
-    "owner_id",
-    "account_id",
-    "created_at",
-    "close_date",
-    "stage",
-    "is_won",
-    "is_closed",
-    "amount",
-    "currency",
-    "arr",
-    "deal_type",
-    "forecast_category",
-    "probability",
-    "term_months",
-    "last_modified",
-]
 
 
 def _deal_row(deal: object) -> tuple[object, ...]:
