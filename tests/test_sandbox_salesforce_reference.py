@@ -117,6 +117,27 @@ def _get(
     )
 
 
+def _update_one_good_one_bad(
+    sandbox: SalesforceSandbox, token: str, *, all_or_none: bool
+) -> requests.Response:
+    """PATCH composite/sobjects with a real opportunity and a malformed id."""
+    record_id = _get(
+        sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Opportunity+LIMIT+1"
+    ).json()["records"][0]["Id"]
+    body = {
+        "allOrNone": all_or_none,
+        "records": [
+            {"attributes": {"type": "Opportunity"}, "id": record_id, "Probability": 50},
+            {"attributes": {"type": "Opportunity"}, "id": "006xx000BAD", "Probability": 50},
+        ],
+    }
+    return sandbox.session().patch(
+        sandbox.url + "/services/data/v59.0/composite/sobjects",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
 # ---- WIRE-SHAPES.md -------------------------------------------------------------------------
 
 
@@ -171,21 +192,7 @@ def test_limits_match_the_documented_shape(wire_shapes, sandbox, token) -> None:
 
 def test_collection_results_match_the_documented_shape(wire_shapes, sandbox, token) -> None:  # type: ignore[no-untyped-def]
     (example,) = wire_shapes["5"]
-    record_id = _get(
-        sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Opportunity+LIMIT+1"
-    ).json()["records"][0]["Id"]
-    body = {
-        "allOrNone": False,
-        "records": [
-            {"attributes": {"type": "Opportunity"}, "id": record_id, "Probability": 50},
-            {"attributes": {"type": "Opportunity"}, "id": "006xx000BAD", "Probability": 50},
-        ],
-    }
-    answer = sandbox.session().patch(
-        sandbox.url + "/services/data/v59.0/composite/sobjects",
-        json=body,
-        headers={"Authorization": f"Bearer {token}"},
-    )
+    answer = _update_one_good_one_bad(sandbox, token, all_or_none=False)
     assert answer.status_code == 200
     results = answer.json()
     assert set(results[0]) == set(example[0])
@@ -205,21 +212,7 @@ def test_all_or_none_rollback_message_is_the_documented_one(
     documented = json.loads(
         re.search(r"`(\{\"statusCode\":\"ALL_OR_NONE_OPERATION_ROLLED_BACK\".*?\})`", text).group(1)
     )  # type: ignore[union-attr]
-    record_id = _get(
-        sandbox, token, "/services/data/v59.0/query/?q=SELECT+Id+FROM+Opportunity+LIMIT+1"
-    ).json()["records"][0]["Id"]
-    body = {
-        "allOrNone": True,
-        "records": [
-            {"attributes": {"type": "Opportunity"}, "id": record_id, "Probability": 51},
-            {"attributes": {"type": "Opportunity"}, "id": "006xx000BAD", "Probability": 51},
-        ],
-    }
-    answer = sandbox.session().patch(
-        sandbox.url + "/services/data/v59.0/composite/sobjects",
-        json=body,
-        headers={"Authorization": f"Bearer {token}"},
-    )
+    answer = _update_one_good_one_bad(sandbox, token, all_or_none=True)
     assert answer.json()[0]["errors"] == [documented]
 
 

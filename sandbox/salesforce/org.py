@@ -216,6 +216,18 @@ class SandboxOrg:
             )
         )
 
+    def _corporate_currency(self, label: str, n: int) -> StringColumn:
+        """CurrencyIsoCode of ``n`` records in the corporate currency, its default on create."""
+        definition = FieldDef(
+            "CurrencyIsoCode",
+            "picklist",
+            label,
+            nillable=False,
+            picklist=_picklist(self.data.currencies),
+            default_on_create=self.data.reporting_currency,
+        )
+        return StringColumn.from_values(definition, [self.data.reporting_currency] * n)
+
     def _is_deleted(self, table: Table, values: np.ndarray) -> None:
         table.add(
             BoolColumn(
@@ -563,19 +575,7 @@ class SandboxOrg:
                 FieldDef("BillingCountry", "string", "Billing Country", length=80), accounts.country
             )
         )
-        table.add(
-            StringColumn.from_values(
-                FieldDef(
-                    "CurrencyIsoCode",
-                    "picklist",
-                    "Account Currency",
-                    nillable=False,
-                    picklist=_picklist(self.data.currencies),
-                    default_on_create=self.data.reporting_currency,
-                ),
-                [self.data.reporting_currency] * n,
-            )
-        )
+        table.add(self._corporate_currency("Account Currency", n))
         table.add(
             DateColumn(
                 FieldDef(
@@ -1087,19 +1087,7 @@ class SandboxOrg:
                 np.zeros(n, dtype=bool),
             )
         )
-        table.add(
-            StringColumn.from_values(
-                FieldDef(
-                    "CurrencyIsoCode",
-                    "picklist",
-                    "Currency ISO Code",
-                    nillable=False,
-                    picklist=_picklist(self.data.currencies),
-                    default_on_create=self.data.reporting_currency,
-                ),
-                [self.data.reporting_currency] * n,
-            )
-        )
+        table.add(self._corporate_currency("Currency ISO Code", n))
         self._audit(table, quotas.created_at, quotas.last_modified, by=self.admin_row)
 
     # ---- writes -----------------------------------------------------------------------------
