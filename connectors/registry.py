@@ -25,8 +25,14 @@ def _salesforce(source: Any, currency: CurrencySettings, **options: Any) -> Conn
     return connect_salesforce(source, currency, **options)
 
 
+def _hubspot(source: Any, currency: CurrencySettings, **options: Any) -> Connector:
+    from crm_kpi_worker.connectors.hubspot import connect_hubspot
+
+    return connect_hubspot(source, currency, **options)
+
+
 #: ``sources[].type`` -> factory(source, currency, **options).
-CONNECTOR_FACTORIES: dict[str, ConnectorFactory] = {"salesforce": _salesforce}
+CONNECTOR_FACTORIES: dict[str, ConnectorFactory] = {"salesforce": _salesforce, "hubspot": _hubspot}
 
 
 def build_connector(source: Any, currency: CurrencySettings, **options: Any) -> Connector:

@@ -75,6 +75,7 @@ __all__ = [
     "HubSpotMapping",
     "HubSpotOAuth",
     "HubSpotPrivateApp",
+    "HubSpotRateLimits",
     "HubSpotSource",
     "KpiFields",
     "PayoutCurve",
@@ -1108,6 +1109,16 @@ class HubSpotMapping(_MappingBase):
     team_field: HubSpotProperty | None = None
     pipelines: list[CrmValue] | None = None
     """Pipeline ids to pull (default: all)."""
+    company_id: HubSpotProperty | None = "hs_primary_associated_company"
+    """Deal property holding the id of the deal's primary company (its account)."""
+    close_date_history: bool = False
+    """Read each pulled deal's close-date history (for close_date_slips) through batch read
+    with propertiesWithHistory. HubSpot answers at most 50 deals a call there, so this costs
+    about four calls more per 200 deals pulled; off, slips are 0 (KPIS.md: where none is
+    kept). Search cannot return property history."""
+    quota_goals: list[NonEmptyText] | None = None
+    """Names (hs_goal_name) of the goals whose targets are quotas, with quota_source: crm
+    (default: every goal target assigned to an owner)."""
     forecast_categories: ForecastCategoryMapping = Field(
         default_factory=lambda: ForecastCategoryMapping(values=dict(_HS_FORECAST_DEFAULTS))
     )
@@ -1434,6 +1445,16 @@ class SalesforceSource(_SourceBase):
         return result
 
 
+class HubSpotRateLimits(ConfigModel):
+    """Client-side pacing, so the worker stays under the portal's limits instead of meeting
+    429s. HubSpot's search endpoints take 5 requests a second per portal; other endpoints
+    100 (Free/Starter) to 190 (Professional/Enterprise) per 10 seconds, the portal's rate
+    headers telling which (the worker follows X-HubSpot-RateLimit-Max when it is lower)."""
+
+    search_per_second: Annotated[float, Field(gt=0, le=100)] = 5.0
+    per_10_seconds: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+
 class HubSpotSource(_SourceBase):
     """A HubSpot portal, reached through hubspot-api-client."""
 
@@ -1441,8 +1462,12 @@ class HubSpotSource(_SourceBase):
     type: Literal["hubspot"]
     auth: HubSpotAuth
     base_url: ApiUrl = "https://api.hubapi.com"
-    page_size: Annotated[int, Field(ge=1, le=100)] = 100
-    """Records per page (HubSpot accepts at most 100)."""
+    page_size: Annotated[int, Field(ge=10, le=200)] = 200
+    """Records per search page (HubSpot's search answers at most 200; list endpoints, used
+    for owners and archived deals, at most 100, so they take min(page_size, 100))."""
+    rate_limits: HubSpotRateLimits = Field(default_factory=lambda: HubSpotRateLimits())
+    """How fast the worker calls the portal; it also slows down on HubSpot's rate headers and
+    429 answers."""
     mapping: HubSpotMapping
 
     @model_validator(mode="after")

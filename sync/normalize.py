@@ -2,9 +2,10 @@
 
 ``normalize(context, stream, records)`` turns one page of one stream into canonical records
 and :class:`Exclusion` entries; the CRM-specific readers live beside this module
-(:mod:`.normalize_salesforce`). Nothing here does I/O or raises on bad data: every value the
-CRM sends is checked, and a record that cannot feed a KPI is reported as an exclusion with a
-reason code and a human detail, while whatever can be stored still is.
+(:mod:`.normalize_salesforce`, :mod:`.normalize_hubspot`). Nothing here does I/O or raises on
+bad data: every value the CRM sends is checked, and a record that cannot feed a KPI is
+reported as an exclusion with a reason code and a human detail, while whatever can be stored
+still is.
 
 Decisions, so the rest of the worker can rely on them:
 
@@ -182,6 +183,9 @@ class NormalizeContext:
     quota_period_months: int = 3
     #: A user field holding the rep's start date (the mapping has no key for it yet).
     rep_start_date_field: str | None = None
+    #: The fiscal calendar's timezone: a CRM date sent as an instant (HubSpot's closedate at
+    #: a time other than midnight UTC) is the calendar date there.
+    timezone: str = "UTC"
 
     @classmethod
     def for_source(
@@ -196,6 +200,7 @@ class NormalizeContext:
             currency=config.currency,
             teams=config.teams,
             metadata=metadata or CrmMetadata(),
+            timezone=config.fiscal.timezone,
             **options,
         )
 
@@ -240,6 +245,10 @@ def normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) ->
         from crm_kpi_worker.sync import normalize_salesforce
 
         return normalize_salesforce.normalize_page(context, stream, records)
+    if isinstance(context.source, HubSpotSource):
+        from crm_kpi_worker.sync import normalize_hubspot
+
+        return normalize_hubspot.normalize_page(context, stream, records)
     raise NotImplementedError(f"no normalization for {context.source.crm} yet")
 
 

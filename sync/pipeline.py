@@ -237,6 +237,10 @@ def _metadata(source: Any, records: dict[str, list[dict[str, Any]]]) -> norm.Crm
         from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
 
         return salesforce_metadata(records["stages"], records["currencies"])
+    if source.type == "hubspot":
+        from crm_kpi_worker.sync.normalize_hubspot import hubspot_metadata
+
+        return hubspot_metadata(records["stages"])
     raise NotImplementedError(f"no metadata reader for {source.type} yet")
 
 

@@ -319,7 +319,7 @@ def test_hubspot_source_defaults_and_oauth_rules() -> None:
     assert isinstance(loaded, HubSpotSource)
     assert (loaded.base_url, loaded.page_size, loaded.mapping.amount) == (
         "https://api.hubapi.com",
-        100,
+        200,
         "amount",
     )
     assert loaded.mapping.forecast_categories.map("OMIT") is ForecastCategory.OMITTED

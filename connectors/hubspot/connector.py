@@ -1,0 +1,407 @@
+"""The HubSpot connector: :class:`connectors.base.Connector` over hubspot-api-client.
+
+Stream by stream (``connectors.base.STREAMS``):
+
+========== ========================= =====================================================
+stream     HubSpot                   how
+========== ========================= =====================================================
+stages     deal pipelines            ``GET /crm/v3/pipelines/deals``, whole, every run; one
+                                     record per stage (``pipelineId`` added)
+currencies (none)                    the CRM API keeps no rates: amount_in_home_currency or
+                                     the config's rates convert
+users      owners                    ``GET /crm/v3/owners/``, active then archived, whole
+accounts   companies                 search (``churn_date`` set), incremental; only when a
+                                     churn-date property is mapped
+deals      deals                     search, incremental on ``hs_lastmodifieddate``;
+                                     archived deals listed with ``archived=True``; stage
+                                     history from ``hs_v2_date_entered_<stage id>``;
+                                     close-date history by batch read (opt-in)
+activities meetings (calls, tasks)   search (type in the demo values), incremental
+quotas     goal targets              search, whole, with quota_source: crm
+========== ========================= =====================================================
+
+Incremental streams search ``hs_lastmodifieddate >= cursor - lookback`` in stamp order, 200 a
+page (the largest search page), windowed past the 10,000-result cap (:mod:`.search`). A page's
+cursor is the largest stamp read so far; the last page's is the server's time when the pull
+started if that is later (as for Salesforce), and the lookback (5 minutes) covers HubSpot's
+search index lag (new writes show in search after a few seconds).
+
+Archiving a deal does not change its ``hs_lastmodifieddate`` and search never returns archived
+records, so an incremental deal pull first lists archived deals (``GET
+/crm/v3/objects/deals?archived=True``, 100 a page, ids only) and reports those archived since
+the cursor as deleted. A full pull does not need to: its sweep drops whatever it no longer
+sees.
+
+Property lists travel in POST bodies (search, batch read), never in URLs (HubSpot answers
+414 to long URLs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from crm_kpi_worker.connectors.base import STREAMS, Page, TargetField, TargetObject, WriteResult
+from crm_kpi_worker.connectors.hubspot.client import HubSpotApis
+from crm_kpi_worker.connectors.hubspot.search import (
+    format_stamp,
+    parse_stamp,
+    stamp_ms,
+    to_ms,
+    windowed_search,
+)
+from crm_kpi_worker.connectors.hubspot.transport import Answer, Bucket, HubSpotTransport
+from crm_kpi_worker.connectors.hubspot.writes import BatchWriter, TargetManager
+from crm_kpi_worker.connectors.retry import RetryPolicy
+from crm_kpi_worker.sync.config import CurrencySettings, HubSpotMapping, HubSpotSource
+
+__all__ = ["DEFAULT_LOOKBACK", "HubSpotConnector", "connect_hubspot"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOOKBACK = dt.timedelta(minutes=5)
+STAMP = "hs_lastmodifieddate"
+#: List endpoints (owners, archived deals) answer at most 100 records a page.
+LIST_PAGE = 100
+#: Batch read with propertiesWithHistory takes at most 50 ids.
+HISTORY_BATCH = 50
+DEALS = "deals"
+COMPANIES = "companies"
+GOAL_TARGETS = "goal_targets"
+DATE_ENTERED = "hs_v2_date_entered_"
+GOAL_PROPERTIES = (
+    "hs_goal_name",
+    "hs_target_amount",
+    "hs_start_datetime",
+    "hs_end_datetime",
+    "hubspot_owner_id",
+    "hs_assignee_user_id",
+)
+
+
+class HubSpotConnector:
+    """One HubSpot portal. Build it with :func:`connect_hubspot`."""
+
+    def __init__(
+        self,
+        source: HubSpotSource,
+        currency: CurrencySettings,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        environ: Mapping[str, str] | None = None,
+        lookback: dt.timedelta = DEFAULT_LOOKBACK,
+    ) -> None:
+        self.name = source.name
+        self.source = source
+        self.mapping: HubSpotMapping = source.mapping
+        self.currency = currency
+        self.lookback = lookback
+        self.page_size = source.page_size
+        policy = retry_policy or RetryPolicy()
+        self.apis = HubSpotApis(source, environ)
+        self.transport = HubSpotTransport(
+            policy,
+            search_per_second=source.rate_limits.search_per_second,
+            per_10_seconds=source.rate_limits.per_10_seconds,
+            renew=self.apis.renew if self.apis.can_renew else None,
+            source=source.name,
+        )
+        self._stage_ids: list[str] | None = None
+        self.writer = BatchWriter(self.apis, self._call)
+        self.targets = TargetManager(self.apis, self._call)
+
+    # ---- Connector --------------------------------------------------------------------------
+
+    @property
+    def api_calls(self) -> int:
+        return self.transport.calls
+
+    def pull(self, stream: str, since: str | None) -> Iterator[Page]:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
+        since_at = parse_stamp(since) if since is not None else None
+        if stream == "stages":
+            return self._stages()
+        if stream == "users":
+            return self._owners()
+        if stream == "accounts":
+            if self.mapping.churn_date is None:
+                return iter(())
+            filters = [{"propertyName": self.mapping.churn_date, "operator": "HAS_PROPERTY"}]
+            properties = ["name", "createdate", self.mapping.churn_date]
+            return self._incremental(COMPANIES, properties, filters, since_at)
+        if stream == "deals":
+            return self._deals(since_at)
+        if stream == "activities":
+            demos = self.mapping.demos
+            if demos is None:
+                return iter(())
+            filters = [
+                {"propertyName": demos.type_field, "operator": "IN", "values": list(demos.values)}
+            ]
+            properties = [demos.type_field, demos.owner_field, demos.start_field]
+            return self._incremental(demos.object, properties, filters, since_at)
+        if stream == "quotas":
+            return self._quotas()
+        return iter(())  # currencies: see the module doc
+
+    def missing_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> tuple[list[TargetObject], list[TargetField]]:
+        return self.targets.missing(objects, fields)
+
+    def create_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> None:
+        self.targets.create(objects, fields)
+
+    def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
+        return self.writer.update(object, records)
+
+    def upsert(
+        self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
+    ) -> list[WriteResult]:
+        return self.writer.upsert(self.targets.object_type(object), external_id, records)
+
+    # ---- calls ------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        bucket: Bucket,
+        what: str,
+        method: Any,
+        *args: Any,
+        statuses: tuple[int, ...] = (200,),
+        **kwargs: Any,
+    ) -> Answer:
+        timeout = self.source.timeout_seconds
+        return self.transport.call(
+            bucket,
+            what,
+            lambda: method(*args, _preload_content=False, _request_timeout=timeout, **kwargs),
+            statuses=statuses,
+        )
+
+    def _search(self, object_type: str) -> Any:
+        api = self.apis.objects_search
+        what = f"POST /crm/v3/objects/{object_type}/search"
+
+        def search(body: dict[str, Any]) -> dict[str, Any]:
+            answer = self._call("search", what, api.do_search, object_type, body)
+            return answer.body if isinstance(answer.body, dict) else {}
+
+        return search
+
+    # ---- streams ----------------------------------------------------------------------------
+
+    def _pipelines(self) -> list[dict[str, Any]]:
+        answer = self._call(
+            "api", "GET /crm/v3/pipelines/deals", self.apis.pipelines.get_all, DEALS
+        )
+        body = answer.body if isinstance(answer.body, dict) else {}
+        wanted = set(self.mapping.pipelines) if self.mapping.pipelines else None
+        stages: list[dict[str, Any]] = []
+        for pipeline in body.get("results") or ():
+            if not isinstance(pipeline, dict):
+                continue
+            if wanted is not None and pipeline.get("id") not in wanted:
+                continue
+            for stage in pipeline.get("stages") or ():
+                if isinstance(stage, dict):
+                    stages.append({**stage, "pipelineId": pipeline.get("id")})
+        self._stage_ids = [s["id"] for s in stages if isinstance(s.get("id"), str)]
+        return stages
+
+    def _stages(self) -> Iterator[Page]:
+        yield Page("stages", self._pipelines(), None)
+
+    def _owners(self) -> Iterator[Page]:
+        for archived in (False, True):
+            after: str | None = None
+            while True:
+                options: dict[str, Any] = {"limit": LIST_PAGE, "archived": archived}
+                if after is not None:
+                    options["after"] = after
+                answer = self._call(
+                    "api", "GET /crm/v3/owners/", self.apis.owners.get_page, **options
+                )
+                body = answer.body if isinstance(answer.body, dict) else {}
+                records = [r for r in body.get("results") or () if isinstance(r, dict)]
+                for record in records:
+                    record.setdefault("archived", archived)
+                yield Page("users", records, None)
+                after = ((body.get("paging") or {}).get("next") or {}).get("after")
+                if not after:
+                    break
+
+    def _incremental(
+        self,
+        object_type: str,
+        properties: Sequence[str],
+        filters: Sequence[dict[str, Any]],
+        since: dt.datetime | None,
+        stream: str | None = None,
+        *,
+        enrich: Any = None,
+    ) -> Iterator[Page]:
+        stream = stream or {COMPANIES: "accounts"}.get(object_type, "activities")
+        since_ms = to_ms(since - self.lookback) if since is not None else None
+        started = self.transport.server_time
+        high = to_ms(since) if since is not None else None
+        pages = windowed_search(
+            self._search(object_type),
+            properties=properties,
+            filters=filters,
+            stamp_property=STAMP,
+            since_ms=since_ms,
+            page_size=self.page_size,
+        )
+        page: list[dict[str, Any]] | None = next(pages, None)
+        if started is None:
+            started = self.transport.server_time
+        while page is not None:
+            following = next(pages, None)
+            newest = max(stamp_ms(record, STAMP) for record in page)
+            high = newest if high is None else max(high, newest)
+            if following is None and started is not None:
+                high = max(high, to_ms(started))
+            records = enrich(page) if enrich is not None else page
+            cursor = format_stamp(dt.datetime.fromtimestamp(high / 1000, dt.UTC))
+            yield Page(stream, records, cursor)
+            page = following
+
+    def _deals(self, since: dt.datetime | None) -> Iterator[Page]:
+        mapping = self.mapping
+        if self._stage_ids is None:
+            self._pipelines()
+        properties = [
+            name
+            for name in (
+                mapping.name,
+                mapping.amount,
+                mapping.amount_in_home_currency if self.currency.conversion == "crm" else None,
+                mapping.close_date,
+                mapping.created_at,
+                mapping.stage,
+                mapping.pipeline,
+                mapping.deal_type,
+                mapping.forecast_category,
+                mapping.probability,
+                mapping.currency,
+                mapping.owner_id,
+                mapping.last_modified,
+                mapping.term_months,
+                mapping.company_id,
+            )
+            if name
+        ]
+        properties += [f"{DATE_ENTERED}{stage_id}" for stage_id in self._stage_ids or ()]
+        filters: list[dict[str, Any]] = []
+        if mapping.pipelines:
+            filters.append(
+                {"propertyName": mapping.pipeline, "operator": "IN", "values": mapping.pipelines}
+            )
+        if since is not None:
+            archived = self._archived(DEALS, since - self.lookback)
+            if archived:
+                yield Page("deals", [], None, deleted_ids=archived)
+        enrich = self._with_close_date_history if mapping.close_date_history else None
+        yield from self._incremental(DEALS, properties, filters, since, "deals", enrich=enrich)
+
+    def _archived(self, object_type: str, since: dt.datetime) -> list[str]:
+        """Ids of records archived at or after ``since`` (the list answers all archived
+        records: HubSpot cannot filter it by time)."""
+        ids: list[str] = []
+        after: str | None = None
+        what = f"GET /crm/v3/objects/{object_type}"
+        while True:
+            options: dict[str, Any] = {
+                "limit": LIST_PAGE,
+                "archived": True,
+                "properties": ["hs_object_id"],
+            }
+            if after is not None:
+                options["after"] = after
+            answer = self._call(
+                "api", what, self.apis.objects_basic.get_page, object_type, **options
+            )
+            body = answer.body if isinstance(answer.body, dict) else {}
+            for record in body.get("results") or ():
+                if not isinstance(record, dict) or record.get("id") is None:
+                    continue
+                when = record.get("archivedAt") or record.get("updatedAt")
+                try:
+                    archived_at = parse_stamp(when) if when else None
+                except ValueError:
+                    archived_at = None
+                if archived_at is None or archived_at >= since:
+                    ids.append(str(record["id"]))
+            after = ((body.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return ids
+
+    def _with_close_date_history(self, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page's deals with ``propertiesWithHistory`` of the close date (batch read, 50
+        ids a call)."""
+        name = self.mapping.close_date
+        by_id = {str(r.get("id")): r for r in page}
+        ids = list(by_id)
+        what = f"POST /crm/v3/objects/{DEALS}/batch/read"
+        for start in range(0, len(ids), HISTORY_BATCH):
+            body = {
+                "inputs": [{"id": i} for i in ids[start : start + HISTORY_BATCH]],
+                "properties": [name],
+                "propertiesWithHistory": [name],
+            }
+            answer = self._call(
+                "api",
+                what,
+                self.apis.objects_batch.read,
+                DEALS,
+                body,
+                archived=False,
+                statuses=(200, 207),
+            )
+            result = answer.body if isinstance(answer.body, dict) else {}
+            for record in result.get("results") or ():
+                if isinstance(record, dict) and str(record.get("id")) in by_id:
+                    history = record.get("propertiesWithHistory")
+                    if isinstance(history, dict):
+                        by_id[str(record["id"])]["propertiesWithHistory"] = history
+        return page
+
+    def _quotas(self) -> Iterator[Page]:
+        if self.mapping.quota_source.kind != "crm":
+            return
+        filters: list[dict[str, Any]] = []
+        if self.mapping.quota_goals:
+            filters.append(
+                {
+                    "propertyName": "hs_goal_name",
+                    "operator": "IN",
+                    "values": self.mapping.quota_goals,
+                }
+            )
+        for page in windowed_search(
+            self._search(GOAL_TARGETS),
+            properties=GOAL_PROPERTIES,
+            filters=filters,
+            stamp_property=STAMP,
+            page_size=self.page_size,
+        ):
+            yield Page("quotas", page, None)
+
+
+def connect_hubspot(
+    source: HubSpotSource,
+    currency: CurrencySettings,
+    *,
+    retry_policy: RetryPolicy | None = None,
+    environ: Mapping[str, str] | None = None,
+    **_options: Any,
+) -> HubSpotConnector:
+    """The connector for one run of ``source`` (``environ`` resolves secrets; default
+    ``os.environ``). Options meant for other CRMs (``rep_start_date_field``) are ignored."""
+    return HubSpotConnector(source, currency, retry_policy=retry_policy, environ=environ)
