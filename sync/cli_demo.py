@@ -1,9 +1,10 @@
 """``crm-kpi demo``: the whole product on its embedded default, with no CRM account.
 
-It starts the sandbox Salesforce in-process with the demo scenario, points the shipped demo
-config (config/demo-salesforce.yaml) at it, runs ``setup`` (creates the scorecard object and the
-KPI fields through the Tooling API) and one sync with a SQLite store in a temporary folder,
-and prints the KPIs and what was written into the org.
+It starts the sandbox Salesforce (or, with ``--crm hubspot``, the sandbox HubSpot portal)
+in-process with the demo scenario, points the shipped demo config (config/demo-<crm>.yaml) at
+it, runs ``setup`` (creates the scorecard object and the KPI fields through the CRM's own API)
+and one sync with a SQLite store in a temporary folder, and prints the KPIs and what was
+written into the CRM.
 
 The scenario quarter is the last complete quarter before today (or ``--reference-date``), so
 the demo reads the same whenever it runs: that quarter is the "previous quarter" of the run.
@@ -50,17 +51,37 @@ def _instant(_ctx: Any, _param: Any, value: str | None) -> dt.datetime | None:
     return parsed
 
 
+def _sandbox(crm: str, reference_date: dt.date, deals: int | None) -> Any:
+    if crm == "hubspot":
+        from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox
+
+        return HubSpotSandbox.start(reference_date=reference_date, deals=deals)
+    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+
+    return SalesforceSandbox.start(reference_date=reference_date, deals=deals)
+
+
+def _pointed_at(crm: str, source: Any, sandbox: Any) -> Any:
+    """The demo config's source, pointed at the running sandbox (its placeholder port 0)."""
+    if crm == "hubspot":
+        return source.with_changes(base_url=sandbox.url, ca_bundle=str(sandbox.ca_path))
+    return source.with_changes(
+        login_url=sandbox.url, instance_url=sandbox.url, ca_bundle=str(sandbox.ca_path)
+    )
+
+
 def run_demo(
     *,
+    crm: str = "salesforce",
     reference_date: dt.date | None = None,
     as_of: dt.datetime | None = None,
     deals: int | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Run the demo and return its JSON-able result (also used by the tests)."""
+    """Run the demo on the sandbox of ``crm`` and return its JSON-able result (also used by
+    the tests)."""
     from crm_kpi_worker.config import path_of
     from crm_kpi_worker.connectors.registry import build_connector
-    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
     from crm_kpi_worker.sync.config_loader import load_config
     from crm_kpi_worker.sync.pipeline import RunOptions, run_once
     from crm_kpi_worker.sync.store import Store
@@ -71,13 +92,11 @@ def run_demo(
     as_of = as_of or now
     started = time.perf_counter()
     with (
-        SalesforceSandbox.start(reference_date=reference_date, deals=deals) as sandbox,
+        _sandbox(crm, reference_date, deals) as sandbox,
         tempfile.TemporaryDirectory(prefix="crm-kpi-demo-") as workdir,
     ):
-        config = load_config(path_of("demo-salesforce.yaml"))
-        source = config.sources[0].with_changes(
-            login_url=sandbox.url, instance_url=sandbox.url, ca_bundle=str(sandbox.ca_path)
-        )
+        config = load_config(path_of(f"demo-{crm}.yaml"))
+        source = _pointed_at(crm, config.sources[0], sandbox)
         config = config.replace_source(source).model_copy(
             update={
                 "store": config.store.model_copy(
@@ -121,6 +140,7 @@ def run_demo(
             "writes": result.report()["sources"][0]["written"],
         }
         return {
+            "crm": crm,
             "sandbox": sandbox.url,
             "reference_date": reference_date.isoformat(),
             "scenario_quarter": scenario.key,
@@ -141,6 +161,13 @@ def run_demo(
     callback=_date,
     help="Last day of the scenario quarter (default: the last complete quarter).",
 )
+@click.option(
+    "--crm",
+    type=click.Choice(["salesforce", "hubspot"]),
+    default="salesforce",
+    show_default=True,
+    help="Which sandbox CRM to run the demo on (the same scenario in each).",
+)
 @click.option("--as-of", callback=_instant, help="Evaluation instant (default: now).")
 @click.option(
     "--deals",
@@ -149,14 +176,21 @@ def run_demo(
     help="Opportunities in the sandbox (default: the demo scenario only).",
 )
 def demo_command(
-    output: str, reference_date: dt.date | None, as_of: dt.datetime | None, deals: int | None
+    output: str,
+    reference_date: dt.date | None,
+    crm: str,
+    as_of: dt.datetime | None,
+    deals: int | None,
 ) -> None:
     """Run the worker on the sandbox CRM with the demo scenario: setup, one sync, the KPIs."""
     progress = None if output == "json" else (lambda message: click.echo(f"  {message}", err=True))
     if output != "json":
-        click.echo("Starting the sandbox Salesforce with the demo scenario...", err=True)
+        name = {"salesforce": "Salesforce", "hubspot": "HubSpot"}[crm]
+        click.echo(f"Starting the sandbox {name} with the demo scenario...", err=True)
     try:
-        demo = run_demo(reference_date=reference_date, as_of=as_of, deals=deals, progress=progress)
+        demo = run_demo(
+            crm=crm, reference_date=reference_date, as_of=as_of, deals=deals, progress=progress
+        )
     except ValueError as exc:  # a reference date or size the generator refuses
         raise click.UsageError(str(exc)) from None
     if output == "json":

@@ -12,6 +12,8 @@ from crm_kpi_worker.sync.config import (
     DEAL_KPIS,
     SCORECARD_KPIS,
     EnvRef,
+    HubSpotPrivateApp,
+    HubSpotSource,
     SalesforcePassword,
     SalesforceSource,
     ValueRef,
@@ -19,7 +21,12 @@ from crm_kpi_worker.sync.config import (
 from crm_kpi_worker.sync.config_loader import load_config, load_mapping
 from crm_kpi_worker.sync.model import DealType, ForecastCategory
 
-CONFIGS = ["demo-salesforce.yaml", "example-hubspot.yaml", "example-salesforce.yaml"]
+CONFIGS = [
+    "demo-hubspot.yaml",
+    "demo-salesforce.yaml",
+    "example-hubspot.yaml",
+    "example-salesforce.yaml",
+]
 MAPPINGS = {
     "salesforce-default-mapping.yaml": "salesforce",
     "hubspot-default-mapping.yaml": "hubspot",
@@ -43,7 +50,7 @@ def test_shipped_mappings_validate(name: str, crm: str) -> None:
 def test_path_of_refuses_other_names() -> None:
     with pytest.raises(ValueError, match="bare name"):
         path_of("../pyproject.toml")
-    with pytest.raises(FileNotFoundError, match=r"shipped: demo-salesforce\.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"shipped: demo-hubspot\.yaml, demo-sales"):
         path_of("nope.yaml")
 
 
@@ -177,3 +184,41 @@ def test_demo_settings() -> None:
 def test_demo_password_default_is_refused_off_loopback(demo: SalesforceSource) -> None:
     with pytest.raises(ValueError, match="accepted only when the CRM endpoint is a loopback"):
         demo.with_endpoints(login_url="https://login.salesforce.com")
+
+
+# --- the HubSpot demo config: the same scenario, the same settings --------------------------
+
+
+def test_hubspot_demo_matches_the_salesforce_demo(demo: SalesforceSource) -> None:
+    config = load_config(path_of("demo-hubspot.yaml"), environ={})
+    salesforce = load_config(path_of("demo-salesforce.yaml"), environ={})
+    (source,) = config.sources
+    assert isinstance(source, HubSpotSource)
+    # Every canonical stage, order, probability and category as in the Salesforce demo.
+    canonical = [
+        (s.stage, s.order, s.probability, s.forecast_category, s.won, s.lost)
+        for s in source.mapping.stages
+    ]
+    assert canonical == [
+        (s.stage, s.order, s.probability, s.forecast_category, s.won, s.lost)
+        for s in demo.mapping.stages
+    ]
+    assert [s.crm for s in source.mapping.stages][:3] == [
+        "appointmentscheduled",
+        "qualifiedtobuy",
+        "presentationscheduled",
+    ]
+    assert source.mapping.stage_for("108765432") is None  # the sandbox's legacy stage
+    for name in ("fiscal", "currency", "teams", "variable_pay"):
+        assert getattr(config, name) == getattr(salesforce, name), name
+    assert config.write.language == "fr"
+    assert source.mapping.close_date_history is True
+    fields = config.kpi_fields
+    assert fields is not None and fields.scorecard is not None and fields.deal is not None
+    assert tuple(fields.scorecard.fields) == SCORECARD_KPIS
+    assert tuple(fields.deal.fields) == DEAL_KPIS
+    auth = source.auth
+    assert isinstance(auth, HubSpotPrivateApp)
+    assert auth.token.resolve({}).get_secret_value() == "pat-sandbox-demo"
+    with pytest.raises(ValueError, match="accepted only when the CRM endpoint is a loopback"):
+        source.with_changes(base_url="https://api.hubapi.com")
