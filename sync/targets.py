@@ -325,10 +325,11 @@ def targets(
     crm: CrmType,
     language: Language,
     *,
-    deal_object: str = "Opportunity",
+    deal_object: str | None = None,
     rep_object: str = "User",
 ) -> tuple[list[TargetObject], list[TargetField]]:
     """Every object and field the config's kpi_fields writes, as setup must create them."""
+    deal_object = deal_object or ("Opportunity" if crm == "salesforce" else "deals")
     objects: list[TargetObject] = []
     out: list[TargetField] = []
     if fields.scorecard is not None:
