@@ -765,7 +765,7 @@ class HubSpotPortal:
         self.stores: dict[str, ObjectStore] = {}
         self._aliases: dict[str, str] = {}
         self._custom_count = 0
-        self.setup_ms = int(data.users.created_at.min(initial=0))
+        self.setup_ms = int(data.users.created_at.min()) if len(data.users) else 0
         self._build_owners()
         self._build_companies()
         self._build_deals()
