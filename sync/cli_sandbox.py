@@ -145,3 +145,119 @@ def sandbox_salesforce(
     finally:
         sandbox.stop()
         click.echo("sandbox stopped")
+
+
+@sandbox_group.command("hubspot")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
+@click.option(
+    "--port",
+    default=8444,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0 picks a free port.",
+)
+@click.option("--seed", default=42, show_default=True, type=int, help="Seed of the generated data.")
+@click.option(
+    "--deals",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    help="Deals to generate (default: the demo scenario only).",
+)
+@click.option(
+    "--reference-date",
+    callback=_reference_date,
+    help="Last day of the demo quarter (a quarter end). Default 2026-09-30.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the CA certificate (default: a temporary folder).",
+)
+@click.option("--token", default="pat-sandbox-demo", show_default=True, help="Private-app token.")
+@click.option(
+    "--search-per-second",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5,
+    show_default=True,
+    help="Search requests per rolling second.",
+)
+@click.option(
+    "--burst-per-10s",
+    type=click.IntRange(1),
+    default=190,
+    show_default=True,
+    help="Other requests per rolling 10 seconds.",
+)
+@click.option(
+    "--daily-limit",
+    type=click.IntRange(1),
+    default=1_000_000,
+    show_default=True,
+    help="Requests per day.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    callback=_faults,
+    help="A fault rule as JSON, e.g. "
+    '\'{"kind": "rate_limit", "probability": 0.05, "times": null}\'. '
+    "Repeatable; more at runtime via POST /_sandbox/faults.",
+)
+@click.option("--verbose", is_flag=True, help="Log every request.")
+def sandbox_hubspot(
+    host: str,
+    port: int,
+    seed: int,
+    deals: int | None,
+    reference_date: dt.date | None,
+    workdir: Path | None,
+    token: str,
+    search_per_second: float,
+    burst_per_10s: int,
+    daily_limit: int,
+    faults: list[Any],
+    verbose: bool,
+) -> None:
+    """Serve a sandbox HubSpot portal over HTTPS until interrupted.
+
+    The real hubspot-api-client works against it unchanged: give it the printed URL as host,
+    the private-app token (or the OAuth refresh credentials) and trust the printed CA.
+    """
+    from crm_kpi_worker.sandbox.generator import generate
+    from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO)
+        logging.getLogger("werkzeug").setLevel(logging.INFO)
+    started = time.perf_counter()
+    try:
+        data = generate(seed=seed, deals=deals, reference_date=reference_date)
+        sandbox = HubSpotSandbox(
+            data,
+            host=host,
+            port=port,
+            token=token,
+            workdir=workdir,
+            limits=RateLimits(search_per_second, burst_per_10s, daily_limit),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    for rule in faults:
+        sandbox.faults.add(rule)
+    for line in sandbox.describe():
+        click.echo(line)
+    click.echo(f"  ready in {time.perf_counter() - started:.1f} s; Ctrl-C to stop")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        sandbox.serve_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        sandbox.stop()
+        click.echo("sandbox stopped")

@@ -1143,6 +1143,11 @@ class HubSpotPortal:
             group = f"{name}_information"
             store.groups[group] = GroupDef(group, f"{store.singular} information", 0)
             self._standard_columns(store, np.zeros(0, np.int64), np.zeros(0, np.int64), group)
+            self._prop(
+                store, "hubspot_owner_id", "Owner", "enumeration", "select",
+                self._owner_ref(np.zeros(0, dtype=np.int32)), external_options=True,
+                validator=self._owner_validator, group=group,
+            )  # fmt: skip
             for prop in body["properties"]:
                 if isinstance(prop, dict):
                     prop = {"groupName": group, **prop}
@@ -1402,7 +1407,9 @@ class HubSpotPortal:
             return [format_number(v) for v in home_values()[rows].tolist()]
 
         stage = CodeColumn(deals.stage, list(STAGE_IDS))
+        # The stage's default probability; a write may set another (a new stage resets it).
         prob_by_code = np.array([*(_stage_probability()), np.nan])
+        probability = NumberColumn(deals.probability / 100)
         closed_codes = [i for i, v in enumerate(HS_STAGES.values()) if v[3]]
         won_code = ds.STAGE_WON
 
@@ -1466,11 +1473,7 @@ class HubSpotPortal:
         )  # fmt: skip
         self._prop(
             store, "hs_deal_stage_probability", "Deal probability", "number", "number",
-            DerivedColumn(
-                lambda rows: [format_number(v) for v in prob_by_code[stage_codes()[rows]].tolist()],
-                keys=lambda: prob_by_code[stage_codes()],
-            ),
-            read_only=True, calculated=True,
+            probability,
         )  # fmt: skip
         self._prop(
             store, "hubspot_owner_id", "Deal owner", "enumeration", "select",
@@ -1512,6 +1515,8 @@ class HubSpotPortal:
                     store.columns[f"hs_v2_date_exited_{STAGE_IDS[old_code]}"].set(hit, at_ms)
             if 0 <= new < len(STAGE_IDS) and len(moving):
                 store.columns[f"hs_v2_date_entered_{STAGE_IDS[new]}"].set(moving, at_ms)
+                if "hs_deal_stage_probability" not in parsed:
+                    probability.set(moving, float(prob_by_code[new]))
 
         store.on_write = on_write
         self._deal_histories(store)
