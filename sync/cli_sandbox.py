@@ -177,24 +177,24 @@ def sandbox_salesforce(
 @click.option("--token", default="pat-sandbox-demo", show_default=True, help="Private-app token.")
 @click.option(
     "--search-per-second",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0),
     default=5,
     show_default=True,
-    help="Search requests per rolling second.",
+    help="Search requests per rolling second (0: unlimited).",
 )
 @click.option(
     "--burst-per-10s",
-    type=click.IntRange(1),
+    type=click.IntRange(0),
     default=190,
     show_default=True,
-    help="Other requests per rolling 10 seconds.",
+    help="Other requests per rolling 10 seconds (0: unlimited).",
 )
 @click.option(
     "--daily-limit",
-    type=click.IntRange(1),
+    type=click.IntRange(0),
     default=1_000_000,
     show_default=True,
-    help="Requests per day.",
+    help="Requests per day (0: unlimited).",
 )
 @click.option(
     "--fault",
@@ -240,7 +240,9 @@ def sandbox_hubspot(
             port=port,
             token=token,
             workdir=workdir,
-            limits=RateLimits(search_per_second, burst_per_10s, daily_limit),
+            limits=RateLimits(
+                search_per_second or None, burst_per_10s or None, daily_limit or None
+            ),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
