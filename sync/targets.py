@@ -337,6 +337,9 @@ def targets(
         label, plural, name_label = _SCORECARD_OBJECT[language]
         objects.append(TargetObject(card.object, label, plural, name_label))
         key_label = _KEY_LABEL[language]
+        if crm == "hubspot":
+            # HubSpot objects have no name field of their own: the scorecard's display name.
+            out.append(_field(card.object, "kpi_name", "text", (name_label, "")))
         out.append(
             _field(card.object, card.external_id, "text", key_label, external_id=True, unique=True)
         )

@@ -22,15 +22,19 @@ from crm_kpi_worker.connectors.base import (
     TargetField,
     TargetObject,
 )
+from crm_kpi_worker.connectors.hubspot.connector import DEFAULT_LOOKBACK as HUBSPOT_LOOKBACK
+from crm_kpi_worker.connectors.hubspot.search import parse_stamp as hs_parse_stamp
 from crm_kpi_worker.connectors.registry import build_connector
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce.resources import parse_stamp
 from crm_kpi_worker.connectors.salesforce.settings import DEFAULT_LOOKBACK
 from crm_kpi_worker.sandbox.faults import FaultRule
+from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.config_loader import load_config
 
 DEMO_CONFIG = "config/demo-salesforce.yaml"
+HUBSPOT_CONFIG = "config/demo-hubspot.yaml"
 
 
 @dataclass
@@ -41,6 +45,9 @@ class Harness:
     deal_object: str
     lookback: dt.timedelta
     stamp_of: Callable[[dict[str, Any]], dt.datetime]  # a raw record's modification stamp
+    parse_cursor: Callable[[str], dt.datetime]
+    id_of: Callable[[dict[str, Any]], str]
+    deleted_of: Callable[[dict[str, Any]], bool]  # a raw record the CRM reports deleted
     edit_deals: Callable[[list[str]], None]  # change these deals through the CRM's API
     delete_deal: Callable[[str], None]
     fail_writes_for: Callable[[list[str]], None]  # make the CRM refuse these records
@@ -85,6 +92,9 @@ def salesforce_harness(sandbox: SalesforceSandbox) -> Harness:
         deal_object="Opportunity",
         lookback=DEFAULT_LOOKBACK,
         stamp_of=lambda record: parse_stamp(record["SystemModstamp"]),
+        parse_cursor=parse_stamp,
+        id_of=lambda record: record["Id"],
+        deleted_of=lambda record: bool(record.get("IsDeleted")),
         edit_deals=edit_deals,
         delete_deal=lambda record_id: sf.Opportunity.delete(record_id),
         fail_writes_for=fail_writes_for,
@@ -110,13 +120,74 @@ def salesforce_harness(sandbox: SalesforceSandbox) -> Harness:
     )
 
 
-HARNESSES: dict[str, Callable[[SalesforceSandbox], Harness]] = {"salesforce": salesforce_harness}
+def hubspot_harness(sandbox: HubSpotSandbox) -> Harness:
+    config = load_config(HUBSPOT_CONFIG)
+    source = config.sources[0].with_changes(
+        base_url=sandbox.url,
+        ca_bundle=str(sandbox.ca_path),
+        rate_limits={"search_per_second": 100, "per_10_seconds": 10_000},
+    )
+    portal = sandbox.portal
+
+    def connect() -> Connector:
+        return build_connector(
+            source, config.currency, environ={}, retry_policy=RetryPolicy(sleep=_sleeps())
+        )
+
+    def edit_deals(ids: list[str]) -> None:
+        client = sandbox.client()
+        for index, record_id in enumerate(ids):
+            client.crm.deals.basic_api.update(
+                record_id, {"properties": {"hs_deal_stage_probability": str(0.11 + index / 100)}}
+            )
+
+    def fail_writes_for(ids: list[str]) -> None:
+        sandbox.faults.add(
+            FaultRule(kind="write_failure", path="/batch/", record_ids=tuple(ids), times=None)
+        )
+
+    return Harness(
+        connect=connect,
+        deal_object="deals",
+        lookback=HUBSPOT_LOOKBACK,
+        stamp_of=lambda record: hs_parse_stamp(record["properties"]["hs_lastmodifieddate"]),
+        parse_cursor=hs_parse_stamp,
+        id_of=lambda record: str(record["id"]),
+        deleted_of=lambda record: record.get("archived") is True,
+        edit_deals=edit_deals,
+        delete_deal=portal.archive_deal,
+        fail_writes_for=fail_writes_for,
+        deal_field=TargetField("deals", "kpi_days_in_stage", "number", "Days in stage"),
+        scorecard=TargetObject("p_kpi_scorecard", "KPI Scorecard", "KPI Scorecards", "Scorecard"),
+        scorecard_fields=(
+            TargetField(
+                "p_kpi_scorecard",
+                "kpi_scorecard_key",
+                "text",
+                "Key",
+                external_id=True,
+                unique=True,
+            ),
+            TargetField("p_kpi_scorecard", "kpi_win_rate", "percent", "Win rate"),
+        ),
+        incremental_streams=("accounts", "deals", "activities"),
+    )
+
+
+SANDBOXES: dict[str, Callable[[], Any]] = {
+    "salesforce": lambda: SalesforceSandbox.start(seed=7),
+    "hubspot": lambda: HubSpotSandbox.start(seed=7, limits=RateLimits(None, None, None)),
+}
+HARNESSES: dict[str, Callable[[Any], Harness]] = {
+    "salesforce": salesforce_harness,
+    "hubspot": hubspot_harness,
+}
 
 
 @pytest.fixture(params=sorted(HARNESSES))
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """A CRM of its own (tests here write to it)."""
-    with SalesforceSandbox.start(seed=7) as sandbox:
+    with SANDBOXES[request.param]() as sandbox:
         yield HARNESSES[request.param](sandbox)
 
 
@@ -128,16 +199,17 @@ def _records(pages: list[Page]) -> list[dict[str, Any]]:
     return [record for page in pages for record in page.records]
 
 
-def _check_pages(pages: list[Page], stream: str, since: str | None = None) -> None:
-    cursors = [page.cursor for page in pages if page.cursor is not None]
+def _check_pages(
+    harness: Harness, pages: list[Page], stream: str, since: str | None = None
+) -> None:
+    cursors = [harness.parse_cursor(page.cursor) for page in pages if page.cursor is not None]
     if since is not None and cursors:
-        assert cursors[0] >= since or parse_stamp(cursors[0]) >= parse_stamp(since)
-    assert [parse_stamp(c) for c in cursors] == sorted(parse_stamp(c) for c in cursors)
+        assert cursors[0] >= harness.parse_cursor(since)
+    assert cursors == sorted(cursors)
     for page in pages:
         assert page.stream == stream
-        assert all(isinstance(record, dict) and record.get("Id") for record in page.records)
-        ids = {record["Id"] for record in page.records}
-        assert set(page.deleted_ids) <= ids
+        assert all(isinstance(record, dict) and harness.id_of(record) for record in page.records)
+        assert all(isinstance(i, str) and i for i in page.deleted_ids)
 
 
 # ---- pulls ----------------------------------------------------------------------------------
@@ -147,8 +219,8 @@ def test_every_stream_pulls_in_full_with_monotonic_cursors(harness: Harness) -> 
     connector = harness.connect()
     for stream in STREAMS:
         pages = _pull(connector, stream)
-        _check_pages(pages, stream)
-        ids = [record["Id"] for record in _records(pages)]
+        _check_pages(harness, pages, stream)
+        ids = [harness.id_of(record) for record in _records(pages)]
         assert len(ids) == len(set(ids)), f"{stream}: a record came twice in one full pull"
         if stream in harness.incremental_streams and ids:
             assert pages[-1].cursor is not None, f"{stream}: an incremental stream needs cursors"
@@ -172,12 +244,12 @@ def test_incremental_pull_returns_exactly_the_lookback_overlap(harness: Harness)
             continue
         cursor = full[-1].cursor
         assert cursor is not None
-        window_start = parse_stamp(cursor) - harness.lookback
-        expected = {r["Id"] for r in records if harness.stamp_of(r) >= window_start}
+        window_start = harness.parse_cursor(cursor) - harness.lookback
+        expected = {harness.id_of(r) for r in records if harness.stamp_of(r) >= window_start}
         again = _pull(connector, stream, cursor)
-        _check_pages(again, stream, cursor)
-        assert {r["Id"] for r in _records(again)} == expected, stream
-        assert parse_stamp(again[-1].cursor or "") >= parse_stamp(cursor)
+        _check_pages(harness, again, stream, cursor)
+        assert {harness.id_of(r) for r in _records(again)} == expected, stream
+        assert harness.parse_cursor(again[-1].cursor or "") >= harness.parse_cursor(cursor)
 
 
 def test_incremental_pull_returns_the_edited_records_and_the_overlap(harness: Harness) -> None:
@@ -186,25 +258,25 @@ def test_incremental_pull_returns_the_edited_records_and_the_overlap(harness: Ha
     records = _records(full)
     cursor = full[-1].cursor
     assert cursor is not None
-    window_start = parse_stamp(cursor) - harness.lookback
-    overlap = {r["Id"] for r in records if harness.stamp_of(r) >= window_start}
-    live = [r["Id"] for r in records if not r.get("IsDeleted")]
+    window_start = harness.parse_cursor(cursor) - harness.lookback
+    overlap = {harness.id_of(r) for r in records if harness.stamp_of(r) >= window_start}
+    live = [harness.id_of(r) for r in records if not harness.deleted_of(r)]
     edited = live[:3]
     harness.edit_deals(edited)
     again = _pull(connector, "deals", cursor)
-    _check_pages(again, "deals", cursor)
-    assert {r["Id"] for r in _records(again)} == overlap | set(edited)
-    assert parse_stamp(again[-1].cursor or "") > parse_stamp(cursor)
+    _check_pages(harness, again, "deals", cursor)
+    assert {harness.id_of(r) for r in _records(again)} == overlap | set(edited)
+    assert harness.parse_cursor(again[-1].cursor or "") > harness.parse_cursor(cursor)
     # The next run, from the new cursor, sees the edits only through the lookback.
     newer = _pull(connector, "deals", again[-1].cursor)
-    assert set(edited) <= {r["Id"] for r in _records(newer)}
+    assert set(edited) <= {harness.id_of(r) for r in _records(newer)}
 
 
 def test_deletions_appear_in_the_next_incremental_pull(harness: Harness) -> None:
     connector = harness.connect()
     full = _pull(connector, "deals")
     cursor = full[-1].cursor
-    victim = next(r["Id"] for r in _records(full) if not r.get("IsDeleted"))
+    victim = next(harness.id_of(r) for r in _records(full) if not harness.deleted_of(r))
     harness.delete_deal(victim)
     again = _pull(connector, "deals", cursor)
     assert victim in {i for page in again for i in page.deleted_ids}
@@ -232,8 +304,8 @@ def test_missing_and_create_targets_are_idempotent(harness: Harness) -> None:
 def test_update_reports_each_record_in_order_and_isolates_failures(harness: Harness) -> None:
     connector = harness.connect()
     connector.create_targets([], [harness.deal_field])
-    deals = [r for r in _records(_pull(connector, "deals")) if not r.get("IsDeleted")]
-    ids = [r["Id"] for r in deals[:205]]  # two batches
+    deals = [r for r in _records(_pull(connector, "deals")) if not harness.deleted_of(r)]
+    ids = [harness.id_of(r) for r in deals[:205]]  # two or three batches
     failing = ids[3]
     harness.fail_writes_for([failing])
     values = {record_id: {harness.deal_field.name: index} for index, record_id in enumerate(ids)}

@@ -163,7 +163,12 @@ class HubSpotConnector:
     def upsert(
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
     ) -> list[WriteResult]:
-        return self.writer.upsert(self.targets.object_type(object), external_id, records)
+        return self.writer.upsert(
+            self.targets.object_type(object),
+            external_id,
+            records,
+            name_required=self.targets.requires_name(object),
+        )
 
     # ---- calls ------------------------------------------------------------------------------
 
@@ -261,6 +266,17 @@ class HubSpotConnector:
         page: list[dict[str, Any]] | None = next(pages, None)
         if started is None:
             started = self.transport.server_time
+        if page is None:
+            # Nothing changed: one empty page, so the cursor still moves to the server's time.
+            if started is not None:
+                high = to_ms(started) if high is None else max(high, to_ms(started))
+            cursor = (
+                format_stamp(dt.datetime.fromtimestamp(high / 1000, dt.UTC))
+                if high is not None
+                else None
+            )
+            yield Page(stream, [], cursor)
+            return
         while page is not None:
             following = next(pages, None)
             newest = max(stamp_ms(record, STAMP) for record in page)

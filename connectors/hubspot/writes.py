@@ -97,13 +97,22 @@ class BatchWriter:
         return self._write(object_type, "update", items, by_id=True)
 
     def upsert(
-        self, object_type: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
+        self,
+        object_type: str,
+        external_id: str,
+        records: Mapping[str, Mapping[str, Any]],
+        *,
+        name_required: bool = False,
     ) -> list[WriteResult]:
+        """``name_required``: the object requires ``kpi_name`` (setup's scorecard object);
+        a record given without a name is named by its key."""
         items = []
         for key, fields in records.items():
             if external_id in fields:
                 raise ValueError(f"{external_id} is the key: give it as the record's key only")
             properties = _properties(fields)
+            if name_required:
+                properties.setdefault(NAME_PROPERTY, str(key))
             items.append(
                 (
                     str(key),
@@ -293,6 +302,10 @@ class TargetManager:
         if schema is not None and schema.get("objectTypeId"):
             return str(schema["objectTypeId"])
         return name
+
+    def requires_name(self, name: str) -> bool:
+        schema = self._schema_of(name)
+        return schema is not None and NAME_PROPERTY in (schema.get("requiredProperties") or ())
 
     def _is_custom(self, name: str) -> bool:
         return name not in {"deals", "companies", "contacts", "meetings"} and not name.startswith(
