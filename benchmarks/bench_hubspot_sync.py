@@ -1,0 +1,345 @@
+"""Benchmark: a full sync of the sandbox HubSpot portal with N deals (default 200,000).
+
+The sandbox runs as its own process (``crm-kpi sandbox hubspot``); the worker runs here. In
+the same run it measures:
+
+- a bare hubspot-api-client loop over the same sandbox: every stream's search (same object
+  types, properties, filters, 200 a page, windowed past the 10,000 cap the way any client
+  must), owners and pipelines, through the client's own ``do_search``/``get_page`` calls (its
+  models deserialised), records only counted: the yardstick for the pull;
+- one full ``sync`` (the HubSpot demo config with the default close_date_history: false):
+  pull, KPIs, write-back (batch update of every deal, scorecards upserted);
+
+and prints wall times, deals/s, API calls against the minimum (one call per 200 records per
+searched stream, per 100 per listed one; ceil(changed / 100) per written object), the
+worker's peak memory and the ratio of the pull phase to the bare loop.
+
+By default the sandbox enforces no rate limit and the worker does not pace itself, so the
+figures measure the software; ``--hubspot-limits`` keeps HubSpot's (5 searches a second, 190
+calls per 10 s) on both sides, and the run then takes as long as those limits make it.
+Loopback only.
+
+    python benchmarks/bench_hubspot_sync.py                  # 200,000 deals
+    python benchmarks/bench_hubspot_sync.py --deals 20000    # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hubspot
+
+from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.http import build_session
+from crm_kpi_worker.connectors.hubspot.connector import GOAL_PROPERTIES, HubSpotConnector
+from crm_kpi_worker.connectors.hubspot.search import SEARCH_CAP, parse_stamp
+from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.config_loader import load_config
+from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+from crm_kpi_worker.sync.store import Store
+from crm_kpi_worker.sync.targets import targets
+
+SEARCH_PAGE = 200
+LIST_PAGE = 100
+WRITE_BATCH = 100
+AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+SEARCHED = {"deals", "accounts", "activities", "quotas"}
+
+
+def start_sandbox(
+    deals: int, workdir: Path, limits: bool
+) -> tuple[subprocess.Popen[str], str, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "crm_kpi_worker",
+        "sandbox",
+        "hubspot",
+        "--port",
+        "0",
+        "--deals",
+        str(deals),
+        "--workdir",
+        str(workdir),
+        "--daily-limit",
+        "0",
+    ]
+    if not limits:
+        command += ["--search-per-second", "0", "--burst-per-10s", "0"]
+    process = subprocess.Popen(  # noqa: S603 - the project's own CLI
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = ca = None
+    assert process.stdout is not None
+    for line in process.stdout:
+        if found := re.search(r"listening on (https://\S+)", line):
+            url = found.group(1)
+        if found := re.search(r"ca_bundle\): (\S+)", line):
+            ca = found.group(1)
+        if "ready in" in line:
+            break
+    if not url or not ca:
+        raise RuntimeError(f"the sandbox did not start (exit {process.poll()})")
+    return process, url, ca
+
+
+def config_for(url: str, ca: str, store: Path, limits: bool) -> AppConfig:
+    config = load_config(path_of("demo-hubspot.yaml"))
+    source = config.sources[0]
+    mapping = {**source.mapping.model_dump(exclude_unset=True), "close_date_history": False}
+    changes: dict[str, Any] = {"base_url": url, "ca_bundle": ca, "mapping": mapping}
+    if not limits:
+        changes["rate_limits"] = {"search_per_second": 100, "per_10_seconds": 10_000}
+    source = source.with_changes(**changes)
+    store_settings = config.store.model_copy(update={"url": f"sqlite:///{store}"})
+    return config.replace_source(source).model_copy(update={"store": store_settings})
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bare_search(
+    client: Any, object_type: str, properties: list[str], filters: list[dict[str, Any]]
+) -> int:
+    """Every record of a search through the client's own do_search (models deserialised),
+    restarting at the last stamp when a query reaches the 10,000 cap, ids counted once."""
+    api = client.crm.objects.search_api
+    properties = list(dict.fromkeys([*properties, "hs_lastmodifieddate", "hs_object_id"]))
+    low: str | None = None
+    seen_at_low: set[str] = set()
+    count = 0
+    while True:
+        window = list(filters)
+        if low is not None:
+            window.append({"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": low})
+        body: dict[str, Any] = {
+            "filterGroups": [{"filters": window}] if window else [],
+            "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": properties,
+            "limit": SEARCH_PAGE,
+        }
+        last_stamp = None
+        at_last: set[str] = set()
+        while True:
+            page = api.do_search(object_type, body)
+            for record in page.results:
+                stamp = record.properties.get("hs_lastmodifieddate") or ""
+                if stamp != last_stamp:
+                    last_stamp, at_last = stamp, set()
+                at_last.add(record.id)
+                if (
+                    low is not None
+                    and stamp
+                    and _ms(stamp) == int(low)
+                    and record.id in seen_at_low
+                ):
+                    continue
+                count += 1
+            following = page.paging.next.after if page.paging and page.paging.next else None
+            if following is None:
+                return count
+            if int(following) + SEARCH_PAGE > SEARCH_CAP:
+                break
+            body["after"] = following
+        low, seen_at_low = str(_ms(last_stamp or "")), at_last
+
+
+def _ms(stamp: str) -> int:
+    return round(parse_stamp(stamp).timestamp() * 1000)
+
+
+def bare_loop(client: Any, connector: HubSpotConnector) -> tuple[int, float]:
+    """The yardstick: what the pull reads, through plain client calls."""
+    mapping = connector.mapping
+    started = time.perf_counter()
+    rows = 0
+    stages = client.crm.pipelines.pipelines_api.get_all("deals").results
+    stage_ids = [stage.id for pipeline in stages for stage in pipeline.stages]
+    rows += len(stage_ids)
+    for archived in (False, True):
+        after = None
+        while True:
+            owners = client.crm.owners.owners_api.get_page(
+                limit=LIST_PAGE, archived=archived, **({"after": after} if after else {})
+            )
+            rows += len(owners.results)
+            if not (owners.paging and owners.paging.next):
+                break
+            after = owners.paging.next.after
+    deal_properties = [
+        p
+        for p in (
+            mapping.name,
+            mapping.amount,
+            mapping.amount_in_home_currency,
+            mapping.close_date,
+            mapping.created_at,
+            mapping.stage,
+            mapping.pipeline,
+            mapping.deal_type,
+            mapping.forecast_category,
+            mapping.probability,
+            mapping.currency,
+            mapping.owner_id,
+            mapping.last_modified,
+            mapping.company_id,
+        )
+        if p
+    ] + [f"hs_v2_date_entered_{s}" for s in stage_ids]
+    rows += bare_search(client, "deals", deal_properties, [])
+    if mapping.churn_date:
+        rows += bare_search(
+            client,
+            "companies",
+            ["name", "createdate", mapping.churn_date],
+            [{"propertyName": mapping.churn_date, "operator": "HAS_PROPERTY"}],
+        )
+    if mapping.demos:
+        demos = mapping.demos
+        rows += bare_search(
+            client,
+            demos.object,
+            [demos.type_field, demos.owner_field, demos.start_field],
+            [{"propertyName": demos.type_field, "operator": "IN", "values": list(demos.values)}],
+        )
+    rows += bare_search(client, "goal_targets", list(GOAL_PROPERTIES), [])
+    return rows, time.perf_counter() - started
+
+
+def sandbox_stats(url: str, ca: str) -> dict[str, Any]:
+    session = build_session(ca_bundle=ca)
+    stats: dict[str, Any] = session.get(f"{url}/_sandbox/stats").json()
+    session.close()
+    return stats
+
+
+def run(deals: int, limits: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="crm-kpi-bench-hs-") as folder:
+        work = Path(folder)
+        sandbox, url, ca = start_sandbox(deals, work, limits)
+        try:
+            config = config_for(url, ca, work / "store.sqlite", limits)
+            source = config.sources[0]
+            connector = build_connector(source, config.currency)
+            assert isinstance(connector, HubSpotConnector)
+            objects, fields = targets(config.kpi_fields_for(source), "hubspot", "en")
+            connector.create_targets(*connector.missing_targets(objects, fields))
+
+            client = hubspot.Client.create(
+                access_token="pat-sandbox-demo",
+                host=url,
+                ssl_ca_cert=ca,
+            )
+            before = sandbox_stats(url, ca)
+            bare_rows, bare_seconds = bare_loop(client, connector)
+            bare_calls = sandbox_stats(url, ca)["api_calls"] - before["api_calls"]
+            memory_before_sync = peak_mb()
+
+            stats_before = sandbox_stats(url, ca)
+            started = time.perf_counter()
+            with Store.open(config.store.resolve_url()) as store:
+                result = run_once(config, store, RunOptions(as_of=AS_OF))
+            wall = time.perf_counter() - started
+            stats_after = sandbox_stats(url, ca)
+            report = result.report()["sources"][0]
+        finally:
+            sandbox.terminate()
+            sandbox.wait(timeout=60)
+            if sandbox.stdout is not None:
+                sandbox.stdout.close()
+    served = {
+        route: stats_after["by_route"].get(route, 0) - stats_before["by_route"].get(route, 0)
+        for route in stats_after["by_route"]
+    }
+    write_calls = sum(
+        n for route, n in served.items() if "/batch/update" in route or "/batch/upsert" in route
+    )
+    total_calls = stats_after["api_calls"] - stats_before["api_calls"]
+    pull_calls = total_calls - write_calls
+    pull_minimum = 0
+    for stream, pulled in report["pulled"].items():
+        if stream == "stages":
+            pull_minimum += 1
+        elif stream == "users":
+            pull_minimum += 2 * max(1, math.ceil(pulled / 2 / LIST_PAGE))  # active, archived
+        elif stream in SEARCHED:
+            pull_minimum += max(1, math.ceil(pulled / SEARCH_PAGE))
+    written = {w["object"]: w for w in report["written"]}
+    write_minimum = sum(math.ceil(w["records_written"] / WRITE_BATCH) for w in written.values())
+    return {
+        "deals": deals,
+        "limits": limits,
+        "bare": (bare_rows, bare_seconds, bare_calls),
+        "report": report,
+        "wall": wall,
+        "pull_calls": pull_calls,
+        "pull_minimum": pull_minimum,
+        "write_calls": write_calls,
+        "write_minimum": write_minimum,
+        "served": served,
+        "peak_mb": peak_mb(),
+        "peak_mb_before_sync": memory_before_sync,
+    }
+
+
+def print_result(r: dict[str, Any]) -> None:
+    report = r["report"]
+    seconds = report["seconds"]
+    bare_rows, bare_seconds, bare_calls = r["bare"]
+    deals = r["deals"]
+    phases = ", ".join(f"{name} {seconds[name]:.1f}" for name in ("pull", "compute", "write"))
+    pulled = ", ".join(f"{k} {v:,}" for k, v in report["pulled"].items())
+    total = r["pull_calls"] + r["write_calls"]
+    minimum = r["pull_minimum"] + r["write_minimum"]
+    limits = "HubSpot's rate limits" if r["limits"] else "no rate limit"
+    lines = [
+        f"full sync of {deals:,} deals (sandbox HubSpot in its own process, {limits}, SQLite)",
+        f"  wall time                 {r['wall']:9.1f} s  ({phases})",
+        f"  deals/s (whole sync)      {deals / r['wall']:9,.0f}",
+        f"  bare client loop          {bare_seconds:9.1f} s  ({bare_rows:,} records,"
+        f" {bare_calls:,} calls)",
+        f"  pull phase / bare loop    {seconds['pull'] / bare_seconds:9.2f} x  (target <= 2)",
+        f"  pulled                    {pulled}",
+        f"  pull API calls            {r['pull_calls']:9,}  (minimum {r['pull_minimum']:,}: one per"
+        f" {SEARCH_PAGE} searched records, per {LIST_PAGE} listed owners; deals"
+        f" {report['pages']['deals']:,} pages, ceil(N/{SEARCH_PAGE}) ="
+        f" {math.ceil(report['pulled']['deals'] / SEARCH_PAGE):,})",
+        f"  write API calls           {r['write_calls']:9,}  (minimum {r['write_minimum']:,}:"
+        f" ceil(changed/{WRITE_BATCH}) per object)",
+        f"  API calls vs minimum      {total / minimum:9.3f} x  ({total:,} vs {minimum:,};"
+        " target within 2%)",
+        f"  worker peak memory        {r['peak_mb']:9.0f} MB (target < 1024;"
+        f" {r['peak_mb_before_sync']:.0f} MB before the sync)",
+        f"  excluded                  {report['excluded']['total']:,}"
+        f" ({report['excluded']['by_reason']})",
+    ]
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deals", type=int, default=200_000)
+    parser.add_argument(
+        "--hubspot-limits",
+        action="store_true",
+        help="keep HubSpot's rate limits in the sandbox and the worker's pacing",
+    )
+    args = parser.parse_args(argv)
+    print_result(run(args.deals, args.hubspot_limits))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
