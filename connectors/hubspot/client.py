@@ -18,6 +18,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3
+
 from crm_kpi_worker.connectors.errors import AuthenticationFailed, error_details, register_secret
 from crm_kpi_worker.sync.config import HubSpotOAuth, HubSpotPrivateApp, HubSpotSource
 
@@ -50,7 +52,11 @@ class HubSpotApis:
                 }
                 register_secret(self._refresh["client_secret"])
                 register_secret(self._refresh["refresh_token"])
-        options: dict[str, Any] = {"host": source.base_url}
+        # No retry inside urllib3: the transport's policy is the one retry (and counts calls).
+        options: dict[str, Any] = {
+            "host": source.base_url,
+            "retry": urllib3.Retry(total=0, redirect=0, raise_on_status=False),
+        }
         if source.ca_bundle is not None:
             options["ssl_ca_cert"] = str(source.ca_bundle)
         self.client = hubspot.Client.create(access_token=token or "", **options)

@@ -175,6 +175,17 @@ class HubSpotTransport:
         method, _, path = what.partition(" ")
         try:
             response = request()
+        except urllib3.exceptions.MaxRetryError as exc:
+            if isinstance(exc.reason, urllib3.exceptions.SSLError):
+                raise TlsError(
+                    "HubSpot's TLS certificate could not be verified; behind a TLS-inspecting"
+                    " proxy, set the source's ca_bundle to the proxy's CA (PEM)",
+                    url=path,
+                    method=method,
+                ) from None
+            raise ConnectionFailed(
+                f"the connection failed ({type(exc.reason).__name__})", url=path, method=method
+            ) from None
         except urllib3.exceptions.SSLError:
             raise TlsError(
                 "HubSpot's TLS certificate could not be verified; behind a TLS-inspecting"
