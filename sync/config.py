@@ -78,6 +78,7 @@ __all__ = [
     "HubSpotRateLimits",
     "HubSpotSource",
     "KpiFields",
+    "OwnerTarget",
     "PayoutCurve",
     "QuotaEntry",
     "QuotaSettings",
@@ -1223,15 +1224,30 @@ class RepTarget(_Target):
     period: PeriodKind = "quarter"
 
 
+class OwnerTarget(_Target):
+    """The owner's current-period KPIs stamped on each of the owner's open deals, for
+    portals without custom objects (HubSpot Starter) or teams that want them on the deal.
+    Closed deals get the fields emptied once. Each change of an owner's values rewrites
+    that owner's open deals."""
+
+    kpis: ClassVar[tuple[str, ...]] = REP_KPIS
+    period: PeriodKind = "quarter"
+
+
 class KpiFields(ConfigModel):
     """Which KPI goes to which CRM field."""
 
     scorecard: ScorecardTarget | None = None
     deal: DealTarget | None = None
     rep: RepTarget | None = None
+    owner: OwnerTarget | None = None
 
     def count(self) -> int:
-        return sum(len(t.fields) for t in (self.scorecard, self.deal, self.rep) if t is not None)
+        return sum(
+            len(t.fields)
+            for t in (self.scorecard, self.deal, self.rep, self.owner)
+            if t is not None
+        )
 
     def problems(self, crm: CrmType) -> list[tuple[tuple[str | int, ...], str]]:
         """Names invalid for ``crm`` and fields written twice, as (path, message)."""
@@ -1259,6 +1275,11 @@ class KpiFields(ConfigModel):
             target = getattr(self, target_name)
             if target is not None:
                 out += _field_problems(target.fields, check, (target_name,), set())
+        if self.owner is not None:
+            # Written on deals too: no field may also be a deal field.
+            taken = set(self.deal.fields.values()) if self.deal is not None else set()
+            for loc, message in _field_problems(self.owner.fields, check, ("owner",), taken):
+                out.append((loc, message.replace("a key column of the scorecard", "a deal field")))
         return out
 
 

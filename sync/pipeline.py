@@ -334,8 +334,8 @@ def desired_records(
             card.external_id,
             _scorecards(source, inputs, results, card, crm),
         )
-    if fields.deal is not None:
-        yield _deal_object(crm), "update", None, _deal_records(fields, crm, results)
+    if fields.deal is not None or fields.owner is not None:
+        yield _deal_object(crm), "update", None, _deal_records(fields, crm, inputs, results)
     if fields.rep is not None and crm == "salesforce":
         yield "User", "update", None, _user_records(fields.rep, results)
 
@@ -370,13 +370,34 @@ def _scorecards(
         yield Desired(card.object, key, values)
 
 
-def _deal_records(fields: Any, crm: str, results: Results) -> Iterator[Desired]:
+def _owner_values(target: Any, inputs: EngineInput, results: Results) -> list[dict[str, Any]]:
+    """Per row of the Reps frame, the owner fields' values for its current period."""
+    by_rep: dict[str, dict[str, Any]] = {}
+    for row in results.rows:
+        if row.scope == "rep" and row.is_current and row.period_kind == target.period:
+            by_rep[row.subject] = {
+                name: format_value(kpi_kind(key), row.values.get(key))
+                for key, name in target.fields.items()
+            }
+    empty = dict.fromkeys(target.fields.values())
+    return [by_rep.get(rep_id, empty) for rep_id in inputs.reps.id]
+
+
+def _deal_records(
+    fields: Any, crm: str, inputs: EngineInput, results: Results
+) -> Iterator[Desired]:
     as_dates = ages_as_dates(fields)
     deal_kpis = results.deals
     created = deal_kpis.created.astype(str)
     entered = deal_kpis.stage_entered.astype(str)
-    targets = list(fields.deal.fields.items())
+    targets = list(fields.deal.fields.items()) if fields.deal is not None else []
     obj = _deal_object(crm)
+    owner_values: list[dict[str, Any]] | None = None
+    if fields.owner is not None:
+        owner_values = _owner_values(fields.owner, inputs, results)
+        closed = (inputs.deals.is_won | inputs.deals.is_lost).tolist()
+        owners = inputs.deals.owner.tolist()
+        cleared = dict.fromkeys(fields.owner.fields.values())
     for index, (deal_id, values_by_key) in enumerate(deal_kpis):
         values = {}
         for key, field_name in targets:
@@ -386,6 +407,9 @@ def _deal_records(fields: Any, crm: str, results: Results) -> Iterator[Desired]:
                 values[field_name] = str(entered[index])
             else:
                 values[field_name] = format_value(kpi_kind(key), values_by_key[key])
+        if owner_values is not None:
+            # The owner's current values on open deals; emptied once a deal closes.
+            values.update(cleared if closed[index] else owner_values[owners[index]])
         yield Desired(obj, deal_id, values)
 
 

@@ -361,6 +361,12 @@ def targets(
         for key, name in fields.deal.fields.items():
             spec = AGE_ANCHORS[key] if as_dates and key in AGE_ANCHORS else KPI_SPECS[key]
             out.append(_field(deal_object, name, spec.kind, getattr(spec, language)))
+    if fields.owner is not None:
+        for key, name in fields.owner.fields.items():
+            spec = KPI_SPECS[key]
+            label, help_text = getattr(spec, language)
+            prefix = "Owner: " if language == "en" else "Commercial : "
+            out.append(_field(deal_object, name, spec.kind, (prefix + label, help_text)))
     if fields.rep is not None:
         for key, name in fields.rep.fields.items():
             spec = KPI_SPECS[key]

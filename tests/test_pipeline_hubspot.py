@@ -17,7 +17,7 @@ from crm_kpi_worker.connectors.registry import build_connector
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
 from crm_kpi_worker.sync.cli_demo import run_demo
-from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.config import AppConfig, KpiFields
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
 from crm_kpi_worker.sync.store import Store
@@ -219,4 +219,58 @@ def test_25000_deals_changed_at_once_are_all_pulled_and_nothing_unchanged_is_wri
         assert report["pulled"]["deals"] == 25_000
         assert len(env.store.deal_columns("sandbox")["id"]) == len(live)
         assert report["written"] == []  # the values did not change: nothing to write
+        env.store.close()
+
+
+def test_owner_kpis_stamped_on_open_deals_where_there_is_no_custom_object(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    with HubSpotSandbox.start(reference_date=REFERENCE, clock=clock, limits=UNLIMITED) as sandbox:
+        base = hubspot_config(sandbox, tmp_path / "store.sqlite")
+        fields = KpiFields.model_validate(
+            {
+                "owner": {
+                    "fields": {
+                        "quota_attainment": "kpi_owner_attainment",
+                        "deals_won": "kpi_owner_deals_won",
+                    }
+                }
+            }
+        )
+        config = base.model_copy(update={"kpi_fields": fields})
+        setup_targets(config)
+        env = Env(sandbox, config, clock)
+        result = env.run()
+        report = _report(result)
+        assert [w["object"] for w in report["written"]] == ["deals"]
+        rows = result.results["sandbox"].rows
+        alice = sandbox.portal.owner_id(0)
+        (current,) = [
+            r
+            for r in rows
+            if r.scope == "rep"
+            and r.subject == alice
+            and r.is_current
+            and r.period_kind == "quarter"
+        ]
+        data = sandbox.portal.data
+        stages = data.deals.stage
+        alice_rows = np.flatnonzero((data.deals.owner == 0) & ~data.deals.is_deleted)
+        open_rows = [r for r in alice_rows if stages[r] < 5]  # before closed_won
+        closed_rows = [r for r in alice_rows if stages[r] in (5, 6)]
+        assert open_rows and closed_rows
+        for row in open_rows:
+            props = sandbox.portal.deal_properties(sandbox.portal.deal_id(int(row)))
+            assert float(props["kpi_owner_deals_won"]) == current.values["deals_won"]
+            expected = current.values["quota_attainment"]
+            if expected is None:
+                assert props.get("kpi_owner_attainment") in (None, "")
+            else:
+                assert float(props["kpi_owner_attainment"]) == round(expected * 100, 2)
+        for row in closed_rows:
+            props = sandbox.portal.deal_properties(sandbox.portal.deal_id(int(row)))
+            assert props.get("kpi_owner_deals_won") in (None, "")
+        env.clock.advance(30)
+        assert _report(env.run())["written"] == []
         env.store.close()
