@@ -146,3 +146,69 @@ def test_a_run_that_cannot_log_in_fails_with_one_clear_line(config_file: Path) -
     assert outcome.exit_code == 1
     assert "run failed:" in outcome.output and "INVALID_LOGIN" in outcome.output
     assert "wrong" not in outcome.output  # the password never appears
+
+
+# ---- the same commands on a HubSpot source --------------------------------------------------
+
+
+@pytest.fixture
+def hubspot_config_file(tmp_path: Path) -> Iterator[Path]:
+    from crm_kpi_worker.config import path_of
+    from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
+
+    with HubSpotSandbox.start(limits=RateLimits(None, None, None)) as sandbox:
+        text = path_of("demo-hubspot.yaml").read_text(encoding="utf-8")
+        text = text.replace(
+            "base_url: https://127.0.0.1:0",
+            f"base_url: {sandbox.url}\n    ca_bundle: {sandbox.ca_path}\n"
+            "    rate_limits: {search_per_second: 100, per_10_seconds: 10000}",
+        )
+        text = text.replace(
+            "url: sqlite:///crm-kpi-demo-hubspot.sqlite",
+            f"url: sqlite:///{tmp_path / 'store.sqlite'}",
+        )
+        path = tmp_path / "crm-kpi.yaml"
+        path.write_text(text, encoding="utf-8")
+        yield path
+
+
+def test_setup_and_sync_on_hubspot(hubspot_config_file: Path) -> None:
+    planned = _ok("setup", "--dry-run", "--config", str(hubspot_config_file))
+    assert "would create object p_kpi_scorecard (Tableau de bord KPI)" in planned
+    assert "would create field deals.kpi_stage_entered_on (date, Étape commencée le)" in planned
+    created = _ok("setup", "--config", str(hubspot_config_file))
+    assert "sandbox: created 1 objects and 33 fields" in created
+    again = _ok("setup", "--config", str(hubspot_config_file))
+    assert again.strip() == "sandbox: all 1 objects and 34 fields exist"
+    report = json.loads(
+        _ok(
+            "sync",
+            "--once",
+            "--as-of",
+            AS_OF,
+            "--format",
+            "json",
+            "--config",
+            str(hubspot_config_file),
+        )
+    )
+    (source,) = report["sources"]
+    written = {w["object"]: w["records_written"] for w in source["written"]}
+    assert written["deals"] > 500 and written["p_kpi_scorecard"] > 0
+    shown = json.loads(
+        _ok(
+            "kpis",
+            "show",
+            "--rep",
+            "alice.martin@sandbox.local",
+            "--period",
+            "2026-Q3",
+            "--format",
+            "json",
+            "--config",
+            str(hubspot_config_file),
+        )
+    )
+    (alice,) = shown
+    assert alice["name"] == "Alice Martin"
+    assert alice["bookings_arr"] == 150000 and alice["quota_attainment"] == 1.25
