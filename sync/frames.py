@@ -22,6 +22,8 @@ from crm_kpi_worker.sync.config import AppConfig, SalesforceSource
 from crm_kpi_worker.sync.config_loader import read_quota_csv
 from crm_kpi_worker.sync.model import DealType, Quota, Rep
 from crm_kpi_worker.sync.store import Store
+from crm_kpi_worker.sync.store_arrays import NULL as NULL_TEXT
+from crm_kpi_worker.sync.store_arrays import Coded, DealArrays, first_seen_codes
 
 UNASSIGNED_ID = "unassigned"
 _NAT = np.datetime64("NaT", "D")
@@ -42,29 +44,60 @@ class EngineInput:
 
 
 def local_days(instants: Sequence[dt.datetime | None], tz: ZoneInfo) -> np.ndarray:
-    """Calendar dates in ``tz`` of aware datetimes, as datetime64[D] (None -> NaT).
+    """Calendar dates in ``tz`` of aware datetimes, as datetime64[D] (None -> NaT)."""
+    utc = np.array(
+        [None if v is None else v.astimezone(dt.UTC).replace(tzinfo=None) for v in instants],
+        dtype="datetime64[us]",
+    ).reshape(-1)
+    return LocalDays(tz)(utc)
 
-    The UTC offset is looked up once per distinct UTC hour, not once per value.
+
+class LocalDays:
+    """UTC instants (datetime64, NaT allowed) to calendar dates in ``tz``, vectorised.
+
+    The UTC offset is looked up once per distinct UTC hour, and remembered across calls (a
+    million deals span a few tens of thousands of hours).
     """
-    n = len(instants)
-    seconds = np.fromiter(
-        (v.timestamp() if v is not None else np.nan for v in instants), dtype=np.float64, count=n
-    )
-    missing = np.isnan(seconds)
-    whole = np.where(missing, 0, seconds).astype(np.int64)
-    hours = whole // 3600
-    unique_hours, inverse = np.unique(hours, return_inverse=True)
-    offsets = np.array(
-        [
-            int(dt.datetime.fromtimestamp(int(h) * 3600, tz=tz).utcoffset().total_seconds())  # type: ignore[union-attr]
-            for h in unique_hours.tolist()
-        ],
-        dtype=np.int64,
-    )
-    local = (whole + offsets[inverse]) // 86_400
-    days = local.astype("datetime64[D]")
-    days[missing] = _NAT
-    return days
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._hours = np.zeros(0, dtype=np.int64)  # sorted
+        self._offsets = np.zeros(0, dtype=np.int64)  # seconds, per hour above
+
+    def __call__(self, instants: np.ndarray) -> np.ndarray:
+        micros = instants.astype("datetime64[us]").view(np.int64)
+        missing = np.isnat(instants)
+        seconds = np.where(missing, 0, micros) // 1_000_000
+        hours = seconds // 3600
+        if not len(hours):
+            return np.zeros(0, dtype="datetime64[D]")
+        low, high = int(hours.min()), int(hours.max())
+        if high - low <= 2 * len(hours) + 10_000:
+            # A dense table over the span: no sort of the values.
+            offsets = self._offsets_of(np.arange(low, high + 1, dtype=np.int64))[hours - low]
+        else:
+            distinct, inverse = np.unique(hours, return_inverse=True)
+            offsets = self._offsets_of(distinct)[inverse.reshape(-1)]
+        days = ((seconds + offsets) // 86_400).astype("datetime64[D]")
+        days[missing] = _NAT
+        return days
+
+    def _offsets_of(self, hours: np.ndarray) -> np.ndarray:
+        position = np.searchsorted(self._hours, hours)
+        found = position < len(self._hours)
+        found[found] = self._hours[position[found]] == hours[found]
+        if not found.all():
+            new = hours[~found]
+            offsets = [
+                int(dt.datetime.fromtimestamp(h * 3600, tz=self.tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+                for h in new.tolist()
+            ]
+            merged = np.concatenate((self._hours, new))
+            order = np.argsort(merged, kind="stable")
+            self._hours = merged[order]
+            self._offsets = np.concatenate((self._offsets, np.array(offsets, np.int64)))[order]
+            position = np.searchsorted(self._hours, hours)
+        return self._offsets[position]
 
 
 def _dates(values: Sequence[dt.date | None]) -> np.ndarray:
@@ -105,7 +138,7 @@ def build_input(
     # not fit a small container)
     orders = {st.stage: st.order for st in mapping.stages}
     context = _DealContext(
-        tz=tz,
+        days=LocalDays(tz),
         rep_index=rep_index,
         unassigned=unassigned,
         orders=orders,
@@ -114,13 +147,23 @@ def build_input(
         cycle_order=orders[mapping.cycle_start_stage] if mapping.cycle_start_stage else None,
         credited={str(t) for t in mapping.deal_types.quota_credited},
     )
-    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_columns(name, rows=20_000)]
-    arrays = (
-        {key: np.concatenate([part[key] for part in parts]) for key in parts[0]} if parts else None
-    )
-    churn = {a.id: a.churn_date for a in store.accounts(name)}
-    account_ids = list(context.account_index)
-    accounts = kf.Accounts(churn=_dates([churn.get(a) for a in account_ids]))
+    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=20_000)]
+    account_ids: list[str] = []
+    arrays = None
+    if parts:
+        # Deals in id order (the engine adds amounts up in frame order: the same order, the
+        # same float sums), accounts numbered in first-seen order along it.
+        order = _id_order(np.concatenate([part.pop("id_key") for part in parts]))
+        arrays = {key: np.concatenate([part[key] for part in parts])[order] for key in parts[0]}
+        arrays["account"], account_ids = _accounts(arrays.pop("account_key"))
+    churn = {a.id: a.churn_date for a in store.accounts(name) if a.churn_date is not None}
+    churn_days = np.full(len(account_ids), _NAT)
+    if churn:
+        rows = [(i, day) for i, a in enumerate(account_ids) if (day := churn.get(a)) is not None]
+        if rows:
+            index, days = zip(*rows, strict=True)
+            churn_days[list(index)] = _dates(days)
+    accounts = kf.Accounts(churn=churn_days)
     if arrays is None:
         deals = kf.Deals(id=[], owner=[], created=[], close=[], is_won=[], is_lost=[], arr=[])
         owner = np.zeros(0, dtype=np.int32)
@@ -132,10 +175,13 @@ def build_input(
     if mapping.demos is None:
         activities = kf.Activities.unmapped()
     else:
-        demo = store.activities(name, "demo")
+        owners, days = [], []
+        for owner_ids, starts in store.iter_activity_arrays(name, "demo"):
+            owners.append(_lookup(owner_ids, lambda v: rep_index.get(v, unassigned)))  # type: ignore[arg-type]
+            days.append(context.days(starts))
         activities = kf.Activities(
-            owner=_codes(demo["owner_id"], rep_index, unassigned),
-            day=local_days(demo["start"], tz),
+            owner=np.concatenate(owners) if owners else np.zeros(0, np.int32),
+            day=np.concatenate(days) if days else np.zeros(0, "datetime64[D]"),
         )
 
     # ---- quotas
@@ -169,7 +215,7 @@ def build_input(
 
 @dataclass
 class _DealContext:
-    tz: ZoneInfo
+    days: LocalDays
     rep_index: dict[str, int]
     unassigned: int
     orders: dict[str, int]
@@ -177,39 +223,69 @@ class _DealContext:
     entry_order: int
     cycle_order: int | None
     credited: set[str]
-    account_index: dict[str, int] = field(default_factory=dict)  # grows chunk by chunk
+    stage_ids: dict[str, int] = field(default_factory=dict)  # every stage text seen: an id
 
 
 _FORECAST_INDEX = {k: i for i, k in enumerate(kf.FORECAST_CATEGORIES)}
 _EPOCH_DAY = np.datetime64("0001-01-01", "D")
 
 
-def _deal_arrays(columns: dict[str, list[Any]], ctx: _DealContext) -> dict[str, np.ndarray]:
-    """The Deals frame's columns for one chunk of the store's deal columns."""
-    n = len(columns["id"])
+def _id_order(keys: np.ndarray) -> np.ndarray:
+    """The permutation sorting ids given as zero-padded bytes (``S`` dtype) in byte order,
+    which is SQLite's (binary) order of text keys."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64)
+    width = -(-keys.dtype.itemsize // 8) * 8
+    words = keys.astype(f"S{width}").view(">u8").reshape(len(keys), -1)
+    return np.lexsort(tuple(words[:, k] for k in range(words.shape[1] - 1, -1, -1)))
+
+
+def _accounts(keys: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per deal, its account's row (-1 = none), accounts numbered in first-seen order; and
+    the account ids of the rows."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int32), []
+    width = -(-keys.dtype.itemsize // 8) * 8
+    padded = keys.astype(f"S{width}")
+    codes, first = first_seen_codes(padded.view(np.uint8).reshape(len(keys), width))
+    names = [key.decode() for key in padded[first].tolist()]
+    if NULL_TEXT in names:  # deals without an account
+        none = names.index(NULL_TEXT)
+        del names[none]
+        codes = np.where(codes == none, -1, codes - (codes > none)).astype(np.int32)
+    return codes, names
+
+
+def _lookup(column: Coded, convert: Any, dtype: Any = np.int32) -> np.ndarray:
+    """``convert`` of each row's value, called once per distinct value."""
+    table = np.array([convert(value) for value in column.values], dtype=dtype)
+    return table[column.codes] if len(table) else np.zeros(len(column.codes), dtype=dtype)
+
+
+def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
+    """The Deals frame's columns for one chunk of the store's deal arrays."""
+    n = len(chunk)
     orders = ctx.orders
-    owner = _codes(columns["owner_id"], ctx.rep_index, ctx.unassigned)
-    account_index = ctx.account_index
-    for account in columns["account_id"]:
-        if account is not None and account not in account_index:
-            account_index[account] = len(account_index)
-    stage = columns["stage"]
-    stage_known = np.fromiter((s in orders for s in stage), dtype=bool, count=n)
-    stage_order = np.fromiter((orders.get(s, -1) for s in stage), dtype=np.int32, count=n)
-    is_won = np.asarray(columns["is_won"], dtype=bool) & stage_known
-    is_lost = np.asarray(columns["is_closed"], dtype=bool) & ~is_won & stage_known
+    owner = _lookup(chunk.owner_id, lambda v: ctx.rep_index.get(v, ctx.unassigned))
+    stage_ids = ctx.stage_ids
+
+    def stage_id(stage: str) -> int:
+        return stage_ids.setdefault(stage, len(stage_ids))
+
+    stage = chunk.stage
+    stage_known = _lookup(stage, lambda s: s in orders, bool)
+    stage_order = _lookup(stage, lambda s: orders.get(s, -1))
+    is_won = chunk.is_won & stage_known
+    is_lost = chunk.is_closed & ~is_won & stage_known
     qualified = stage_known & ~is_won & ~is_lost & (stage_order >= ctx.qualified_order)
-    created = local_days(columns["created_at"], ctx.tz)
+    created = ctx.days(chunk.created_at)
 
     # Histories (compressed rows: deal i owns entries offsets[i]..offsets[i+1]-1).
-    offsets = np.asarray(columns["stage_history_offsets"], dtype=np.int64)
-    counts = np.diff(offsets)
+    counts = np.diff(chunk.stage_history_offsets)
     deal_of = np.repeat(np.arange(n), counts)
-    entry_stage = columns["stage_history_stage"]
-    entry_order = np.fromiter(
-        (orders.get(s, -1) for s in entry_stage), dtype=np.int32, count=len(entry_stage)
-    )
-    entry_day = local_days(columns["stage_history_entered_at"], ctx.tz)
+    entry_stage = chunk.stage_history_stage
+    entry_order = _lookup(entry_stage, lambda s: orders.get(s, -1))
+    entry_day = ctx.days(chunk.stage_history_entered_at)
 
     def first_day(mask: np.ndarray) -> np.ndarray:
         first = np.full(n, _FAR)
@@ -230,48 +306,38 @@ def _deal_arrays(columns: dict[str, list[Any]], ctx: _DealContext) -> dict[str, 
         cycle_start = created
 
     # Entry into the current stage: the last entry of the deal's current stage.
-    current = np.array(stage, dtype=object)[deal_of] if len(deal_of) else np.array([], dtype=object)
-    same = np.fromiter(
-        (a == b for a, b in zip(entry_stage, current.tolist(), strict=True)),
-        dtype=bool,
-        count=len(entry_stage),
-    )
+    same = _lookup(entry_stage, stage_id) == _lookup(stage, stage_id)[deal_of]
     last = np.full(n, _EPOCH_DAY)
     np.maximum.at(last, deal_of[same], entry_day[same])
     stage_entered = np.where(last == _EPOCH_DAY, created, last)
 
     # Close-date slips: moves to a later date.
-    slip_offsets = np.asarray(columns["close_date_history_offsets"], dtype=np.int64)
-    slip_deal = np.repeat(np.arange(n), np.diff(slip_offsets))
-    old = _dates(columns["close_date_history_old"])
-    new = _dates(columns["close_date_history_new"])
+    slip_deal = np.repeat(np.arange(n), np.diff(chunk.close_date_history_offsets))
+    old, new = chunk.close_date_history_old, chunk.close_date_history_new
     later = ~np.isnat(old) & ~np.isnat(new) & (new > old)
     slips = np.bincount(slip_deal[later], minlength=n).astype(np.int32)
 
-    deal_types = columns["deal_type"]
+    deal_types = chunk.deal_type
+    ids = np.empty(n, dtype=object)
+    ids[:] = chunk.id
     return {
-        "id": np.array(columns["id"], dtype=object),
+        "id_key": chunk.id_key,
+        "id": ids,
         "owner": owner,
         "created": created,
-        "close": _dates(columns["close_date"]),
+        "close": chunk.close_date,
         "is_won": is_won,
         "is_lost": is_lost,
-        "arr": np.array(
-            [np.nan if v is None else float(v) for v in columns["arr"]], dtype=np.float64
-        ),
-        "account": _codes(columns["account_id"], account_index, -1),
+        "arr": chunk.arr,
+        "account_key": chunk.account_key,
         "cycle_start": cycle_start,
         "stage_known": stage_known,
-        "credited": np.fromiter((str(t) in ctx.credited for t in deal_types), dtype=bool, count=n),
-        "is_renewal": np.fromiter(
-            (str(t) == DealType.RENEWAL.value for t in deal_types), dtype=bool, count=n
+        "credited": _lookup(deal_types, lambda t: str(t) in ctx.credited, bool),
+        "is_renewal": _lookup(deal_types, lambda t: str(t) == DealType.RENEWAL.value, bool),
+        "forecast": _lookup(
+            chunk.forecast_category, lambda f: _FORECAST_INDEX.get(str(f), 0), np.int8
         ),
-        "forecast": _codes(
-            [str(f) for f in columns["forecast_category"]], _FORECAST_INDEX, 0
-        ).astype(np.int8),
-        "probability": np.array(
-            [np.nan if v is None else float(v) for v in columns["probability"]], dtype=np.float64
-        ),
+        "probability": chunk.probability,
         "qualified": qualified,
         "entered_entry": entered_entry,
         "stage_entered": stage_entered,

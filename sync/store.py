@@ -33,21 +33,25 @@ from itertools import accumulate, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import SecretStr
 from sqlalchemy import (
     Column,
+    Integer,
     MetaData,
     String,
     Table,
     and_,
     any_,
     bindparam,
+    cast,
     create_engine,
     delete,
     event,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     true,
@@ -70,6 +74,19 @@ from crm_kpi_worker.sync.model import (
     Quota,
     Rep,
     StageChange,
+)
+from crm_kpi_worker.sync.store_arrays import (
+    NULL as NULL_TEXT,
+)
+from crm_kpi_worker.sync.store_arrays import (
+    RS,
+    Coded,
+    DealArrays,
+    IrregularChunkError,
+    activity_arrays,
+    activity_arrays_from_rows,
+    deal_arrays,
+    deal_arrays_from_rows,
 )
 from crm_kpi_worker.sync.store_schema import (
     KPI_KEY,
@@ -500,6 +517,25 @@ def _ids_match(backend: str, column: Any, ids: Sequence[str]) -> Any:
         "value"
     )
     return column.in_(select(values.c.value))
+
+
+class _DriverStatement:
+    """A statement compiled once for the driver's own cursor: SQL text and its parameters
+    (bound values, with some replaced per execution)."""
+
+    def __init__(self, connection: Connection, statement: Select[Any]) -> None:
+        compiled = statement.compile(
+            dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        self.sql = str(compiled)
+        self._values = dict(compiled.params)
+        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
+
+    def params(self, values: Mapping[str, Any] | None = None) -> Any:
+        merged = {**self._values, **values} if values else self._values
+        if self._order is None:
+            return merged
+        return tuple(merged[name] for name in self._order)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -987,6 +1023,126 @@ class Store:
             out["close_date_history_changed_at"] = list(map(instant, parts[2::3]))
         return out
 
+    def iter_deal_arrays(self, source: str, rows: int = 20_000) -> Iterator[DealArrays]:
+        """Live deals of the source in chunks of at most ``rows``, as numpy arrays and
+        dictionary-encoded texts (:class:`~crm_kpi_worker.sync.store_arrays.DealArrays`): what
+        the KPI frames need, without a Python object per value.
+
+        Same deals and values as :meth:`iter_deal_columns` (instants as datetime64[us] UTC,
+        dates as datetime64[D], amounts as the float of their exact decimal text; NULL as
+        NaT/NaN/None), in no particular order. SQLite hands each chunk over as one text per
+        column (``group_concat`` over a rowid range: one row per chunk instead of one per
+        deal); PostgreSQL through a server-side cursor.
+        """
+        c = deals.c
+        expressions = [
+            c.id,
+            func.coalesce(c.owner_id, literal(NULL_TEXT, String())),
+            func.coalesce(c.account_id, literal(NULL_TEXT, String())),
+            c.stage,
+            c.deal_type,
+            c.forecast_category,
+            self._instant_text(c.created_at),
+            func.coalesce(self._date_text(c.close_date), ""),
+            self._text(cast(c.is_won, Integer()) + 2 * cast(c.is_closed, Integer())),
+            func.coalesce(self._text(c.arr), "nan"),
+            func.coalesce(self._text(c.probability), "nan"),
+            func.coalesce(c.stage_history, ""),
+            func.coalesce(c.close_date_history, ""),
+        ]
+        with self._read() as connection:
+            for n, texts, chunk_rows in self._text_chunks(
+                connection, deals, source, ~c.is_deleted, expressions, rows
+            ):
+                with _gc_paused():
+                    try:
+                        arrays = deal_arrays(n, texts)
+                    except IrregularChunkError:
+                        # A value holds a separator: this chunk value by value.
+                        arrays = deal_arrays_from_rows(chunk_rows())
+                yield arrays
+
+    def iter_activity_arrays(
+        self, source: str, kind: str = "demo", rows: int = 50_000
+    ) -> Iterator[tuple[Coded, np.ndarray]]:
+        """:meth:`activities` as arrays, in chunks: owner ids dictionary-encoded (None = no
+        owner) and start instants as datetime64[us] (UTC)."""
+        c = activities.c
+        expressions = [
+            func.coalesce(c.owner_id, literal(NULL_TEXT, String())),
+            self._instant_text(c.start),
+        ]
+        live = and_(c.kind == kind, ~c.is_deleted)
+        with self._read() as connection:
+            for n, texts, chunk_rows in self._text_chunks(
+                connection, activities, source, live, expressions, rows
+            ):
+                with _gc_paused():
+                    try:
+                        yield activity_arrays(n, texts)
+                    except IrregularChunkError:
+                        yield activity_arrays_from_rows(chunk_rows())
+
+    def _instant_text(self, column: Any) -> Any:
+        """SQL giving an instant column as the store's SQLite text (fixed-width UTC ISO)."""
+        if self.backend == "sqlite":
+            return column
+        return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+    def _text(self, expression: Any) -> Any:
+        """Numbers as text: SQLite's group_concat does it itself (and decimals are text)."""
+        return expression if self.backend == "sqlite" else cast(expression, String())
+
+    def _date_text(self, column: Any) -> Any:
+        return column if self.backend == "sqlite" else func.to_char(column, "YYYY-MM-DD")
+
+    def _text_chunks(
+        self,
+        connection: Connection,
+        table: Table,
+        source: str,
+        where: Any,
+        expressions: list[Any],
+        rows: int,
+    ) -> Iterator[tuple[int, list[str], Callable[[], Sequence[Sequence[str]]]]]:
+        """Per chunk of at most ``rows`` rows of the source matching ``where``: its size,
+        one RS-joined text per expression, and a function giving the chunk's rows instead
+        (for the rare chunk whose texts do not split back)."""
+        if self.backend != "sqlite":
+            statement = select(*expressions).where(table.c.source == source, where)
+            for fetched in self._fetch_rows(connection, statement, rows):
+                texts = [RS.join(values) for values in zip(*fetched, strict=True)]
+                yield len(fetched), texts, lambda fetched=fetched: fetched  # type: ignore[misc]
+            return
+        rowid = literal_column(f"{table.name}.rowid", Integer())
+        low, high = connection.execute(
+            select(func.min(rowid), func.max(rowid)).select_from(table)
+        ).one()
+        if low is None:
+            return
+        # "+source": the rowid range must drive the scan, not the (source, id) index (which
+        # would walk every row of the source for each chunk).
+        unindexed_source = literal_column(f"+{table.name}.source", String()) == source
+        span = and_(unindexed_source, where, rowid.between(bindparam("low"), bindparam("high")))
+        aggregate = _DriverStatement(
+            connection,
+            select(func.count(), *(func.group_concat(e, RS) for e in expressions)).where(span),
+        )
+        plain = _DriverStatement(connection, select(*expressions).where(span))
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for start in range(low, high + 1, rows):
+                bounds = {"low": start, "high": start + rows - 1}
+
+                def chunk_rows(bounds: dict[str, int] = bounds) -> Sequence[Sequence[str]]:
+                    return cursor.execute(plain.sql, plain.params(bounds)).fetchall()
+
+                n, *texts = cursor.execute(aggregate.sql, aggregate.params(bounds)).fetchone()
+                if n:
+                    yield n, texts, chunk_rows
+        finally:
+            cursor.close()
+
     def activities(self, source: str, kind: str = "demo") -> dict[str, list[Any]]:
         """Live activities of one kind as columns: ``owner_id`` (str or None), ``start``
         (aware UTC datetime)."""
@@ -1027,27 +1183,25 @@ class Store:
                 converters[name] = _identity
         return converters
 
-    def _fetch_rows(self, connection: Connection, statement: Select[Any]) -> Iterator[list[Any]]:
+    def _fetch_rows(
+        self, connection: Connection, statement: Select[Any], size: int = _FETCH
+    ) -> Iterator[list[Any]]:
         """Run ``statement`` on the driver's own cursor and yield chunks of plain row tuples.
 
         Skips SQLAlchemy's row objects and per-value type processing: the callers convert
         whole columns at once. PostgreSQL reads through a server-side cursor, so memory holds
         one chunk of raw rows at a time.
         """
-        compiled = statement.compile(
-            dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
-        )
-        params: Any = compiled.params
-        if compiled.positional:
-            params = tuple(params[name] for name in compiled.positiontup or ())
+        compiled = _DriverStatement(connection, statement)
+        params = compiled.params()
         driver = connection.connection.driver_connection
         if self.backend == "postgresql":
             cursor = driver.cursor(name=f"crm_kpi_{uuid.uuid4().hex}")  # type: ignore[union-attr]
         else:
             cursor = driver.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(str(compiled), params)
-            while rows := cursor.fetchmany(_FETCH):
+            cursor.execute(compiled.sql, params)
+            while rows := cursor.fetchmany(size):
                 yield rows
         finally:
             cursor.close()
