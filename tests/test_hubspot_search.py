@@ -36,6 +36,9 @@ class FakeSearch:
             for index, ms in enumerate(stamps)
         ]
         self.calls = 0
+        # HubSpot orders ties arbitrarily: reverse ids within a stamp to prove it.
+        self.by_stamp = sorted(self.records, key=lambda r: (r["_ms"], -int(r["id"])))
+        self.by_id = sorted(self.records, key=lambda r: int(r["id"]))
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
@@ -43,16 +46,11 @@ class FakeSearch:
         assert limit <= 200
         if after + limit > SEARCH_CAP:
             raise CapExceeded(after)
-        rows = self.records
+        (sort,) = body["sorts"]
+        rows = self.by_stamp if sort["propertyName"] == STAMP else self.by_id
         for group in body["filterGroups"]:
             for f in group["filters"]:
                 rows = [r for r in rows if self._match(r, f)]
-        (sort,) = body["sorts"]
-        if sort["propertyName"] == STAMP:
-            # HubSpot orders ties arbitrarily: reverse ids within a stamp to prove it.
-            rows = sorted(rows, key=lambda r: (r["_ms"], -int(r["id"])))
-        else:
-            rows = sorted(rows, key=lambda r: int(r["id"]))
         page = rows[after : after + limit]
         answer: dict[str, Any] = {"total": len(rows), "results": page}
         if after + limit < len(rows):
