@@ -247,7 +247,8 @@ def _print_table(demo: dict[str, Any]) -> None:
     click.echo(f"  excluded {excluded['total']} deals with bad data: {excluded['by_reason']}")
     click.echo(f"  {source['unassigned_deals']} deals of unknown owners counted as 'Unassigned'")
     written = demo["written"]
-    click.echo(f"\nWritten into the sandbox org ({demo['sandbox']}):")
+    where = "portal" if demo.get("crm") == "hubspot" else "org"
+    click.echo(f"\nWritten into the sandbox {where} ({demo['sandbox']}):")
     click.echo(
         f"  setup created {', '.join(written['objects_created']) or 'no object'}"
         f" and {written['fields_created']} fields"
