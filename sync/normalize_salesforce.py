@@ -10,7 +10,10 @@ looked up case-insensitively (SOQL names are), relationship paths through nested
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import gc
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -106,11 +109,100 @@ def has_key(record: Any, name: str) -> bool:
     return isinstance(record, dict) and any(str(k).casefold() == name.casefold() for k in record)
 
 
+Reader = Callable[[dict[str, Any]], Any]
+
+
+def field_reader(path: str | None) -> Reader:
+    """:func:`lookup` of one path, compiled: a plain field is one ``dict.get`` when the record
+    uses the path's own casing (the case-insensitive search only runs when it does not)."""
+    if path is None:
+        return lambda record: None
+    if "." in path:
+        return lambda record: lookup(record, path)
+    folded = path.casefold()
+
+    def read(record: dict[str, Any]) -> Any:
+        found = record.get(path, _MISSING)
+        if found is _MISSING:
+            return next((v for k, v in record.items() if str(k).casefold() == folded), None)
+        return found
+
+    return read
+
+
+def key_tester(name: str) -> Callable[[dict[str, Any]], bool]:
+    """:func:`has_key` of one name, compiled (exact casing first)."""
+    folded = name.casefold()
+
+    def test(record: dict[str, Any]) -> bool:
+        return name in record or any(str(k).casefold() == folded for k in record)
+
+    return test
+
+
+_read_id = field_reader("Id")
+
+
 def _record_id(record: Any) -> str:
-    value = lookup(record, "Id")
+    value = _read_id(record)
     if isinstance(value, str) and value.strip():
         return value
     raise InvalidValue("Id", f"a record needs an id, got {value!r}"[:80])
+
+
+def _plain_id(value: Any) -> bool:
+    """Text that every id constraint of the model accepts (1..255 ASCII letters and digits,
+    as CRM ids are): such values skip pydantic's validation, which would keep them as is."""
+    return type(value) is str and 0 < len(value) <= 255 and value.isascii() and value.isalnum()
+
+
+def _trusted(model: type[Any]) -> Callable[..., Any]:
+    """``model.model_construct`` for already-checked values, without its per-field loop.
+
+    Used only when the model has nothing model_construct would add (aliases, defaults left
+    out, extra values, private attributes, post-init); every keyword must be a field, in
+    field order. Checked once against model_construct itself; otherwise model_construct.
+    """
+    names = tuple(model.__pydantic_fields__)
+    simple = (
+        all(
+            f.alias is None and f.validation_alias is None
+            for f in model.__pydantic_fields__.values()
+        )
+        and not model.__pydantic_post_init__
+        and not model.__private_attributes__
+        and model.model_config.get("extra") != "allow"
+        and not model.__pydantic_root_model__
+    )
+    new = model.__new__
+    setattr_ = object.__setattr__
+
+    def construct(**values: Any) -> Any:
+        instance = new(model)
+        setattr_(instance, "__dict__", values)
+        setattr_(instance, "__pydantic_fields_set__", set(values))
+        setattr_(instance, "__pydantic_extra__", None)
+        setattr_(instance, "__pydantic_private__", None)
+        return instance
+
+    if not simple:
+        return model.model_construct
+    sample = dict.fromkeys(names, None)
+    fast, slow = construct(**sample), model.model_construct(**sample)
+    same = (
+        fast == slow
+        and fast.__dict__ == slow.__dict__
+        and list(fast.__dict__) == list(slow.__dict__)
+        and fast.model_fields_set == slow.model_fields_set
+        and fast.__pydantic_extra__ == slow.__pydantic_extra__
+        and fast.__pydantic_private__ == slow.__pydantic_private__
+    )
+    return construct if same else model.model_construct
+
+
+_deal = _trusted(Deal)
+_stage_change = _trusted(StageChange)
+_activity = _trusted(Activity)
 
 
 def _each(
@@ -212,10 +304,39 @@ def _stage_of(mapping: SalesforceMapping, value: str | None) -> StageMap | None:
     return mapping.stage_for(value) if value else None
 
 
-def _currency_of(context: NormalizeContext, record: dict[str, Any]) -> str:
+class _DealFields:
+    """The mapping's opportunity fields as compiled readers (one set per page)."""
+
+    def __init__(self, mapping: SalesforceMapping) -> None:
+        self.is_deleted = field_reader(mapping.is_deleted)
+        self.created_at = field_reader(mapping.created_at)
+        self.last_modified = field_reader(mapping.last_modified)
+        self.stage = field_reader(mapping.stage)
+        self.close_date = field_reader(mapping.close_date)
+        self.amount = field_reader(mapping.amount)
+        self.currency = field_reader(mapping.currency)
+        self.term_months = field_reader(mapping.term_months)
+        self.probability = field_reader(mapping.probability)
+        self.forecast_category = field_reader(mapping.forecast_category)
+        self.deal_type = field_reader(mapping.deal_type)
+        self.name = field_reader(mapping.name)
+        self.owner_id = field_reader(mapping.owner_id)
+        self.account_id = field_reader(mapping.account_id)
+        self.converted = field_reader(CONVERTED_AMOUNT)
+        self.has_converted = key_tester(CONVERTED_AMOUNT)
+        self.stage_history = field_reader(STAGE_HISTORY)
+        self.field_history = field_reader(FIELD_HISTORY)
+        self.created_date = field_reader("CreatedDate")
+        self.stage_name = field_reader("StageName")
+        self.field = field_reader("Field")
+        self.old_value = field_reader("OldValue")
+        self.new_value = field_reader("NewValue")
+
+
+def _currency_of(context: NormalizeContext, record: dict[str, Any], fields: _DealFields) -> str:
     mapping = context.source.mapping
     assert isinstance(mapping, SalesforceMapping)
-    value = read_text(lookup(record, mapping.currency), str(mapping.currency))
+    value = read_text(fields.currency(record), str(mapping.currency))
     if value is None:
         # A single-currency org (no currency field): its amounts are in its one currency.
         return context.metadata.corporate_currency or context.currency.reporting
@@ -225,13 +346,17 @@ def _currency_of(context: NormalizeContext, record: dict[str, Any]) -> str:
 
 
 def _probability(
-    context: NormalizeContext, record: dict[str, Any], stage: StageMap | None, raw_stage: str | None
+    context: NormalizeContext,
+    record: dict[str, Any],
+    stage: StageMap | None,
+    raw_stage: str | None,
+    fields: _DealFields,
 ) -> Decimal | None:
     mapping = context.source.mapping
     assert isinstance(mapping, SalesforceMapping)
     if stage is not None and stage.probability is not None:
         return stage.probability
-    value = read_decimal(lookup(record, mapping.probability), str(mapping.probability))
+    value = read_decimal(fields.probability(record), str(mapping.probability))
     if value is not None:
         if not 0 <= value <= _PERCENT:
             raise InvalidValue(str(mapping.probability), f"{value} is not a percentage 0..100")
@@ -241,12 +366,16 @@ def _probability(
 
 
 def _forecast(
-    context: NormalizeContext, record: dict[str, Any], stage: StageMap | None, raw_stage: str | None
+    context: NormalizeContext,
+    record: dict[str, Any],
+    stage: StageMap | None,
+    raw_stage: str | None,
+    fields: _DealFields,
 ) -> ForecastCategory:
     mapping = context.source.mapping
     assert isinstance(mapping, SalesforceMapping)
     categories = mapping.forecast_categories
-    own = read_text(lookup(record, mapping.forecast_category), str(mapping.forecast_category))
+    own = read_text(fields.forecast_category(record), str(mapping.forecast_category))
     if own:
         return categories.map(own)
     if stage is not None and stage.forecast_category is not None:
@@ -257,17 +386,19 @@ def _forecast(
     return categories.default
 
 
-def _term(mapping: SalesforceMapping, record: dict[str, Any]) -> Decimal | None:
+def _term(
+    mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields
+) -> Decimal | None:
     if mapping.term_months is None:
         return None
-    value = read_decimal(lookup(record, mapping.term_months), mapping.term_months)
+    value = read_decimal(fields.term_months(record), mapping.term_months)
     if value is not None and not Decimal(1) <= value <= Decimal(1200):
         raise InvalidValue(mapping.term_months, f"a contract term of {value} months")
     return value
 
 
-def _child_records(record: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    value = lookup(record, name)
+def _child_records(record: dict[str, Any], read: Reader) -> list[dict[str, Any]]:
+    value = read(record)
     if isinstance(value, dict):
         value = value.get("records")
     if not isinstance(value, list):
@@ -276,53 +407,57 @@ def _child_records(record: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def _stage_history(
-    mapping: SalesforceMapping, record: dict[str, Any], deal_id: str
+    mapping: SalesforceMapping, record: dict[str, Any], deal_id: str, fields: _DealFields
 ) -> list[StageChange]:
     rows: list[tuple[dt.datetime, str]] = []
+    created_date = fields.created_date
     if mapping.stage.casefold() == "stagename":
-        for row in _child_records(record, STAGE_HISTORY):
+        stage_name = fields.stage_name
+        for row in _child_records(record, fields.stage_history):
             try:
-                when = read_instant(lookup(row, "CreatedDate"), "CreatedDate")
-                value = read_text(lookup(row, "StageName"), "StageName")
+                when = read_instant(created_date(row), "CreatedDate")
+                value = read_text(stage_name(row), "StageName")
             except InvalidValue:
                 continue
             if when is not None and value:
                 rows.append((when, value))
     else:
-        for row in _child_records(record, FIELD_HISTORY):
-            if str(lookup(row, "Field") or "").casefold() != mapping.stage.casefold():
+        for row in _child_records(record, fields.field_history):
+            if str(fields.field(row) or "").casefold() != mapping.stage.casefold():
                 continue
             try:
-                when = read_instant(lookup(row, "CreatedDate"), "CreatedDate")
-                value = read_text(lookup(row, "NewValue"), "NewValue")
+                when = read_instant(created_date(row), "CreatedDate")
+                value = read_text(fields.new_value(row), "NewValue")
             except InvalidValue:
                 continue
             if when is not None and value:
                 rows.append((when, value))
     rows.sort(key=lambda row: row[0])
     changes: list[StageChange] = []
+    last = None
     for when, value in rows:
         stage = _stage_of(mapping, value)
         key = stage.stage if stage is not None else UNMAPPED_STAGE
-        if changes and changes[-1].stage == key:
+        if key == last:
             continue  # an amount or close-date edit, not a stage change
+        last = key
         # Every part is already checked (an id, a mapped key, an aware UTC instant).
-        changes.append(StageChange.model_construct(deal_id=deal_id, stage=key, entered_at=when))
+        changes.append(_stage_change(deal_id=deal_id, stage=key, entered_at=when))
     return changes
 
 
 def _close_date_history(
-    mapping: SalesforceMapping, record: dict[str, Any], deal_id: str
+    mapping: SalesforceMapping, record: dict[str, Any], deal_id: str, fields: _DealFields
 ) -> list[FieldChange]:
     changes: list[FieldChange] = []
-    for row in _child_records(record, FIELD_HISTORY):
-        field_name = lookup(row, "Field")
+    for row in _child_records(record, fields.field_history):
+        field_name = fields.field(row)
         if field_name is not None and str(field_name).casefold() != mapping.close_date.casefold():
             continue
         try:
-            when = read_instant(lookup(row, "CreatedDate"), "CreatedDate")
-            old = read_date(lookup(row, "OldValue"), "OldValue")
-            new = read_date(lookup(row, "NewValue"), "NewValue")
+            when = read_instant(fields.created_date(row), "CreatedDate")
+            old = read_date(fields.old_value(row), "OldValue")
+            new = read_date(fields.new_value(row), "NewValue")
         except InvalidValue:
             continue
         if when is not None:
@@ -339,12 +474,20 @@ def _close_date_history(
     return changes
 
 
+_SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ONE = Decimal(1)
+
+
 def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normalized:
     """Opportunities -> deals, their stage history and close-date history."""
     out = Normalized()
     source = context.source
     assert isinstance(source, SalesforceSource)
     mapping = source.mapping
+    fields = _DealFields(mapping)
+    # Deals whose every value is already known valid are built without pydantic's checks
+    # (the same object it would build); any other goes through Deal(...) as always.
+    source_ok = _SOURCE_NAME.fullmatch(source.name) is not None
 
     def one(record: dict[str, Any], deal_id: str) -> None:
         problems: list[tuple[ExclusionReason, str]] = []
@@ -352,9 +495,9 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
         def invalid(exc: InvalidValue) -> None:
             problems.append((ExclusionReason.INVALID_VALUE, str(exc)))
 
-        is_deleted = read_bool(lookup(record, mapping.is_deleted), mapping.is_deleted, False)
-        created = read_instant(lookup(record, mapping.created_at), mapping.created_at)
-        modified = read_instant(lookup(record, mapping.last_modified), mapping.last_modified)
+        is_deleted = read_bool(fields.is_deleted(record), mapping.is_deleted, False)
+        created = read_instant(fields.created_at(record), mapping.created_at)
+        modified = read_instant(fields.last_modified(record), mapping.last_modified)
         if created is None:
             raise InvalidValue(mapping.created_at, "missing: the deal cannot be stored")
         if modified is None:
@@ -362,7 +505,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
 
         raw_stage = None
         try:
-            raw_stage = read_text(lookup(record, mapping.stage), mapping.stage)
+            raw_stage = read_text(fields.stage(record), mapping.stage)
         except InvalidValue as exc:
             invalid(exc)
         stage = _stage_of(mapping, raw_stage)
@@ -378,7 +521,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
 
         close_date = None
         try:
-            close_date = read_date(lookup(record, mapping.close_date), mapping.close_date)
+            close_date = read_date(fields.close_date(record), mapping.close_date)
             if close_date is None:
                 problems.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
         except InvalidValue as exc:
@@ -386,7 +529,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
 
         amount = None
         try:
-            amount = read_decimal(lookup(record, mapping.amount), mapping.amount)
+            amount = read_decimal(fields.amount(record), mapping.amount)
             if amount is None:
                 problems.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
             elif amount < 0:
@@ -398,7 +541,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
         currency = context.currency.reporting
         currency_ok = True
         try:
-            currency = _currency_of(context, record)
+            currency = _currency_of(context, record, fields)
         except InvalidValue as exc:
             invalid(exc)
             currency_ok = False
@@ -406,7 +549,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
         term = None
         term_invalid = False
         try:
-            term = _term(mapping, record)
+            term = _term(mapping, record, fields)
         except InvalidValue as exc:
             term_invalid = True
             if mapping.amount_is == "tcv":  # the term only matters to a TCV amount
@@ -414,11 +557,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
 
         arr = None
         if amount is not None and currency_ok:
-            converted = (
-                lookup(record, CONVERTED_AMOUNT)
-                if has_key(record, CONVERTED_AMOUNT)
-                else NOT_QUERIED
-            )
+            converted = fields.converted(record) if fields.has_converted(record) else NOT_QUERIED
             conversion = to_reporting(context, amount, currency, converted)
             if conversion.value is None:
                 problems.append(
@@ -432,60 +571,76 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
 
         probability = None
         try:
-            probability = _probability(context, record, stage, raw_stage)
+            probability = _probability(context, record, stage, raw_stage, fields)
         except InvalidValue as exc:
             invalid(exc)
         forecast = mapping.forecast_categories.default
         try:
-            forecast = _forecast(context, record, stage, raw_stage)
+            forecast = _forecast(context, record, stage, raw_stage, fields)
         except InvalidValue as exc:
             invalid(exc)
         deal_type_value = None
         try:
-            deal_type_value = read_text(lookup(record, mapping.deal_type), str(mapping.deal_type))
+            deal_type_value = read_text(fields.deal_type(record), str(mapping.deal_type))
         except InvalidValue as exc:
             invalid(exc)
         name = ""
         try:
-            name = read_text(lookup(record, mapping.name), mapping.name) or ""
+            name = read_text(fields.name(record), mapping.name) or ""
         except InvalidValue as exc:
             invalid(exc)
         owner_id = account_id = None
         try:
-            owner_id = read_text(lookup(record, mapping.owner_id), mapping.owner_id) or None
+            owner_id = read_text(fields.owner_id(record), mapping.owner_id) or None
         except InvalidValue as exc:
             invalid(exc)
         try:
-            account_id = (
-                read_text(lookup(record, mapping.account_id), str(mapping.account_id)) or None
-            )
+            account_id = read_text(fields.account_id(record), str(mapping.account_id)) or None
         except InvalidValue as exc:
             invalid(exc)
 
-        deal = Deal(
-            id=deal_id,
-            source=source.name,
-            name=name,
-            owner_id=owner_id,
-            account_id=account_id,
-            created_at=created,
-            close_date=close_date,
-            stage=stage.stage if stage is not None else UNMAPPED_STAGE,
-            is_won=stage.won if stage is not None else False,
-            is_closed=stage.closed if stage is not None else False,
-            amount=amount,
-            currency=currency,
-            arr=arr,
-            deal_type=mapping.deal_types.map(deal_type_value),
-            forecast_category=forecast,
-            probability=probability,
-            term_months=int(term.to_integral_value()) if term is not None else None,
-            is_deleted=is_deleted,
-            last_modified=modified,
+        values = {
+            "id": deal_id,
+            "source": source.name,
+            "name": name,
+            "owner_id": owner_id,
+            "account_id": account_id,
+            "created_at": created,
+            "close_date": close_date,
+            "stage": stage.stage if stage is not None else UNMAPPED_STAGE,
+            "is_won": stage.won if stage is not None else False,
+            "is_closed": stage.closed if stage is not None else False,
+            "amount": amount,
+            "currency": currency,
+            "arr": arr,
+            "deal_type": mapping.deal_types.map(deal_type_value),
+            "forecast_category": forecast,
+            "probability": probability,
+            "term_months": int(term.to_integral_value()) if term is not None else None,
+            "is_deleted": is_deleted,
+            "last_modified": modified,
+        }
+        known_valid = (
+            source_ok
+            and _plain_id(deal_id)
+            and (owner_id is None or _plain_id(owner_id))
+            and (account_id is None or _plain_id(account_id))
+            and type(name) is str
+            and len(currency) == 3
+            and currency.isascii()
+            and currency.isalpha()
+            and currency.isupper()
+            and (arr is None or (amount is not None and arr >= 0))
+            and (probability is None or 0 <= probability <= _ONE)
+            and (values["term_months"] is None or 1 <= values["term_months"] <= 1200)  # type: ignore[operator]
+            and (values["is_closed"] or not values["is_won"])
+            and created.tzinfo is dt.UTC
+            and modified.tzinfo is dt.UTC
         )
+        deal = _deal(**values) if known_valid else Deal(**values)
         out.deals.append(deal)
-        out.stage_changes[deal_id] = _stage_history(mapping, record, deal_id)
-        out.field_changes[deal_id] = _close_date_history(mapping, record, deal_id)
+        out.stage_changes[deal_id] = _stage_history(mapping, record, deal_id, fields)
+        out.field_changes[deal_id] = _close_date_history(mapping, record, deal_id, fields)
         if is_deleted:
             out.mark_deleted(RecordType.DEAL, deal_id)
             return  # never counted: nothing to report
@@ -583,27 +738,39 @@ def normalize_activities(context: NormalizeContext, records: Sequence[Any]) -> N
     if demos is None:
         return out
 
+    read_deleted = field_reader("IsDeleted")
+    read_start = field_reader(demos.start_field)
+    read_type = field_reader(demos.type_field)
+    read_deal = field_reader(demos.deal_field)
+    read_owner = field_reader(demos.owner_field)
+
     def one(record: dict[str, Any], activity_id: str) -> None:
-        if read_bool(lookup(record, "IsDeleted"), "IsDeleted", False):
+        if read_bool(read_deleted(record), "IsDeleted", False):
             out.mark_deleted(RecordType.ACTIVITY, activity_id)
             return
-        start = read_instant(lookup(record, demos.start_field), demos.start_field)
+        start = read_instant(read_start(record), demos.start_field)
         if start is None:
             raise InvalidValue(demos.start_field, "an activity needs its start")
-        kind_value = read_text(lookup(record, demos.type_field), demos.type_field)
-        related = lookup(record, demos.deal_field)
+        kind_value = read_text(read_type(record), demos.type_field)
+        related = read_deal(record)
         deal_id = (
             related if isinstance(related, str) and related.startswith(OPPORTUNITY_PREFIX) else None
         )
-        out.activities.append(
-            Activity(
-                id=activity_id,
-                owner_id=read_text(lookup(record, demos.owner_field), demos.owner_field) or None,
-                deal_id=deal_id,
-                kind=DEMO_ACTIVITY if kind_value in demos.values else OTHER_ACTIVITY,
-                start=start,
-            )
+        owner_id = read_text(read_owner(record), demos.owner_field) or None
+        values = {
+            "id": activity_id,
+            "owner_id": owner_id,
+            "deal_id": deal_id,
+            "kind": DEMO_ACTIVITY if kind_value in demos.values else OTHER_ACTIVITY,
+            "start": start,
+        }
+        known_valid = (
+            _plain_id(activity_id)
+            and (owner_id is None or _plain_id(owner_id))
+            and (deal_id is None or _plain_id(deal_id))
+            and start.tzinfo is dt.UTC
         )
+        out.activities.append(_activity(**values) if known_valid else Activity(**values))
 
     _each(records, RecordType.ACTIVITY, out, one)
     return out
@@ -692,4 +859,19 @@ def normalize_page(context: NormalizeContext, stream: str, records: Sequence[Any
         raise ValueError(f"unknown stream {stream!r}")
     if not isinstance(records, Sequence) or isinstance(records, str | bytes):
         return Normalized()
-    return reader(context, records)
+    with _gc_paused():
+        return reader(context, records)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # A page makes tens of thousands of small objects that can form no cycle (records,
+    # their histories): the cyclic collector would run dozens of times per page over
+    # everything alive, for nothing. They are freed by reference counting as ever.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

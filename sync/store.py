@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import accumulate, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -684,10 +685,12 @@ class Store:
 
     def save_page(self, page: StoredPage) -> None:
         """Write all of a page and its cursor in one transaction (see :class:`StoredPage`)."""
-        # Validate and encode everything before touching the database.
-        prepared = _PreparedPage(page, self._driver)
-        with self._write() as connection:
-            self._save_prepared(connection, prepared)
+        # Validate and encode everything before touching the database (no cyclic garbage
+        # collection meanwhile: thousands of acyclic rows, freed by reference counting).
+        with _gc_paused():
+            prepared = _PreparedPage(page, self._driver)
+            with self._write() as connection:
+                self._save_prepared(connection, prepared)
 
     def _save_prepared(self, connection: Connection, prepared: _PreparedPage) -> None:
         page = prepared.page
@@ -709,8 +712,20 @@ class Store:
 
         self._upsert_records(connection, reps, prepared.reps, bookkeeping)
         self._upsert_records(connection, accounts, prepared.accounts, bookkeeping)
-        self._upsert_records(connection, deals, prepared.deals, bookkeeping)
-        self._upsert_records(connection, activities, prepared.activities, bookkeeping)
+        stamp = (page.stream, self._driver.instant(seen))
+        self._upsert_tuples(
+            connection,
+            deals,
+            (*DEAL_ROW, "stream", "seen_at"),
+            [(*row, *stamp) for row in prepared.deals],
+            updates=_keep_stored_history,
+        )
+        self._upsert_tuples(
+            connection,
+            activities,
+            (*ACTIVITY_ROW, "stream", "is_deleted", "seen_at"),
+            [(*row, page.stream, False, stamp[1]) for row in prepared.activities],
+        )
         self._replace_detached_histories(connection, prepared)
         for kind, ids in prepared.deleted.items():
             self._update_ids(connection, kind, source, ids, is_deleted=True, seen_at=seen)
@@ -751,19 +766,7 @@ class Store:
         rows: Sequence[dict[str, Any]],
         bookkeeping: Mapping[str, Any],
     ) -> None:
-        def keep_stored_history(statement: Any) -> dict[str, Any]:
-            # NULL = "this page carries no history for the deal": keep the stored one.
-            return {
-                name: func.coalesce(statement.excluded[name], table.c[name])
-                for name in ("stage_history", "close_date_history", "field_history")
-            }
-
-        self._upsert_many(
-            connection,
-            table,
-            [{**bookkeeping, **row} for row in rows],
-            updates=keep_stored_history if table is deals else None,
-        )
+        self._upsert_many(connection, table, [{**bookkeeping, **row} for row in rows])
 
     def _upsert_many(
         self,
@@ -785,6 +788,44 @@ class Store:
         if not rows:
             return
         columns = tuple(rows[0])
+        sql, order = self._upsert_sql(table, columns, updates)
+        if order is None:
+            connection.exec_driver_sql(sql, list(rows))
+        else:
+            connection.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+
+    def _upsert_tuples(
+        self,
+        connection: Connection,
+        table: Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        updates: Callable[[Table, Any], dict[str, Any]] | None = None,
+    ) -> None:
+        """:meth:`_upsert_many` of rows given as tuples of driver values in ``columns`` order
+        (no dict per row; the hot path of save_page)."""
+        if not rows:
+            return
+        sql, order = self._upsert_sql(
+            table, columns, (lambda statement: updates(table, statement)) if updates else None
+        )
+        if order is None:
+            connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+        elif order == columns:
+            connection.exec_driver_sql(sql, rows)
+        else:
+            pick = itemgetter(*(columns.index(name) for name in order))
+            connection.exec_driver_sql(sql, [pick(row) for row in rows])
+
+    def _upsert_sql(
+        self,
+        table: Table,
+        columns: tuple[str, ...],
+        updates: Callable[[Any], dict[str, Any]] | None,
+    ) -> tuple[str, tuple[str, ...] | None]:
+        """The upsert of ``columns`` on the table's primary key, compiled once: SQL text and
+        its positional parameter order (None: named parameters)."""
         cache_key = (table.name, columns)
         compiled = self._compiled.get(cache_key)
         if compiled is None:
@@ -800,11 +841,7 @@ class Store:
             if set(order or upsert.params) != set(columns):
                 raise AssertionError(f"{table.name}: parameters {list(upsert.params)} != {columns}")
             compiled = self._compiled[cache_key] = (str(upsert), order)
-        sql, order = compiled
-        if order is None:
-            connection.exec_driver_sql(sql, list(rows))
-        else:
-            connection.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+        return compiled
 
     def _replace_detached_histories(self, connection: Connection, prepared: _PreparedPage) -> None:
         """Histories of deals this page does not carry: set on the stored deal rows."""
@@ -1531,57 +1568,55 @@ class _PreparedPage:
             }
             for account in page.accounts
         )
-        deal_rows = []
+        deal_rows: dict[str, tuple[Any, ...]] = {}  # one row per id, the last one winning
         for deal in page.deals:
             if deal.source != source:
                 raise ValueError(
                     f"deal {deal.id} is from source {deal.source!r}, page is {source!r}"
                 )
-            deal_rows.append(
-                {
-                    "source": source,
-                    "id": deal.id,
-                    "name": deal.name,
-                    "owner_id": deal.owner_id,
-                    "account_id": deal.account_id,
-                    "created_at": instant(deal.created_at),
-                    "close_date": date(deal.close_date),
-                    "stage": deal.stage,
-                    "is_won": deal.is_won,
-                    "is_closed": deal.is_closed,
-                    "amount": decimal(deal.amount),
-                    "currency": deal.currency,
-                    "arr": decimal(deal.arr),
-                    "deal_type": deal.deal_type.value,
-                    "forecast_category": deal.forecast_category.value,
-                    "probability": decimal(deal.probability),
-                    "term_months": deal.term_months,
-                    "last_modified": instant(deal.last_modified),
-                    "stage_history": stage_texts.pop(deal.id, None),
-                    "close_date_history": close_texts.pop(deal.id, None),
-                    "field_history": field_texts.pop(deal.id, None),
-                    # After the bookkeeping defaults: a deal pulled as deleted stays deleted.
-                    "is_deleted": deal.is_deleted,
-                }
+            deal_rows[deal.id] = (  # in the order of DEAL_ROW
+                source,
+                deal.id,
+                deal.name,
+                deal.owner_id,
+                deal.account_id,
+                instant(deal.created_at),
+                date(deal.close_date),
+                deal.stage,
+                deal.is_won,
+                deal.is_closed,
+                decimal(deal.amount),
+                deal.currency,
+                decimal(deal.arr),
+                _enum_value(deal.deal_type),
+                _enum_value(deal.forecast_category),
+                decimal(deal.probability),
+                deal.term_months,
+                instant(deal.last_modified),
+                stage_texts.pop(deal.id, None),
+                close_texts.pop(deal.id, None),
+                field_texts.pop(deal.id, None),
+                # A deal pulled as deleted stays deleted (pages mark the others live).
+                deal.is_deleted,
             )
-        self.deals = _by_id(deal_rows)
+        self.deals = list(deal_rows.values())
         # Histories of deals the page does not carry (left after the pops above).
         self.detached_histories = {
             "stage_history": stage_texts,
             "close_date_history": close_texts,
             "field_history": field_texts,
         }
-        self.activities = _by_id(
-            {
-                "source": source,
-                "id": activity.id,
-                "owner_id": activity.owner_id,
-                "deal_id": activity.deal_id,
-                "kind": activity.kind,
-                "start": instant(activity.start),
-            }
-            for activity in page.activities
-        )
+        activity_rows: dict[str, tuple[Any, ...]] = {}
+        for activity in page.activities:
+            activity_rows[activity.id] = (  # in the order of ACTIVITY_ROW
+                source,
+                activity.id,
+                activity.owner_id,
+                activity.deal_id,
+                activity.kind,
+                instant(activity.start),
+            )
+        self.activities = list(activity_rows.values())
         self.deleted = {kind: sorted(set(ids)) for kind, ids in page.deleted.items() if ids}
         self.seen_ids = {kind: sorted(set(ids)) for kind, ids in page.seen_ids.items() if ids}
 
@@ -1631,9 +1666,59 @@ class _PreparedPage:
         self.exclusions = list(rows.values())
 
 
+_ENUM_VALUES: dict[Any, str] = {}
+
+
+def _enum_value(member: Any) -> str:
+    """``member.value``, remembered (Enum's value property costs a Python call each time)."""
+    try:
+        return _ENUM_VALUES[member]
+    except KeyError:
+        value = _ENUM_VALUES[member] = member.value
+        return value  # type: ignore[no-any-return]
+
+
+#: Columns of _PreparedPage.deals rows (tuples).
+DEAL_ROW: tuple[str, ...] = (
+    "source",
+    "id",
+    "name",
+    "owner_id",
+    "account_id",
+    "created_at",
+    "close_date",
+    "stage",
+    "is_won",
+    "is_closed",
+    "amount",
+    "currency",
+    "arr",
+    "deal_type",
+    "forecast_category",
+    "probability",
+    "term_months",
+    "last_modified",
+    "stage_history",
+    "close_date_history",
+    "field_history",
+    "is_deleted",
+)
+#: Columns of _PreparedPage.activities rows (tuples).
+ACTIVITY_ROW: tuple[str, ...] = ("source", "id", "owner_id", "deal_id", "kind", "start")
+
+
 def _by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per id, the last one given winning (a page may repeat a record)."""
     return list({row["id"]: row for row in rows}.values())
+
+
+def _keep_stored_history(table: Table, statement: Any) -> dict[str, Any]:
+    """The deals upsert's SET for histories: NULL = "this page carries no history for the
+    deal", so the stored one stays."""
+    return {
+        name: func.coalesce(statement.excluded[name], table.c[name])
+        for name in ("stage_history", "close_date_history", "field_history")
+    }
 
 
 def _kpi_incoming() -> Table:

@@ -24,6 +24,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -86,9 +87,16 @@ __all__ = [
 
 def iso_instant(value: dt.datetime) -> str:
     """Fixed-width ISO text of an aware instant, in UTC (sorts like the instants)."""
-    if value.tzinfo is None:
+    zone = value.tzinfo
+    if zone is dt.UTC:  # already UTC (what the normalizers give): the same text, formatted
+        return _ISO_UTC % _ISO_PARTS(value)  # directly (isoformat costs half as much again)
+    if zone is None:
         raise ValueError(f"naive datetime {value!r}: the store keeps timezone-aware instants only")
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+_ISO_UTC = "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00"
+_ISO_PARTS = attrgetter("year", "month", "day", "hour", "minute", "second", "microsecond")
 
 
 class UtcDateTime(TypeDecorator[dt.datetime]):
@@ -359,30 +367,44 @@ SEP = "\t"
 
 def encode_stage_history(deal_id: str, changes: Iterable[StageChange]) -> str:
     """``stage\\tentered_at\\tstage\\tentered_at...``, oldest first."""
-    ordered = sorted(changes, key=lambda change: change.entered_at)
+    ordered = sorted(changes, key=_ENTERED_AT)
+    parts = []
     for change in ordered:
         if change.deal_id != deal_id:
             raise ValueError(f"stage change of deal {change.deal_id!r} given for deal {deal_id!r}")
-    return SEP.join(f"{c.stage}{SEP}{iso_instant(c.entered_at)}" for c in ordered)
+        parts.append(change.stage)
+        parts.append(iso_instant(change.entered_at))
+    return SEP.join(parts)
+
+
+_ENTERED_AT = attrgetter("entered_at")
 
 
 def encode_close_date_history(deal_id: str, changes: Sequence[FieldChange]) -> str:
-    """``old\\tnew\\tchanged_at...`` for close-date changes, oldest first ('' for no date)."""
+    """``old\tnew\tchanged_at...`` for close-date changes, oldest first ('' for no date)."""
     parts = []
-    for change in sorted(changes, key=lambda change: change.changed_at):
+    for change in sorted(changes, key=_CHANGED_AT) if len(changes) > 1 else changes:
         if change.deal_id != deal_id:
             raise ValueError(f"field change of deal {change.deal_id!r} given for deal {deal_id!r}")
-        values = []
-        for value in (change.old_value, change.new_value):
-            if value is not None and (
-                not isinstance(value, dt.date) or isinstance(value, dt.datetime)
-            ):
-                raise ValueError(
-                    f"close_date change of deal {deal_id} holds {value!r}; expected a date or None"
-                )
-            values.append(value.isoformat() if value is not None else "")
-        parts.append(f"{values[0]}{SEP}{values[1]}{SEP}{iso_instant(change.changed_at)}")
+        parts.append(_date_text(deal_id, change.old_value))
+        parts.append(_date_text(deal_id, change.new_value))
+        parts.append(iso_instant(change.changed_at))
     return SEP.join(parts)
+
+
+_CHANGED_AT = attrgetter("changed_at")
+
+
+def _date_text(deal_id: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if type(value) is dt.date or (
+        isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+    ):
+        return value.isoformat()
+    raise ValueError(
+        f"close_date change of deal {deal_id} holds {value!r}; expected a date or None"
+    )
 
 
 def encode_field_history(deal_id: str, changes: Sequence[FieldChange]) -> str:

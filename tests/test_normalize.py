@@ -675,3 +675,76 @@ def test_no_metadata_record_makes_the_builder_raise(
     stages: list[Any], currencies: list[Any]
 ) -> None:
     salesforce_metadata(stages, currencies)
+
+
+# ---- the compiled fast path equals the plain one ---------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(record=st.dictionaries(st.sampled_from([*FIELDS, "id", "ID", "amount"]), JSON, max_size=6))
+def test_compiled_field_readers_read_what_lookup_reads(record: dict[str, Any]) -> None:
+    from crm_kpi_worker.sync.normalize_salesforce import field_reader, has_key, key_tester, lookup
+
+    for path in ("Id", "id", "Amount", "Account.Churn_Date__c", "Period.Type", None):
+        assert field_reader(path)(record) == lookup(record, path)
+    for name in ("Id", "ConvertedAmount", "amount"):
+        assert key_tester(name)(record) == has_key(record, name)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stream=st.sampled_from(["deals", "activities"]),
+    records=RECORDS,
+    context=st.sampled_from(CONTEXTS),
+)
+def test_records_built_without_validation_equal_validated_ones(
+    stream: str, records: list[Any], context: NormalizeContext
+) -> None:
+    from unittest import mock
+
+    from crm_kpi_worker.sync import normalize_salesforce as sf
+    from crm_kpi_worker.sync.model import Activity, Deal, StageChange
+
+    fast = normalize(context, stream, records)
+    with (
+        mock.patch.object(sf, "_deal", Deal),
+        mock.patch.object(sf, "_activity", Activity),
+        mock.patch.object(sf, "_stage_change", StageChange.model_construct),
+    ):
+        slow = normalize(context, stream, records)
+    assert fast == slow
+    for mine, theirs in zip(
+        fast.deals + fast.activities, slow.deals + slow.activities, strict=True
+    ):
+        assert mine.__dict__ == theirs.__dict__
+        assert list(mine.__dict__) == list(theirs.__dict__)
+        assert mine.model_fields_set == theirs.model_fields_set
+
+
+def test_odd_ids_and_currencies_still_meet_the_model_checks() -> None:
+    # Values outside the plain form are validated as ever: kept when the model accepts them,
+    # excluded with the model's message when it does not.
+    result = deals(
+        opportunity(Id="006-odd id", OwnerId="005 Ü"),
+        opportunity(Id="006B", OwnerId=" "),
+        opportunity(Id="006C", AccountId="001" + "x" * 300),
+        opportunity(Id="006D", CurrencyIsoCode="ÉÉÉ", ConvertedAmount=None),
+    )
+    assert [d.id for d in result.deals] == ["006-odd id"]
+    assert result.deals[0].owner_id == "005 Ü"
+    assert [(e.record_id, e.reason, e.detail.split(":")[0]) for e in result.exclusions] == [
+        ("006B", "invalid_value", "owner_id"),
+        ("006C", "invalid_value", "account_id"),
+        ("006D", "invalid_value", "currency"),
+    ]
+
+
+def test_api_attributes_left_in_records_change_nothing() -> None:
+    plain = opportunity()
+    sent = opportunity(
+        attributes={"type": "Opportunity", "url": "/services/data/v59.0/sobjects/Opportunity/x"},
+        Account={"attributes": {"type": "Account"}, "Churn_Date__c": None},
+    )
+    for row in sent["OpportunityHistories"]["records"]:
+        row["attributes"] = {"type": "OpportunityHistory"}
+    assert deals(sent) == deals(plain)
