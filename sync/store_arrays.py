@@ -315,15 +315,22 @@ class _Fields:
         """Fields separated by RS (one per deal), or by tabs and RS (histories)."""
         raw = text.encode()
         buf = np.frombuffer(raw, dtype=np.uint8)
-        is_rs = buf == _RS_BYTE
-        separators = np.flatnonzero(is_rs | (buf == _TAB) if tabs else is_rs)
+        if not tabs:
+            separators = np.flatnonzero(buf == _RS_BYTE)
+            if len(separators) != n - 1:
+                raise IrregularChunkError(f"{len(separators) + 1} values for {n} deals")
+            starts = np.concatenate(([0], separators + 1))
+            lengths = np.append(separators, len(buf)) - starts
+            return cls(raw, starts, lengths, np.ones(n, dtype=np.int64))
+        # Tabs and RS in one pass: control bytes, then the two kept (others are text).
+        separators = np.flatnonzero(buf < 32)
+        kinds = buf[separators]
+        kept = (kinds == _TAB) | (kinds == _RS_BYTE)
+        if not kept.all():
+            separators, kinds = separators[kept], kinds[kept]
         starts = np.concatenate(([0], separators + 1))
         lengths = np.append(separators, len(buf)) - starts
-        if not tabs:
-            if len(starts) != n:
-                raise IrregularChunkError(f"{len(starts)} values for {n} deals")
-            return cls(raw, starts, lengths, np.ones(n, dtype=np.int64))
-        last_of_deal = np.append(is_rs[separators], True)
+        last_of_deal = np.append(kinds == _RS_BYTE, True)
         if int(last_of_deal.sum()) != n:
             raise IrregularChunkError(f"history: {int(last_of_deal.sum())} values for {n} deals")
         deal = np.concatenate(([0], np.cumsum(last_of_deal[:-1])))
@@ -363,7 +370,11 @@ class _Fields:
         """Each field's first ``width`` bytes, zero beyond its length (fields x width)."""
         rows = self.windows(width)[self.starts].view(np.uint8).reshape(-1, width)
         if not (self.lengths == width).all():
-            rows *= np.arange(width, dtype=np.int32) < self.lengths[:, None]
+            # Zero the bytes past each field's end (they belong to the next field).
+            small = np.uint8 if width < 256 else np.int64
+            ends = np.minimum(self.lengths, width).astype(small)
+            keep = np.arange(width, dtype=small) < ends[:, None]
+            np.multiply(rows, keep, out=rows, casting="unsafe")
         return rows
 
     def instants(self, *, strict: bool = False) -> np.ndarray:
@@ -413,7 +424,7 @@ class _Fields:
         return self.matrix(width).view(f"S{width}").reshape(-1)
 
 
-_SMALL = 32  # distinct values found one by one before sorting instead
+_SMALL = 12  # distinct values found one by one before sorting instead
 
 
 def first_seen_codes(
