@@ -6,7 +6,8 @@ In the same run it measures:
 - a bare ``query_all_iter`` loop over the connector's own deals query (same SOQL, same
   session, records only counted), the yardstick for the pull;
 - one full ``sync``: pull (every stream, normalized and stored in SQLite), KPIs, write-back;
-- the KPI engine alone on the stored data.
+- the KPI computation again on the stored data: building the engine's frames from the store,
+  then the engine alone.
 
 It prints wall times, deals/s, API calls against the minimum (one call per 2,000 records per
 stream for the pull, ceil(changed / 200) for the writes), the worker's peak memory, and the
@@ -208,8 +209,9 @@ def print_result(r: dict[str, Any]) -> None:
         f" ceil(changed/{WRITE_BATCH}) per object)",
         f"  API calls vs minimum      {total / minimum:9.3f} x  ({total:,} vs {minimum:,};"
         " target within 2%)",
-        f"  KPI engine                {r['engine_seconds']:9.2f} s  (building its frames from the"
-        f" store {r['frames_seconds']:.1f} s; target < 5 s)",
+        f"  KPI computation           {seconds['compute']:9.2f} s  (the run's compute phase, target"
+        f" < 5 s; again alone: frames from the store {r['frames_seconds']:.2f} s, engine"
+        f" {r['engine_seconds']:.2f} s)",
         f"  worker peak memory        {r['peak_mb']:9.0f} MB (target < 1024;"
         f" {r['peak_mb_before_sync']:.0f} MB before the sync)",
         f"  excluded                  {report['excluded']['total']:,}"

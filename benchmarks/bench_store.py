@@ -1,4 +1,5 @@
-"""State store throughput: save_page (deals/s) and deal_columns (s) for N synthetic deals.
+"""State store throughput: save_page (deals/s), deal_columns and iter_deal_arrays (s) for N
+synthetic deals.
 
 Run: ``.venv/bin/python benchmarks/bench_store.py [sizes...]`` (default 200000 1000000).
 SQLite always; PostgreSQL too when CRM_KPI_TEST_POSTGRES_URL is set (in a schema of its own,
@@ -138,6 +139,14 @@ def measure_store(url: str, total: int) -> dict[str, float]:
         entries = len(columns["stage_history_stage"])
         del columns
         gc.collect()
+    # The bulk read the KPI frames use: numpy arrays, chunk by chunk.
+    array_reads = []
+    for _ in range(2):
+        start = time.perf_counter()
+        arrays = sum(len(chunk) for chunk in store.iter_deal_arrays("sf"))
+        array_reads.append(time.perf_counter() - start)
+        assert arrays == total, (arrays, total)
+        gc.collect()
     # KPI values: one per deal (as deal fields are), then a second run changing a tenth.
     from crm_kpi_worker.sync.store import KpiRow
 
@@ -169,6 +178,7 @@ def measure_store(url: str, total: int) -> dict[str, float]:
         "insert_per_s": total / saving,
         "update_per_s": updated / updating,
         "read_s": min(reads),
+        "arrays_s": min(array_reads),
         "kpis_first_per_s": total / kpi_times[0],
         "kpis_next_per_s": total / kpi_times[1],
         "record_written_per_s": total / record_s,
@@ -404,6 +414,8 @@ def main() -> None:
                 f"  {size:>9,} deals  save_page {result['insert_per_s']:8,.0f} deals/s"
                 f" (updates {result['update_per_s']:7,.0f}/s)"
                 f"  deal_columns {result['read_s']:5.2f} s ({read_us:.2f} us/deal)"
+                f"  iter_deal_arrays {result['arrays_s']:5.2f} s"
+                f" ({result['arrays_s'] / size * 1e6:.2f} us/deal)"
                 f"  max RSS {result['rss_mb']:6.0f} MB"
             )
             if first is None:

@@ -414,9 +414,12 @@ def _stage_history(
     if mapping.stage.casefold() == "stagename":
         stage_name = fields.stage_name
         for row in _child_records(record, fields.stage_history):
+            # The API's own casing first (field_reader's fast path, inlined: the hot loop).
+            when = row.get("CreatedDate", _MISSING)
+            value = row.get("StageName", _MISSING)
             try:
-                when = read_instant(created_date(row), "CreatedDate")
-                value = read_text(stage_name(row), "StageName")
+                when = read_instant(created_date(row) if when is _MISSING else when, "CreatedDate")
+                value = read_text(stage_name(row) if value is _MISSING else value, "StageName")
             except InvalidValue:
                 continue
             if when is not None and value:
