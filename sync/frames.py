@@ -147,7 +147,7 @@ def build_input(
         cycle_order=orders[mapping.cycle_start_stage] if mapping.cycle_start_stage else None,
         credited={str(t) for t in mapping.deal_types.quota_credited},
     )
-    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=20_000)]
+    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=50_000)]
     account_ids: list[str] = []
     arrays = None
     if parts:

@@ -446,8 +446,10 @@ def first_seen_codes(
     codes = np.full(n, -1, dtype=np.int32)
     first: list[int] = []
     left = n
-    # Few distinct values (stages, types, owners): one pass each, no sort.
-    while left and len(first) < _SMALL:
+    # Few distinct values (stages, types): one pass each, no sort; unless the first rows
+    # already show many (owners, accounts).
+    many = n > 8 * _SMALL and len(np.unique(key[:1024])) > _SMALL
+    while left and not many and len(first) < _SMALL:
         row = int(np.argmax(codes < 0))
         same = key == key[row]
         codes[same] = len(first)
