@@ -11,7 +11,9 @@ Guarantees:
   cursor without loss or double counting.
 - Reads used on a million deals (:meth:`Store.deal_columns`, :meth:`Store.activities`) are one
   ``SELECT`` each, read through the driver's cursor in chunks and returned as columns (lists),
-  without pydantic or SQLAlchemy row objects in between.
+  without pydantic or SQLAlchemy row objects in between. The KPI frames use
+  :meth:`Store.iter_deal_arrays` / :meth:`Store.iter_activity_arrays` instead: numpy arrays
+  parsed in bulk from one text per column and chunk (:mod:`.store_arrays`).
 - The URL's password never reaches a log line, an error message or ``repr``.
 
 Times come from an injectable clock (UTC); money and KPI values stay ``Decimal``.
