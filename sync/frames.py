@@ -281,15 +281,25 @@ def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
     created = ctx.days(chunk.created_at)
 
     # Histories (compressed rows: deal i owns entries offsets[i]..offsets[i+1]-1).
-    counts = np.diff(chunk.stage_history_offsets)
+    offsets = chunk.stage_history_offsets
+    counts = np.diff(offsets)
     deal_of = np.repeat(np.arange(n), counts)
     entry_stage = chunk.stage_history_stage
     entry_order = _lookup(entry_stage, lambda s: orders.get(s, -1))
     entry_day = ctx.days(chunk.stage_history_entered_at)
+    # Per-deal reductions over each deal's contiguous run of entries (reduceat: one pass, far
+    # cheaper than ufunc.at); deals without entries are left at the fill value.
+    with_entries = counts > 0
+    run_starts = offsets[:-1][with_entries]
+
+    def per_deal(reduce: Any, values: np.ndarray, fill: np.datetime64) -> np.ndarray:
+        out = np.full(n, fill)
+        if len(run_starts):
+            out[with_entries] = reduce.reduceat(values, run_starts)
+        return out
 
     def first_day(mask: np.ndarray) -> np.ndarray:
-        first = np.full(n, _FAR)
-        np.minimum.at(first, deal_of[mask], entry_day[mask])
+        first = per_deal(np.minimum, np.where(mask, entry_day, _FAR), _FAR)
         first[first == _FAR] = _NAT
         return first
 
@@ -307,8 +317,7 @@ def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
 
     # Entry into the current stage: the last entry of the deal's current stage.
     same = _lookup(entry_stage, stage_id) == _lookup(stage, stage_id)[deal_of]
-    last = np.full(n, _EPOCH_DAY)
-    np.maximum.at(last, deal_of[same], entry_day[same])
+    last = per_deal(np.maximum, np.where(same, entry_day, _EPOCH_DAY), _EPOCH_DAY)
     stage_entered = np.where(last == _EPOCH_DAY, created, last)
 
     # Close-date slips: moves to a later date.
