@@ -424,7 +424,7 @@ class _Fields:
         return self.matrix(width).view(f"S{width}").reshape(-1)
 
 
-_SMALL = 12  # distinct values found one by one before sorting instead
+_SMALL = 12  # at most this many distinct values: found without sorting the rows
 
 
 def first_seen_codes(
@@ -438,33 +438,41 @@ def first_seen_codes(
     and a collision falls back to comparing the bytes themselves.
     """
     n = len(matrix)
+    if not n:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
     words = matrix.view(np.uint64)
     key = np.zeros(n, dtype=np.uint64) if lengths is None else lengths.astype(np.uint64)
     with np.errstate(over="ignore"):
         for k in range(words.shape[1]):
             key = key * np.uint64(0x9E3779B97F4A7C15) + words[:, k]
-    codes = np.full(n, -1, dtype=np.int32)
-    first: list[int] = []
-    left = n
-    # Few distinct values (stages, types): one pass each, no sort; unless the first rows
-    # already show many (owners, accounts).
-    many = n > 8 * _SMALL and len(np.unique(key[:1024])) > _SMALL
-    while left and not many and len(first) < _SMALL:
-        row = int(np.argmax(codes < 0))
-        same = key == key[row]
-        codes[same] = len(first)
-        first.append(row)
-        left -= int(same.sum())
-    if left:
+    # Few distinct values (stages, types): the distinct keys found from the first rows (and
+    # any row they miss), then each row's by a binary search among them; no sort of the
+    # rows. Unless the first rows already show many (owners, accounts).
+    heads = None
+    distinct = np.unique(key[:1024])
+    if len(distinct) <= _SMALL:
+        position = np.searchsorted(distinct, key)
+        np.minimum(position, len(distinct) - 1, out=position)
+        missed = distinct[position] != key
+        if missed.any():
+            distinct = np.union1d(distinct, key[missed])
+            position = np.searchsorted(distinct, key)
+        if len(distinct) <= _SMALL:
+            # Number the keys by first appearance.
+            firsts = np.array([int(np.argmax(position == k)) for k in range(len(distinct))])
+            order = np.argsort(firsts, kind="stable")
+            rank = np.empty(len(distinct), dtype=np.int32)
+            rank[order] = np.arange(len(distinct), dtype=np.int32)
+            codes = rank[position]
+            heads = firsts[order].astype(np.int64)
+    if heads is None:
         _, firsts, inverse = np.unique(key, return_index=True, return_inverse=True)
         order = np.argsort(firsts, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
         codes = rank[inverse.reshape(-1)].astype(np.int32)
         heads = firsts[order]
-    else:
-        heads = np.array(first, dtype=np.int64)
-    exact = (matrix == matrix[heads][codes]).all() and (
+    exact = (words == words[heads][codes]).all() and (
         lengths is None or (lengths == lengths[heads][codes]).all()
     )
     if exact:
