@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -150,12 +151,17 @@ def build_input(
     parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=50_000)]
     account_ids: list[str] = []
     arrays = None
-    if parts:
-        # Deals in id order (the engine adds amounts up in frame order: the same order, the
-        # same float sums), accounts numbered in first-seen order along it.
-        order = _id_order(np.concatenate([part.pop("id_key") for part in parts]))
-        arrays = {key: np.concatenate([part[key] for part in parts])[order] for key in parts[0]}
-        arrays["account"], account_ids = _accounts(arrays.pop("account_key"))
+    # The demos are read (their query runs without the GIL) while the deals are put in order
+    # here: nothing else uses the store or the day converter meanwhile.
+    with ThreadPoolExecutor(1, thread_name_prefix="frames-activities") as pool:
+        reading = pool.submit(_activities, store, name, mapping, rep_index, unassigned, context)
+        if parts:
+            # Deals in id order (the engine adds amounts up in frame order: the same order,
+            # the same float sums), accounts numbered in first-seen order along it.
+            order = _id_order(np.concatenate([part.pop("id_key") for part in parts]))
+            arrays = {key: np.concatenate([part[key] for part in parts])[order] for key in parts[0]}
+            arrays["account"], account_ids = _accounts(arrays.pop("account_key"))
+        activities = reading.result()
     churn = {a.id: a.churn_date for a in store.accounts(name) if a.churn_date is not None}
     churn_days = np.full(len(account_ids), _NAT)
     if churn:
@@ -170,19 +176,6 @@ def build_input(
     else:
         owner = arrays.pop("owner")
         deals = kf.Deals(owner=owner, **arrays)
-
-    # ---- activities (demos)
-    if mapping.demos is None:
-        activities = kf.Activities.unmapped()
-    else:
-        owners, days = [], []
-        for owner_ids, starts in store.iter_activity_arrays(name, "demo"):
-            owners.append(_lookup(owner_ids, lambda v: rep_index.get(v, unassigned)))  # type: ignore[arg-type]
-            days.append(context.days(starts))
-        activities = kf.Activities(
-            owner=np.concatenate(owners) if owners else np.zeros(0, np.int32),
-            day=np.concatenate(days) if days else np.zeros(0, "datetime64[D]"),
-        )
 
     # ---- quotas
     quota_rows = _quotas(store, config, source, rep_users)
@@ -210,6 +203,27 @@ def build_input(
         settings=settings_for(config, source),
         rep_users=rep_users,
         unassigned_deals=int((owner == unassigned).sum()),
+    )
+
+
+def _activities(
+    store: Store,
+    name: str,
+    mapping: Any,
+    rep_index: dict[str, int],
+    unassigned: int,
+    context: _DealContext,
+) -> kf.Activities:
+    """The Activities frame (demos)."""
+    if mapping.demos is None:
+        return kf.Activities.unmapped()
+    owners, days = [], []
+    for owner_ids, starts in store.iter_activity_arrays(name, "demo"):
+        owners.append(_lookup(owner_ids, lambda v: rep_index.get(v, unassigned)))  # type: ignore[arg-type]
+        days.append(context.days(starts))
+    return kf.Activities(
+        owner=np.concatenate(owners) if owners else np.zeros(0, np.int32),
+        day=np.concatenate(days) if days else np.zeros(0, "datetime64[D]"),
     )
 
 
