@@ -33,11 +33,13 @@ Decisions, so the rest of the worker can rely on them:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
+
+from pydantic import ValidationError
 
 from crm_kpi_worker.sync.config import AppConfig, CurrencySettings, HubSpotSource, SalesforceSource
 from crm_kpi_worker.sync.model import (
@@ -61,7 +63,9 @@ __all__ = [
     "Normalized",
     "RecordType",
     "StageInfo",
+    "each_record",
     "normalize",
+    "read_page",
 ]
 
 #: Canonical stage of a deal (or history row) whose CRM stage the mapping does not list.
@@ -250,6 +254,64 @@ def normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) ->
 
         return normalize_hubspot.normalize_page(context, stream, records)
     raise NotImplementedError(f"no normalization for {context.source.crm} yet")
+
+
+# ---------------------------------------------------------------------------------------------
+# Record loops shared by the CRM modules.
+
+
+def each_record(
+    records: Sequence[Any],
+    record_type: RecordType,
+    out: Normalized,
+    one: Callable[[dict[str, Any], str], None],
+    record_id: Callable[[dict[str, Any]], str],
+) -> None:
+    """Run ``one(record, id)`` per record (``record_id`` reads the CRM's id, raising
+    :class:`InvalidValue`); a bad value becomes an invalid_value exclusion, never an error."""
+    for record in records:
+        found = MISSING_ID
+        try:
+            if not isinstance(record, dict):
+                raise InvalidValue("record", f"expected an object, got {type(record).__name__}")
+            found = record_id(record)
+            one(record, found)
+        except InvalidValue as exc:
+            out.exclude(record_type, found, ExclusionReason.INVALID_VALUE, str(exc))
+        except ArithmeticError:
+            out.exclude(
+                record_type,
+                found,
+                ExclusionReason.INVALID_VALUE,
+                "a number too large or too small to compute with",
+            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error.get("loc", ())) or "record"
+            out.exclude(
+                record_type,
+                found,
+                ExclusionReason.INVALID_VALUE,
+                f"{where}: {error.get('msg', 'invalid')}",
+            )
+
+
+def read_page(
+    readers: Mapping[str, Callable[[NormalizeContext, Sequence[Any]], Normalized]],
+    context: NormalizeContext,
+    stream: str,
+    records: Sequence[Any],
+) -> Normalized:
+    """One page of ``stream`` through the CRM module's reader of that stream (the metadata
+    streams, ``stages`` and ``currencies``, give nothing here)."""
+    reader = readers.get(stream)
+    if reader is None:
+        if stream in ("stages", "currencies"):
+            return Normalized()
+        raise ValueError(f"unknown stream {stream!r}")
+    if not isinstance(records, Sequence) or isinstance(records, str | bytes):
+        return Normalized()
+    return reader(context, records)
 
 
 # ---------------------------------------------------------------------------------------------

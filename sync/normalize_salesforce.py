@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
-
 from crm_kpi_worker.sync.config import SalesforceMapping, SalesforceSource, StageMap
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
@@ -34,7 +32,6 @@ from crm_kpi_worker.sync.model import (
     StageChange,
 )
 from crm_kpi_worker.sync.normalize import (
-    MISSING_ID,
     NOT_QUERIED,
     OTHER_ACTIVITY,
     UNMAPPED_STAGE,
@@ -46,10 +43,12 @@ from crm_kpi_worker.sync.normalize import (
     RecordType,
     StageInfo,
     annual,
+    each_record,
     read_bool,
     read_date,
     read_decimal,
     read_instant,
+    read_page,
     read_text,
     to_reporting,
 )
@@ -211,32 +210,7 @@ def _each(
     out: Normalized,
     one: Callable[[dict[str, Any], str], None],
 ) -> None:
-    """Run ``one(record, id)`` per record; a bad value becomes an invalid_value exclusion."""
-    for record in records:
-        record_id = MISSING_ID
-        try:
-            if not isinstance(record, dict):
-                raise InvalidValue("record", f"expected an object, got {type(record).__name__}")
-            record_id = _record_id(record)
-            one(record, record_id)
-        except InvalidValue as exc:
-            out.exclude(record_type, record_id, ExclusionReason.INVALID_VALUE, str(exc))
-        except ArithmeticError:
-            out.exclude(
-                record_type,
-                record_id,
-                ExclusionReason.INVALID_VALUE,
-                "a number too large or too small to compute with",
-            )
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error.get("loc", ())) or "record"
-            out.exclude(
-                record_type,
-                record_id,
-                ExclusionReason.INVALID_VALUE,
-                f"{where}: {error.get('msg', 'invalid')}",
-            )
+    each_record(records, record_type, out, one, _record_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -855,15 +829,7 @@ _BY_STREAM: dict[str, Callable[[NormalizeContext, Sequence[Any]], Normalized]] =
 
 def normalize_page(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
     """One page of ``stream`` (``stages``/``currencies`` feed :func:`salesforce_metadata`)."""
-    reader = _BY_STREAM.get(stream)
-    if reader is None:
-        if stream in ("stages", "currencies"):
-            return Normalized()
-        raise ValueError(f"unknown stream {stream!r}")
-    if not isinstance(records, Sequence) or isinstance(records, str | bytes):
-        return Normalized()
-    with _gc_paused():
-        return reader(context, records)
+    return read_page(_BY_STREAM, context, stream, records)
 
 
 @contextmanager
