@@ -166,8 +166,7 @@ def bare_loop(client: Any, connector: HubSpotConnector) -> tuple[int, float]:
     started = time.perf_counter()
     rows = 0
     stages = client.crm.pipelines.pipelines_api.get_all("deals").results
-    stage_ids = [stage.id for pipeline in stages for stage in pipeline.stages]
-    rows += len(stage_ids)
+    rows += sum(len(pipeline.stages) for pipeline in stages)
     for archived in (False, True):
         after = None
         while True:
@@ -178,26 +177,7 @@ def bare_loop(client: Any, connector: HubSpotConnector) -> tuple[int, float]:
             if not (owners.paging and owners.paging.next):
                 break
             after = owners.paging.next.after
-    deal_properties = [
-        p
-        for p in (
-            mapping.name,
-            mapping.amount,
-            mapping.amount_in_home_currency,
-            mapping.close_date,
-            mapping.created_at,
-            mapping.stage,
-            mapping.pipeline,
-            mapping.deal_type,
-            mapping.forecast_category,
-            mapping.probability,
-            mapping.currency,
-            mapping.owner_id,
-            mapping.last_modified,
-            mapping.company_id,
-        )
-        if p
-    ] + [f"hs_v2_date_entered_{s}" for s in stage_ids]
+    deal_properties = connector.deal_properties()  # the same properties as the pull
     rows += bare_search(client, "deals", deal_properties, [])
     if mapping.churn_date:
         rows += bare_search(

@@ -288,7 +288,9 @@ class HubSpotConnector:
             yield Page(stream, records, cursor)
             page = following
 
-    def _deals(self, since: dt.datetime | None) -> Iterator[Page]:
+    def deal_properties(self) -> list[str]:
+        """The deal properties a pull asks for: the mapped ones and the date each stage of
+        the pulled pipelines was entered."""
         mapping = self.mapping
         if self._stage_ids is None:
             self._pipelines()
@@ -313,7 +315,11 @@ class HubSpotConnector:
             )
             if name
         ]
-        properties += [f"{DATE_ENTERED}{stage_id}" for stage_id in self._stage_ids or ()]
+        return properties + [f"{DATE_ENTERED}{stage_id}" for stage_id in self._stage_ids or ()]
+
+    def _deals(self, since: dt.datetime | None) -> Iterator[Page]:
+        mapping = self.mapping
+        properties = self.deal_properties()
         filters: list[dict[str, Any]] = []
         if mapping.pipelines:
             filters.append(

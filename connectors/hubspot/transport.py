@@ -177,22 +177,12 @@ class HubSpotTransport:
             response = request()
         except urllib3.exceptions.MaxRetryError as exc:
             if isinstance(exc.reason, urllib3.exceptions.SSLError):
-                raise TlsError(
-                    "HubSpot's TLS certificate could not be verified; behind a TLS-inspecting"
-                    " proxy, set the source's ca_bundle to the proxy's CA (PEM)",
-                    url=path,
-                    method=method,
-                ) from None
+                raise _tls_error(path, method) from None
             raise ConnectionFailed(
                 f"the connection failed ({type(exc.reason).__name__})", url=path, method=method
             ) from None
         except urllib3.exceptions.SSLError:
-            raise TlsError(
-                "HubSpot's TLS certificate could not be verified; behind a TLS-inspecting"
-                " proxy, set the source's ca_bundle to the proxy's CA (PEM)",
-                url=path,
-                method=method,
-            ) from None
+            raise _tls_error(path, method) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ConnectionFailed(
                 f"the connection failed ({type(exc).__name__})", url=path, method=method
@@ -201,12 +191,7 @@ class HubSpotTransport:
             if not hasattr(exc, "status") or not hasattr(exc, "headers"):
                 raise
             if not exc.status:  # the client wraps urllib3's SSLError as status 0
-                raise TlsError(
-                    "HubSpot's TLS certificate could not be verified; behind a TLS-inspecting"
-                    " proxy, set the source's ca_bundle to the proxy's CA (PEM)",
-                    url=path,
-                    method=method,
-                ) from None
+                raise _tls_error(path, method) from None
             raise self._error(exc, method, path) from None
         headers = response.headers
         self._note(headers)
@@ -299,6 +284,15 @@ class _Expired(ConnectorError):
     def __init__(self, error: SessionExpired) -> None:
         super().__init__(error.detail)
         self.error = error
+
+
+def _tls_error(path: str, method: str) -> TlsError:
+    return TlsError(
+        "HubSpot's TLS certificate could not be verified; behind a TLS-inspecting proxy, set"
+        " the source's ca_bundle to the proxy's CA (PEM)",
+        url=path,
+        method=method,
+    )
 
 
 def _header(headers: Any, name: str) -> str | None:

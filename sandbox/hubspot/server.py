@@ -22,14 +22,11 @@ links the data set has), no pipeline/property/schema updates or deletions, no me
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import math
 import secrets
-import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -42,7 +39,6 @@ from typing import Any, NamedTuple
 import numpy as np
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.sandbox.dataset import Dataset
@@ -58,7 +54,7 @@ from crm_kpi_worker.sandbox.hubspot.portal import (
     WriteError,
     stamp,
 )
-from crm_kpi_worker.sandbox.tls import make_tls
+from crm_kpi_worker.sandbox.serving import LoopbackServer
 
 log = logging.getLogger(__name__)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -1167,8 +1163,10 @@ def _list_arg(args: Any, name: str) -> list[str]:
 # ---- the server -----------------------------------------------------------------------------
 
 
-class HubSpotSandbox:
+class HubSpotSandbox(LoopbackServer):
     """A running sandbox portal: HTTPS on a loopback port, in a background thread."""
+
+    thread_name = "hubspot-sandbox"
 
     def __init__(
         self,
@@ -1183,17 +1181,7 @@ class HubSpotSandbox:
         fault_seed: int = 0,
         workdir: Path | str | None = None,
     ) -> None:
-        if host not in {"127.0.0.1", "localhost", "::1"}:
-            raise ValueError(
-                "the sandbox serves loopback only: host must be 127.0.0.1, localhost or ::1"
-            )
-        self._tempdir = (
-            tempfile.TemporaryDirectory(prefix="crm-kpi-hubspot-") if workdir is None else None
-        )
-        self.workdir = Path(self._tempdir.name) if self._tempdir else Path(workdir)  # type: ignore[arg-type]
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        tls = make_tls(self.workdir)
-        self.ca_path = tls.ca_path
+        tls = self._prepare(host, workdir, "crm-kpi-hubspot-")
         self.portal = HubSpotPortal(dataset, clock=clock or time.time)
         self.app = HubSpotSandboxApp(
             self.portal, token=token, oauth=oauth, limits=limits, faults=FaultPlan(fault_seed)
@@ -1201,24 +1189,9 @@ class HubSpotSandbox:
         self.token = token
         self.oauth = oauth
         self.limits = limits
-        listener = _listen(host, port, self._tempdir)
-        try:
-            self._server: BaseWSGIServer = make_server(
-                host,
-                port,
-                self.app,
-                threaded=True,
-                request_handler=_handler_for(self.portal),
-                ssl_context=tls.server_context,
-                fd=listener.fileno(),
-            )
-        finally:
-            listener.close()  # werkzeug holds its own duplicate of the descriptor
-        self.port = int(self._server.server_address[1])
-        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        self.url = f"https://{netloc}"
+        portal = self.portal
+        self._bind(self.app, tls, host, port, lambda: portal.now_ms() / 1000)
         self.app.base_url = self.url
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def start(
@@ -1242,30 +1215,6 @@ class HubSpotSandbox:
     @property
     def stats(self) -> Stats:
         return self.app.stats
-
-    def serve_in_background(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="hubspot-sandbox", daemon=True
-        )
-        self._thread.start()
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._tempdir is not None:
-            with contextlib.suppress(OSError):
-                self._tempdir.cleanup()
-
-    def __enter__(self) -> HubSpotSandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def client(self, **kwargs: Any) -> Any:
         """A ``hubspot.Client`` with the private-app token, trusting the sandbox's CA."""
@@ -1300,34 +1249,6 @@ class HubSpotSandbox:
             f"{len(data.deals)} deals, {len(data.users)} owners, currency "
             f"{data.reporting_currency}"
         )
-
-
-def _handler_for(portal: HubSpotPortal) -> type[WSGIRequestHandler]:
-    """A request handler whose Date header follows the portal's clock (tests may move it)."""
-
-    class Handler(WSGIRequestHandler):
-        def date_time_string(self, timestamp: float | None = None) -> str:
-            now = portal.now_ms() / 1000 if timestamp is None else timestamp
-            return super().date_time_string(now)
-
-    return Handler
-
-
-def _listen(
-    host: str, port: int, tempdir: tempfile.TemporaryDirectory[str] | None
-) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(128)
-    except OSError:
-        listener.close()
-        if tempdir is not None:
-            tempdir.cleanup()
-        raise
-    return listener
 
 
 __all__ = [

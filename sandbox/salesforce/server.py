@@ -19,8 +19,6 @@ import datetime as dt
 import json
 import logging
 import secrets
-import socket
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -38,7 +36,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.connectors.http import build_session
@@ -49,7 +46,7 @@ from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.org import ORG_ID, RecordError, SandboxOrg
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
 from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
-from crm_kpi_worker.sandbox.tls import make_tls
+from crm_kpi_worker.sandbox.serving import LoopbackServer
 
 log = logging.getLogger(__name__)
 # Werkzeug logs every request at INFO; the CLI turns that on with --verbose.
@@ -1271,8 +1268,10 @@ def _oauth_error(code: str, description: str) -> Response:
 # ---- the server -----------------------------------------------------------------------------
 
 
-class SalesforceSandbox:
+class SalesforceSandbox(LoopbackServer):
     """A running sandbox: HTTPS on a loopback port, in a background thread."""
+
+    thread_name = "salesforce-sandbox"
 
     def __init__(
         self,
@@ -1286,17 +1285,7 @@ class SalesforceSandbox:
         fault_seed: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if host not in {"127.0.0.1", "localhost", "::1"}:
-            raise ValueError(
-                "the sandbox serves loopback only: host must be 127.0.0.1, localhost or ::1"
-            )
-        self._tempdir = (
-            tempfile.TemporaryDirectory(prefix="crm-kpi-sandbox-") if workdir is None else None
-        )
-        self.workdir = Path(self._tempdir.name) if self._tempdir else Path(workdir)  # type: ignore[arg-type]
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        tls = make_tls(self.workdir)
-        self.ca_path = tls.ca_path
+        tls = self._prepare(host, workdir, "crm-kpi-sandbox-")
         self.jwt_key_path, public_key = _make_jwt_key(self.workdir)
         self.org = SandboxOrg(dataset, clock=clock)
         self.app = SalesforceSandboxApp(
@@ -1307,25 +1296,9 @@ class SalesforceSandbox:
             faults=FaultPlan(fault_seed),
         )
         self.credentials = credentials
-        # Bind here: werkzeug answers a busy port by printing and calling sys.exit().
-        listener = _listen(host, port, self._tempdir)
-        try:
-            self._server: BaseWSGIServer = make_server(
-                host,
-                port,
-                self.app,
-                threaded=True,
-                request_handler=_handler_for(self.org),
-                ssl_context=tls.server_context,
-                fd=listener.fileno(),
-            )
-        finally:
-            listener.close()  # werkzeug holds its own duplicate of the descriptor
-        self.port = int(self._server.server_address[1])
-        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        self.url = f"https://{netloc}"
+        org = self.org
+        self._bind(self.app, tls, host, port, lambda: org.now_ms() / 1000)
         self.app.base_url = self.url
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def start(
@@ -1349,29 +1322,6 @@ class SalesforceSandbox:
     @property
     def stats(self) -> Stats:
         return self.app.stats
-
-    def serve_in_background(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="salesforce-sandbox", daemon=True
-        )
-        self._thread.start()
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-
-    def __enter__(self) -> SalesforceSandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def routes(self, domain: str = "login") -> dict[str, str]:
         """Hosts simple-salesforce logs in at, mapped to this sandbox."""
@@ -1409,34 +1359,6 @@ class SalesforceSandbox:
             f"{len(data.deals)} opportunities, {len(data.users)} users,"
             f" API limit {self.app.api_limit}/day"
         )
-
-
-def _handler_for(org: SandboxOrg) -> type[WSGIRequestHandler]:
-    """A request handler whose Date header follows the org's clock (tests may move it)."""
-
-    class Handler(WSGIRequestHandler):
-        def date_time_string(self, timestamp: float | None = None) -> str:
-            now = org.now_ms() / 1000 if timestamp is None else timestamp
-            return super().date_time_string(now)
-
-    return Handler
-
-
-def _listen(
-    host: str, port: int, tempdir: tempfile.TemporaryDirectory[str] | None
-) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(128)
-    except OSError:
-        listener.close()
-        if tempdir is not None:
-            tempdir.cleanup()
-        raise
-    return listener
 
 
 def _make_jwt_key(directory: Path) -> tuple[Path, bytes]:

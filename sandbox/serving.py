@@ -1,0 +1,120 @@
+"""What both sandbox CRMs share as servers: a work folder with a throwaway TLS CA, a loopback
+HTTPS listener whose ``Date`` header follows the CRM's clock, and the serve/stop life cycle."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from crm_kpi_worker.sandbox.tls import LOOPBACK_NAMES, SandboxTLS, make_tls
+
+__all__ = ["LoopbackServer"]
+
+
+class LoopbackServer:
+    """Base of the sandboxes: call :meth:`_prepare` first, then :meth:`_bind` with the app."""
+
+    thread_name = "sandbox"
+    ca_path: Path
+    port: int
+    url: str
+    workdir: Path
+
+    def _prepare(self, host: str, workdir: Path | str | None, prefix: str) -> SandboxTLS:
+        """Check the host is loopback, make the work folder and the TLS material."""
+        if host not in LOOPBACK_NAMES:
+            raise ValueError(
+                "the sandbox serves loopback only: host must be 127.0.0.1, localhost or ::1"
+            )
+        self._tempdir = tempfile.TemporaryDirectory(prefix=prefix) if workdir is None else None
+        self.workdir = Path(self._tempdir.name) if self._tempdir else Path(str(workdir))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tls = make_tls(self.workdir)
+        self.ca_path = tls.ca_path
+        self._thread: threading.Thread | None = None
+        return tls
+
+    def _bind(
+        self,
+        app: Any,
+        tls: SandboxTLS,
+        host: str,
+        port: int,
+        now_seconds: Callable[[], float],
+    ) -> None:
+        """Listen on ``host:port`` (0: a free port) and set ``port`` and ``url``."""
+        # Bind here: werkzeug answers a busy port by printing and calling sys.exit().
+        listener = _listen(host, port, self._tempdir)
+        try:
+            self._server: BaseWSGIServer = make_server(
+                host,
+                port,
+                app,
+                threaded=True,
+                request_handler=_handler_for(now_seconds),
+                ssl_context=tls.server_context,
+                fd=listener.fileno(),
+            )
+        finally:
+            listener.close()  # werkzeug holds its own duplicate of the descriptor
+        self.port = int(self._server.server_address[1])
+        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        self.url = f"https://{netloc}"
+
+    def serve_in_background(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._tempdir is not None:
+            with contextlib.suppress(OSError):
+                self._tempdir.cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _handler_for(now_seconds: Callable[[], float]) -> type[WSGIRequestHandler]:
+    """A request handler whose Date header follows the CRM's clock (tests may move it)."""
+
+    class Handler(WSGIRequestHandler):
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            return super().date_time_string(now_seconds() if timestamp is None else timestamp)
+
+    return Handler
+
+
+def _listen(
+    host: str, port: int, tempdir: tempfile.TemporaryDirectory[str] | None
+) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        if tempdir is not None:
+            tempdir.cleanup()
+        raise
+    return listener
