@@ -16,6 +16,7 @@ in the store's own format) is parsed value by value instead, with the same resul
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,10 +128,7 @@ def deal_arrays(n: int, texts: list[str]) -> DealArrays:
         return _Fields.split(column[name], n, _ONLY_RS)
 
     def floats(name: str) -> np.ndarray:
-        values = column[name].split(RS)
-        if len(values) != n:
-            raise IrregularChunkError(f"{name}: {len(values)} values for {n} deals")
-        return np.fromiter(map(float, values), dtype=np.float64, count=n)
+        return _floats(column[name], n, name)
 
     ids = column["id"].split(RS)
     if len(ids) != n:
@@ -223,18 +221,40 @@ def coded(values: list[str], *, nullable: bool = False) -> Coded:
     return Coded(codes, distinct)  # type: ignore[arg-type]
 
 
-def _instant_matrix(matrix: np.ndarray) -> np.ndarray | None:
-    """Rows of 32 bytes ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``; None if any row is not."""
+def _instant_rows(rows: np.ndarray) -> np.ndarray | None:
+    """Rows of 32 bytes (``S32``) ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` as datetime64[us];
+    None if any row is not."""
+    matrix = rows.view(np.uint8).reshape(-1, _INSTANT)
     if not (
         (matrix[:, 26:] == _INSTANT_SUFFIX).all()
         and (matrix[:, _INSTANT_MARKS] == _INSTANT_MARK_BYTES).all()
     ):
         return None
-    local = np.ascontiguousarray(matrix[:, :26]).view("S26").reshape(-1)
+    # The first 26 bytes of each row, in place (a strided view: no copy).
+    local = np.ndarray((len(rows),), dtype="S26", buffer=rows, strides=(_INSTANT,))
     try:
         return local.astype("datetime64[us]")
     except ValueError:
         return None
+
+
+def _floats(text: str, n: int, name: str) -> np.ndarray:
+    """``n`` decimal texts (or ``nan``) joined by RS as float64: numpy's C parser (correctly
+    rounded, like ``float``), or ``float`` of each value if numpy does not read every value
+    (a separator inside a value is an irregular chunk)."""
+    try:
+        with warnings.catch_warnings():
+            # Older numpy versions warn (instead of raising) on text not read to its end.
+            warnings.simplefilter("error", DeprecationWarning)
+            parsed = np.fromstring(text, dtype=np.float64, sep=RS)
+        if len(parsed) == n:
+            return parsed
+    except (ValueError, DeprecationWarning):
+        pass
+    values = text.split(RS)
+    if len(values) != n:
+        raise IrregularChunkError(f"{name}: {len(values)} values for {n} deals")
+    return np.fromiter(map(float, values), dtype=np.float64, count=n)
 
 
 def _instants_one_by_one(values: list[str]) -> np.ndarray:
@@ -308,7 +328,7 @@ class _Fields:
         self.starts = starts
         self.lengths = lengths
         self.counts = counts
-        self._windows: dict[int, np.ndarray] = {}
+        self._windows: dict[int, np.ndarray] = {}  # by width; 0: the zero-padded bytes
 
     @classmethod
     def split(cls, text: str, n: int, tabs: bool) -> _Fields:
@@ -358,9 +378,13 @@ class _Fields:
 
     def windows(self, width: int) -> np.ndarray:
         """The bytes as overlapping ``S{width}`` items, one starting at each byte: indexing
-        with field starts copies each field's bytes in one go (zero-padded at the end)."""
+        with field starts copies each field's bytes in one go (zero-padded at the end).
+        The columns of one text share one zero-padded copy of its bytes."""
         if width not in self._windows:
-            padded = self.raw + bytes(width)
+            padded = self._windows.get(0)
+            if padded is None or len(padded) - len(self.raw) < width:
+                padded = np.frombuffer(self.raw + bytes(max(width, 64)), dtype=np.uint8)
+                self._windows[0] = padded
             self._windows[width] = np.ndarray(
                 (len(self.raw) + 1,), dtype=f"S{width}", buffer=padded, strides=(1,)
             )
@@ -379,8 +403,7 @@ class _Fields:
 
     def instants(self, *, strict: bool = False) -> np.ndarray:
         if len(self.starts) and (self.lengths == _INSTANT).all():
-            rows = self.windows(_INSTANT)[self.starts].view(np.uint8).reshape(-1, _INSTANT)
-            parsed = _instant_matrix(rows)
+            parsed = _instant_rows(self.windows(_INSTANT)[self.starts])
             if parsed is not None:
                 return parsed
         if strict:

@@ -28,7 +28,7 @@ from crm_kpi_worker.sync.model import (
     StageChange,
 )
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.store_arrays import DealArrays
+from crm_kpi_worker.sync.store_arrays import RS, DealArrays, IrregularChunkError, _floats
 from crm_kpi_worker.sync.store_schema import deals as deals_table
 
 SOURCE = "sandbox"  # the demo config's source
@@ -312,6 +312,26 @@ def test_an_instant_in_another_text_format_is_read_value_by_value(tmp_path: Any)
     assert got["006A"]["stages"] == [("demo", dt.datetime(2026, 3, 29, 1, 0))]
     assert got["006B"]["created_at"] == np.datetime64("2026-03-28T23:30:00")
     assert got["006C"]["stages"] == [("negotiation", dt.datetime(2026, 10, 24, 22, 30))]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["1.5", "nan", "0.1", "1E+3", "-0", "12345678901234567.123456789", "0.30000000000000004"],
+        ["2.675", "1e-320", "Infinity", "5e-324", "1.7976931348623157e308"],
+        ["1_0", "2"],  # numpy does not read it, float does: value by value
+    ],
+)
+def test_amounts_parse_to_the_same_doubles_as_float(values: list[str]) -> None:
+    got = _floats(RS.join(values), len(values), "arr")
+    want = np.array([float(v) for v in values])
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))  # -0 stays -0
+
+
+def test_amounts_with_a_separator_inside_are_an_irregular_chunk() -> None:
+    with pytest.raises(IrregularChunkError):
+        _floats(RS.join(["1", "2"]), 3, "arr")
 
 
 # ---------------------------------------------------------------------------------------------
