@@ -7,9 +7,14 @@ store; the sync pipeline wires it to them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from crm_kpi_worker.connectors.errors import ConnectorError, StopRun
+
+log = logging.getLogger(__name__)
 
 # The streams a connector offers. Every connector offers these names (a CRM without a concept
 # yields no pages for it); the pipeline pulls them in this order.
@@ -77,6 +82,69 @@ class WriteResult:
     error_code: str | None = None
     error_message: str | None = None
     created: bool = False
+
+    @classmethod
+    def failed(cls, key: str, record_id: str | None, code: str, message: str) -> WriteResult:
+        return cls(record_id, key, False, code, message)
+
+
+#: (key, request body) of one record to write; the key is a record id or an external id.
+WriteItem = tuple[str, dict[str, Any]]
+
+
+def write_in_batches(
+    items: Sequence[WriteItem],
+    size: int,
+    send: Callable[[Sequence[WriteItem]], list[WriteResult]],
+    *,
+    by_id: bool,
+) -> list[WriteResult]:
+    """``send`` each batch of at most ``size`` items, results in order. A :class:`StopRun`
+    reports every record not written yet as failed (in ``stop.write_results``, with the
+    results so far) and propagates."""
+    results: list[WriteResult] = []
+    for start in range(0, len(items), size):
+        try:
+            results += send(items[start : start + size])
+        except StopRun as stop:
+            code = stop.code or "STOPPED"
+            results += [
+                WriteResult.failed(key, key if by_id else None, code, stop.detail)
+                for key, _ in items[start:]
+            ]
+            stop.write_results = results
+            raise
+    return results
+
+
+def batch_failed(
+    batch: Sequence[WriteItem], by_id: bool, error: ConnectorError
+) -> list[WriteResult]:
+    """Every record of a batch failed by the call's error."""
+    log.warning("a batch of %d records failed: %s", len(batch), error)
+    code = error.code or (f"HTTP_{error.status}" if error.status else "CALL_FAILED")
+    return [WriteResult.failed(key, key if by_id else None, code, error.detail) for key, _ in batch]
+
+
+class WritesThroughTargets:
+    """The part of :class:`Connector` every CRM does the same way: target objects and fields
+    through ``self.targets``, updates through ``self.writer``."""
+
+    targets: Any
+    writer: Any
+
+    def missing_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> tuple[list[TargetObject], list[TargetField]]:
+        return self.targets.missing(objects, fields)  # type: ignore[no-any-return]
+
+    def create_targets(
+        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+    ) -> None:
+        self.targets.create(objects, fields)
+
+    def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
+        return self.writer.update(object, records)  # type: ignore[no-any-return]
 
 
 class Connector(Protocol):

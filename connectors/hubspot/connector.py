@@ -43,7 +43,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from crm_kpi_worker.connectors.base import STREAMS, Page, TargetField, TargetObject, WriteResult
+from crm_kpi_worker.connectors.base import STREAMS, Page, WriteResult, WritesThroughTargets
 from crm_kpi_worker.connectors.hubspot.client import HubSpotApis
 from crm_kpi_worker.connectors.hubspot.search import (
     format_stamp,
@@ -81,7 +81,7 @@ GOAL_PROPERTIES = (
 )
 
 
-class HubSpotConnector:
+class HubSpotConnector(WritesThroughTargets):
     """One HubSpot portal. Build it with :func:`connect_hubspot`."""
 
     def __init__(
@@ -146,19 +146,6 @@ class HubSpotConnector:
         if stream == "quotas":
             return self._quotas()
         return iter(())  # currencies: see the module doc
-
-    def missing_targets(
-        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
-    ) -> tuple[list[TargetObject], list[TargetField]]:
-        return self.targets.missing(objects, fields)
-
-    def create_targets(
-        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
-    ) -> None:
-        self.targets.create(objects, fields)
-
-    def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
-        return self.writer.update(object, records)
 
     def upsert(
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]

@@ -28,7 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from crm_kpi_worker.connectors.base import TargetField, TargetObject, WriteResult
+from crm_kpi_worker.connectors.base import (
+    TargetField,
+    TargetObject,
+    WriteResult,
+    batch_failed,
+    write_in_batches,
+)
 from crm_kpi_worker.connectors.errors import ConnectorError, RequestRejected, StopRun
 
 __all__ = ["BATCH_SIZE", "NAME_PROPERTY", "PROPERTY_GROUP", "BatchWriter", "TargetManager"]
@@ -70,10 +76,6 @@ def _properties(fields: Mapping[str, Any]) -> dict[str, str]:
     for name, value in fields.items():
         out[NAME_PROPERTY if name == "Name" else name] = _text(value, name)
     return out
-
-
-def _failed(key: str, record_id: str | None, code: str, message: str) -> WriteResult:
-    return WriteResult(record_id, key, False, code, message)
 
 
 def _whole_batch_problem(error: ConnectorError) -> bool:
@@ -130,20 +132,12 @@ class BatchWriter:
         by_id: bool,
         external_id: str | None = None,
     ) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        batches = [items[i : i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
-        for index, batch in enumerate(batches):
-            try:
-                results += self._batch(object_type, verb, batch, by_id, external_id)
-            except StopRun as stop:
-                for rest in batches[index:]:
-                    results += [
-                        _failed(k, k if by_id else None, stop.code or "STOPPED", stop.detail)
-                        for k, _ in rest
-                    ]
-                stop.write_results = results
-                raise
-        return results
+        return write_in_batches(
+            items,
+            BATCH_SIZE,
+            lambda batch: self._batch(object_type, verb, batch, by_id, external_id),
+            by_id=by_id,
+        )
 
     def _batch(
         self,
@@ -172,18 +166,10 @@ class BatchWriter:
                 return self._batch(object_type, verb, batch[:middle], by_id, external_id) + (
                     self._batch(object_type, verb, batch[middle:], by_id, external_id)
                 )
-            return self._all_failed(batch, by_id, error)
+            return batch_failed(batch, by_id, error)
         except ConnectorError as error:
-            return self._all_failed(batch, by_id, error)
+            return batch_failed(batch, by_id, error)
         return self._results(batch, answer.body, by_id, external_id)
-
-    @staticmethod
-    def _all_failed(
-        batch: list[tuple[str, dict[str, Any]]], by_id: bool, error: ConnectorError
-    ) -> list[WriteResult]:
-        log.warning("a batch of %d records failed: %s", len(batch), error)
-        code = error.code or (f"HTTP_{error.status}" if error.status else "CALL_FAILED")
-        return [_failed(k, k if by_id else None, code, error.detail) for k, _ in batch]
 
     @staticmethod
     def _results(
@@ -221,12 +207,12 @@ class BatchWriter:
                 key = str(key)
                 if key in keys and key not in done:
                     log.info("record %s not written: %s %s", key, code, message)
-                    done[key] = _failed(key, key if by_id else None, code, message)
+                    done[key] = WriteResult.failed(key, key if by_id else None, code, message)
         out = []
         for key in keys:
             result = done.get(key)
             if result is None:
-                result = _failed(
+                result = WriteResult.failed(
                     key,
                     key if by_id else None,
                     "UNEXPECTED_RESPONSE",

@@ -11,7 +11,7 @@ reused as the first ``currencies`` page, so a run spends no call twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import jwt
@@ -21,13 +21,7 @@ from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
 )
 
-from crm_kpi_worker.connectors.base import (
-    STREAMS,
-    Page,
-    TargetField,
-    TargetObject,
-    WriteResult,
-)
+from crm_kpi_worker.connectors.base import STREAMS, Page, WriteResult, WritesThroughTargets
 from crm_kpi_worker.connectors.errors import (
     AuthenticationFailed,
     ConnectorError,
@@ -61,7 +55,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SalesforceConnector:
+class SalesforceConnector(WritesThroughTargets):
     """One Salesforce source. Build it with :func:`connect_salesforce`."""
 
     def __init__(
@@ -150,19 +144,6 @@ class SalesforceConnector:
                     yield from QueryPager(self.client, self._fetch, fallback, None)
                     return
             raise
-
-    def missing_targets(
-        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
-    ) -> tuple[list[TargetObject], list[TargetField]]:
-        return self.targets.missing(objects, fields)
-
-    def create_targets(
-        self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
-    ) -> None:
-        self.targets.create(objects, fields)
-
-    def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
-        return self.writer.update(object, records)
 
     def upsert(
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]

@@ -19,11 +19,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from crm_kpi_worker.connectors.base import TargetField, TargetObject, WriteResult
+from crm_kpi_worker.connectors.base import (
+    TargetField,
+    TargetObject,
+    WriteItem,
+    WriteResult,
+    batch_failed,
+    write_in_batches,
+)
 from crm_kpi_worker.connectors.errors import (
     ConnectorError,
     RequestRejected,
@@ -69,15 +76,6 @@ def _record_body(sobject: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _failed(key: str, record_id: str | None, code: str, message: str) -> WriteResult:
-    return WriteResult(record_id, key, False, code, message)
-
-
-def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class CollectionWriter:
     def __init__(self, client: Any, fetch: Fetch, batch_size: int) -> None:
         self.client = client
@@ -104,32 +102,18 @@ class CollectionWriter:
             items.append((str(key), {**_record_body(sobject, fields), external_id: str(key)}))
         return self._write(f"composite/sobjects/{sobject}/{external_id}", items, by_id=False)
 
-    def _write(
-        self, path: str, items: list[tuple[str, dict[str, Any]]], *, by_id: bool
-    ) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        batches = list(_batches(items, self.batch_size))
-        for index, batch in enumerate(batches):
+    def _write(self, path: str, items: list[WriteItem], *, by_id: bool) -> list[WriteResult]:
+        def send(batch: Sequence[WriteItem]) -> list[WriteResult]:
             body = {"allOrNone": False, "records": [record for _, record in batch]}
             try:
-                answer = self.fetch(
-                    lambda b=body: self.client.restful(path, method="PATCH", json=b)
-                )
-            except StopRun as stop:
-                for rest in batches[index:]:
-                    results += [
-                        _failed(k, k if by_id else None, stop.code or "STOPPED", stop.detail)
-                        for k, _ in rest
-                    ]
-                stop.write_results = results
+                answer = self.fetch(lambda: self.client.restful(path, method="PATCH", json=body))
+            except StopRun:
                 raise
             except ConnectorError as error:
-                log.warning("a batch of %d records failed: %s", len(batch), error)
-                code = error.code or (f"HTTP_{error.status}" if error.status else "CALL_FAILED")
-                results += [_failed(k, k if by_id else None, code, error.detail) for k, _ in batch]
-                continue
-            results += self._results(batch, answer, by_id=by_id)
-        return results
+                return batch_failed(batch, by_id, error)
+            return self._results(batch, answer, by_id=by_id)
+
+        return write_in_batches(items, self.batch_size, send, by_id=by_id)
 
     @staticmethod
     def _results(
@@ -137,7 +121,7 @@ class CollectionWriter:
     ) -> list[WriteResult]:
         if not isinstance(answer, list) or len(answer) != len(batch):
             return [
-                _failed(
+                WriteResult.failed(
                     key,
                     key if by_id else None,
                     "UNEXPECTED_RESPONSE",
@@ -155,7 +139,9 @@ class CollectionWriter:
             code, message = codes_of(result.get("errors") or [])
             rule = classify(code=code, message=message, per_record=True)
             log.info("record %s not written (%s): %s %s", key, rule.action, code, message)
-            out.append(_failed(key, record_id, code or "UNKNOWN_ERROR", message or "failed"))
+            out.append(
+                WriteResult.failed(key, record_id, code or "UNKNOWN_ERROR", message or "failed")
+            )
         return out
 
 
