@@ -41,6 +41,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from crm_kpi_worker.sync.bulk import gc_paused
 from crm_kpi_worker.sync.config import AppConfig, CurrencySettings, HubSpotSource, SalesforceSource
 from crm_kpi_worker.sync.model import (
     Account,
@@ -311,7 +312,8 @@ def read_page(
         raise ValueError(f"unknown stream {stream!r}")
     if not isinstance(records, Sequence) or isinstance(records, str | bytes):
         return Normalized()
-    return reader(context, records)
+    with gc_paused():
+        return reader(context, records)
 
 
 # ---------------------------------------------------------------------------------------------

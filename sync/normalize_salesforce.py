@@ -10,10 +10,8 @@ looked up case-insensitively (SOQL names are), relationship paths through nested
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -830,17 +828,3 @@ _BY_STREAM: dict[str, Callable[[NormalizeContext, Sequence[Any]], Normalized]] =
 def normalize_page(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
     """One page of ``stream`` (``stages``/``currencies`` feed :func:`salesforce_metadata`)."""
     return read_page(_BY_STREAM, context, stream, records)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # A page makes tens of thousands of small objects that can form no cycle (records,
-    # their histories): the cyclic collector would run dozens of times per page over
-    # everything alive, for nothing. They are freed by reference counting as ever.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -22,7 +22,6 @@ Times come from an injectable clock (UTC); money and KPI values stay ``Decimal``
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import logging
 import sys
@@ -69,6 +68,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import Select
 
+from crm_kpi_worker.sync.bulk import gc_paused
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
     Account,
@@ -434,19 +434,6 @@ def _kpi_value(value: Any) -> Decimal | None:
     return Decimal(format(number, "f")) if number else Decimal(0)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Building millions of tuples triggers the cyclic collector over and over for nothing
-    # (none of them can form a cycle); pausing it halves bulk read times.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class _Memo:
     """Converts values with one call per distinct value (amounts and dates repeat a lot in
     a million deals), sharing the results."""
@@ -723,7 +710,7 @@ class Store:
         """Write all of a page and its cursor in one transaction (see :class:`StoredPage`)."""
         # Validate and encode everything before touching the database (no cyclic garbage
         # collection meanwhile: thousands of acyclic rows, freed by reference counting).
-        with _gc_paused():
+        with gc_paused():
             prepared = _PreparedPage(page, self._driver)
             with self._write() as connection:
                 self._save_prepared(connection, prepared)
@@ -1079,7 +1066,7 @@ class Store:
         dates: _Memo,
     ) -> dict[str, list[Any]]:
         instant = dt.datetime.fromisoformat
-        with _gc_paused():
+        with gc_paused():
             chunk = list(zip(*rows, strict=True))  # columns of this chunk
             out: dict[str, list[Any]] = {
                 name: list(converters[name](values))
@@ -1155,7 +1142,7 @@ class Store:
         ahead = _ReadAhead(chunks) if self._can_read_ahead() else None
         try:
             for n, texts, chunk_rows in ahead or chunks:
-                with _gc_paused():
+                with gc_paused():
                     try:
                         parsed = parse(n, texts)
                     except IrregularChunkError:
@@ -1254,7 +1241,7 @@ class Store:
         converters = self._converters({"owner_id": "text", "start": "instant"})
         owner_ids: list[Any] = []
         starts: list[Any] = []
-        with self._read() as connection, _gc_paused():
+        with self._read() as connection, gc_paused():
             for rows in self._fetch_rows(connection, statement):
                 chunk_owners, chunk_starts = zip(*rows, strict=True)
                 owner_ids.extend(converters["owner_id"](chunk_owners))
@@ -1511,7 +1498,7 @@ class Store:
         if keys is not None:
             statement = statement.where(_ids_match(self.backend, written_values.c.record_key, keys))
         found: dict[tuple[str, str], Any] = {}
-        with self._read() as connection, _gc_paused():
+        with self._read() as connection, gc_paused():
             for rows in self._fetch_rows(connection, statement):
                 for key, name, kind, text in rows:
                     found[key, name] = decode_scalar(kind, text)
@@ -1748,21 +1735,7 @@ DEAL_ROW: tuple[str, ...] = (
     "source",
     "id",
     "name",
-    "owner_id",
-    "account_id",
-    "created_at",
-    "close_date",
-    "stage",
-    "is_won",
-    "is_closed",
-    "amount",
-    "currency",
-    "arr",
-    "deal_type",
-    "forecast_category",
-    "probability",
-    "term_months",
-    "last_modified",
+    *DEAL_COLUMNS[1:],
     "stage_history",
     "close_date_history",
     "field_history",
