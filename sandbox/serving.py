@@ -4,28 +4,73 @@ HTTPS listener whose ``Date`` header follows the CRM's clock, and the serve/stop
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime as dt
 import socket
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.tls import LOOPBACK_NAMES, SandboxTLS, make_tls
 
-__all__ = ["LoopbackServer"]
+__all__ = ["LoopbackServer", "Stats"]
+
+
+@dataclass
+class Stats:
+    """What a sandbox served: for tests and benchmarks (API calls vs the minimum). Each
+    sandbox adds its own counters."""
+
+    api_calls: int = 0
+    rows_served: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+
+    def count(self, route: str) -> None:
+        self.by_route[route] = self.by_route.get(route, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "by_route": dict(self.by_route)}
 
 
 class LoopbackServer:
     """Base of the sandboxes: call :meth:`_prepare` first, then :meth:`_bind` with the app."""
 
     thread_name = "sandbox"
+    app: Any  # the WSGI app, with ``faults`` and ``stats``
     ca_path: Path
     port: int
     url: str
     workdir: Path
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        seed: int = 42,
+        deals: int | None = None,
+        reference_date: dt.date | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """A sandbox over generated data, serving in a background thread."""
+        from crm_kpi_worker.sandbox.generator import generate
+
+        sandbox = cls(generate(seed=seed, deals=deals, reference_date=reference_date), **kwargs)
+        sandbox.serve_in_background()
+        return sandbox
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self.app.faults  # type: ignore[no-any-return]
+
+    @property
+    def stats(self) -> Any:
+        return self.app.stats
 
     def _prepare(self, host: str, workdir: Path | str | None, prefix: str) -> SandboxTLS:
         """Check the host is loopback, make the work folder and the TLS material."""

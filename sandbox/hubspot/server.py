@@ -22,7 +22,6 @@ links the data set has), no pipeline/property/schema updates or deletions, no me
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import math
@@ -55,6 +54,7 @@ from crm_kpi_worker.sandbox.hubspot.portal import (
     stamp,
 )
 from crm_kpi_worker.sandbox.serving import LoopbackServer
+from crm_kpi_worker.sandbox.serving import Stats as ServedStats
 
 log = logging.getLogger(__name__)
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -97,28 +97,10 @@ class RateLimits:
 
 
 @dataclass
-class Stats:
-    """What the sandbox served: for tests and benchmarks (API calls vs the minimum)."""
-
-    api_calls: int = 0
+class Stats(ServedStats):
     search_calls: int = 0
     oauth_calls: int = 0
-    rows_served: int = 0
     rate_limited: int = 0
-    by_route: dict[str, int] = field(default_factory=dict)
-
-    def count(self, route: str) -> None:
-        self.by_route[route] = self.by_route.get(route, 0) + 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "api_calls": self.api_calls,
-            "search_calls": self.search_calls,
-            "oauth_calls": self.oauth_calls,
-            "rows_served": self.rows_served,
-            "rate_limited": self.rate_limited,
-            "by_route": dict(self.by_route),
-        }
 
 
 class HubSpotError(Exception):
@@ -1193,28 +1175,9 @@ class HubSpotSandbox(LoopbackServer):
         self._bind(self.app, tls, host, port, lambda: portal.now_ms() / 1000)
         self.app.base_url = self.url
 
-    @classmethod
-    def start(
-        cls,
-        *,
-        seed: int = 42,
-        deals: int | None = None,
-        reference_date: dt.date | None = None,
-        **kwargs: Any,
-    ) -> HubSpotSandbox:
-        from crm_kpi_worker.sandbox.generator import generate
-
-        sandbox = cls(generate(seed=seed, deals=deals, reference_date=reference_date), **kwargs)
-        sandbox.serve_in_background()
-        return sandbox
-
-    @property
-    def faults(self) -> FaultPlan:
-        return self.app.faults
-
     @property
     def stats(self) -> Stats:
-        return self.app.stats
+        return self.app.stats  # type: ignore[no-any-return]
 
     def client(self, **kwargs: Any) -> Any:
         """A ``hubspot.Client`` with the private-app token, trusting the sandbox's CA."""

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -47,6 +47,7 @@ from crm_kpi_worker.sandbox.salesforce.org import ORG_ID, RecordError, SandboxOr
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
 from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
 from crm_kpi_worker.sandbox.serving import LoopbackServer
+from crm_kpi_worker.sandbox.serving import Stats as ServedStats
 
 log = logging.getLogger(__name__)
 # Werkzeug logs every request at INFO; the CLI turns that on with --verbose.
@@ -86,16 +87,8 @@ class Cursor:
 
 
 @dataclass
-class Stats:
-    """What the sandbox served: for tests and benchmarks (API calls vs the minimum)."""
-
-    api_calls: int = 0
+class Stats(ServedStats):
     login_calls: int = 0
-    rows_served: int = 0
-    by_route: dict[str, int] = field(default_factory=dict)
-
-    def count(self, route: str) -> None:
-        self.by_route[route] = self.by_route.get(route, 0) + 1
 
 
 class SalesforceError(Exception):
@@ -1183,15 +1176,8 @@ class SalesforceSandboxApp:
         return self._json([rule.to_json() for rule in self.faults.rules()])
 
     def on_admin_stats(self, request: Request) -> Response:
-        s = self.stats
-        return self._json(
-            {
-                "api_calls": s.api_calls,
-                "login_calls": s.login_calls,
-                "rows_served": s.rows_served,
-                "by_route": s.by_route,
-            }
-        )
+        with self._lock:
+            return self._json(self.stats.to_json())
 
     def on_admin_expire(self, request: Request) -> Response:
         self.expire_sessions()
@@ -1300,28 +1286,9 @@ class SalesforceSandbox(LoopbackServer):
         self._bind(self.app, tls, host, port, lambda: org.now_ms() / 1000)
         self.app.base_url = self.url
 
-    @classmethod
-    def start(
-        cls,
-        *,
-        seed: int = 42,
-        deals: int | None = None,
-        reference_date: dt.date | None = None,
-        **kwargs: Any,
-    ) -> SalesforceSandbox:
-        from crm_kpi_worker.sandbox.generator import generate
-
-        sandbox = cls(generate(seed=seed, deals=deals, reference_date=reference_date), **kwargs)
-        sandbox.serve_in_background()
-        return sandbox
-
-    @property
-    def faults(self) -> FaultPlan:
-        return self.app.faults
-
     @property
     def stats(self) -> Stats:
-        return self.app.stats
+        return self.app.stats  # type: ignore[no-any-return]
 
     def routes(self, domain: str = "login") -> dict[str, str]:
         """Hosts simple-salesforce logs in at, mapped to this sandbox."""
