@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import re
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from sandbox_process import sandbox_process
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.base import STREAMS
@@ -48,41 +47,6 @@ WRITE_BATCH = 200
 AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
 
-def start_sandbox(deals: int, workdir: Path) -> tuple[subprocess.Popen[str], str, str]:
-    process = subprocess.Popen(  # noqa: S603 - the project's own CLI
-        [
-            sys.executable,
-            "-m",
-            "crm_kpi_worker",
-            "sandbox",
-            "salesforce",
-            "--port",
-            "0",
-            "--deals",
-            str(deals),
-            "--workdir",
-            str(workdir),
-            "--api-limit",
-            "10000000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = ca = None
-    assert process.stdout is not None
-    for line in process.stdout:
-        if found := re.search(r"listening on (https://\S+)", line):
-            url = found.group(1)
-        if found := re.search(r"ca_bundle\): (\S+)", line):
-            ca = found.group(1)
-        if "ready in" in line:
-            break
-    if not url or not ca:
-        raise RuntimeError(f"the sandbox did not start (exit {process.poll()})")
-    return process, url, ca
-
-
 def config_for(url: str, ca: str, store: Path) -> AppConfig:
     config = load_config(path_of("demo-salesforce.yaml"))
     source = config.sources[0].with_changes(login_url=url, instance_url=url, ca_bundle=ca)
@@ -97,8 +61,9 @@ def peak_mb() -> float:
 def run(deals: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="crm-kpi-bench-") as folder:
         work = Path(folder)
-        sandbox, url, ca = start_sandbox(deals, work)
-        try:
+        options = ("--deals", str(deals), "--workdir", str(work), "--api-limit", "10000000")
+        with sandbox_process("salesforce", *options) as sandbox:
+            url, ca = sandbox.url, sandbox.ca_path
             config = config_for(url, ca, work / "store.sqlite")
             source = config.sources[0]
             connector = build_connector(source, config.currency)
@@ -144,11 +109,6 @@ def run(deals: int) -> dict[str, Any]:
                     AS_OF.date(),
                 )
                 engine_seconds = time.perf_counter() - started
-        finally:
-            sandbox.terminate()
-            sandbox.wait(timeout=60)
-            if sandbox.stdout is not None:
-                sandbox.stdout.close()
     # Calls as the sandbox counted them, by route, during the sync.
     served = {
         route: stats_after["by_route"].get(route, 0) - stats_before["by_route"].get(route, 0)

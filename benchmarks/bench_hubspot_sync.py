@@ -28,16 +28,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import re
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import hubspot
+from sandbox_process import sandbox_process
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.http import build_session
@@ -55,43 +53,6 @@ LIST_PAGE = 100
 WRITE_BATCH = 100
 AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 SEARCHED = {"deals", "accounts", "activities", "quotas"}
-
-
-def start_sandbox(
-    deals: int, workdir: Path, limits: bool
-) -> tuple[subprocess.Popen[str], str, str]:
-    command = [
-        sys.executable,
-        "-m",
-        "crm_kpi_worker",
-        "sandbox",
-        "hubspot",
-        "--port",
-        "0",
-        "--deals",
-        str(deals),
-        "--workdir",
-        str(workdir),
-        "--daily-limit",
-        "0",
-    ]
-    if not limits:
-        command += ["--search-per-second", "0", "--burst-per-10s", "0"]
-    process = subprocess.Popen(  # noqa: S603 - the project's own CLI
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = ca = None
-    assert process.stdout is not None
-    for line in process.stdout:
-        if found := re.search(r"listening on (https://\S+)", line):
-            url = found.group(1)
-        if found := re.search(r"ca_bundle\): (\S+)", line):
-            ca = found.group(1)
-        if "ready in" in line:
-            break
-    if not url or not ca:
-        raise RuntimeError(f"the sandbox did not start (exit {process.poll()})")
-    return process, url, ca
 
 
 def config_for(url: str, ca: str, store: Path, limits: bool) -> AppConfig:
@@ -208,8 +169,11 @@ def sandbox_stats(url: str, ca: str) -> dict[str, Any]:
 def run(deals: int, limits: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="crm-kpi-bench-hs-") as folder:
         work = Path(folder)
-        sandbox, url, ca = start_sandbox(deals, work, limits)
-        try:
+        options = ["--deals", str(deals), "--workdir", str(work), "--daily-limit", "0"]
+        if not limits:
+            options += ["--search-per-second", "0", "--burst-per-10s", "0"]
+        with sandbox_process("hubspot", *options) as sandbox:
+            url, ca = sandbox.url, sandbox.ca_path
             config = config_for(url, ca, work / "store.sqlite", limits)
             source = config.sources[0]
             connector = build_connector(source, config.currency)
@@ -234,11 +198,6 @@ def run(deals: int, limits: bool) -> dict[str, Any]:
             wall = time.perf_counter() - started
             stats_after = sandbox_stats(url, ca)
             report = result.report()["sources"][0]
-        finally:
-            sandbox.terminate()
-            sandbox.wait(timeout=60)
-            if sandbox.stdout is not None:
-                sandbox.stdout.close()
     served = {
         route: stats_after["by_route"].get(route, 0) - stats_before["by_route"].get(route, 0)
         for route in stats_after["by_route"]

@@ -20,15 +20,14 @@ import argparse
 import math
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import hubspot
 import requests
+from sandbox_process import sandbox_process
 
 PAGE_SIZE = 200
 CAP = 10_000
@@ -68,12 +67,6 @@ class Result:
             f"  server peak memory     {self.server_peak_mb:8.1f} MB"
             f" ({self.server_peak_mb * 1024 * 1024 / self.deals:,.0f} bytes per deal)",
         ]
-
-
-def _peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else float("nan")
 
 
 def _window(cursor: tuple[str, str] | None) -> list[dict[str, Any]]:
@@ -128,32 +121,14 @@ def pull_all(client: Any) -> tuple[int, int, int, int]:
         cursor = (modified, last.id)
 
 
-def run(deals: int, *, command: list[str] | None = None) -> Result:
-    command = command or [sys.executable, "-m", "crm_kpi_worker", "sandbox", "hubspot"]
+def run(deals: int) -> Result:
     started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-        [*command, "--port", "0", "--deals", str(deals), "--search-per-second", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = ca_path = token = None
-        assert process.stdout is not None
-        for line in process.stdout:
-            if found := re.search(r"listening on (https://\S+)", line):
-                url = found.group(1)
-            if found := re.search(r"trust it as ca_bundle\): (\S+)", line):
-                ca_path = found.group(1)
-            if found := re.search(r"private-app token \(Bearer\): (\S+)", line):
-                token = found.group(1)
-            if "ready in" in line:
-                break
-        else:
-            raise RuntimeError(f"the sandbox exited early with status {process.wait()}")
+    with sandbox_process("hubspot", "--deals", str(deals), "--search-per-second", "0") as sandbox:
+        url, ca_path = sandbox.url, sandbox.ca_path
+        token = re.search(r"private-app token \(Bearer\): (\S+)", sandbox.banner)
+        assert token is not None, sandbox.banner
         startup = time.perf_counter() - started
-        assert url and ca_path and token
-        client = hubspot.Client.create(access_token=token, host=url, ssl_ca_cert=ca_path)
+        client = hubspot.Client.create(access_token=token.group(1), host=url, ssl_ca_cert=ca_path)
         pull_started = time.perf_counter()
         rows, pages, windows, live = pull_all(client)
         pull = time.perf_counter() - pull_started
@@ -167,13 +142,8 @@ def run(deals: int, *, command: list[str] | None = None) -> Result:
             windows,
             stats["search_calls"],
             pull,
-            _peak_rss_mb(process.pid),
+            sandbox.peak_rss_mb(),
         )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def main(argv: list[str] | None = None) -> int:

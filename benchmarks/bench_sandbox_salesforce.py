@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from sandbox_process import sandbox_process
 from simple_salesforce import Salesforce
 
 from crm_kpi_worker.connectors.http import build_session
@@ -62,35 +60,11 @@ class Result:
         ]
 
 
-def _peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else float("nan")
-
-
-def run(deals: int, *, command: list[str] | None = None) -> Result:
-    command = command or [sys.executable, "-m", "crm_kpi_worker", "sandbox", "salesforce"]
+def run(deals: int) -> Result:
     started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-        [*command, "--port", "0", "--deals", str(deals)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = ca_path = None
-        assert process.stdout is not None
-        for line in process.stdout:
-            if found := re.search(r"listening on (https://\S+)", line):
-                url = found.group(1)
-            if found := re.search(r"trust it as ca_bundle\): (\S+)", line):
-                ca_path = found.group(1)
-            if "ready in" in line:
-                break
-        else:
-            raise RuntimeError(f"the sandbox exited early with status {process.wait()}")
+    with sandbox_process("salesforce", "--deals", str(deals)) as sandbox:
+        url, ca_path = sandbox.url, sandbox.ca_path
         startup = time.perf_counter() - started
-        assert url and ca_path
         session = build_session(
             ca_bundle=ca_path, routes={"login.salesforce.com": url}, timeout=120
         )
@@ -104,12 +78,7 @@ def run(deals: int, *, command: list[str] | None = None) -> Result:
         pull = time.perf_counter() - pull_started
         stats = session.get(f"{url}/_sandbox/stats").json()
         pages = stats["by_route"].get("query_all", 0) + stats["by_route"].get("query_more", 0)
-        return Result(deals, startup, rows, pages, pages, pull, _peak_rss_mb(process.pid))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
+        return Result(deals, startup, rows, pages, pages, pull, sandbox.peak_rss_mb())
 
 
 def main(argv: list[str] | None = None) -> int:
