@@ -238,6 +238,24 @@ class Normalized:
     def mark_deleted(self, record_type: str, record_id: str) -> None:
         self.deleted.setdefault(str(record_type), []).append(record_id)
 
+    def add_deal(
+        self,
+        deal: Deal,
+        stage_changes: list[StageChange],
+        field_changes: list[FieldChange],
+        problems: Sequence[tuple[ExclusionReason, str]],
+    ) -> None:
+        """A deal with its histories. A deleted deal is marked deleted (never counted, so
+        nothing to report); a live one is excluded for each of its ``problems``."""
+        self.deals.append(deal)
+        self.stage_changes[deal.id] = stage_changes
+        self.field_changes[deal.id] = field_changes
+        if deal.is_deleted:
+            self.mark_deleted(RecordType.DEAL, deal.id)
+            return
+        for reason, detail in problems:
+            self.exclude(RecordType.DEAL, deal.id, reason, detail)
+
 
 def normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
     """The canonical records and exclusions of one page of ``stream``.
@@ -448,3 +466,30 @@ def annual(amount: Decimal, amount_is: str, term_months: Decimal | None) -> Deci
         years = (term_months if term_months is not None else _TWELVE) / _TWELVE
         return cents(amount / years)
     return cents(amount)
+
+
+def deal_arr(
+    context: NormalizeContext,
+    amount: Decimal,
+    currency: str,
+    crm_converted: Any,
+    amount_is: str,
+    term: Decimal | None,
+    term_invalid: bool,
+    problems: list[tuple[ExclusionReason, str]],
+) -> Decimal | None:
+    """A deal's ARR: its amount in the reporting currency (:func:`to_reporting`; one that
+    cannot be converted is added to ``problems``), annualized (:func:`annual`). None too for
+    a TCV amount whose term is invalid."""
+    conversion = to_reporting(context, amount, currency, crm_converted)
+    if conversion.value is None:
+        problems.append(
+            (
+                ExclusionReason.UNCONVERTIBLE_CURRENCY,
+                f"{amount} {currency}: {conversion.problem or 'not convertible'}",
+            )
+        )
+        return None
+    if term_invalid and amount_is == "tcv":
+        return None
+    return annual(conversion.value, amount_is, term)

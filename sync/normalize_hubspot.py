@@ -57,7 +57,7 @@ from crm_kpi_worker.sync.normalize import (
     Normalized,
     RecordType,
     StageInfo,
-    annual,
+    deal_arr,
     each_record,
     read_decimal,
     read_instant,
@@ -386,16 +386,16 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
                 if context.currency.conversion == "crm" and home is not None and home in props
                 else NOT_QUERIED
             )
-            conversion = to_reporting(context, amount, currency, converted)
-            if conversion.value is None:
-                problems.append(
-                    (
-                        ExclusionReason.UNCONVERTIBLE_CURRENCY,
-                        f"{amount} {currency}: {conversion.problem or 'not convertible'}",
-                    )
-                )
-            elif not (term_invalid and mapping.amount_is == "tcv"):
-                arr = annual(conversion.value, mapping.amount_is, term)
+            arr = deal_arr(
+                context,
+                amount,
+                currency,
+                converted,
+                mapping.amount_is,
+                term,
+                term_invalid,
+                problems,
+            )
 
         probability = None
         try:
@@ -455,14 +455,12 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
             is_deleted=is_deleted,
             last_modified=modified,
         )
-        out.deals.append(deal)
-        out.stage_changes[deal_id] = _stage_history(mapping, record, props, deal_id)
-        out.field_changes[deal_id] = _close_date_history(mapping, record, deal_id, timezone)
-        if is_deleted:
-            out.mark_deleted(RecordType.DEAL, deal_id)
-            return
-        for reason, detail in problems:
-            out.exclude(RecordType.DEAL, deal_id, reason, detail)
+        out.add_deal(
+            deal,
+            _stage_history(mapping, record, props, deal_id),
+            _close_date_history(mapping, record, deal_id, timezone),
+            problems,
+        )
 
     _each(records, RecordType.DEAL, out, one)
     return out

@@ -40,7 +40,7 @@ from crm_kpi_worker.sync.normalize import (
     Normalized,
     RecordType,
     StageInfo,
-    annual,
+    deal_arr,
     each_record,
     read_bool,
     read_date,
@@ -533,16 +533,16 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
         arr = None
         if amount is not None and currency_ok:
             converted = fields.converted(record) if fields.has_converted(record) else NOT_QUERIED
-            conversion = to_reporting(context, amount, currency, converted)
-            if conversion.value is None:
-                problems.append(
-                    (
-                        ExclusionReason.UNCONVERTIBLE_CURRENCY,
-                        f"{amount} {currency}: {conversion.problem or 'not convertible'}",
-                    )
-                )
-            elif not (term_invalid and mapping.amount_is == "tcv"):
-                arr = annual(conversion.value, mapping.amount_is, term)
+            arr = deal_arr(
+                context,
+                amount,
+                currency,
+                converted,
+                mapping.amount_is,
+                term,
+                term_invalid,
+                problems,
+            )
 
         probability = None
         try:
@@ -613,14 +613,12 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
             and modified.tzinfo is dt.UTC
         )
         deal = _deal(**values) if known_valid else Deal(**values)
-        out.deals.append(deal)
-        out.stage_changes[deal_id] = _stage_history(mapping, record, deal_id, fields)
-        out.field_changes[deal_id] = _close_date_history(mapping, record, deal_id, fields)
-        if is_deleted:
-            out.mark_deleted(RecordType.DEAL, deal_id)
-            return  # never counted: nothing to report
-        for reason, detail in problems:
-            out.exclude(RecordType.DEAL, deal_id, reason, detail)
+        out.add_deal(
+            deal,
+            _stage_history(mapping, record, deal_id, fields),
+            _close_date_history(mapping, record, deal_id, fields),
+            problems,
+        )
 
     _each(records, RecordType.DEAL, out, one)
     return out
