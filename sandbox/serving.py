@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import socket
 import tempfile
 import threading
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import Any, Self
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
 
-from crm_kpi_worker.sandbox.faults import FaultPlan
+from crm_kpi_worker.sandbox.faults import FaultPlan, FaultRule
 from crm_kpi_worker.sandbox.tls import LOOPBACK_NAMES, SandboxTLS, make_tls
 
-__all__ = ["LoopbackServer", "Stats"]
+__all__ = ["AdminRoutes", "LoopbackServer", "Stats"]
 
 
 @dataclass
@@ -36,6 +38,34 @@ class Stats:
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "by_route": dict(self.by_route)}
+
+
+class AdminRoutes:
+    """The sandbox's own routes, not part of any CRM's API: fault rules (``/_sandbox/faults``:
+    GET lists, POST adds, DELETE clears) and what was served (``/_sandbox/stats``). The app
+    counts under ``_lock`` and answers JSON through ``_json``."""
+
+    faults: FaultPlan
+    stats: Stats
+    _lock: threading.Lock
+    _json: Callable[..., Response]
+
+    def on_admin_faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = json.loads(request.get_data(as_text=True) or "null")
+                rule = self.faults.add(FaultRule.from_json(body or {}))
+            except (TypeError, ValueError) as exc:
+                return self._json({"error": str(exc)}, 400)
+            return self._json(rule.to_json(), 201)
+        if request.method == "DELETE":
+            self.faults.clear()
+            return Response(status=204)
+        return self._json([rule.to_json() for rule in self.faults.rules()])
+
+    def on_admin_stats(self, request: Request) -> Response:
+        with self._lock:
+            return self._json(self.stats.to_json())
 
 
 class LoopbackServer:

@@ -41,7 +41,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.sandbox.dataset import Dataset
-from crm_kpi_worker.sandbox.faults import FaultPlan, FaultRule
+from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.hubspot import search as search_engine
 from crm_kpi_worker.sandbox.hubspot.portal import (
     HS_STAGES,
@@ -53,7 +53,7 @@ from crm_kpi_worker.sandbox.hubspot.portal import (
     WriteError,
     stamp,
 )
-from crm_kpi_worker.sandbox.serving import LoopbackServer
+from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer
 from crm_kpi_worker.sandbox.serving import Stats as ServedStats
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class _Auth:
     oauth: bool
 
 
-class HubSpotSandboxApp:
+class HubSpotSandboxApp(AdminRoutes):
     """The WSGI application: routing, authentication, rate limits, faults."""
 
     def __init__(
@@ -1019,22 +1019,6 @@ class HubSpotSandboxApp:
         return self._json(body)
 
     # ---- admin (not part of HubSpot's API) ----------------------------------------------------
-
-    def on_admin_faults(self, request: Request) -> Response:
-        if request.method == "POST":
-            try:
-                rule = self.faults.add(FaultRule.from_json(self._body(request) or {}))
-            except (TypeError, ValueError) as exc:
-                return self._json({"error": str(exc)}, 400)
-            return self._json(rule.to_json(), 201)
-        if request.method == "DELETE":
-            self.faults.clear()
-            return Response(status=204)
-        return self._json([rule.to_json() for rule in self.faults.rules()])
-
-    def on_admin_stats(self, request: Request) -> Response:
-        with self._lock:
-            return self._json(self.stats.to_json())
 
     def on_admin_expire(self, request: Request) -> Response:
         self.expire_tokens()

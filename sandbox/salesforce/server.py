@@ -40,13 +40,13 @@ from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
-from crm_kpi_worker.sandbox.faults import FaultPlan, FaultRule
+from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.salesforce import engine
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.org import ORG_ID, RecordError, SandboxOrg
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
 from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
-from crm_kpi_worker.sandbox.serving import LoopbackServer
+from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer
 from crm_kpi_worker.sandbox.serving import Stats as ServedStats
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class SalesforceError(Exception):
             self.body[0]["fields"] = fields
 
 
-class SalesforceSandboxApp:
+class SalesforceSandboxApp(AdminRoutes):
     """The WSGI application: routing, authentication, API accounting, faults."""
 
     def __init__(
@@ -1162,22 +1162,6 @@ class SalesforceSandboxApp:
         )
 
     # ---- admin (not part of Salesforce's API) -----------------------------------------------
-
-    def on_admin_faults(self, request: Request) -> Response:
-        if request.method == "POST":
-            try:
-                rule = self.faults.add(FaultRule.from_json(self._body(request) or {}))
-            except (TypeError, ValueError) as exc:
-                return self._json({"error": str(exc)}, 400)
-            return self._json(rule.to_json(), 201)
-        if request.method == "DELETE":
-            self.faults.clear()
-            return Response(status=204)
-        return self._json([rule.to_json() for rule in self.faults.rules()])
-
-    def on_admin_stats(self, request: Request) -> Response:
-        with self._lock:
-            return self._json(self.stats.to_json())
 
     def on_admin_expire(self, request: Request) -> Response:
         self.expire_sessions()
