@@ -32,7 +32,6 @@ from sandbox_process import sandbox_process
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.base import STREAMS
-from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.connectors.registry import build_connector
 from crm_kpi_worker.kpis.engine import compute
 from crm_kpi_worker.sync.config import AppConfig
@@ -85,12 +84,12 @@ def run(deals: int) -> dict[str, Any]:
             bare_calls = connector.api_calls - calls
             memory_before_sync = peak_mb()
 
-            stats_before = sandbox_stats(url, ca)
+            stats_before = sandbox.stats()
             started = time.perf_counter()
             with Store.open(config.store.resolve_url()) as store:
                 result = run_once(config, store, RunOptions(as_of=AS_OF))
                 wall = time.perf_counter() - started
-                stats_after = sandbox_stats(url, ca)
+                stats_after = sandbox.stats()
                 report = result.report()["sources"][0]
                 # The engine alone, on what the sync stored.
                 started, cpu = time.perf_counter(), time.process_time()
@@ -138,13 +137,6 @@ def run(deals: int) -> dict[str, Any]:
 
 
 WRITE_ROUTES = ("collections", "collections_typed", "collections_upsert", "record", "external")
-
-
-def sandbox_stats(url: str, ca: str) -> dict[str, Any]:
-    session = build_session(ca_bundle=ca)
-    stats: dict[str, Any] = session.get(f"{url}/_sandbox/stats").json()
-    session.close()
-    return stats
 
 
 def print_result(r: dict[str, Any]) -> None:

@@ -38,7 +38,6 @@ import hubspot
 from sandbox_process import sandbox_process
 
 from crm_kpi_worker.config import path_of
-from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.connectors.hubspot.connector import GOAL_PROPERTIES, HubSpotConnector
 from crm_kpi_worker.connectors.hubspot.search import SEARCH_CAP, parse_stamp
 from crm_kpi_worker.connectors.registry import build_connector
@@ -159,13 +158,6 @@ def bare_loop(client: Any, connector: HubSpotConnector) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
-def sandbox_stats(url: str, ca: str) -> dict[str, Any]:
-    session = build_session(ca_bundle=ca)
-    stats: dict[str, Any] = session.get(f"{url}/_sandbox/stats").json()
-    session.close()
-    return stats
-
-
 def run(deals: int, limits: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="crm-kpi-bench-hs-") as folder:
         work = Path(folder)
@@ -186,17 +178,17 @@ def run(deals: int, limits: bool) -> dict[str, Any]:
                 host=url,
                 ssl_ca_cert=ca,
             )
-            before = sandbox_stats(url, ca)
+            before = sandbox.stats()
             bare_rows, bare_seconds = bare_loop(client, connector)
-            bare_calls = sandbox_stats(url, ca)["api_calls"] - before["api_calls"]
+            bare_calls = sandbox.stats()["api_calls"] - before["api_calls"]
             memory_before_sync = peak_mb()
 
-            stats_before = sandbox_stats(url, ca)
+            stats_before = sandbox.stats()
             started = time.perf_counter()
             with Store.open(config.store.resolve_url()) as store:
                 result = run_once(config, store, RunOptions(as_of=AS_OF))
             wall = time.perf_counter() - started
-            stats_after = sandbox_stats(url, ca)
+            stats_after = sandbox.stats()
             report = result.report()["sources"][0]
     served = {
         route: stats_after["by_route"].get(route, 0) - stats_before["by_route"].get(route, 0)

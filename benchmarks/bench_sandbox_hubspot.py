@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import hubspot
-import requests
 from sandbox_process import sandbox_process
 
 PAGE_SIZE = 200
@@ -132,7 +131,7 @@ def run(deals: int) -> Result:
         pull_started = time.perf_counter()
         rows, pages, windows, live = pull_all(client)
         pull = time.perf_counter() - pull_started
-        stats = requests.get(f"{url}/_sandbox/stats", verify=ca_path, timeout=30).json()
+        stats = sandbox.stats()
         return Result(
             deals,
             startup,

@@ -76,7 +76,7 @@ def run(deals: int) -> Result:
             1 for _ in sf.query_all_iter(f"SELECT {FIELDS} FROM Opportunity", include_deleted=True)
         )
         pull = time.perf_counter() - pull_started
-        stats = session.get(f"{url}/_sandbox/stats").json()
+        stats = sandbox.stats()
         pages = stats["by_route"].get("query_all", 0) + stats["by_route"].get("query_more", 0)
         return Result(deals, startup, rows, pages, pages, pull, sandbox.peak_rss_mb())
 

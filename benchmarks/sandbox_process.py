@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import requests
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,12 @@ class SandboxProcess:
     url: str
     ca_path: str
     banner: str  # what it printed up to "ready in"
+
+    def stats(self) -> dict[str, Any]:
+        """What the sandbox served so far (its ``/_sandbox/stats``)."""
+        answer = requests.get(f"{self.url}/_sandbox/stats", verify=self.ca_path, timeout=60)
+        answer.raise_for_status()
+        return answer.json()  # type: ignore[no-any-return]
 
     def peak_rss_mb(self) -> float:
         """The sandbox process's peak resident memory so far."""
