@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from crm_kpi_worker.kpis import frames as kf
-from crm_kpi_worker.sync.config import AppConfig, SalesforceSource
+from crm_kpi_worker.sync.config import AppConfig, SalesforceSource, StageMap
 from crm_kpi_worker.sync.config_loader import read_quota_csv
 from crm_kpi_worker.sync.model import DealType, Quota, Rep
 from crm_kpi_worker.sync.store import Store
@@ -138,14 +138,15 @@ def build_input(
     # ---- deals, converted to numpy chunk by chunk (a million deals as Python objects would
     # not fit a small container)
     orders = {st.stage: st.order for st in mapping.stages}
+    cycle_stage = mapping.cycle_start_stage
     context = _DealContext(
         days=LocalDays(tz),
         rep_index=rep_index,
         unassigned=unassigned,
         orders=orders,
         qualified_order=orders[mapping.qualified_stage],
-        entry_order=orders[mapping.conversion_entry_stage],
-        cycle_order=orders[mapping.cycle_start_stage] if mapping.cycle_start_stage else None,
+        reaching_entry=stages_reaching(mapping.stages, mapping.conversion_entry_stage),
+        reaching_cycle=stages_reaching(mapping.stages, cycle_stage) if cycle_stage else None,
         credited={str(t) for t in mapping.deal_types.quota_credited},
     )
     parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=50_000)]
@@ -234,10 +235,20 @@ class _DealContext:
     unassigned: int
     orders: dict[str, int]
     qualified_order: int
-    entry_order: int
-    cycle_order: int | None
+    reaching_entry: frozenset[str]  # stages whose entry is an entry into the conversion stage
+    reaching_cycle: frozenset[str] | None  # likewise for the cycle-start stage (None: created)
     credited: set[str]
     stage_ids: dict[str, int] = field(default_factory=dict)  # every stage text seen: an id
+
+
+def stages_reaching(stages: Sequence[StageMap], key: str) -> frozenset[str]:
+    """The canonical stages whose entry means a deal reached stage ``key``: ``key`` itself,
+    an open stage later in the funnel (the deal skipped ``key``), or a won stage. A lost stage
+    never does, wherever it sits in the funnel order (KPIS.md, "Entering the entry stage")."""
+    order = next(s.order for s in stages if s.stage == key)
+    return frozenset(
+        s.stage for s in stages if s.stage == key or s.won or (not s.closed and s.order > order)
+    )
 
 
 _FORECAST_INDEX = {k: i for i, k in enumerate(kf.FORECAST_CATEGORIES)}
@@ -299,7 +310,6 @@ def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
     counts = np.diff(offsets)
     deal_of = np.repeat(np.arange(n), counts)
     entry_stage = chunk.stage_history_stage
-    entry_order = _lookup(entry_stage, lambda s: orders.get(s, -1))
     entry_day = ctx.days(chunk.stage_history_entered_at)
     # Per-deal reductions over each deal's contiguous run of entries (reduceat: one pass, far
     # cheaper than ufunc.at); deals without entries are left at the fill value.
@@ -317,14 +327,15 @@ def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
         first[first == _FAR] = _NAT
         return first
 
-    # Entering the conversion entry stage: its first entry, or of any later funnel stage (a
-    # deal that skipped demo still reached it). No history at all: a won deal passed every
-    # earlier stage, dated from its creation (KPIS.md).
-    entered_entry = first_day(entry_order >= ctx.entry_order)
+    # Entering the conversion entry stage (KPIS.md): the first day the history shows the deal
+    # in that stage, in an open stage later in the funnel (it skipped the entry stage), or
+    # won; a lost stage is never an entry. No history at all: a won deal passed every earlier
+    # stage, dated from its creation; a lost one never entered.
+    entered_entry = first_day(_lookup(entry_stage, ctx.reaching_entry.__contains__, bool))
     no_history = counts == 0
     entered_entry[no_history & is_won] = created[no_history & is_won]
-    if ctx.cycle_order is not None:
-        cycle_start = first_day(entry_order >= ctx.cycle_order)
+    if ctx.reaching_cycle is not None:
+        cycle_start = first_day(_lookup(entry_stage, ctx.reaching_cycle.__contains__, bool))
         cycle_start[no_history] = created[no_history]
     else:
         cycle_start = created

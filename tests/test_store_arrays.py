@@ -119,6 +119,12 @@ def fill(store: Store) -> list[str]:
                     ("proposal", at("2025-12-31T23:00:00")),
                     ("closed_won", at("2026-02-01T10:00:00")),
                 ),
+                # Lost at prospecting: never entered demo, though "closed_lost" comes later.
+                "006H": history(
+                    "006H",
+                    ("prospecting", at("2026-02-01T10:00:00")),
+                    ("closed_lost", at("2026-02-03T10:00:00")),
+                ),
                 "006I": history(
                     "006I",
                     ("legacy_stage", at("2026-01-05T10:00:00")),
@@ -356,7 +362,20 @@ def reference_deals(store: Store, config: Any) -> dict[str, list[Any]]:
     tz = config.fiscal.tz
     orders = {st.stage: st.order for st in mapping.stages}
     qualified_order = orders[mapping.qualified_stage]
-    entry_order = orders[mapping.conversion_entry_stage]
+    by_key = {st.stage: st for st in mapping.stages}
+
+    def reached(stage: str, key: str | None) -> bool:
+        """KPIS.md: the stage itself, an open stage later in the funnel, or won; never lost."""
+        mapped = by_key.get(stage)
+        if key is None or mapped is None:
+            return False
+        return (
+            stage == key
+            or mapped.won
+            or (not mapped.won and not mapped.lost and mapped.order > orders[key])
+        )
+
+    entry = mapping.conversion_entry_stage
     cycle = mapping.cycle_start_stage
     credited = {str(t) for t in mapping.deal_types.quota_credited}
     reps = [r for r in store.reps(SOURCE) if r.is_ae]
@@ -374,13 +393,13 @@ def reference_deals(store: Store, config: Any) -> dict[str, list[Any]]:
         lost = d.is_closed and not won and known
         created = day(d.created_at)
         entries = [(orders.get(c.stage, -1), c.stage, day(c.entered_at)) for c in changes]
-        entered = [when for order, _, when in entries if order >= entry_order]
-        # First entry at or past demo; no history at all: a won deal passed it when created.
+        entered = [when for _, stage, when in entries if reached(stage, entry)]
+        # First entry into demo; no history at all: a won deal passed it when created.
         entered_entry = min(entered) if entered else (created if won and not changes else NAT)
         if cycle is None or not changes:
             cycle_start = created
         else:
-            cycle_days = [when for order, _, when in entries if order >= orders[cycle]]
+            cycle_days = [when for _, stage, when in entries if reached(stage, cycle)]
             cycle_start = min(cycle_days) if cycle_days else NAT
         same = [when for _, stage, when in entries if stage == d.stage]
         if d.account_id is not None and d.account_id not in accounts:
