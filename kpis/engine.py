@@ -54,6 +54,7 @@ ADDITIVE_KPIS: tuple[str, ...] = (
 COUNT_KPIS = frozenset({"deals_won", "deals_lost"})
 
 _F = np.float64
+_NAT = np.datetime64("NaT", "D")
 
 
 def compute(
@@ -366,15 +367,23 @@ class _Prepared:
         age[~self.known | (closed & np.isnat(d.close)) | (age < 0)] = np.nan
         in_stage = (asof - _days(stage_entered)).astype(_F)
         in_stage[~self.known | (in_stage < 0)] = np.nan
+        # A deal whose stage the mapping does not know has no per-deal value at all (KPIS.md).
+        slips = d.slips.astype(_F)
+        slips[~d.stage_known] = np.nan
+        owner = owner_attainment[d.owner]
+        owner[~d.stage_known] = np.nan
+        # The dates the ages count from, exactly where the ages have a value: writing dates
+        # instead of ages never puts a value where the age would be empty.
         return DealKpis(
             id=d.id,
-            created=d.created,
-            stage_entered=stage_entered,
+            created=np.where(np.isnan(age), _NAT, d.created),
+            stage_entered=np.where(np.isnan(in_stage), _NAT, stage_entered),
             close=d.close,
             deal_age_days=age,
             days_in_stage=in_stage,
-            close_date_slips=d.slips,
-            owner_quota_attainment=owner_attainment[d.owner],
+            close_date_slips=slips,
+            owner_quota_attainment=owner,
+            stage_known=d.stage_known,
             period=period,
         )
 

@@ -82,10 +82,11 @@ class KpiRow:
 class DealKpis:
     """Per-deal values, columnar (one entry per row of the Deals frame, same order).
 
-    ``deal_age_days``, ``days_in_stage`` and ``owner_quota_attainment`` are float64 with NaN
-    for empty; ``close_date_slips`` is int32. The dates the ages are computed from are given
-    too (``created``, ``stage_entered`` with unknown entries read as the created date,
-    ``close``) so the sync layer may write dates instead of ages that change every day.
+    Every value is float64 with NaN for empty. A deal whose stage the mapping does not know
+    (``stage_known`` False) has every value empty. The dates the ages count from are given too
+    (``created``, ``stage_entered`` with an unknown entry read as the created date), NaT
+    exactly where their age is empty, so the sync layer may write dates instead of ages that
+    change every day and the two modes never disagree on which deals carry a value.
     """
 
     id: np.ndarray
@@ -96,6 +97,7 @@ class DealKpis:
     days_in_stage: np.ndarray
     close_date_slips: np.ndarray
     owner_quota_attainment: np.ndarray
+    stage_known: np.ndarray
     period: Period
     """The owner's period for owner_quota_attainment."""
 
@@ -107,7 +109,7 @@ class DealKpis:
         return {
             "deal_age_days": _int_or_none(self.deal_age_days[index]),
             "days_in_stage": _int_or_none(self.days_in_stage[index]),
-            "close_date_slips": int(self.close_date_slips[index]),
+            "close_date_slips": _int_or_none(self.close_date_slips[index]),
             "owner_quota_attainment": _float_or_none(self.owner_quota_attainment[index]),
         }
 
@@ -122,7 +124,7 @@ class DealKpis:
                 {
                     "deal_age_days": None if math.isnan(age[i]) else int(age[i]),
                     "days_in_stage": None if math.isnan(stage[i]) else int(stage[i]),
-                    "close_date_slips": slips[i],
+                    "close_date_slips": None if math.isnan(slips[i]) else int(slips[i]),
                     "owner_quota_attainment": None if math.isnan(owner[i]) else owner[i],
                 },
             )

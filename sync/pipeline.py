@@ -388,28 +388,30 @@ def _deal_records(
 ) -> Iterator[Desired]:
     as_dates = ages_as_dates(fields)
     deal_kpis = results.deals
-    created = deal_kpis.created.astype(str)
-    entered = deal_kpis.stage_entered.astype(str)
+    # The dates the ages count from (None exactly where the age is empty).
+    dates = {
+        "deal_age_days": deal_kpis.created.tolist(),
+        "days_in_stage": deal_kpis.stage_entered.tolist(),
+    }
     targets = list(fields.deal.fields.items()) if fields.deal is not None else []
     obj = _deal_object(crm)
     owner_values: list[dict[str, Any]] | None = None
     if fields.owner is not None:
         owner_values = _owner_values(fields.owner, inputs, results)
-        closed = (inputs.deals.is_won | inputs.deals.is_lost).tolist()
+        # Closed deals and deals of an unknown stage carry no owner values (KPIS.md).
+        bare = (inputs.deals.is_won | inputs.deals.is_lost | ~deal_kpis.stage_known).tolist()
         owners = inputs.deals.owner.tolist()
         cleared = dict.fromkeys(fields.owner.fields.values())
     for index, (deal_id, values_by_key) in enumerate(deal_kpis):
         values = {}
         for key, field_name in targets:
-            if as_dates and key == "deal_age_days":
-                values[field_name] = str(created[index])
-            elif as_dates and key == "days_in_stage":
-                values[field_name] = str(entered[index])
+            if as_dates and key in dates:
+                values[field_name] = format_value("date", dates[key][index])
             else:
                 values[field_name] = format_value(kpi_kind(key), values_by_key[key])
         if owner_values is not None:
             # The owner's current values on open deals; emptied once a deal closes.
-            values.update(cleared if closed[index] else owner_values[owners[index]])
+            values.update(cleared if bare[index] else owner_values[owners[index]])
         yield Desired(obj, deal_id, values)
 
 

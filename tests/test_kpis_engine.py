@@ -842,6 +842,59 @@ def test_per_deal_values_and_dates() -> None:
     assert table.period.key == "2026-Q3"
 
 
+def test_a_deal_of_an_unknown_stage_has_no_per_deal_value_at_all() -> None:
+    deals = make_deals(
+        {"status": "won", "arr": 30_000.0},
+        {"stage_known": False, "slips": 3, "stage_entered": D(2026, 8, 1)},
+    )
+    results = run(deals, quotas=quarter_quota(120_000.0))
+    assert results.deals.values(0)["owner_quota_attainment"] == pytest.approx(0.25)
+    unknown = dict(results.deals)["d1"]
+    assert unknown == {
+        "deal_age_days": None,
+        "days_in_stage": None,
+        "close_date_slips": None,
+        "owner_quota_attainment": None,
+    }
+    assert unknown == results.deals.values(1)
+    assert np.isnat(results.deals.created[1]) and np.isnat(results.deals.stage_entered[1])
+    assert results.deals.stage_known.tolist() == [True, False]
+
+
+def test_the_age_dates_are_given_exactly_where_the_ages_have_a_value() -> None:
+    deals = make_deals(
+        {"created": D(2026, 6, 1), "stage_entered": D(2026, 7, 1)},  # both
+        {"stage_known": False},  # unknown stage: neither
+        {"status": "won", "close": None},  # closed without close date: no age
+        {"created": D(2026, 8, 25), "stage_entered": D(2026, 8, 25)},  # created after as_of
+        {"created": D(2026, 6, 1), "stage_entered": D(2026, 9, 1)},  # entered after as_of
+        {"status": "lost", "created": D(2026, 6, 1), "close": D(2026, 5, 1)},  # negative age
+    )
+    table = run(deals).deals
+    for i in range(len(table)):
+        values = table.values(i)
+        assert np.isnat(table.created[i]) == (values["deal_age_days"] is None), i
+        assert np.isnat(table.stage_entered[i]) == (values["days_in_stage"] is None), i
+    assert [table.values(i)["deal_age_days"] is None for i in range(6)] == [
+        False,
+        True,
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert [table.values(i)["days_in_stage"] is None for i in range(6)] == [
+        False,
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert table.created[0] == np.datetime64("2026-06-01")
+    assert table.stage_entered[0] == np.datetime64("2026-07-01")
+
+
 def test_owner_quota_attainment_for_the_configured_period_kind() -> None:
     deals = make_deals({"status": "won", "arr": 30_000.0})
     settings = Settings(periods=("year",), deal_period="month")

@@ -18,7 +18,7 @@ from crm_kpi_worker.kpis.results import KPI_KEYS
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.cli_demo import last_quarter_end, run_demo
-from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.config import AppConfig, OwnerTarget
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
 from crm_kpi_worker.sync.store import Store
@@ -172,7 +172,8 @@ def test_editing_ten_opportunities_pulls_them_and_writes_only_changes(env: Env) 
     env.clock.advance(30)
     sf = env.sf()
     open_deals = sf.query(
-        "SELECT Id, CloseDate FROM Opportunity WHERE IsClosed = false ORDER BY Id LIMIT 10"
+        "SELECT Id, CloseDate FROM Opportunity WHERE IsClosed = false"
+        " AND StageName != 'Legacy Stage' ORDER BY Id LIMIT 10"  # unknown stage: no slips value
     )["records"]
     for deal in open_deals:
         later = dt.date.fromisoformat(deal["CloseDate"]) + dt.timedelta(days=20)
@@ -239,3 +240,47 @@ def test_quotas_arriving_in_several_pages_are_all_kept(env: Env) -> None:
     assert report["pages"]["quotas"] == 2
     stored = env.store.quotas("sandbox")
     assert len(stored) == report["pulled"]["quotas"] == len(env.sandbox.org.data.quotas)
+
+
+DEAL_FIELDS = (
+    "KPI_Deal_Created_On__c",
+    "KPI_Stage_Entered_On__c",
+    "KPI_Close_Date_Slips__c",
+    "KPI_Owner_Quota_Attainment__c",
+    "KPI_Owner_Deals_Won__c",
+)
+
+
+def test_a_deal_of_an_unknown_stage_carries_no_per_deal_value(tmp_path: Path) -> None:
+    """KPIS.md: no per-deal value at all (owner stamps included) for an unknown stage; and the
+    dates written instead of ages are there exactly when the ages would be. A value written
+    while the deal's stage was known is cleared once it is not."""
+    clock = Clock()
+    with SalesforceSandbox.start(reference_date=dt.date(2026, 9, 30), clock=clock) as sandbox:
+        base = demo_config(sandbox, tmp_path / "store.sqlite")
+        owner = OwnerTarget.model_validate({"fields": {"deals_won": "KPI_Owner_Deals_Won__c"}})
+        assert base.kpi_fields is not None
+        fields = base.kpi_fields.model_copy(update={"owner": owner})
+        config = base.model_copy(update={"kpi_fields": fields})
+        setup_targets(config)
+        env = Env(sandbox, config, clock)
+        env.run()
+        sf = env.sf()
+        select = f"SELECT Id, StageName, {', '.join(DEAL_FIELDS)} FROM Opportunity"
+        (legacy,) = sf.query(f"{select} WHERE StageName = 'Legacy Stage'")["records"]
+        assert [legacy[f] for f in DEAL_FIELDS] == [None] * len(DEAL_FIELDS)
+        # An open deal of a known stage carries every value...
+        (deal,) = sf.query(
+            f"{select} WHERE IsClosed = false AND StageName = 'Negotiation' ORDER BY Id LIMIT 1"
+        )["records"]
+        stamped = [f for f in DEAL_FIELDS if f != "KPI_Owner_Quota_Attainment__c"]
+        assert all(deal[f] is not None for f in stamped), deal  # (no Q4 quota in the demo)
+        # ...until its stage becomes one the mapping does not know: every value is cleared.
+        clock.advance(30)
+        sf.Opportunity.update(deal["Id"], {"StageName": "Legacy Stage"})
+        clock.advance(30)
+        report = _source_report(env.run())
+        assert report["excluded"]["by_reason"]["unknown_stage"] == 2
+        (cleared,) = sf.query(f"{select} WHERE Id = '{deal['Id']}'")["records"]
+        assert [cleared[f] for f in DEAL_FIELDS] == [None] * len(DEAL_FIELDS)
+        env.store.close()
