@@ -86,7 +86,12 @@ rule.
   `forecast_best_case_arr` adds those in Best Case on top. Pipeline and Omitted never count.
 - `conversion_rate`: deals whose first entry into the entry stage falls in the period, that
   are won or lost (and not closed after `as_of`); a closed deal without close date still
-  counts here.
+  counts here. A deal enters the entry stage on the first day its stage history shows it in
+  that stage, in an open stage later in the funnel (it skipped the entry stage), or won.
+  Moving into a lost stage is never an entry: a deal lost at Prospecting never entered Demo,
+  even though "Closed Lost" comes after Demo in the stage order. Without any stage history, a
+  won deal entered on its created date and a lost one did not enter. The cycle-start stage
+  (`cycle_start_stage`) is entered by the same rule.
 - `demos_per_week`: demos in the period up to `as_of` / (days elapsed in the period, both
   ends included, / 7), at least 1 week; a closed period uses its whole length.
 
@@ -153,18 +158,28 @@ rule.
 - No close date: out of every KPI tied to a close date (bookings, won/lost, win rate, average
   deal size, cycle, pipeline, forecasts, retention, velocity rates); still in conversion and in
   the open qualified deal count.
-- Unknown stage: out of every rep/team/org KPI; per deal, ages are empty.
+- Unknown stage: out of every rep/team/org KPI; no per-deal value at all.
 - Closed before its created/cycle-start date: out of the cycle; `deal_age_days` empty.
 
 **Per deal**
 
+- A deal whose stage the mapping does not know has no per-deal value at all: every per-deal
+  field is empty, including the owner's values stamped on deals (`kpi_fields.owner`).
 - `deal_age_days`: created date to close date (won or lost) or to `as_of` (open); empty for an
-  unknown stage, a closed deal without close date, or a negative age.
+  unknown stage, a closed deal without close date, a deal created after `as_of`, or a
+  negative age.
 - `days_in_stage`: `as_of` - entry into the current stage (created date when unknown), for
-  closed deals too (days since closing); empty for an unknown stage. The dates themselves are
-  returned too, for writing dates rather than daily-changing ages.
+  closed deals too (days since closing); empty for an unknown stage, a deal created after
+  `as_of`, or a stage entered after `as_of`.
+- Where the worker writes a date instead of a daily-changing age (the default,
+  `daily_ages: false`), it writes the date exactly when the age itself would have a value:
+  the two modes never disagree on which deals carry one, and a date written earlier is
+  cleared once its age would be empty.
+- `close_date_slips`: moves of the close date to a later date (field history; 0 where none
+  is kept); empty for an unknown stage.
 - `owner_quota_attainment`: the owner's `quota_attainment` for the current period of the
-  configured kind (default quarter); empty when the owner has none.
+  configured kind (default quarter); empty when the owner has none, and for an unknown
+  stage.
 
 **Empty values** are null, each with a reason code (`no_quota`, `quota_zero`,
 `no_closed_deal`, `no_activity_mapping`, `period_not_ended`, `no_snapshot`...).
