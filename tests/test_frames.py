@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,11 +25,19 @@ def test_frames_do_not_depend_on_the_chunk_size(
         with Store.open(config.store.resolve_url()) as store:
             run_once(config, store, RunOptions(as_of=AS_OF, dry_run=True))
             whole = build_input(store, config, source, AS_OF.date())
-            original = Store.iter_deal_columns
-            monkeypatch.setattr(
-                Store, "iter_deal_columns", lambda self, src, rows=7: original(self, src, rows=7)
-            )
+            original = Store.iter_deal_arrays
+            chunk_sizes: list[int] = []
+
+            def seven_at_a_time(self: Store, src: str, rows: int = 0) -> Any:
+                for chunk in original(self, src, rows=7):
+                    chunk_sizes.append(len(chunk))
+                    yield chunk
+
+            monkeypatch.setattr(Store, "iter_deal_arrays", seven_at_a_time)
             chunked = build_input(store, config, source, AS_OF.date())
+    # The chunked build really read the deals 7 at a time (the path build_input takes).
+    assert len(chunk_sizes) > 200 and max(chunk_sizes) == 7
+    assert sum(chunk_sizes) == len(whole.deals)
     assert len(whole.deals) == 1500 - int(sandbox.org.data.deals.is_deleted.sum())
     for name in (
         "id",

@@ -721,6 +721,23 @@ def test_records_built_without_validation_equal_validated_ones(
         assert mine.model_fields_set == theirs.model_fields_set
 
 
+def test_the_patched_fast_constructors_are_the_ones_normalization_uses() -> None:
+    """The comparison above patches ``_deal`` and ``_stage_change``: it can only fail if a
+    plain record really goes through them."""
+    from unittest import mock
+
+    from crm_kpi_worker.sync import normalize_salesforce as sf
+    from crm_kpi_worker.sync.model import Deal, StageChange
+
+    with (
+        mock.patch.object(sf, "_deal", side_effect=Deal) as deal,
+        mock.patch.object(sf, "_stage_change", side_effect=StageChange) as change,
+    ):
+        result = deals(opportunity())
+    assert [d.id for d in result.deals] == ["006A00000000001AAA"]
+    assert deal.call_count == 1 and change.call_count == 3
+
+
 def test_odd_ids_and_currencies_still_meet_the_model_checks() -> None:
     # Values outside the plain form are validated as ever: kept when the model accepts them,
     # excluded with the model's message when it does not.
