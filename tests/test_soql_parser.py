@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crm_kpi_worker.connectors.salesforce.soql import quote
 from crm_kpi_worker.sandbox.salesforce.date_literals import DATE_LITERALS, N_DATE_LITERALS
-from crm_kpi_worker.sandbox.salesforce.soql import SoqlError, like_to_regex, parse, quote
+from crm_kpi_worker.sandbox.salesforce.soql import SoqlError, like_to_regex, parse
 from crm_kpi_worker.sandbox.salesforce.soql_ast import (
     And,
     BoolLit,

@@ -5,8 +5,8 @@ Nothing from the config or the caller is pasted into a query as written:
 - object, field and relationship names must match :data:`API_NAME` (letters, digits, single
   underscores, ``__c``/``__r``-style suffixes and a namespace prefix; dotted for relationship
   paths, at most 5 levels as SOQL allows), else :class:`UnsafeSoql` is raised;
-- text values go through the sandbox's :func:`quote` (the same escaper the sandbox's parser
-  is tested against), dates and datetimes are formatted as SOQL literals from real
+- text values go through :func:`quote` (the sandbox's SOQL parser is tested against this
+  escaper), dates and datetimes are formatted as SOQL literals from real
   ``date``/``datetime`` values, numbers from real numbers.
 """
 
@@ -17,8 +17,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from crm_kpi_worker.sandbox.salesforce.soql import quote
-
 __all__ = [
     "API_NAME",
     "Select",
@@ -28,9 +26,33 @@ __all__ = [
     "datetime_literal",
     "field_path",
     "in_list",
+    "quote",
     "string_literal",
     "subquery",
 ]
+
+_QUOTE_TABLE = str.maketrans(
+    {
+        "\\": "\\\\",
+        "'": "\\'",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+        "\b": "\\b",
+        "\f": "\\f",
+    }
+)
+
+
+def quote(value: str) -> str:
+    """``value`` as a SOQL string literal, quotes included: ``quote("O'Brien") == "'O\\\\'Brien'"``.
+
+    Every backslash and quote is escaped, so the text cannot leave the literal (``x' OR Name !=
+    '`` stays one string). ``_`` and ``%`` are left alone: they are plain characters with ``=``;
+    to match them literally in a LIKE pattern, escape them yourself as ``\\_`` / ``\\%``.
+    """
+    return "'" + value.translate(_QUOTE_TABLE) + "'"
+
 
 _SEGMENT = r"[A-Za-z](?:[A-Za-z0-9]|_(?!_))*(?:__[A-Za-z0-9](?:[A-Za-z0-9]|_(?!_))*){0,2}"
 #: One API name: ``CloseDate``, ``Churn_Date__c``, ``ns__Churn_Date__c``, ``Account__r``.

@@ -49,7 +49,7 @@ from crm_kpi_worker.sandbox.salesforce.soql_ast import (
     SubQuery,
 )
 
-__all__ = ["SoqlError", "like_to_regex", "parse", "quote"]
+__all__ = ["SoqlError", "like_to_regex", "parse"]
 
 MALFORMED_QUERY = "MALFORMED_QUERY"
 
@@ -164,29 +164,6 @@ def _unescape(token: Token) -> str:
         return resolved
 
     return _ESCAPE_RE.sub(replace, raw)
-
-
-_QUOTE_TABLE = str.maketrans(
-    {
-        "\\": "\\\\",
-        "'": "\\'",
-        "\n": "\\n",
-        "\r": "\\r",
-        "\t": "\\t",
-        "\b": "\\b",
-        "\f": "\\f",
-    }
-)
-
-
-def quote(value: str) -> str:
-    """``value`` as a SOQL string literal, quotes included: ``quote("O'Brien") == "'O\\\\'Brien'"``.
-
-    Every backslash and quote is escaped, so the text cannot leave the literal (``x' OR Name !=
-    '`` stays one string). ``_`` and ``%`` are left alone: they are plain characters with ``=``;
-    to match them literally in a LIKE pattern, escape them yourself as ``\\_`` / ``\\%``.
-    """
-    return "'" + value.translate(_QUOTE_TABLE) + "'"
 
 
 def like_to_regex(pattern: str) -> re.Pattern[str]:
