@@ -19,6 +19,8 @@ from crm_kpi_worker.sync.config import AppConfig
 
 log = logging.getLogger("crm_kpi_worker")
 
+NO_KPI_FIELDS = "no kpi_fields configured"
+
 
 def _load(path: Path) -> AppConfig:
     from crm_kpi_worker.sync.config_loader import ConfigError, ConfigFileError, load_config
@@ -90,6 +92,8 @@ def print_report(report: dict[str, Any], output: str) -> None:
             click.echo(
                 f"    deals of unknown owners, counted as unassigned: {source['unassigned_deals']}"
             )
+        if not source["planned"]:  # one entry per target object, even when nothing changed
+            click.echo(f"    {NO_KPI_FIELDS}: nothing written to the CRM")
         for planned in source["planned"]:
             click.echo(
                 f"    {planned['object']}: {planned['records_to_write']:,} records to write"
@@ -317,7 +321,11 @@ def setup_command(config_path: Path, dry_run: bool) -> None:
 
     config = _load(config_path)
     for source in config.sources:
-        objects, fields = targets(config.kpi_fields_for(source), source.type, config.write.language)
+        kpi_fields = config.kpi_fields_for(source)
+        if kpi_fields.writes_nothing:
+            click.echo(f"{source.name}: {NO_KPI_FIELDS}: nothing to create")
+            continue
+        objects, fields = targets(kpi_fields, source.type, config.write.language)
         connector = build_connector(source, config.currency)
         missing_objects, missing_fields = connector.missing_targets(objects, fields)
         if not missing_objects and not missing_fields:

@@ -1249,6 +1249,12 @@ class KpiFields(ConfigModel):
             if t is not None
         )
 
+    @property
+    def writes_nothing(self) -> bool:
+        """No target at all (no ``kpi_fields``, or an empty one): the source runs
+        compute-only."""
+        return all(t is None for t in (self.scorecard, self.deal, self.rep, self.owner))
+
     def problems(self, crm: CrmType) -> list[tuple[tuple[str | int, ...], str]]:
         """Names invalid for ``crm`` and fields written twice, as (path, message)."""
         check = _check_sf_custom_name if crm == "salesforce" else _check_hs_name
@@ -2036,8 +2042,13 @@ class AppConfig(ConfigModel):
                 return source
         raise KeyError(f"no source named {name!r}; sources: {[s.name for s in self.sources]}")
 
-    def kpi_fields_for(self, source: SalesforceSource | HubSpotSource) -> KpiFields | None:
-        return source.kpi_fields if source.kpi_fields is not None else self.kpi_fields
+    def kpi_fields_for(self, source: SalesforceSource | HubSpotSource) -> KpiFields:
+        """The source's own kpi_fields, else the top level's. Without either, an empty
+        ``KpiFields()``: the source runs compute-only (KPIs computed and stored, nothing
+        written to the CRM, nothing for setup to create)."""
+        if source.kpi_fields is not None:
+            return source.kpi_fields
+        return self.kpi_fields if self.kpi_fields is not None else KpiFields()
 
     def team_of(self, email: str) -> str | None:
         email = email.lower()
