@@ -117,6 +117,88 @@ def test_absolute_and_in_memory_store_urls_are_kept(tmp_path: Path) -> None:
     )
 
 
+# ---- point 11: say what did not match ----------------------------------------------------------
+
+
+def test_an_unknown_rep_is_named_with_the_reps_that_have_values(elsewhere: Path) -> None:
+    outcome = _show(elsewhere, "--rep", "nobody@example.com")
+    assert outcome.exit_code == 1
+    assert (
+        "no rep matches 'nobody@example.com'; reps with values:"
+        " rep0@example.com, rep1@example.com, rep2@example.com"
+    ) in outcome.output
+    assert "run `crm-kpi sync --once` first" not in outcome.output
+
+
+def test_a_long_rep_list_is_trimmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path / "etc")
+    _fill(tmp_path / "etc" / "kpi-store.sqlite", reps=14)
+    monkeypatch.chdir(tmp_path)
+    outcome = _show(config, "--rep", "005XX")
+    assert outcome.exit_code == 1
+    message = outcome.output.strip()
+    assert message.startswith("Error: no rep matches '005XX'; reps with values: rep0@example.com,")
+    assert message.endswith("rep5@example.com and 4 more")  # 10 of 14, in email order
+    assert message.count("@example.com") == 10
+
+
+@pytest.mark.parametrize("key", ["2026-Q9", "banana", "2026-13"])
+def test_an_invalid_period_key_is_refused_with_examples(elsewhere: Path, key: str) -> None:
+    outcome = _show(elsewhere, "--period", key)
+    assert outcome.exit_code == 1
+    assert (
+        f"'{key}' is not a period key; expected e.g. 2026-Q3, 2026-07, FY2026,"
+        " or a kind: month, quarter, year"
+    ) in outcome.output
+
+
+def test_a_valid_period_without_values_lists_the_stored_periods(elsewhere: Path) -> None:
+    outcome = _show(elsewhere, "--period", "2026-Q1")
+    assert outcome.exit_code == 1
+    assert (
+        "no values stored for period 2026-Q1; stored periods: 2026-11, 2026-Q3, 2026-Q4"
+        in outcome.output
+    )
+    outcome = _show(elsewhere, "--period", "year")
+    assert outcome.exit_code == 1
+    assert "no values stored for period kind year; stored kinds: month, quarter" in outcome.output
+
+
+def test_period_keys_are_read_as_the_calendar_reads_them(elsewhere: Path) -> None:
+    for spelling in ("2026-q3", " 2026-Q3", "QUARTER"):
+        outcome = _show(elsewhere, "--period", spelling, "--scope", "org", "--format", "json")
+        assert outcome.exit_code == 0, (spelling, outcome.output)
+        assert {row["period"] for row in json.loads(outcome.stdout)} >= {"2026-Q3"}
+
+
+def test_a_rep_without_values_in_a_stored_period_says_which_periods_the_rep_has(
+    elsewhere: Path,
+) -> None:
+    outcome = _show(elsewhere, "--rep", "rep1@example.com", "--period", "2026-11")
+    assert outcome.exit_code == 1
+    assert (
+        "no values stored for rep 'rep1@example.com' in period 2026-11;"
+        " the rep's stored periods: 2026-Q3, 2026-Q4"
+    ) in outcome.output
+
+
+def test_rep_and_a_scope_other_than_rep_match_nothing(elsewhere: Path) -> None:
+    outcome = _show(elsewhere, "--rep", "rep1@example.com", "--scope", "team")
+    assert outcome.exit_code == 1
+    assert "--rep selects rep rows; --scope team excludes them" in outcome.output
+
+
+def test_an_empty_store_still_says_run_sync_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path / "etc")
+    monkeypatch.chdir(tmp_path)
+    for args in ((), ("--rep", "nobody@example.com"), ("--period", "2026-Q1")):
+        outcome = _show(config, *args)
+        assert outcome.exit_code == 1
+        assert "no KPI values yet: run `crm-kpi sync --once` first" in outcome.output
+
+
 def test_a_relative_sqlite_url_from_the_environment_is_beside_the_config_too(
     tmp_path: Path,
 ) -> None:
