@@ -19,6 +19,8 @@ from crm_kpi_worker.sync.config import AppConfig
 
 log = logging.getLogger("crm_kpi_worker")
 
+NO_KPI_FIELDS = "no kpi_fields configured"
+
 
 def _load(path: Path) -> AppConfig:
     from crm_kpi_worker.sync.config_loader import ConfigError, ConfigFileError, load_config
@@ -90,6 +92,8 @@ def print_report(report: dict[str, Any], output: str) -> None:
             click.echo(
                 f"    deals of unknown owners, counted as unassigned: {source['unassigned_deals']}"
             )
+        if not source["planned"]:  # one entry per target object, even when nothing changed
+            click.echo(f"    {NO_KPI_FIELDS}: nothing written to the CRM")
         for planned in source["planned"]:
             click.echo(
                 f"    {planned['object']}: {planned['records_to_write']:,} records to write"
@@ -197,25 +201,65 @@ def kpis_group() -> None:
 def kpis_show(
     config_path: Path, rep: str | None, period: str | None, scope: str, output: str
 ) -> None:
-    """Print the latest KPI values, one row per subject and period."""
+    """Print the latest KPI values, one row per subject and period.
+
+    Exits 1 when nothing matches, saying which filter matched nothing and what the store
+    holds (or, when it holds no value at all, to run a sync first)."""
     config = _load(config_path)
+    period_filter = _period_filter(config, period)
     with open_store(config) as store:
-        rows = _kpi_table(store, config, rep, period, scope)
+        rows, reason = _kpi_table(store, config, rep, period_filter, scope)
     if not rows:
-        raise click.ClickException("no KPI values yet: run `crm-kpi sync --once` first")
+        raise click.ClickException(reason)
     emit_rows(rows, output)
+
+
+#: At most this many reps or periods are listed in a "nothing matches" message.
+LISTED = 10
+
+
+def _period_filter(config: AppConfig, period: str | None) -> str | None:
+    """``period`` as stored: a kind (``quarter``) or a key in the calendar's own spelling
+    (``2026-q3`` -> ``2026-Q3``, ``2026`` -> ``FY2026``); a click error when it is neither."""
+    from crm_kpi_worker.kpis.calendar import PERIOD_KINDS, FiscalCalendar
+
+    if period is None:
+        return None
+    if period.strip().lower() in PERIOD_KINDS:
+        return period.strip().lower()
+    calendar = FiscalCalendar(config.fiscal.year_start_month, config.fiscal.year_named_by)
+    try:
+        return calendar.period(period).key
+    except ValueError:
+        raise click.ClickException(
+            f"{period!r} is not a period key; expected e.g. 2026-Q3, 2026-07, FY2026,"
+            f" or a kind: {', '.join(PERIOD_KINDS)}"
+        ) from None
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:LISTED])
+    return f"{shown} and {len(items) - LISTED} more" if len(items) > LISTED else shown
+
+
+def _period_order(key: str) -> tuple[int, str]:
+    # Months (2026-07), then quarters (2026-Q3), then years (FY2026), each in key order.
+    return (2 if key.startswith("FY") else 1 if "-Q" in key else 0, key)
 
 
 def _kpi_table(
     store: Any, config: AppConfig, rep: str | None, period: str | None, scope: str
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], str]:
+    """The rows to print, and when there is none, why (which filter matched nothing)."""
     names: dict[str, str] = {}
     emails: dict[str, str] = {}
+    email_of: dict[str, str] = {}
     for source in config.sources:
         for user in store.reps(source.name):
             names[user.id] = user.name
-            emails[user.email] = user.id
-    rep_id = emails.get(rep.lower(), rep) if rep else None
+            emails[user.email.lower()] = user.id
+            email_of[user.id] = user.email
+    rep_id = emails.get(rep.strip().lower(), rep.strip()) if rep else None
     grouped: dict[tuple[str, ...], dict[str, Any]] = defaultdict(dict)
     for row in store.kpis(rep=rep_id, period=period):
         if scope != "all" and row.scope != scope:
@@ -235,7 +279,48 @@ def _kpi_table(
                 **values,
             }
         )
-    return out
+    if out:
+        return out, ""
+    return out, _why_nothing(store.kpis(), rep, rep_id, period, scope, email_of)
+
+
+def _why_nothing(
+    stored: list[Any],
+    rep: str | None,
+    rep_id: str | None,
+    period: str | None,
+    scope: str,
+    email_of: dict[str, str],
+) -> str:
+    """Which filter matched nothing, and what the store holds instead."""
+    if not stored:
+        return "no KPI values yet: run `crm-kpi sync --once` first"
+    if rep is not None and scope not in ("all", "rep"):
+        return f"--rep selects rep rows; --scope {scope} excludes them"
+    rep_rows = [row for row in stored if row.scope == "rep"]
+    if rep is not None and not any(row.subject == rep_id for row in rep_rows):
+        reps = sorted({email_of.get(row.subject, row.subject) for row in rep_rows})
+        return f"no rep matches {rep!r}; reps with values: {_listed(reps) or 'none'}"
+    candidates = [row for row in (rep_rows if rep is not None else stored) if row.period_key]
+    if rep is not None:
+        candidates = [row for row in candidates if row.subject == rep_id]
+    if period is not None:
+        whose = f" for rep {rep!r}" if rep is not None else ""
+        if period in ("month", "quarter", "year"):
+            kinds = sorted({row.period_kind for row in candidates})
+            return (
+                f"no values stored{whose} for period kind {period};"
+                f" stored kinds: {_listed(kinds) or 'none'}"
+            )
+        keys = sorted({row.period_key for row in candidates}, key=_period_order)
+        if rep is not None:
+            return (
+                f"no values stored for rep {rep!r} in period {period};"
+                f" the rep's stored periods: {_listed(keys) or 'none'}"
+            )
+        return f"no values stored for period {period}; stored periods: {_listed(keys) or 'none'}"
+    scopes = sorted({row.scope for row in stored})
+    return f"no values stored for scope {scope}; stored scopes: {', '.join(scopes)}"
 
 
 def emit_rows(rows: list[dict[str, Any]], output: str) -> None:
@@ -317,7 +402,11 @@ def setup_command(config_path: Path, dry_run: bool) -> None:
 
     config = _load(config_path)
     for source in config.sources:
-        objects, fields = targets(config.kpi_fields_for(source), source.type, config.write.language)
+        kpi_fields = config.kpi_fields_for(source)
+        if kpi_fields.writes_nothing:
+            click.echo(f"{source.name}: {NO_KPI_FIELDS}: nothing to create")
+            continue
+        objects, fields = targets(kpi_fields, source.type, config.write.language)
         connector = build_connector(source, config.currency)
         missing_objects, missing_fields = connector.missing_targets(objects, fields)
         if not missing_objects and not missing_fields:

@@ -16,8 +16,9 @@ error into a problem with file, line and key path. Rules of the tree:
 - Cross-field rules live in validators here, so building an :class:`AppConfig` in code checks
   exactly what the loader checks. Union members are tagged ``type=...``, ``method=...`` or
   ``ref=...`` in pydantic's error locations; the loader drops those tags from the key paths.
-- Relative paths (CA bundles, CSV files, secret files) are resolved against the config file's
-  folder when the loader passes ``context={"base_dir": folder}``.
+- Relative paths (CA bundles, CSV files, secret files, the SQLite store's file) are resolved
+  against the config file's folder when the loader passes ``context={"base_dir": folder}``
+  (:func:`beside_config`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     SecretStr,
     Tag,
     ValidationError,
@@ -193,12 +195,38 @@ def _check_env_name(value: str) -> str:
     return value
 
 
+def _config_dir(info: ValidationInfo) -> Path | None:
+    """The config file's folder, when the loader gives it (``context={"base_dir": folder}``)."""
+    base = (info.context or {}).get("base_dir")
+    return None if base is None else Path(base)
+
+
+def beside_config(path: Path, config_dir: Path | None) -> Path:
+    """The one rule for relative paths in a config: relative to the config file's folder
+    (``config_dir``; None for a config built in code: left as is)."""
+    path = path.expanduser()
+    if config_dir is not None and not path.is_absolute():
+        path = config_dir / path
+    return path
+
+
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    value = value.expanduser()
-    base = (info.context or {}).get("base_dir") if info.context else None
-    if base is not None and not value.is_absolute():
-        value = Path(base) / value
-    return value
+    return beside_config(value, _config_dir(info))
+
+
+def _sqlite_url_beside_config(url: str, config_dir: Path | None) -> str:
+    """``url`` with a relative SQLite file path made relative to ``config_dir``; other URLs
+    (PostgreSQL, in-memory SQLite, ``file:`` URIs, absolute paths) unchanged."""
+    if config_dir is None or not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    resolved = beside_config(Path(database), config_dir)
+    return parsed.set(database=str(resolved)).render_as_string(hide_password=False)
 
 
 def _matching(pattern: str, message: str) -> AfterValidator:
@@ -1249,6 +1277,12 @@ class KpiFields(ConfigModel):
             if t is not None
         )
 
+    @property
+    def writes_nothing(self) -> bool:
+        """No target at all (no ``kpi_fields``, or an empty one): the source runs
+        compute-only."""
+        return all(t is None for t in (self.scorecard, self.deal, self.rep, self.owner))
+
     def problems(self, crm: CrmType) -> list[tuple[tuple[str | int, ...], str]]:
         """Names invalid for ``crm`` and fields written twice, as (path, message)."""
         check = _check_sf_custom_name if crm == "salesforce" else _check_hs_name
@@ -1755,12 +1789,15 @@ def _check_store_url(value: str) -> str:
 
 class StoreSettings(ConfigModel):
     url: Annotated[str, AfterValidator(_check_store_url)] | None = None
-    """SQLAlchemy URL without password; default sqlite:///crm-kpi.sqlite (relative to the
-    working directory)."""
+    """SQLAlchemy URL without password; default sqlite:///crm-kpi.sqlite. A relative SQLite
+    path (here or in url_env's variable) is relative to the config file's folder."""
     url_env: EnvVarName | None = None
     """Environment variable holding the URL (for URLs with a password)."""
 
     DEFAULT_URL: ClassVar[str] = "sqlite:///crm-kpi.sqlite"
+    # The config file's folder (set by AppConfig from the loader's context), against which
+    # resolve_url() and describe() place a relative SQLite file.
+    _config_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _one_url(self) -> StoreSettings:
@@ -1776,20 +1813,23 @@ class StoreSettings(ConfigModel):
         return (self.url or self.DEFAULT_URL).split(":", 1)[0].split("+", 1)[0]
 
     def resolve_url(self, environ: Mapping[str, str] | None = None) -> SecretStr:
+        """The store's URL, a relative SQLite file placed beside the config file."""
         if self.url_env is None:
-            return SecretStr(self.url or self.DEFAULT_URL)
+            return SecretStr(
+                _sqlite_url_beside_config(self.url or self.DEFAULT_URL, self._config_dir)
+            )
         url = EnvRef(env=self.url_env).resolve(environ)
         if not _is_store_url(url.get_secret_value()):
             raise SecretError(
                 f"environment variable {self.url_env} does not hold an SQLAlchemy URL"
                 " (sqlite:///... or postgresql://...)"
             )
-        return url
+        return SecretStr(_sqlite_url_beside_config(url.get_secret_value(), self._config_dir))
 
     def describe(self) -> str:
         if self.url_env is not None:
             return f"URL from ${self.url_env}"
-        url = self.url or self.DEFAULT_URL
+        url = _sqlite_url_beside_config(self.url or self.DEFAULT_URL, self._config_dir)
         backend = self.backend
         if backend == "sqlite":
             return f"sqlite ({url.partition(':///')[2] or 'in memory'})"
@@ -1928,7 +1968,7 @@ class AppConfig(ConfigModel):
     kpi_fields: KpiFields | None = None
     """Which KPI is written to which CRM field (per-source kpi_fields override it)."""
     write: WriteSettings = Field(default_factory=WriteSettings)
-    store: StoreSettings = Field(default_factory=StoreSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings, validate_default=True)
     schedule: Schedule | None = None
     """When to run; without it the worker runs once per command."""
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
@@ -1952,6 +1992,16 @@ class AppConfig(ConfigModel):
                     team_of[email] = team
         _raise_all("teams", problems)
         return teams
+
+    @field_validator("store")
+    @classmethod
+    def _store_beside_the_config(cls, store: StoreSettings, info: ValidationInfo) -> StoreSettings:
+        # Also for the default store (validate_default): its file goes beside the config too.
+        config_dir = _config_dir(info)
+        if config_dir is not None:
+            store = store.model_copy()
+            store._config_dir = config_dir
+        return store
 
     @model_validator(mode="after")
     def _cross_checks(self) -> AppConfig:
@@ -2036,8 +2086,13 @@ class AppConfig(ConfigModel):
                 return source
         raise KeyError(f"no source named {name!r}; sources: {[s.name for s in self.sources]}")
 
-    def kpi_fields_for(self, source: SalesforceSource | HubSpotSource) -> KpiFields | None:
-        return source.kpi_fields if source.kpi_fields is not None else self.kpi_fields
+    def kpi_fields_for(self, source: SalesforceSource | HubSpotSource) -> KpiFields:
+        """The source's own kpi_fields, else the top level's. Without either, an empty
+        ``KpiFields()``: the source runs compute-only (KPIs computed and stored, nothing
+        written to the CRM, nothing for setup to create)."""
+        if source.kpi_fields is not None:
+            return source.kpi_fields
+        return self.kpi_fields if self.kpi_fields is not None else KpiFields()
 
     def team_of(self, email: str) -> str | None:
         email = email.lower()

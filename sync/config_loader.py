@@ -826,11 +826,11 @@ def summarize(config: AppConfig) -> str:
     kpi_counts = []
     for source in config.sources:
         fields = config.kpi_fields_for(source)
-        count = fields.count() if fields is not None else 0
-        target = ""
-        if fields is not None and fields.scorecard is not None:
-            target = f", scorecard {fields.scorecard.object}"
-        kpi_counts.append(f"{source.name}: {count}{target}")
+        if fields.writes_nothing:
+            kpi_counts.append(f"{source.name}: none (compute only: nothing is written to the CRM)")
+            continue
+        target = f", scorecard {fields.scorecard.object}" if fields.scorecard is not None else ""
+        kpi_counts.append(f"{source.name}: {fields.count()}{target}")
     lines.append(f"KPI fields: {'; '.join(kpi_counts)}")
     schedule = (
         config.schedule.describe(config.fiscal.timezone)

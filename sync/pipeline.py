@@ -448,6 +448,9 @@ def _write(
     say: Progress,
 ) -> None:
     fields = config.kpi_fields_for(source)
+    if fields.writes_nothing:  # compute-only: the KPIs are stored, the CRM is left alone
+        say(f"{source.name}: no kpi_fields configured: nothing written to the CRM")
+        return
     computed_at_field = (
         fields.scorecard.columns(source.type)["computed_at_field"] if fields.scorecard else None
     )
