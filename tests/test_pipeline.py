@@ -150,6 +150,19 @@ def test_first_run_pulls_excludes_and_writes(env: Env) -> None:
     assert record["Win_Rate__c"] == 25.0
 
 
+def test_scorecard_names_follow_the_write_language(env: Env) -> None:
+    assert env.config.write.language == "fr"  # the demo config writes French
+    env.run()
+    rows = env.sf().query_all("SELECT Name, Scorecard_Key__c FROM KPI_Scorecard__c")["records"]
+    names = {r["Scorecard_Key__c"]: r["Name"] for r in rows}
+    assert names["sandbox:org:org:2026-Q3"] == "Organisation - 2026-T3"
+    assert names["sandbox:rep:unassigned:FY2026"] == "Non attribué - Exercice 2026"
+    assert names["sandbox:team:France Sud:2026-11"] == "France Sud - 2026-11"
+    alice = next(k for k, n in names.items() if n == "Alice Martin - 2026-T3")
+    assert alice.startswith("sandbox:rep:") and alice.endswith(":2026-Q3")  # keys stay as is
+    assert not any("Unassigned" in n or n.startswith("Org ") for n in names.values())
+
+
 def test_a_second_run_writes_nothing_and_a_later_one_reads_nothing(env: Env) -> None:
     env.run()
     env.clock.advance(30)

@@ -162,6 +162,16 @@ def test_first_run_pulls_excludes_and_writes(env: Env) -> None:
     assert float(alice["properties"]["kpi_quota_attainment"]) == 125.0
 
 
+def test_scorecard_names_follow_the_write_language(env: Env) -> None:
+    assert env.config.write.language == "fr"  # the demo config writes French
+    env.run()
+    records = env.sandbox.portal.object_records("p_kpi_scorecard")
+    names = {r["properties"]["kpi_scorecard_key"]: r["properties"]["kpi_name"] for r in records}
+    assert names["sandbox:org:org:2026-Q3"] == "Organisation - 2026-T3"
+    assert names["sandbox:rep:unassigned:FY2026"] == "Non attribué - Exercice 2026"
+    assert "Alice Martin - 2026-T3" in names.values()
+
+
 def test_a_second_run_writes_nothing_and_a_third_reads_nothing(env: Env) -> None:
     env.run()
     env.clock.advance(30)
