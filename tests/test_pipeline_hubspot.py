@@ -201,6 +201,14 @@ def test_per_record_write_failures_are_reported_and_retried_next_run(env: Env) -
     rule = env.sandbox.faults.add(FaultRule(kind="write_failure", path="batch", times=3))
     first = _report(env.run())
     assert first["failed"] == 3 and rule.fired == 3
+    # The scorecards go first: HubSpot's own reason for each upsert it refused, by its key.
+    (card,) = [w for w in first["written"] if w["object"] == "p_kpi_scorecard"]
+    assert [f["code"] for f in card["failures"]] == ["VALIDATION_ERROR"] * 3
+    for failure in card["failures"]:
+        assert failure["key"].startswith("sandbox:")
+        assert failure["message"] == (
+            f"Record {failure['key']} could not be written (injected write failure)."
+        )
     env.clock.advance(30)
     second = _report(env.run())
     assert sum(w["records_written"] for w in second["written"]) == 3
