@@ -83,9 +83,10 @@ class SourceReport:
                 "by_reason": dict(sorted(reasons.items())),
                 "found_this_run": self.excluded_this_run,
             },
+            # Every excluded record, however many: printed tables abbreviate, reports do not.
             "exclusions": [
                 {"type": e.record_type, "id": e.record_id, "reason": e.reason, "detail": e.detail}
-                for e in self.exclusions[:200]
+                for e in self.exclusions
             ],
             "unassigned_deals": self.unassigned_deals,
             "planned": self.planned,
