@@ -72,7 +72,7 @@ class TargetObject:
     name_field_label: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a run keeps every failure for its report
 class WriteResult:
     """The outcome for one record of a batch write."""
 

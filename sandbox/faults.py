@@ -128,14 +128,22 @@ class FaultPlan:
                     return rule
         return None
 
-    def failing_record(self, record_id: str | None, method: str, path: str) -> FaultRule | None:
-        """A write_failure rule that fails this record (counted per record)."""
+    def failing_record(
+        self, record_id: str | None, method: str, path: str, *, key: str | None = None
+    ) -> FaultRule | None:
+        """A write_failure rule that fails this record (counted per record); ``record_ids``
+        match the record's id or ``key``, the other id it was written by (an upsert's unique
+        value)."""
         with self._lock:
             for rule in self._rules:
                 if (
                     rule.kind == "write_failure"
                     and rule.matches(method, path)
-                    and (not rule.record_ids or record_id in rule.record_ids)
+                    and (
+                        not rule.record_ids
+                        or record_id in rule.record_ids
+                        or (key is not None and key in rule.record_ids)
+                    )
                     and self._fires(rule)
                 ):
                     return rule

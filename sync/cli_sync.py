@@ -72,6 +72,18 @@ def open_store(config: AppConfig) -> Any:
     return Store.open(config.store.resolve_url())
 
 
+TABLE_ROWS = 20  # records listed per list in the table; the json and stored report list all
+
+
+def _more(items: list[Any], run_id: Any) -> None:
+    """The line that says how many records the table left out and where they all are."""
+    if len(items) > TABLE_ROWS:
+        click.echo(
+            f"      … and {len(items) - TABLE_ROWS:,} more (every id: `crm-kpi sync --format json`"
+            f" or run {run_id}'s stored report)"
+        )
+
+
 def print_report(report: dict[str, Any], output: str) -> None:
     if output == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
@@ -86,8 +98,9 @@ def print_report(report: dict[str, Any], output: str) -> None:
         if excluded["total"]:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(excluded["by_reason"].items()))
             click.echo(f"    excluded: {excluded['total']} ({reasons})")
-            for item in source["exclusions"][:20]:
+            for item in source["exclusions"][:TABLE_ROWS]:
                 click.echo(f"      {item['type']} {item['id']}: {item['reason']} {item['detail']}")
+            _more(source["exclusions"], report["run_id"])
         if source["unassigned_deals"]:
             click.echo(
                 f"    deals of unknown owners, counted as unassigned: {source['unassigned_deals']}"
@@ -106,8 +119,9 @@ def print_report(report: dict[str, Any], output: str) -> None:
                 f" ({written['fields_written']:,} fields, {written['created']:,} created),"
                 f" {written['failed']} failed"
             )
-            for failure in written["failures"][:20]:
+            for failure in written["failures"][:TABLE_ROWS]:
                 click.echo(f"      failed {failure['key']}: {failure['code']} {failure['message']}")
+            _more(written["failures"], report["run_id"])
         seconds = ", ".join(f"{k} {v}s" for k, v in source["seconds"].items())
         click.echo(f"    API calls {source['api_calls']:,}; {seconds}")
 

@@ -31,7 +31,13 @@ from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
 from crm_kpi_worker.sync.prefetch import prefetched
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
 from crm_kpi_worker.sync.store import KpiRow, Snapshot, Store, StoredPage
-from crm_kpi_worker.sync.targets import ages_as_dates, kpi_kind
+from crm_kpi_worker.sync.targets import (
+    Language,
+    ages_as_dates,
+    kpi_kind,
+    scorecard_name,
+    subject_name,
+)
 from crm_kpi_worker.sync.writeback import Desired, WriteOutcome, execute, format_value, plan
 
 log = logging.getLogger(__name__)
@@ -77,9 +83,10 @@ class SourceReport:
                 "by_reason": dict(sorted(reasons.items())),
                 "found_this_run": self.excluded_this_run,
             },
+            # Every excluded record, however many: printed tables abbreviate, reports do not.
             "exclusions": [
                 {"type": e.record_type, "id": e.record_id, "reason": e.reason, "detail": e.detail}
-                for e in self.exclusions[:200]
+                for e in self.exclusions
             ],
             "unassigned_deals": self.unassigned_deals,
             "planned": self.planned,
@@ -332,7 +339,7 @@ def desired_records(
             card.object,
             "upsert",
             card.external_id,
-            _scorecards(source, inputs, results, card, crm),
+            _scorecards(source, inputs, results, card, crm, config.write.language),
         )
     if fields.deal is not None or fields.owner is not None:
         yield _deal_object(crm), "update", None, _deal_records(fields, crm, inputs, results)
@@ -341,23 +348,24 @@ def desired_records(
 
 
 def _scorecards(
-    source: Any, inputs: EngineInput, results: Results, card: Any, crm: str
+    source: Any, inputs: EngineInput, results: Results, card: Any, crm: str, language: Language
 ) -> Iterator[Desired]:
     columns = card.columns(crm)
     names = {u.id: u.name for u in inputs.rep_users}
     teams = {u.id: u.team for u in inputs.rep_users}
     for row in results.rows:
+        unassigned = row.scope == "rep" and row.subject == UNASSIGNED_ID
+        name = names.get(row.subject, row.subject) if row.scope == "rep" else row.subject
+        display = subject_name(row.scope, name, language, unassigned=unassigned)
         if row.scope == "rep":
-            unassigned = row.subject == UNASSIGNED_ID
-            display = "Unassigned" if unassigned else names.get(row.subject, row.subject)
             rep_id = None if unassigned else row.subject
             team = teams.get(row.subject)
         elif row.scope == "team":
-            display, rep_id, team = row.subject, None, row.subject
+            rep_id, team = None, row.subject
         else:
-            display, rep_id, team = "Org", None, None
+            rep_id, team = None, None
         values: dict[str, Any] = {
-            "Name": f"{display} - {row.period_key}"[:80],
+            "Name": scorecard_name(display, row.period_key, language),
             columns["rep_field"]: rep_id,
             columns["team_field"]: team,
             columns["period_type_field"]: row.period_kind,

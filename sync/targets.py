@@ -251,7 +251,7 @@ _DIMENSIONS: dict[str, tuple[FieldKind, tuple[str, str], tuple[str, str]]] = {
     "rep_field": (
         "text",
         ("Rep", "The Account Executive (empty for team and org rows)."),
-        ("Commercial", "Le commercial (vide pour les lignes équipe et société)."),
+        ("Commercial", "Le commercial (vide pour les lignes équipe et organisation)."),
     ),
     "team_field": (
         "text",
@@ -288,6 +288,44 @@ _KEY_LABEL = {
     "en": ("Scorecard key", "Source, subject and period: the key the worker upserts by."),
     "fr": ("Clé du tableau de bord", "Source, sujet et période : la clé d'upsert du worker."),
 }
+
+
+#: The words the worker writes into scorecard records themselves (their display names), per
+#: ``write.language``; field labels and help texts are in the tables above.
+_SCORECARD_WORDS: dict[Language, dict[str, str]] = {
+    "en": {"unassigned": "Unassigned", "org": "Org", "quarter": "Q", "year": "FY"},
+    "fr": {
+        "unassigned": "Non attribué",
+        "org": "Organisation",
+        "quarter": "T",
+        "year": "Exercice ",
+    },
+}
+SCORECARD_NAME_LENGTH = 80  # Salesforce's Name field; HubSpot's kpi_name is created as long
+
+
+def subject_name(scope: str, name: str, language: Language, *, unassigned: bool = False) -> str:
+    """How a scorecard names its subject, in the config's language: the whole org, the
+    unassigned pseudo-rep, else ``name`` (the rep's name, the team)."""
+    words = _SCORECARD_WORDS[language]
+    if scope == "org":
+        return words["org"]
+    return words["unassigned"] if unassigned else name
+
+
+def period_name(period_key: str, language: Language) -> str:
+    """A period key as people read it: ``2026-Q3``/``FY2026`` in English, ``2026-T3``/
+    ``Exercice 2026`` in French (months, ``2026-07``, read the same in both)."""
+    words = _SCORECARD_WORDS[language]
+    if period_key.startswith("FY"):
+        return f"{words['year']}{period_key[2:]}"
+    year, dash, part = period_key.partition("-Q")
+    return f"{year}-{words['quarter']}{part}" if dash else period_key
+
+
+def scorecard_name(subject: str, period_key: str, language: Language) -> str:
+    """A scorecard record's display name (Salesforce ``Name``, HubSpot ``kpi_name``)."""
+    return f"{subject} - {period_name(period_key, language)}"[:SCORECARD_NAME_LENGTH]
 
 
 def _field(

@@ -91,9 +91,6 @@ def plan(
     return result
 
 
-MAX_FAILURES_KEPT = 100  # the report lists the first failures; the count is exact
-
-
 @dataclass
 class WriteOutcome:
     object: str
@@ -101,20 +98,18 @@ class WriteOutcome:
     fields_written: int = 0
     created: int = 0
     failed: int = 0
-    failures: list[WriteResult] = field(default_factory=list)  # the first MAX_FAILURES_KEPT
+    failures: list[WriteResult] = field(default_factory=list)  # every one: the report's ids
 
     def fail(self, result: WriteResult) -> None:
         self.failed += 1
-        if len(self.failures) < MAX_FAILURES_KEPT:
-            self.failures.append(result)
+        self.failures.append(result)
 
     def merge(self, other: WriteOutcome) -> None:
         self.records_written += other.records_written
         self.fields_written += other.fields_written
         self.created += other.created
-        for result in other.failures:
-            self.fail(result)
-        self.failed += other.failed - len(other.failures)
+        self.failed += other.failed
+        self.failures.extend(other.failures)
 
     def as_report(self) -> dict[str, Any]:
         return {

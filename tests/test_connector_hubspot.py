@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crm_kpi_worker.config import path_of
-from crm_kpi_worker.connectors.base import TargetField
+from crm_kpi_worker.connectors.base import TargetField, TargetObject
 from crm_kpi_worker.connectors.errors import (
     AuthenticationFailed,
     DailyLimitExceeded,
@@ -19,6 +19,7 @@ from crm_kpi_worker.connectors.errors import (
 )
 from crm_kpi_worker.connectors.hubspot.connector import HubSpotConnector, connect_hubspot
 from crm_kpi_worker.connectors.hubspot.transport import SlidingWindow
+from crm_kpi_worker.connectors.hubspot.writes import BatchWriter
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
@@ -209,6 +210,55 @@ def test_one_bad_value_fails_only_its_record(sandbox: HubSpotSandbox) -> None:
     assert [r.key for r in results if not r.success] == [ids[17]]
     assert connector.api_calls - before <= 1 + 2 * 5  # halves down to the record at fault
     assert sandbox.portal.deal_properties(ids[3])[target.name] == "3"
+
+
+def test_an_upsert_refused_by_hubspot_reports_hubspots_own_reason(sandbox: HubSpotSandbox) -> None:
+    connector = connect(sandbox)
+    card = TargetObject("p_kpi_upsert_test", "Upsert test", "Upsert tests", "Name")
+    key = TargetField(card.name, "kpi_upsert_key", "text", "Key", external_id=True, unique=True)
+    value = TargetField(card.name, "kpi_upsert_value", "number", "Value")
+    connector.create_targets([card], [key, value])
+    keys = [f"rep-{n}:2026-Q3" for n in range(5)]
+    connector.upsert(card.name, key.name, {k: {value.name: 1} for k in keys[:2]})  # 2 exist
+    sandbox.faults.add(
+        FaultRule(
+            kind="write_failure", path="/batch/upsert", record_ids=(keys[1], keys[3]), times=None
+        )
+    )
+    results = connector.upsert(card.name, key.name, {k: {value.name: 2} for k in keys})
+    assert [r.key for r in results] == keys
+    failed = {r.key: r for r in results if not r.success}
+    assert sorted(failed) == [keys[1], keys[3]]  # an existing record and a new one
+    for record_key, result in failed.items():
+        assert result.error_code == "VALIDATION_ERROR"  # HubSpot's category, not ours
+        assert result.error_message == (
+            f"Record {record_key} could not be written (injected write failure)."
+        )
+    assert [r.created for r in results if r.success] == [False, True, True]
+
+
+def test_batch_errors_are_matched_to_the_records_they_name() -> None:
+    batch = [(key, {}) for key in ("k1", "k2", "k3", "k4")]
+    body = {
+        "status": "COMPLETE",
+        "results": [{"id": "101", "properties": {"key": "k1"}, "new": True}],
+        "numErrors": 3,
+        "errors": [
+            {"category": "VALIDATION_ERROR", "message": "bad k2", "context": {"ids": ["k2"]}},
+            {"category": "CONFLICT", "message": "k3 taken", "context": {"key": ["k3"]}},
+            {"category": "RATE_LIMITS", "message": "try later", "context": {}},
+        ],
+    }
+    results = BatchWriter._results(batch, body, False, "key")
+    outcome = [(r.key, r.success, r.error_code, r.error_message) for r in results]
+    assert outcome[:3] == [
+        ("k1", True, None, None),
+        ("k2", False, "VALIDATION_ERROR", "bad k2"),
+        ("k3", False, "CONFLICT", "k3 taken"),
+    ]
+    key, success, code, message = outcome[3]
+    assert (key, success, code) == ("k4", False, "UNEXPECTED_RESPONSE")
+    assert message is not None and message.endswith("without naming them: RATE_LIMITS try later")
 
 
 def test_close_date_history_feeds_the_slips(sandbox: HubSpotSandbox) -> None:

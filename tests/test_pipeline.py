@@ -4,11 +4,13 @@ the write-back; and what the next runs do."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from simple_salesforce import Salesforce
 
@@ -18,6 +20,7 @@ from crm_kpi_worker.kpis.results import KPI_KEYS
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.cli_demo import last_quarter_end, run_demo
+from crm_kpi_worker.sync.cli_sync import print_report
 from crm_kpi_worker.sync.config import AppConfig, OwnerTarget
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
@@ -150,6 +153,19 @@ def test_first_run_pulls_excludes_and_writes(env: Env) -> None:
     assert record["Win_Rate__c"] == 25.0
 
 
+def test_scorecard_names_follow_the_write_language(env: Env) -> None:
+    assert env.config.write.language == "fr"  # the demo config writes French
+    env.run()
+    rows = env.sf().query_all("SELECT Name, Scorecard_Key__c FROM KPI_Scorecard__c")["records"]
+    names = {r["Scorecard_Key__c"]: r["Name"] for r in rows}
+    assert names["sandbox:org:org:2026-Q3"] == "Organisation - 2026-T3"
+    assert names["sandbox:rep:unassigned:FY2026"] == "Non attribué - Exercice 2026"
+    assert names["sandbox:team:France Sud:2026-11"] == "France Sud - 2026-11"
+    alice = next(k for k, n in names.items() if n == "Alice Martin - 2026-T3")
+    assert alice.startswith("sandbox:rep:") and alice.endswith(":2026-Q3")  # keys stay as is
+    assert not any("Unassigned" in n or n.startswith("Org ") for n in names.values())
+
+
 def test_a_second_run_writes_nothing_and_a_later_one_reads_nothing(env: Env) -> None:
     env.run()
     env.clock.advance(30)
@@ -200,6 +216,34 @@ def test_per_record_write_failures_are_reported_and_retried_next_run(env: Env) -
     second = _source_report(env.run())
     retried = sum(w["records_written"] for w in second["written"])
     assert retried == 3 and second["failed"] == 0
+
+
+def test_the_report_keeps_every_id_and_its_table_says_how_many_more(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.sandbox.org.data.deals.amount[:250] = np.nan  # 250 more deals without an amount
+    env.sandbox.faults.add(FaultRule(kind="write_failure", path="composite", times=None))
+    result = env.run()
+    report = result.report()
+    source = _source_report(result)
+    excluded = source["exclusions"]
+    assert len(excluded) == source["excluded"]["total"] > 250
+    assert len({(e["type"], e["id"]) for e in excluded}) == len(excluded)
+    (deals,) = [w for w in source["written"] if w["object"] == "Opportunity"]
+    assert deals["records_written"] == 0
+    assert len(deals["failures"]) == deals["failed"] > 200
+    # The stored report is the same report: every id.
+    (stored,) = env.store.last_runs(limit=1)
+    assert stored["id"] == result.run_id
+    assert stored["report"] == json.loads(json.dumps(report, default=str))
+    print_report(report, "json")
+    assert json.loads(capsys.readouterr().out) == stored["report"]
+    print_report(report, "table")
+    table = capsys.readouterr().out
+    assert table.count("\n      failed ") == 2 * 20  # scorecards and deals: 20 lines each
+    where = f"every id: `crm-kpi sync --format json` or run {result.run_id}'s stored report"
+    assert f"… and {len(excluded) - 20:,} more ({where})" in table
+    assert f"… and {deals['failed'] - 20:,} more ({where})" in table
 
 
 def test_dry_run_writes_nothing(env: Env) -> None:

@@ -162,6 +162,16 @@ def test_first_run_pulls_excludes_and_writes(env: Env) -> None:
     assert float(alice["properties"]["kpi_quota_attainment"]) == 125.0
 
 
+def test_scorecard_names_follow_the_write_language(env: Env) -> None:
+    assert env.config.write.language == "fr"  # the demo config writes French
+    env.run()
+    records = env.sandbox.portal.object_records("p_kpi_scorecard")
+    names = {r["properties"]["kpi_scorecard_key"]: r["properties"]["kpi_name"] for r in records}
+    assert names["sandbox:org:org:2026-Q3"] == "Organisation - 2026-T3"
+    assert names["sandbox:rep:unassigned:FY2026"] == "Non attribué - Exercice 2026"
+    assert "Alice Martin - 2026-T3" in names.values()
+
+
 def test_a_second_run_writes_nothing_and_a_third_reads_nothing(env: Env) -> None:
     env.run()
     env.clock.advance(30)
@@ -191,6 +201,14 @@ def test_per_record_write_failures_are_reported_and_retried_next_run(env: Env) -
     rule = env.sandbox.faults.add(FaultRule(kind="write_failure", path="batch", times=3))
     first = _report(env.run())
     assert first["failed"] == 3 and rule.fired == 3
+    # The scorecards go first: HubSpot's own reason for each upsert it refused, by its key.
+    (card,) = [w for w in first["written"] if w["object"] == "p_kpi_scorecard"]
+    assert [f["code"] for f in card["failures"]] == ["VALIDATION_ERROR"] * 3
+    for failure in card["failures"]:
+        assert failure["key"].startswith("sandbox:")
+        assert failure["message"] == (
+            f"Record {failure['key']} could not be written (injected write failure)."
+        )
     env.clock.advance(30)
     second = _report(env.run())
     assert sum(w["records_written"] for w in second["written"]) == 3

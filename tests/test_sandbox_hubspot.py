@@ -863,6 +863,51 @@ def test_custom_object_schema_and_upsert(fresh, clock) -> None:
     assert failure.value.status == 409  # type: ignore[attr-defined]
 
 
+def test_batch_upsert_partial_failures_name_the_records_by_their_input_id(fresh) -> None:
+    """A 207 upsert error names each record as the input did (its idProperty value), as a
+    batch update names its ids: a new record has no HubSpot id to name."""
+    client = fresh.client()
+    client.crm.schemas.core_api.create(
+        {
+            "name": "kpi_scorecard",
+            "labels": {"singular": "KPI Scorecard", "plural": "KPI Scorecards"},
+            "primaryDisplayProperty": "kpi_name",
+            "requiredProperties": ["kpi_name"],
+            "properties": [
+                {"name": "kpi_name", "label": "Name", "type": "string", "fieldType": "text"},
+                {
+                    "name": "kpi_key",
+                    "label": "Key",
+                    "type": "string",
+                    "fieldType": "text",
+                    "hasUniqueValue": True,
+                },
+            ],
+            "associatedObjects": [],
+        }
+    )
+    batch = client.crm.objects.batch_api
+
+    def body(*keys: str) -> dict[str, Any]:
+        return {
+            "inputs": [
+                {"id": key, "idProperty": "kpi_key", "properties": {"kpi_name": key}}
+                for key in keys
+            ]
+        }
+
+    existing = batch.upsert("p_kpi_scorecard", body("alice")).results[0].id
+    fresh.faults.add(FaultRule(kind="write_failure", path="/batch/", record_ids=("bruno",)))
+    fresh.faults.add(FaultRule(kind="write_failure", path="/batch/", record_ids=(existing,)))
+    answer = batch.upsert("p_kpi_scorecard", body("alice", "bruno", "chloe"))
+    assert type(answer).__name__ == "BatchResponseSimplePublicUpsertObjectWithErrors"
+    assert answer.num_errors == 2
+    assert sorted(tuple(e.context["ids"]) for e in answer.errors) == [("alice",), ("bruno",)]
+    assert {e.category for e in answer.errors} == {"VALIDATION_ERROR"}
+    assert all("alice" in e.message or "bruno" in e.message for e in answer.errors)
+    assert [r.properties["kpi_key"] for r in answer.results] == ["chloe"]
+
+
 # ---- auth, OAuth, rate limits, faults ------------------------------------------------------------
 
 

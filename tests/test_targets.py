@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.sync.config_loader import load_config
-from crm_kpi_worker.sync.targets import AGE_ANCHORS, KPI_SPECS, targets
+from crm_kpi_worker.sync.targets import (
+    AGE_ANCHORS,
+    KPI_SPECS,
+    scorecard_name,
+    subject_name,
+    targets,
+)
 
 
 def _demo_fields():  # type: ignore[no-untyped-def]
@@ -48,3 +54,18 @@ def test_ages_become_date_fields_unless_daily_ages() -> None:
     _, created = targets(daily, "salesforce", "fr")
     stage = next(f for f in created if f.name == fields.deal.fields["days_in_stage"])
     assert stage.type == "number" and stage.label == "Jours dans l'étape"
+
+
+def test_scorecard_names_in_both_languages() -> None:
+    assert scorecard_name(subject_name("org", "org", "en"), "2026-Q3", "en") == "Org - 2026-Q3"
+    assert (
+        scorecard_name(subject_name("org", "org", "fr"), "2026-Q3", "fr")
+        == "Organisation - 2026-T3"
+    )
+    unassigned = subject_name("rep", "unassigned", "fr", unassigned=True)
+    assert scorecard_name(unassigned, "FY2026", "fr") == "Non attribué - Exercice 2026"
+    assert subject_name("rep", "unassigned", "en", unassigned=True) == "Unassigned"
+    assert scorecard_name("Alice Martin", "2026-07", "fr") == "Alice Martin - 2026-07"
+    assert scorecard_name("Alice Martin", "FY2026", "en") == "Alice Martin - FY2026"
+    assert subject_name("team", "France Sud", "fr") == "France Sud"
+    assert len(scorecard_name("x" * 100, "2026-Q3", "en")) == 80  # Salesforce's Name length

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from crm_kpi_worker.connectors.base import WriteResult
-from crm_kpi_worker.sync.writeback import Desired, execute, format_value, plan
+from crm_kpi_worker.sync.writeback import Desired, WriteOutcome, execute, format_value, plan
 
 
 def test_values_are_formatted_for_their_field() -> None:
@@ -105,3 +105,21 @@ def test_execute_upsert_counts_created_records() -> None:
     )
     assert connector.calls[0][0] == "upsert"
     assert outcome.created == 1 and outcome.records_written == 2
+
+
+def test_every_failure_is_kept_through_merges() -> None:
+    desired = [Desired("Opportunity", f"006{i:04d}", {"F__c": i}) for i in range(250)]
+    connector = _Recorder(failing={d.key for d in desired})
+    outcome = WriteOutcome("Opportunity")
+    for chunk in (desired[:130], desired[130:]):  # two chunks, as the pipeline merges them
+        outcome.merge(
+            execute(
+                connector,  # type: ignore[arg-type]
+                plan(chunk, {}, object="Opportunity", mode="update"),
+                batch_size=50,
+                remember=lambda _: None,
+            )
+        )
+    report = outcome.as_report()
+    assert report["failed"] == 250
+    assert [f["key"] for f in report["failures"]] == [d.key for d in desired]

@@ -3,7 +3,10 @@
 Values: ``POST /crm/v3/objects/{type}/batch/update`` (by record id) and ``.../batch/upsert``
 (by a unique-value property, ``idProperty``), 100 records a call (HubSpot's batch limit), one
 :class:`WriteResult` per record. HubSpot answers 207 with per-record errors for records it
-could not write (``errors[].context.ids``) and the rest in ``results``. A value HubSpot refuses
+could not write and the rest in ``results``; each error names its records in its context
+(``errors[].context.ids``: the ids as the inputs gave them, so an upsert's are its
+``idProperty`` values) and its category and message are reported for those records, updates
+and upserts alike (:func:`_batch_errors`). A value HubSpot refuses
 (a bad number, an unknown option) fails the WHOLE batch with 400; the writer then splits the
 batch in halves and tries again, down to the record at fault, so one bad record costs a few
 calls, not the batch (a property that does not exist fails every record at once: no split).
@@ -196,30 +199,49 @@ class BatchWriter:
             done[str(key)] = WriteResult(
                 record_id, str(key), True, created=result.get("new") is True
             )
-        for error in body.get("errors") or ():
-            if not isinstance(error, dict):
-                continue
-            context = error.get("context") if isinstance(error.get("context"), dict) else {}
-            ids = context.get("ids") or context.get("id") or []
-            code = str(error.get("category") or error.get("subCategory") or "ERROR")
-            message = str(error.get("message") or "refused")
-            for key in ids if isinstance(ids, list) else [ids]:
-                key = str(key)
-                if key in keys and key not in done:
+        unnamed: list[str] = []  # errors that name no record of this batch
+        for code, message, named in _batch_errors(body, external_id):
+            mine = [key for key in named if key in keys]
+            if not mine:
+                unnamed.append(f"{code} {message}")
+            for key in mine:
+                if key not in done:
                     log.info("record %s not written: %s %s", key, code, message)
                     done[key] = WriteResult.failed(key, key if by_id else None, code, message)
-        out = []
-        for key in keys:
-            result = done.get(key)
-            if result is None:
-                result = WriteResult.failed(
-                    key,
-                    key if by_id else None,
-                    "UNEXPECTED_RESPONSE",
-                    "HubSpot's answer neither wrote nor refused this record",
-                )
-            out.append(result)
-        return out
+        message = "HubSpot's answer neither wrote nor refused this record"
+        if unnamed:  # whatever HubSpot did say, rather than nothing
+            message = (
+                "HubSpot's answer neither wrote nor named this record; it refused"
+                f" {len(unnamed)} record(s) without naming them: {'; '.join(unnamed[:3])}"
+            )
+        return [
+            done.get(key)
+            or WriteResult.failed(key, key if by_id else None, "UNEXPECTED_RESPONSE", message)
+            for key in keys
+        ]
+
+
+def _batch_errors(
+    body: dict[str, Any], external_id: str | None
+) -> list[tuple[str, str, list[str]]]:
+    """(category, message, the keys it names) of each error of a 207 batch answer, for
+    updates and upserts alike. A ``StandardError`` names its records in ``context``, a map of
+    lists: ``ids`` (the ids as the inputs gave them: record ids, or idProperty values for an
+    upsert), ``id``, or the idProperty's own name."""
+    out = []
+    for error in body.get("errors") or ():
+        if not isinstance(error, dict):
+            continue
+        context = error.get("context") if isinstance(error.get("context"), dict) else {}
+        named: list[str] = []
+        for name in ("ids", "id", external_id):
+            values = context.get(name) if name else None
+            if values is not None:
+                named.extend(str(v) for v in (values if isinstance(values, list) else [values]))
+        code = str(error.get("category") or error.get("subCategory") or "ERROR")
+        message = str(error.get("message") or "refused")
+        out.append((code, message, named))
+    return out
 
 
 _TYPES: dict[str, tuple[str, str]] = {

@@ -912,14 +912,21 @@ class HubSpotSandboxApp(AdminRoutes):
             )
         return self._batch(results, errors)
 
-    def _failing(self, request: Request, record_id: str | None) -> dict[str, Any] | None:
-        rule = self.faults.failing_record(record_id, request.method, request.path)
+    def _failing(
+        self, request: Request, record_id: str | None, named: str | None = None
+    ) -> dict[str, Any] | None:
+        """An injected per-record failure. A rule's ``record_ids`` match the record's HubSpot
+        id or the id the input gave (``named``: an idProperty value for upserts), and the
+        error names the record as the input did, in ``context.ids``, as HubSpot's batch
+        errors do; a created record has nothing to be named by."""
+        named = named or record_id
+        rule = self.faults.failing_record(record_id, request.method, request.path, key=named)
         if rule is None:
             return None
         return _standard_error(
             "VALIDATION_ERROR",
-            f"Record {record_id or '(new)'} could not be written (injected write failure).",
-            {"ids": [record_id]} if record_id else {},
+            f"Record {named or '(new)'} could not be written (injected write failure).",
+            {"ids": [named]} if named else {},
         )
 
     def _batch_create(self, request: Request, store: ObjectStore, inputs: list[Any]) -> Response:
@@ -954,7 +961,7 @@ class HubSpotSandboxApp(AdminRoutes):
             if row is None or store.archived[row]:
                 missing.append(key)
                 continue
-            failure = self._failing(request, store.record_id(row))
+            failure = self._failing(request, store.record_id(row), key)
             if failure is not None:
                 errors.append(failure)
                 continue
@@ -991,7 +998,9 @@ class HubSpotSandboxApp(AdminRoutes):
         results, errors = [], []
         for item, id_property, values, parsed in prepared:
             row = self.portal.find_unique(store, id_property, str(item["id"]))
-            failure = self._failing(request, store.record_id(row) if row is not None else None)
+            failure = self._failing(
+                request, store.record_id(row) if row is not None else None, str(item["id"])
+            )
             if failure is not None:
                 errors.append(failure)
                 continue
