@@ -44,6 +44,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     SecretStr,
     Tag,
     ValidationError,
@@ -1932,6 +1933,10 @@ class AppConfig(ConfigModel):
     schedule: Schedule | None = None
     """When to run; without it the worker runs once per command."""
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    #: Where the loader read this config (``config_loader.ConfigOrigin``: the file and every
+    #: key's line), so problems found later, against the CRM, still name file:line:key.
+    _origin: Any = PrivateAttr(default=None)
 
     @field_validator("teams")
     @classmethod
