@@ -139,8 +139,15 @@ def _find(fields: dict[str, CrmField], name: str) -> CrmField | None:
 
 class _Resolver:
     def __init__(self, describe: Describe, noun: str) -> None:
-        self.describe = describe
+        self._describe = describe
+        self._described: dict[str, dict[str, CrmField] | None] = {}
         self.noun = noun
+
+    def describe(self, obj: str) -> dict[str, CrmField] | None:
+        """Each object described once per check (one call each)."""
+        if obj not in self._described:
+            self._described[obj] = self._describe(obj)
+        return self._described[obj]
 
     def field(
         self, obj: str, name: str, default: str | None = None
