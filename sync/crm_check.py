@@ -256,8 +256,9 @@ def unmatched_emails(
             origin.problem(
                 path,
                 f"no user of source '{source_name}' has the email '{email}'"
-                f"{_suggest(email, known, _EMAIL_CUTOFF)} (until it matches a CRM user, this rep's team,"
-                " quota and pay apply to no one and the rep's deals count as Unassigned)",
+                f"{_suggest(email, known, _EMAIL_CUTOFF)} (until it matches a CRM user, this"
+                " rep's team, quota and pay apply to no one and the rep's deals count as"
+                " Unassigned)",
             )
         )
     return problems
