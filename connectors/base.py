@@ -72,6 +72,21 @@ class TargetObject:
     name_field_label: str
 
 
+@dataclass(frozen=True)
+class CrmField:
+    """One field of a CRM object, as the CRM's metadata describes it (Salesforce describe,
+    HubSpot properties and pipelines)."""
+
+    name: str  # API name as the CRM spells it, e.g. Amount, closedate
+    #: The values the field takes when the CRM lists them (a Salesforce picklist, HubSpot's
+    #: deal stage and pipeline ids); None when any value goes.
+    values: tuple[str, ...] | None = None
+    #: The objects a lookup points to, and the relationship name that reaches them in a
+    #: field path (Salesforce: AccountId -> ("Account",), "Account").
+    references: tuple[str, ...] = ()
+    relationship: str | None = None
+
+
 @dataclass(frozen=True, slots=True)  # slots: a run keeps every failure for its report
 class WriteResult:
     """The outcome for one record of a batch write."""
@@ -155,6 +170,12 @@ class Connector(Protocol):
     def pull(self, stream: str, since: str | None) -> Iterator[Page]:
         """Pages of ``stream`` changed at or after ``since`` (None: everything), deletions
         included, in modification-stamp order."""
+        ...
+
+    def describe_fields(self, object: str) -> dict[str, CrmField] | None:
+        """The fields of a CRM object by API name (the config's object names: Opportunity,
+        User, Event; deals, companies, meetings, owners), None when the CRM has no such
+        object. Described once per connector (one run)."""
         ...
 
     def missing_targets(

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from crm_kpi_worker.config import path_of
+from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.config_loader import (
     ConfigError,
     ConfigFileError,
@@ -44,15 +45,25 @@ def config_group() -> None:
         " printed."
     ),
 )
+@click.option(
+    "--check-crm",
+    is_flag=True,
+    help=(
+        "Also log in to each source's CRM (secrets from the environment, as sync does) and"
+        " check every mapped field and stage value against its metadata (problems), and"
+        " every rep email of teams, quotas and variable_pay against its users (warnings)."
+    ),
+)
 @click.pass_context
-def validate_command(ctx: click.Context, file: Path, check_secrets: bool) -> None:
+def validate_command(ctx: click.Context, file: Path, check_secrets: bool, check_crm: bool) -> None:
     """Validate FILE and print a summary of it.
 
-    Every problem is printed to stderr as FILE:LINE:COLUMN: KEY.PATH: MESSAGE. Exit status:
-    0 valid, 1 problems found, 2 the file cannot be read.
+    Every problem is printed to stderr as FILE:LINE:COLUMN: KEY.PATH: MESSAGE, a warning
+    the same way after "warning: ". Exit status: 0 valid (warnings allowed), 1 problems
+    found, 2 the file cannot be read.
     """
     try:
-        config = load_config(file, check_secrets=check_secrets)
+        config = load_config(file, check_secrets=check_secrets or check_crm)
     except ConfigFileError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem.file}: {problem.message}", err=True)
@@ -63,9 +74,38 @@ def validate_command(ctx: click.Context, file: Path, check_secrets: bool) -> Non
         count = len(exc.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''} found in {file}", err=True)
         ctx.exit(EXIT_INVALID)
+    if check_crm:
+        _check_crm(ctx, config, file)
     checked = " (secrets and files checked)" if check_secrets else ""
+    checked = " (checked against the CRM)" if check_crm else checked
     click.echo(f"{file}: valid{checked}")
     click.echo(summarize(config))
+
+
+def _check_crm(ctx: click.Context, config: AppConfig, file: Path) -> None:
+    """Print every CRM problem and warning; exit 1 on a problem or a failed login."""
+    from crm_kpi_worker.connectors.errors import ConnectorError
+    from crm_kpi_worker.connectors.registry import build_connector
+    from crm_kpi_worker.sync.crm_check import check_against_crm
+
+    try:
+        errors, warnings = check_against_crm(
+            config, lambda source: build_connector(source, config.currency)
+        )
+    except ConnectorError as exc:  # a login or call refused: its message holds no secret
+        click.echo(f"error: cannot check {file} against the CRM: {exc}", err=True)
+        ctx.exit(EXIT_INVALID)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for problem in errors:
+        click.echo(str(problem), err=True)
+    if errors:
+        count = len(errors)
+        click.echo(
+            f"{count} problem{'s' if count != 1 else ''} found in {file} against the CRM",
+            err=True,
+        )
+        ctx.exit(EXIT_INVALID)
 
 
 @config_group.command("show-default")

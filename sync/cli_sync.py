@@ -107,6 +107,8 @@ def print_report(report: dict[str, Any], output: str) -> None:
             )
         if not source["planned"]:  # one entry per target object, even when nothing changed
             click.echo(f"    {NO_KPI_FIELDS}: nothing written to the CRM")
+        for warning in source.get("warnings", ()):
+            click.echo(f"    warning: {warning}")
         for planned in source["planned"]:
             click.echo(
                 f"    {planned['object']}: {planned['records_to_write']:,} records to write"
@@ -124,6 +126,10 @@ def print_report(report: dict[str, Any], output: str) -> None:
             _more(written["failures"], report["run_id"])
         seconds = ", ".join(f"{k} {v}s" for k, v in source["seconds"].items())
         click.echo(f"    API calls {source['api_calls']:,}; {seconds}")
+
+
+def _crm_check_text(exc: Exception, config_path: Path) -> str:
+    return f"{exc}\n(crm-kpi config validate --check-crm {config_path} lists them too)"
 
 
 @click.command("sync")
@@ -165,8 +171,12 @@ def sync_command(
         print_report(result.report(), output)
 
     if once:
+        from crm_kpi_worker.sync.crm_check import CrmCheckFailed
+
         try:
             one_run()
+        except CrmCheckFailed as exc:  # stopped before pulling: the config's lines, no traceback
+            raise click.ClickException(_crm_check_text(exc, config_path)) from None
         except Exception as exc:  # one clear line for the operator; details with log_level DEBUG
             log.debug("run failed", exc_info=True)
             raise click.ClickException(f"run failed: {exc}") from None
@@ -412,16 +422,26 @@ def emit_rows(rows: list[dict[str, Any]], output: str) -> None:
 def setup_command(config_path: Path, dry_run: bool) -> None:
     """Create the custom object and fields the config writes to (idempotent)."""
     from crm_kpi_worker.connectors.registry import build_connector
+    from crm_kpi_worker.sync.crm_check import CrmCheckFailed, field_problems
     from crm_kpi_worker.sync.targets import targets
 
     config = _load(config_path)
+    connectors = {s.name: build_connector(s, config.currency) for s in config.sources}
+    # Every source's mapping is checked against its CRM before anything is created.
+    problems = [
+        problem
+        for index, source in enumerate(config.sources)
+        for problem in field_problems(config, index, connectors[source.name].describe_fields)
+    ]
+    if problems:
+        raise click.ClickException(_crm_check_text(CrmCheckFailed(problems), config_path))
     for source in config.sources:
         kpi_fields = config.kpi_fields_for(source)
         if kpi_fields.writes_nothing:
             click.echo(f"{source.name}: {NO_KPI_FIELDS}: nothing to create")
             continue
         objects, fields = targets(kpi_fields, source.type, config.write.language)
-        connector = build_connector(source, config.currency)
+        connector = connectors[source.name]
         missing_objects, missing_fields = connector.missing_targets(objects, fields)
         if not missing_objects and not missing_fields:
             click.echo(f"{source.name}: all {len(objects)} objects and {len(fields)} fields exist")

@@ -1973,6 +1973,10 @@ class AppConfig(ConfigModel):
     """When to run; without it the worker runs once per command."""
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
+    #: Where the loader read this config (``config_loader.ConfigOrigin``: the file and every
+    #: key's line), so problems found later, against the CRM, still name file:line:key.
+    _origin: Any = PrivateAttr(default=None)
+
     @field_validator("teams")
     @classmethod
     def _one_team_per_rep(cls, teams: dict[str, list[str]]) -> dict[str, list[str]]:

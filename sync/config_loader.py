@@ -49,11 +49,13 @@ from crm_kpi_worker.sync.config import (
 __all__ = [
     "ConfigError",
     "ConfigFileError",
+    "ConfigOrigin",
     "ConfigProblem",
     "format_path",
     "load_config",
     "load_config_text",
     "load_mapping",
+    "origin_of",
     "read_quota_csv",
     "summarize",
 ]
@@ -137,11 +139,38 @@ class _Document:
 
     def position(self, path: Sequence[PathElement]) -> tuple[int, int]:
         """Position of ``path``, or of its nearest ancestor present in the file."""
-        for end in range(len(path), -1, -1):
-            found = self.positions.get(tuple(path[:end]))
-            if found is not None:
-                return found
-        return (1, 1)
+        return _nearest(self.positions, path)
+
+
+def _nearest(
+    positions: Mapping[tuple[PathElement, ...], tuple[int, int]], path: Sequence[PathElement]
+) -> tuple[int, int]:
+    for end in range(len(path), -1, -1):
+        found = positions.get(tuple(path[:end]))
+        if found is not None:
+            return found
+    return (1, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigOrigin:
+    """The file a config was loaded from and every key's position in it: problems found after
+    loading (against the CRM, during a run) are reported as ``file:line:col: key.path: ...``
+    like the loader's own."""
+
+    file: str
+    positions: Mapping[tuple[PathElement, ...], tuple[int, int]]
+
+    def problem(self, path: Sequence[PathElement], message: str) -> ConfigProblem:
+        """A problem at ``path`` (at its nearest ancestor written in the file, for a default)."""
+        line, column = _nearest(self.positions, path)
+        return ConfigProblem(self.file, line, column, format_path(path), message)
+
+
+def origin_of(config: AppConfig) -> ConfigOrigin:
+    """Where ``config`` was loaded from; a config built in code has no file (``<config>``)."""
+    origin = config._origin
+    return origin if isinstance(origin, ConfigOrigin) else ConfigOrigin("<config>", {})
 
 
 def _pos(mark: yaml.Mark) -> tuple[int, int]:
@@ -581,6 +610,7 @@ def load_config_text(
     config, problems = _validate(AppConfig, document, file, base_dir)
     if config is None:
         raise ConfigError(file, problems)
+    config._origin = ConfigOrigin(file, document.positions)
     if check_secrets:
         problems = _environment_problems(config, document, file, environ)
         if problems:

@@ -27,6 +27,7 @@ from crm_kpi_worker.kpis.engine import compute
 from crm_kpi_worker.kpis.results import Results
 from crm_kpi_worker.sync import normalize as norm
 from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.crm_check import require_known_fields, unmatched_emails
 from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
 from crm_kpi_worker.sync.prefetch import prefetched
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
@@ -69,6 +70,8 @@ class SourceReport:
     planned: list[dict[str, Any]] = field(default_factory=list)
     api_calls: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Config problems that do not stop a run (rep emails no CRM user has), file:line:key.
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         reasons = Counter(e.reason for e in self.exclusions)
@@ -94,6 +97,7 @@ class SourceReport:
             "failed": sum(w["failed"] for w in self.writes),
             "api_calls": self.api_calls,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "warnings": self.warnings,
         }
 
 
@@ -137,7 +141,10 @@ def run_once(
             result.sources.append(report)
             connector = connector_factory(source, config.currency)
             try:
+                # Every mapped field and stage value exists, before anything is pulled.
+                require_known_fields(config, source.name, connector.describe_fields)
                 _pull(config, store, source, connector, options, report, say)
+                report.warnings = _email_warnings(config, store, source.name)
                 started = time.perf_counter()
                 inputs, results = _compute(config, store, source, as_of, run_id, report)
                 result.inputs[source.name] = inputs
@@ -217,6 +224,12 @@ def _pull(
         store.exclusions(source.name), key=lambda e: (e.record_type, e.reason, e.record_id)
     )
     report.seconds["pull"] = time.perf_counter() - started
+
+
+def _email_warnings(config: AppConfig, store: Store, source_name: str) -> list[str]:
+    """The config's rep emails that no pulled user has (see ``crm_check``)."""
+    emails = (rep.email for rep in store.reps(source_name))
+    return [str(problem) for problem in unmatched_emails(config, source_name, emails)]
 
 
 def _pull_metadata(

@@ -349,3 +349,15 @@ def test_the_registry_names_the_crms_it_knows() -> None:
 
     with pytest.raises(ValueError, match="no connector for CRM type 'pipedrive' yet"):
         build_connector(Other(), load_config(DEMO_CONFIG).currency)
+
+
+def test_describe_fields_names_the_deal_fields_and_the_stage_values(harness: Harness) -> None:
+    connector = harness.connect()
+    fields = connector.describe_fields(harness.deal_object)
+    assert fields is not None
+    salesforce = harness.deal_object == "Opportunity"
+    amount, stage = ("Amount", "StageName") if salesforce else ("amount", "dealstage")
+    assert fields[amount].name == amount and fields[amount].values is None
+    # Picklist values (Salesforce), the pipelines' stage ids (HubSpot): "Legacy" included.
+    assert fields[stage].values is not None and len(fields[stage].values) == 8
+    assert connector.describe_fields("No_Such_Object__c" if salesforce else "2-999") is None

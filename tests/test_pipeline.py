@@ -175,10 +175,12 @@ def test_a_second_run_writes_nothing_and_a_later_one_reads_nothing(env: Env) -> 
     # The second run re-read the records the first one wrote (their stamps moved)...
     env.clock.advance(30)
     third = _source_report(env.run())
-    # ...the third reads nothing new: one call per stream to see that nothing changed.
+    # ...the third reads nothing new: one call per stream to see that nothing changed, plus
+    # one describe per object the mapping names (Opportunity, Account, Event), the check of
+    # the mapped fields that starts every run.
     assert third["pulled"].get("deals", 0) == 0
     assert third["written"] == []
-    assert third["api_calls"] <= 8
+    assert third["api_calls"] <= 8 + 3
 
 
 def test_editing_ten_opportunities_pulls_them_and_writes_only_changes(env: Env) -> None:

@@ -182,8 +182,9 @@ def test_a_second_run_writes_nothing_and_a_third_reads_nothing(env: Env) -> None
     assert third["pulled"].get("deals", 0) == 0
     assert third["written"] == []
     # pipelines, owners (active, archived), companies, archived deals, deals, meetings,
-    # goal targets: one call each.
-    assert third["api_calls"] <= 9
+    # goal targets: one call each; and the properties of deals, companies and meetings, the
+    # check of the mapped properties that starts every run (its pipelines call is reused).
+    assert third["api_calls"] <= 9 + 3
 
 
 def test_archiving_a_deal_is_seen_by_the_next_run(env: Env) -> None:

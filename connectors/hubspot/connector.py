@@ -43,7 +43,14 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from crm_kpi_worker.connectors.base import STREAMS, Page, WriteResult, WritesThroughTargets
+from crm_kpi_worker.connectors.base import (
+    STREAMS,
+    CrmField,
+    Page,
+    WriteResult,
+    WritesThroughTargets,
+)
+from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.hubspot.client import HubSpotApis
 from crm_kpi_worker.connectors.hubspot.search import (
     format_stamp,
@@ -79,6 +86,21 @@ GOAL_PROPERTIES = (
     "hubspot_owner_id",
     "hs_assignee_user_id",
 )
+#: Owners have no properties API: their fields are the PublicOwner schema's, fixed.
+OWNER_FIELDS = (
+    "id",
+    "email",
+    "firstName",
+    "lastName",
+    "userId",
+    "userIdIncludingInactive",
+    "createdAt",
+    "updatedAt",
+    "archived",
+    "teams",
+    "type",
+)
+OWNERS = "owners"
 
 
 class HubSpotConnector(WritesThroughTargets):
@@ -109,6 +131,9 @@ class HubSpotConnector(WritesThroughTargets):
             source=source.name,
         )
         self._stage_ids: list[str] | None = None
+        #: The pipelines answer read by describe_fields, kept for the next stages pull (one
+        #: call, not two, when a run checks the config before pulling).
+        self._pipelines_read: list[Any] | None = None
         self.writer = BatchWriter(self.apis, self._call)
         self.targets = TargetManager(self.apis, self._call)
 
@@ -146,6 +171,30 @@ class HubSpotConnector(WritesThroughTargets):
         if stream == "quotas":
             return self._quotas()
         return iter(())  # currencies: see the module doc
+
+    def describe_fields(self, object: str) -> dict[str, CrmField] | None:
+        """Properties of ``object``; on deals, the stage and pipeline properties list the
+        ids of every pipeline's stages and of the pipelines (the pipelines API's)."""
+        if object == OWNERS:
+            return {name: CrmField(name) for name in OWNER_FIELDS}
+        try:
+            properties = self.targets.properties_of(self.targets.object_type(object))
+        except RequestRejected as error:
+            if error.status in (400, 404):
+                return None
+            raise
+        fields = {str(p.get("name")): CrmField(str(p.get("name"))) for p in properties}
+        if object == DEALS:
+            pipelines = self._all_pipelines()
+            self._pipelines_read = pipelines
+            stages = [s for p in pipelines for s in p.get("stages") or () if isinstance(s, dict)]
+            for name, values in (
+                (self.mapping.stage, [s.get("id") for s in stages]),
+                (self.mapping.pipeline, [p.get("id") for p in pipelines]),
+            ):
+                if name in fields:
+                    fields[name] = CrmField(name, tuple(str(v) for v in values if v is not None))
+        return fields
 
     def upsert(
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
@@ -188,16 +237,19 @@ class HubSpotConnector(WritesThroughTargets):
 
     # ---- streams ----------------------------------------------------------------------------
 
-    def _pipelines(self) -> list[dict[str, Any]]:
+    def _all_pipelines(self) -> list[dict[str, Any]]:
         answer = self._call(
             "api", "GET /crm/v3/pipelines/deals", self.apis.pipelines.get_all, DEALS
         )
         body = answer.body if isinstance(answer.body, dict) else {}
+        return [p for p in body.get("results") or () if isinstance(p, dict)]
+
+    def _pipelines(self) -> list[dict[str, Any]]:
+        read, self._pipelines_read = self._pipelines_read, None
+        pipelines = read if read is not None else self._all_pipelines()
         wanted = set(self.mapping.pipelines) if self.mapping.pipelines else None
         stages: list[dict[str, Any]] = []
-        for pipeline in body.get("results") or ():
-            if not isinstance(pipeline, dict):
-                continue
+        for pipeline in pipelines:
             if wanted is not None and pipeline.get("id") not in wanted:
                 continue
             for stage in pipeline.get("stages") or ():

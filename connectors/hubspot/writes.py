@@ -279,7 +279,7 @@ class TargetManager:
         self.apis = apis
         self.call = call
         self._schemas: list[dict[str, Any]] | None = None
-        self._properties: dict[str, set[str]] = {}
+        self._properties: dict[str, list[dict[str, Any]]] = {}
 
     # ---- object types ----------------------------------------------------------------------
 
@@ -322,7 +322,8 @@ class TargetManager:
 
     # ---- properties ------------------------------------------------------------------------
 
-    def _existing(self, object_type: str) -> set[str]:
+    def properties_of(self, object_type: str) -> list[dict[str, Any]]:
+        """The property definitions of ``object_type`` (cached for the connector's life)."""
         if object_type not in self._properties:
             answer = self.call(
                 "api",
@@ -331,10 +332,13 @@ class TargetManager:
                 object_type,
             )
             body = answer.body if isinstance(answer.body, dict) else {}
-            self._properties[object_type] = {
-                str(p.get("name")) for p in body.get("results") or () if isinstance(p, dict)
-            }
+            self._properties[object_type] = [
+                p for p in body.get("results") or () if isinstance(p, dict)
+            ]
         return self._properties[object_type]
+
+    def _existing(self, object_type: str) -> set[str]:
+        return {str(p.get("name")) for p in self.properties_of(object_type)}
 
     def missing(
         self, objects: Sequence[TargetObject], fields: Sequence[TargetField]

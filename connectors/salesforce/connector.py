@@ -10,6 +10,7 @@ reused as the first ``currencies`` page, so a run spends no call twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -21,7 +22,13 @@ from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
 )
 
-from crm_kpi_worker.connectors.base import STREAMS, Page, WriteResult, WritesThroughTargets
+from crm_kpi_worker.connectors.base import (
+    STREAMS,
+    CrmField,
+    Page,
+    WriteResult,
+    WritesThroughTargets,
+)
 from crm_kpi_worker.connectors.errors import (
     AuthenticationFailed,
     ConnectorError,
@@ -40,7 +47,11 @@ from crm_kpi_worker.connectors.salesforce.resources import (
     StreamQuery,
     parse_stamp,
 )
-from crm_kpi_worker.connectors.salesforce.settings import CURRENCY_FIELDS, SalesforceSettings
+from crm_kpi_worker.connectors.salesforce.settings import (
+    CURRENCY_FIELDS,
+    STANDARD_STAGE_FIELD,
+    SalesforceSettings,
+)
 from crm_kpi_worker.connectors.salesforce.writes import CollectionWriter, TargetManager
 from crm_kpi_worker.sync.config import (
     CurrencySettings,
@@ -98,6 +109,8 @@ class SalesforceConnector(WritesThroughTargets):
                 " form (-----BEGIN PRIVATE KEY-----)"
             ) from None
         self._currency_page: dict[str, Any] | None = None
+        #: The OpportunityStage answer read by describe_fields, reused by the stages pull.
+        self._stage_page: dict[str, Any] | None = None
         self.facts = self._check_org(environ)
         self.queries = StreamQueries(source.mapping, self.settings, self.facts)
         self.writer = CollectionWriter(self.client, self._fetch, self.settings.write_batch_size)
@@ -126,6 +139,10 @@ class SalesforceConnector(WritesThroughTargets):
             answer, self._currency_page = self._currency_page, None
             yield from QueryPager(self.client, lambda thunk: answer, query, None)
             return
+        if query.stream == "stages" and self._stage_page is not None:
+            stages, self._stage_page = self._stage_page, None
+            yield from QueryPager(self.client, lambda thunk: stages, query, None)
+            return
         try:
             yield from QueryPager(
                 self.client,
@@ -149,6 +166,37 @@ class SalesforceConnector(WritesThroughTargets):
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
     ) -> list[WriteResult]:
         return self.writer.upsert(object, external_id, records)
+
+    def describe_fields(self, object: str) -> dict[str, CrmField] | None:
+        """Fields from describe. Describe lists active picklist values only, so StageName's
+        values are the OpportunityStage records' (inactive ones included: old deals hold them)."""
+        described = self.targets.describe(object)
+        if described is None:
+            return None
+        fields = self._described_fields(described)
+        stage = fields.get(STANDARD_STAGE_FIELD)
+        if object.lower() == "opportunity" and stage is not None:
+            query = self.queries.build("stages", None)
+            assert query is not None
+            self._stage_page = answer = self._query(query.soql)
+            names = [r.get("ApiName") for r in _all_records(answer)]
+            values = tuple(str(n) for n in names if n is not None)
+            fields[STANDARD_STAGE_FIELD] = dataclasses.replace(stage, values=values or None)
+        return fields
+
+    @staticmethod
+    def _described_fields(described: list[dict[str, Any]]) -> dict[str, CrmField]:
+        fields = {}
+        for item in described:
+            picklist = [p.get("value") for p in item.get("picklistValues") or ()]
+            values = tuple(str(v) for v in picklist if v is not None)
+            fields[str(item.get("name"))] = CrmField(
+                name=str(item.get("name")),
+                values=values or None,
+                references=tuple(str(r) for r in item.get("referenceTo") or ()),
+                relationship=item.get("relationshipName") or None,
+            )
+        return fields
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -249,6 +297,11 @@ class SalesforceConnector(WritesThroughTargets):
         records = answer.get("records") or []
         value = records[0].get("DefaultCurrencyIsoCode") if records else None
         return value if isinstance(value, str) else None
+
+
+def _all_records(answer: Any) -> list[dict[str, Any]]:
+    records = answer.get("records") if isinstance(answer, dict) else None
+    return [r for r in records or () if isinstance(r, dict)]
 
 
 def connect_salesforce(

@@ -187,21 +187,32 @@ class TargetManager:
         self.client = client
         self.fetch = fetch
         self._fields: dict[str, set[str] | None] = {}  # object (lower) -> field names (lower)
+        self._described: dict[str, list[dict[str, Any]] | None] = {}  # object (lower) -> fields
+
+    def describe(self, sobject: str) -> list[dict[str, Any]] | None:
+        """The describe answer's ``fields`` of ``sobject`` (cached); None when the object does
+        not exist."""
+        key = soql.api_name(sobject, "object").lower()
+        if key not in self._described:
+            try:
+                described = self.fetch(lambda: self.client.restful(f"sobjects/{sobject}/describe"))
+            except RequestRejected as error:
+                if error.status == 404 or error.code in ("NOT_FOUND", "INVALID_TYPE"):
+                    self._described[key] = None
+                    return None
+                raise
+            fields = (described or {}).get("fields") or []
+            self._described[key] = [f for f in fields if isinstance(f, dict)]
+        return self._described[key]
 
     def fields_of(self, sobject: str) -> set[str] | None:
         """Field names (lower case) of ``sobject``; None when the object does not exist."""
         key = soql.api_name(sobject, "object").lower()
         if key not in self._fields:
-            try:
-                described = self.fetch(lambda: self.client.restful(f"sobjects/{sobject}/describe"))
-            except RequestRejected as error:
-                if error.status == 404 or error.code in ("NOT_FOUND", "INVALID_TYPE"):
-                    self._fields[key] = None
-                    return None
-                raise
-            self._fields[key] = {
-                str(f.get("name", "")).lower() for f in (described or {}).get("fields", [])
-            }
+            described = self.describe(sobject)
+            self._fields[key] = (
+                None if described is None else {str(f.get("name", "")).lower() for f in described}
+            )
         return self._fields[key]
 
     def missing(
