@@ -18,6 +18,7 @@ from typing import Any
 
 import vcr
 
+from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import connect_salesforce
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
@@ -70,7 +71,7 @@ def _endpoint() -> Iterator[tuple[str, Path | None]]:
 
 
 def test_login_and_first_queries_match_the_recorded_exchange() -> None:
-    config = load_config("config/demo-salesforce.yaml")
+    config = load_config(path_of("demo-salesforce.yaml"))
     demo = config.sources[0]
     assert isinstance(demo, SalesforceSource)
     if RECORD:

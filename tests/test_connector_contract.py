@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.base import (
     STREAMS,
     Connector,
@@ -33,8 +34,8 @@ from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.config_loader import load_config
 
-DEMO_CONFIG = "config/demo-salesforce.yaml"
-HUBSPOT_CONFIG = "config/demo-hubspot.yaml"
+DEMO_CONFIG = path_of("demo-salesforce.yaml")
+HUBSPOT_CONFIG = path_of("demo-hubspot.yaml")
 
 
 @dataclass

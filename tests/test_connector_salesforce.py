@@ -16,6 +16,7 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
+from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors import errors
 from crm_kpi_worker.connectors.base import STREAMS, TargetField
 from crm_kpi_worker.connectors.errors import (
@@ -39,7 +40,7 @@ from crm_kpi_worker.sandbox.salesforce.soql import parse
 from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSource
 from crm_kpi_worker.sync.config_loader import load_config
 
-DEMO = load_config("config/demo-salesforce.yaml")
+DEMO = load_config(path_of("demo-salesforce.yaml"))
 EUR = DEMO.currency
 
 

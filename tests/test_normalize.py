@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crm_kpi_worker.config import path_of
 from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSource
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.model import DealType, ForecastCategory, QuotaSource
@@ -26,7 +27,7 @@ from crm_kpi_worker.sync.normalize import (
 )
 from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
 
-DEMO = load_config("config/demo-salesforce.yaml")
+DEMO = load_config(path_of("demo-salesforce.yaml"))
 UTC = dt.UTC
 
 

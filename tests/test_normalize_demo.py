@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.base import STREAMS
 from crm_kpi_worker.connectors.salesforce import connect_salesforce
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
@@ -23,7 +24,7 @@ from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
 @pytest.fixture(scope="module")
 def demo() -> Iterator[tuple[SalesforceSandbox, AppConfig, dict[str, list[Any]]]]:
     with SalesforceSandbox.start(seed=42) as sandbox:
-        config = load_config("config/demo-salesforce.yaml")
+        config = load_config(path_of("demo-salesforce.yaml"))
         source = config.sources[0].with_endpoints(
             login_url=sandbox.url, instance_url=sandbox.url, ca_bundle=sandbox.ca_path
         )
