@@ -119,7 +119,11 @@ def connection_failure(
     failure = _connection_kind(exc)
     if failure is None:
         return None
-    kind = "timed out" if isinstance(failure, _TIMEOUTS) else "failed"
+    # urllib3's NewConnectionError (refused, DNS) subclasses its ConnectTimeoutError.
+    timed_out = isinstance(failure, _TIMEOUTS) and not isinstance(
+        failure, urllib3.exceptions.NewConnectionError
+    )
+    kind = "timed out" if timed_out else "failed"
     return ConnectionFailed(
         f"the connection {kind} ({type(failure).__name__})", url=url, method=method
     )

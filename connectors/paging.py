@@ -140,7 +140,7 @@ def stamp_ms(record: dict[str, Any], stamp_property: str) -> int:
     """A search result's modification stamp in epoch ms (its ``updatedAt`` if the property is
     missing)."""
     props = record.get("properties") or {}
-    value = props.get(stamp_property) or record.get("updatedAt")
+    value: Any = props.get(stamp_property) or record.get("updatedAt")
     return to_ms(parse_stamp(value, crm="HubSpot"))
 
 

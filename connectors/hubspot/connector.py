@@ -260,7 +260,7 @@ class HubSpotConnector(WritesThroughTargets):
         """The answers of a list endpoint, page after page along ``paging.next.after``."""
 
         def send(after: str | None) -> dict[str, Any]:
-            extra = {"after": after} if after is not None else {}
+            extra: dict[str, Any] = {"after": after} if after is not None else {}
             answer = self._call("api", what, method, *args, **options, **extra)
             return answer.body if isinstance(answer.body, dict) else {}
 
