@@ -38,42 +38,20 @@ import requests
 import tenacity
 from requests.adapters import BaseAdapter
 
-from crm_kpi_worker.connectors.errors import (
-    Action,
-    AuthenticationFailed,
-    ConnectionFailed,
-    DailyLimitExceeded,
-    RateLimited,
-    ServerError,
-    StopRun,
-    TlsError,
-    TransientError,
-    classify,
-    error_details,
-    redact_url,
+from crm_kpi_worker.connectors.errors import RateLimited, TransientError, redact_url
+from crm_kpi_worker.connectors.failures import (
+    ErrorWording,
+    answer_failure,
+    connection_failure,
+    parse_retry_after,
 )
 
 __all__ = ["RetryPolicy", "RetryingAdapter", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110).
-    None when absent or unreadable; never negative."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is always GMT
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, when.timestamp() - now)
+#: The adapter serves Salesforce's client, whose errors have always said "the CRM".
+_WORDING = ErrorWording()
 
 
 @dataclass(frozen=True)
@@ -136,42 +114,6 @@ class RetryPolicy:
         )
 
 
-def _transient(
-    response: requests.Response, code: str | None, message: str | None, now: float
-) -> TransientError:
-    request = response.request
-    details = {
-        "status": response.status_code,
-        "code": code,
-        "url": request.url,
-        "method": request.method,
-        "body": response.content,
-    }
-    text = message or response.reason or "no message"
-    if response.status_code in (429, 403):
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-        return RateLimited(f"rate limited: {text}", retry_after=retry_after, **details)
-    return ServerError(f"server error: {text}", **details)
-
-
-def _stop(response: requests.Response, code: str | None, message: str | None, why: str) -> StopRun:
-    request = response.request
-    details = {
-        "status": response.status_code,
-        "code": code,
-        "url": request.url,
-        "method": request.method,
-        "body": response.content,
-    }
-    if code and code.upper() in ("REQUEST_LIMIT_EXCEEDED", "DAILY"):
-        return DailyLimitExceeded(
-            f"the daily API request limit is used up ({message or code}); the run stops and"
-            " resumes from its stored cursors once the limit resets",
-            **details,
-        )
-    return AuthenticationFailed(f"login refused: {message or code or why}", **details)
-
-
 class RetryingAdapter(BaseAdapter):
     """Wraps a session's transport adapter with :class:`RetryPolicy` and counts calls.
 
@@ -222,34 +164,29 @@ class RetryingAdapter(BaseAdapter):
     ) -> requests.Response:
         try:
             response = self.inner.send(request, **kwargs)
-        except requests.exceptions.SSLError:
-            raise TlsError(
-                "the CRM's TLS certificate could not be verified; behind a TLS-inspecting"
-                " proxy, set the source's ca_bundle to the proxy's CA (PEM)",
-                url=request.url,
-                method=request.method,
-            ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            kind = "timed out" if isinstance(exc, requests.exceptions.Timeout) else "failed"
-            raise ConnectionFailed(
-                f"the connection {kind} ({type(exc).__name__})",
-                url=request.url,
-                method=request.method,
-            ) from None
+        except Exception as exc:
+            failure = connection_failure(exc, _WORDING, url=request.url, method=request.method)
+            if failure is None:
+                raise
+            raise failure from None
         if response.status_code < 400:
             self._note_server_time(response)
             return response
-        code, message = error_details(response.content)
-        rule = classify(status=response.status_code, code=code, message=message, login=login)
-        if rule.action is Action.RETRY:
-            transient = _transient(response, code, message, self.policy.clock())
-            response.close()
-            raise transient
-        if rule.action is Action.STOP_RUN:
-            stop = _stop(response, code, message, rule.why)
-            response.close()
-            raise stop
-        return response  # the client library handles it (and renews sessions on 401)
+        error = answer_failure(
+            response.status_code,
+            response.content,
+            response.headers.get,
+            _WORDING,
+            url=request.url,
+            method=request.method,
+            now=self.policy.clock(),
+            reason=response.reason,
+            login=login,
+        )
+        if error is None:
+            return response  # the client library handles it (and renews sessions on 401)
+        response.close()
+        raise error
 
     def _note_server_time(self, response: requests.Response) -> None:
         header = response.headers.get("Date")

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The calendar's month arithmetic (the first day of the month n months on), re-exported for
+# the generator and the date literals, which move day-1 dates by whole months.
+from crm_kpi_worker.kpis.calendar import add_months as add_months
+
 NULL_DAY = np.int32(np.iinfo(np.int32).min)
 EPOCH = dt.date(1970, 1, 1)
 
@@ -51,12 +55,6 @@ def day_to_date(day: int) -> dt.date | None:
 
 def date_to_day(value: dt.date) -> int:
     return (value - EPOCH).days
-
-
-def add_months(first_of_month: dt.date, months: int) -> dt.date:
-    """``first_of_month`` (a day 1) moved by ``months`` calendar months (negative: back)."""
-    index = first_of_month.year * 12 + first_of_month.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def ms_to_datetime(ms: int) -> dt.datetime:

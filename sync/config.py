@@ -56,6 +56,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from crm_kpi_worker.kpis.calendar import add_months
 from crm_kpi_worker.kpis.results import DEAL_KPI_KEYS, KPI_KEYS
 from crm_kpi_worker.sync.model import DealType, ForecastCategory
 
@@ -1555,11 +1556,6 @@ _MONTH_NAMES = (
 )
 
 
-def _add_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
 class FiscalCalendar(ConfigModel):
     year_start_month: Annotated[int, Field(ge=1, le=12)] = 1
     """First month of the fiscal year (1 = January)."""
@@ -1603,12 +1599,12 @@ class FiscalCalendar(ConfigModel):
             start = dt.date(year, int(match["month"]), 1)
             months = 1
         elif match["quarter"]:
-            start = _add_months(self.fiscal_year_start(year), 3 * (int(match["quarter"]) - 1))
+            start = add_months(self.fiscal_year_start(year), 3 * (int(match["quarter"]) - 1))
             months = 3
         else:
             start = self.fiscal_year_start(year)
             months = 12
-        return start, _add_months(start, months) - dt.timedelta(days=1)
+        return start, add_months(start, months) - dt.timedelta(days=1)
 
     def describe(self) -> str:
         return (

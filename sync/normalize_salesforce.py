@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from crm_kpi_worker.kpis.calendar import add_months
 from crm_kpi_worker.sync.config import SalesforceMapping, SalesforceSource, StageMap
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
@@ -749,11 +750,6 @@ def normalize_activities(context: NormalizeContext, records: Sequence[Any]) -> N
     return out
 
 
-def _add_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
 def normalize_quotas(context: NormalizeContext, records: Sequence[Any]) -> Normalized:
     """ForecastingQuota -> quotas in the reporting currency; the period end from
     ``Period.EndDate``, else ``StartDate`` + the period's length (``Period.Type``, else
@@ -772,7 +768,7 @@ def normalize_quotas(context: NormalizeContext, records: Sequence[Any]) -> Norma
             period_type = read_text(lookup(record, "Period.Type"), "Period.Type")
             months = _PERIOD_MONTHS.get((period_type or "").lower(), context.quota_period_months)
             try:
-                end = _add_months(start.replace(day=1), months) - dt.timedelta(days=1)
+                end = add_months(start, months) - dt.timedelta(days=1)
             except (ValueError, OverflowError):
                 raise InvalidValue("StartDate", f"no period end after {start}") from None
         amount = read_decimal(lookup(record, "QuotaAmount"), "QuotaAmount")

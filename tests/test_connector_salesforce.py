@@ -656,7 +656,10 @@ def test_a_deleted_deal_is_reported_with_its_id(sandbox: SalesforceSandbox) -> N
 
 
 def test_latest_stamp_of_a_page_in_any_format() -> None:
-    from crm_kpi_worker.connectors.salesforce.resources import _latest_stamp
+    from crm_kpi_worker.connectors.salesforce.settings import STAMPS
+
+    def _latest_stamp(records: list[dict[str, Any]]) -> dt.datetime | None:
+        return STAMPS.latest(r.get("SystemModstamp") for r in records)
 
     same = [{"SystemModstamp": f"2026-09-{d:02d}T10:00:00.000+0000"} for d in (3, 17, 9)]
     assert _latest_stamp(same) == dt.datetime(2026, 9, 17, 10, tzinfo=dt.UTC)

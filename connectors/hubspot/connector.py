@@ -52,15 +52,11 @@ from crm_kpi_worker.connectors.base import (
 )
 from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.hubspot.client import HubSpotApis
-from crm_kpi_worker.connectors.hubspot.search import (
-    format_stamp,
-    parse_stamp,
-    stamp_ms,
-    to_ms,
-    windowed_search,
-)
+from crm_kpi_worker.connectors.hubspot.search import STAMPS, to_ms, windowed_search
 from crm_kpi_worker.connectors.hubspot.transport import Answer, Bucket, HubSpotTransport
 from crm_kpi_worker.connectors.hubspot.writes import BatchWriter, TargetManager
+from crm_kpi_worker.connectors.incremental import DEFAULT_LOOKBACK, IncrementalCursor
+from crm_kpi_worker.connectors.paging import AfterPaginator, follow
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.sync.config import CurrencySettings, HubSpotMapping, HubSpotSource
 
@@ -68,7 +64,6 @@ __all__ = ["DEFAULT_LOOKBACK", "HubSpotConnector", "connect_hubspot"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOOKBACK = dt.timedelta(minutes=5)
 STAMP = "hs_lastmodifieddate"
 #: List endpoints (owners, archived deals) answer at most 100 records a page.
 LIST_PAGE = 100
@@ -146,7 +141,7 @@ class HubSpotConnector(WritesThroughTargets):
     def pull(self, stream: str, since: str | None) -> Iterator[Page]:
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
-        since_at = parse_stamp(since) if since is not None else None
+        cursor = IncrementalCursor(since, STAMPS, lookback=self.lookback)  # ValueError now
         if stream == "stages":
             return self._stages()
         if stream == "users":
@@ -156,9 +151,9 @@ class HubSpotConnector(WritesThroughTargets):
                 return iter(())
             filters = [{"propertyName": self.mapping.churn_date, "operator": "HAS_PROPERTY"}]
             properties = ["name", "createdate", self.mapping.churn_date]
-            return self._incremental(COMPANIES, properties, filters, since_at)
+            return self._incremental(COMPANIES, properties, filters, cursor)
         if stream == "deals":
-            return self._deals(since_at)
+            return self._deals(cursor)
         if stream == "activities":
             demos = self.mapping.demos
             if demos is None:
@@ -167,7 +162,7 @@ class HubSpotConnector(WritesThroughTargets):
                 {"propertyName": demos.type_field, "operator": "IN", "values": list(demos.values)}
             ]
             properties = [demos.type_field, demos.owner_field, demos.start_field]
-            return self._incremental(demos.object, properties, filters, since_at)
+            return self._incremental(demos.object, properties, filters, cursor)
         if stream == "quotas":
             return self._quotas()
         return iter(())  # currencies: see the module doc
@@ -261,70 +256,61 @@ class HubSpotConnector(WritesThroughTargets):
     def _stages(self) -> Iterator[Page]:
         yield Page("stages", self._pipelines(), None)
 
+    def _list(self, what: str, method: Any, *args: Any, **options: Any) -> Iterator[dict[str, Any]]:
+        """The answers of a list endpoint, page after page along ``paging.next.after``."""
+
+        def send(after: str | None) -> dict[str, Any]:
+            extra: dict[str, Any] = {"after": after} if after is not None else {}
+            answer = self._call("api", what, method, *args, **options, **extra)
+            return answer.body if isinstance(answer.body, dict) else {}
+
+        return follow(send, AfterPaginator())
+
     def _owners(self) -> Iterator[Page]:
         for archived in (False, True):
-            after: str | None = None
-            while True:
-                options: dict[str, Any] = {"limit": LIST_PAGE, "archived": archived}
-                if after is not None:
-                    options["after"] = after
-                answer = self._call(
-                    "api", "GET /crm/v3/owners/", self.apis.owners.get_page, **options
-                )
-                body = answer.body if isinstance(answer.body, dict) else {}
+            owners = self.apis.owners.get_page
+            for body in self._list(
+                "GET /crm/v3/owners/", owners, limit=LIST_PAGE, archived=archived
+            ):
                 records = [r for r in body.get("results") or () if isinstance(r, dict)]
                 for record in records:
                     record.setdefault("archived", archived)
                 yield Page("users", records, None)
-                after = ((body.get("paging") or {}).get("next") or {}).get("after")
-                if not after:
-                    break
 
     def _incremental(
         self,
         object_type: str,
         properties: Sequence[str],
         filters: Sequence[dict[str, Any]],
-        since: dt.datetime | None,
+        cursor: IncrementalCursor,
         stream: str | None = None,
         *,
         enrich: Any = None,
     ) -> Iterator[Page]:
         stream = stream or {COMPANIES: "accounts"}.get(object_type, "activities")
-        since_ms = to_ms(since - self.lookback) if since is not None else None
-        started = self.transport.server_time
-        high = to_ms(since) if since is not None else None
+        # The server's clock before the first search (the latest answer's), else the first
+        # search's own.
+        cursor.note_server_time(self.transport.server_time)
         pages = windowed_search(
             self._search(object_type),
             properties=properties,
             filters=filters,
             stamp_property=STAMP,
-            since_ms=since_ms,
+            since_ms=to_ms(cursor.start) if cursor.start is not None else None,
             page_size=self.page_size,
         )
         page: list[dict[str, Any]] | None = next(pages, None)
-        if started is None:
-            started = self.transport.server_time
+        cursor.note_server_time(self.transport.server_time)
         if page is None:
             # Nothing changed: one empty page, so the cursor still moves to the server's time.
-            if started is not None:
-                high = to_ms(started) if high is None else max(high, to_ms(started))
-            cursor = (
-                format_stamp(dt.datetime.fromtimestamp(high / 1000, dt.UTC))
-                if high is not None
-                else None
-            )
-            yield Page(stream, [], cursor)
+            yield Page(stream, [], cursor.advance(None, last=True))
             return
         while page is not None:
             following = next(pages, None)
-            newest = max(stamp_ms(record, STAMP) for record in page)
-            high = newest if high is None else max(high, newest)
-            if following is None and started is not None:
-                high = max(high, to_ms(started))
+            latest = STAMPS.latest(_stamp_text(record) for record in page)
+            value = cursor.advance(latest, last=following is None)
             records = enrich(page) if enrich is not None else page
-            cursor = format_stamp(dt.datetime.fromtimestamp(high / 1000, dt.UTC))
-            yield Page(stream, records, cursor)
+            yield Page(stream, records, value)
             page = following
 
     def deal_properties(self) -> list[str]:
@@ -356,7 +342,7 @@ class HubSpotConnector(WritesThroughTargets):
         ]
         return properties + [f"{DATE_ENTERED}{stage_id}" for stage_id in self._stage_ids or ()]
 
-    def _deals(self, since: dt.datetime | None) -> Iterator[Page]:
+    def _deals(self, cursor: IncrementalCursor) -> Iterator[Page]:
         mapping = self.mapping
         properties = self.deal_properties()
         filters: list[dict[str, Any]] = []
@@ -364,44 +350,36 @@ class HubSpotConnector(WritesThroughTargets):
             filters.append(
                 {"propertyName": mapping.pipeline, "operator": "IN", "values": mapping.pipelines}
             )
-        if since is not None:
-            archived = self._archived(DEALS, since - self.lookback)
+        if cursor.start is not None:
+            archived = self._archived(DEALS, cursor.start)
             if archived:
                 yield Page("deals", [], None, deleted_ids=archived)
         enrich = self._with_close_date_history if mapping.close_date_history else None
-        yield from self._incremental(DEALS, properties, filters, since, "deals", enrich=enrich)
+        yield from self._incremental(DEALS, properties, filters, cursor, "deals", enrich=enrich)
 
     def _archived(self, object_type: str, since: dt.datetime) -> list[str]:
         """Ids of records archived at or after ``since`` (the list answers all archived
         records: HubSpot cannot filter it by time)."""
         ids: list[str] = []
-        after: str | None = None
-        what = f"GET /crm/v3/objects/{object_type}"
-        while True:
-            options: dict[str, Any] = {
-                "limit": LIST_PAGE,
-                "archived": True,
-                "properties": ["hs_object_id"],
-            }
-            if after is not None:
-                options["after"] = after
-            answer = self._call(
-                "api", what, self.apis.objects_basic.get_page, object_type, **options
-            )
-            body = answer.body if isinstance(answer.body, dict) else {}
+        for body in self._list(
+            f"GET /crm/v3/objects/{object_type}",
+            self.apis.objects_basic.get_page,
+            object_type,
+            limit=LIST_PAGE,
+            archived=True,
+            properties=["hs_object_id"],
+        ):
             for record in body.get("results") or ():
                 if not isinstance(record, dict) or record.get("id") is None:
                     continue
                 when = record.get("archivedAt") or record.get("updatedAt")
                 try:
-                    archived_at = parse_stamp(when) if when else None
+                    archived_at = STAMPS.parse(when) if when else None
                 except ValueError:
                     archived_at = None
                 if archived_at is None or archived_at >= since:
                     ids.append(str(record["id"]))
-            after = ((body.get("paging") or {}).get("next") or {}).get("after")
-            if not after:
-                return ids
+        return ids
 
     def _with_close_date_history(self, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The page's deals with ``propertiesWithHistory`` of the close date (batch read, 50
@@ -466,3 +444,9 @@ def connect_hubspot(
     """The connector for one run of ``source`` (``environ`` resolves secrets; default
     ``os.environ``). Options meant for other CRMs (``rep_start_date_field``) are ignored."""
     return HubSpotConnector(source, currency, retry_policy=retry_policy, environ=environ)
+
+
+def _stamp_text(record: dict[str, Any]) -> Any:
+    """A search result's modification stamp as sent (its ``updatedAt`` if the property is
+    missing), as the windowed search reads it."""
+    return (record.get("properties") or {}).get(STAMP) or record.get("updatedAt")

@@ -32,23 +32,21 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import urllib3
-
 from crm_kpi_worker.connectors.errors import (
-    Action,
     AuthenticationFailed,
-    ConnectionFailed,
     ConnectorError,
-    DailyLimitExceeded,
-    RateLimited,
     RequestRejected,
     ServerError,
     SessionExpired,
-    TlsError,
-    classify,
     error_details,
 )
-from crm_kpi_worker.connectors.retry import RetryPolicy, parse_retry_after
+from crm_kpi_worker.connectors.failures import (
+    ErrorWording,
+    answer_failure,
+    connection_failure,
+    tls_error,
+)
+from crm_kpi_worker.connectors.retry import RetryPolicy
 
 __all__ = ["Answer", "HubSpotTransport", "SlidingWindow"]
 
@@ -133,6 +131,7 @@ class HubSpotTransport:
         self.policy = policy
         self.renew = renew
         self.source = source
+        self.wording = ErrorWording("HubSpot", source, daily_limit="daily API limit")
         self.windows = _windows(search_per_second, per_10_seconds, clock=clock, sleep=policy.sleep)
         self._calls = 0
         self._lock = threading.Lock()
@@ -175,24 +174,11 @@ class HubSpotTransport:
         method, _, path = what.partition(" ")
         try:
             response = request()
-        except urllib3.exceptions.MaxRetryError as exc:
-            if isinstance(exc.reason, urllib3.exceptions.SSLError):
-                raise _tls_error(path, method) from None
-            raise ConnectionFailed(
-                f"the connection failed ({type(exc.reason).__name__})", url=path, method=method
-            ) from None
-        except urllib3.exceptions.SSLError:
-            raise _tls_error(path, method) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ConnectionFailed(
-                f"the connection failed ({type(exc).__name__})", url=path, method=method
-            ) from None
-        except Exception as exc:  # every generated package has its own ApiException class
-            if not hasattr(exc, "status") or not hasattr(exc, "headers"):
+        except Exception as exc:
+            failure = self._failure(exc, method, path)
+            if failure is None:
                 raise
-            if not exc.status:  # the client wraps urllib3's SSLError as status 0
-                raise _tls_error(path, method) from None
-            raise self._error(exc, method, path) from None
+            raise failure from None
         headers = response.headers
         self._note(headers)
         data = response.data
@@ -217,11 +203,36 @@ class HubSpotTransport:
             ) from None
         return Answer(status, body, headers)
 
+    def _failure(self, exc: Exception, method: str, path: str) -> ConnectorError | None:
+        """The typed error of a call that raised ``exc`` (None when it is none of the
+        transport's or the API's)."""
+        failure = connection_failure(exc, self.wording, url=path, method=method)
+        if failure is not None:
+            return failure
+        # Every generated package has its own ApiException class: known by its attributes.
+        if not hasattr(exc, "status") or not hasattr(exc, "headers"):
+            return None
+        if not exc.status:  # the client wraps urllib3's SSLError as status 0
+            return tls_error(self.wording, url=path, method=method)
+        return self._error(exc, method, path)
+
     def _error(self, exc: Any, method: str, path: str) -> ConnectorError:
         status = int(exc.status or 0)
         body = exc.body
         headers = exc.headers or {}
         self._note(headers)
+        failure = answer_failure(
+            status,
+            body,
+            lambda name: _header(headers, name),
+            self.wording,
+            url=path,
+            method=method,
+            now=self.policy.clock(),
+            reason=getattr(exc, "reason", None),
+        )
+        if failure is not None:
+            return failure
         code, message = error_details(body)
         details: dict[str, Any] = {
             "status": status,
@@ -230,19 +241,7 @@ class HubSpotTransport:
             "method": method,
             "body": body,
         }
-        rule = classify(status=status, code=code, message=message)
         text = message or getattr(exc, "reason", None) or "no message"
-        if rule.action is Action.STOP_RUN and status == 429:
-            return DailyLimitExceeded(
-                f"source '{self.source}': HubSpot's daily API limit is used up ({text}); the"
-                " run stops and resumes from its stored cursors once the limit resets",
-                **details,
-            )
-        if status == 429:
-            retry_after = parse_retry_after(_header(headers, "Retry-After"), self.policy.clock())
-            return RateLimited(f"rate limited: {text}", retry_after=retry_after, **details)
-        if rule.action is Action.RETRY:
-            return ServerError(f"server error: {text}", **details)
         if status == 401:
             error = SessionExpired(
                 f"source '{self.source}': HubSpot refused the access token ({text}); check the"
@@ -284,15 +283,6 @@ class _Expired(ConnectorError):
     def __init__(self, error: SessionExpired) -> None:
         super().__init__(error.detail)
         self.error = error
-
-
-def _tls_error(path: str, method: str) -> TlsError:
-    return TlsError(
-        "HubSpot's TLS certificate could not be verified; behind a TLS-inspecting proxy, set"
-        " the source's ca_bundle to the proxy's CA (PEM)",
-        url=path,
-        method=method,
-    )
 
 
 def _header(headers: Any, name: str) -> str | None:

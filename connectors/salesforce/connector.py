@@ -37,6 +37,7 @@ from crm_kpi_worker.connectors.errors import (
     SessionExpired,
     error_details,
 )
+from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import soql
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
@@ -45,7 +46,6 @@ from crm_kpi_worker.connectors.salesforce.resources import (
     QueryPager,
     StreamQueries,
     StreamQuery,
-    parse_stamp,
 )
 from crm_kpi_worker.connectors.salesforce.settings import (
     CURRENCY_FIELDS,
@@ -127,28 +127,27 @@ class SalesforceConnector(WritesThroughTargets):
     def pull(self, stream: str, since: str | None) -> Iterator[Page]:
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
-        if since is not None:
-            parse_stamp(since)  # a clear ValueError now, not a malformed query later
+        cursor = self.queries.cursor_for(since)  # a clear ValueError now, not a bad query later
         query = self.queries.build(stream, since)
         if query is None:
             return iter(())
-        return self._pages(query, since)
+        return self._pages(query, cursor if query.incremental else None)
 
-    def _pages(self, query: StreamQuery, since: str | None) -> Iterator[Page]:
+    def _pages(self, query: StreamQuery, cursor: IncrementalCursor | None) -> Iterator[Page]:
         if query.stream == "currencies" and self._currency_page is not None:
             answer, self._currency_page = self._currency_page, None
-            yield from QueryPager(self.client, lambda thunk: answer, query, None)
+            yield from QueryPager(self.client, lambda thunk: answer, query)
             return
         if query.stream == "stages" and self._stage_page is not None:
             stages, self._stage_page = self._stage_page, None
-            yield from QueryPager(self.client, lambda thunk: stages, query, None)
+            yield from QueryPager(self.client, lambda thunk: stages, query)
             return
         try:
             yield from QueryPager(
                 self.client,
                 self._fetch,
                 query,
-                since if query.incremental else None,
+                cursor,
                 server_time=lambda: self._transport.server_time,
             )
         except RequestRejected as error:
@@ -158,7 +157,7 @@ class SalesforceConnector(WritesThroughTargets):
             if query.stream == "quotas" and error.code == "INVALID_FIELD":
                 fallback = self.queries.quotas_without_period()
                 if fallback is not None:
-                    yield from QueryPager(self.client, self._fetch, fallback, None)
+                    yield from QueryPager(self.client, self._fetch, fallback)
                     return
             raise
 

@@ -22,12 +22,11 @@ and incremental pulls agree on it; the price is that a record leaving the popula
 date cleared, an event retyped from Demo) is not seen by incremental pulls, only by the next
 full pull (whose sweep drops what it no longer sees).
 
-A page is one API answer. Its cursor is the largest SystemModstamp seen so far (never below
-the ``since`` it started from), so cursors never go back. The last page's cursor is the
-server's time when the pull started (its ``Date`` header) if that is later: every record
-committed after that moment carries a stamp no earlier than that time minus the transaction's
-length, which the lookback covers, so a quiet org's next pull re-reads only the last minutes
-rather than, forever, the records around its latest change. Records the CRM reports deleted
+A page is one API answer; its cursor comes from the shared
+:class:`~crm_kpi_worker.connectors.incremental.IncrementalCursor` (the largest
+SystemModstamp so far; on the last page the server's time when the query ran, its ``Date``
+header, if later), and ``nextRecordsUrl`` is followed by the shared
+:class:`~crm_kpi_worker.connectors.paging.NextUrlPaginator`. Records the CRM reports deleted
 (``IsDeleted``) are in ``deleted_ids`` as well as in ``records``. Child results a page leaves
 unfinished (``done: false``) are completed along their ``nextRecordsUrl`` before the page is
 handed out. Records are handed out as the API sends them, ``attributes`` (type and URL
@@ -38,13 +37,14 @@ every record to delete it cost more than a tenth of the pull.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from crm_kpi_worker.connectors.base import Page
 from crm_kpi_worker.connectors.errors import RequestRejected
+from crm_kpi_worker.connectors.incremental import IncrementalCursor
+from crm_kpi_worker.connectors.paging import NextUrlPaginator, follow
 from crm_kpi_worker.connectors.salesforce import soql
 from crm_kpi_worker.connectors.salesforce.settings import (
     CONVERTED_AMOUNT,
@@ -58,6 +58,7 @@ from crm_kpi_worker.connectors.salesforce.settings import (
     STAGE_FIELDS,
     STAGE_HISTORY,
     STAGE_HISTORY_FIELDS,
+    STAMPS,
     STANDARD_STAGE_FIELD,
     USER_FIELDS,
     SalesforceSettings,
@@ -73,54 +74,9 @@ __all__ = [
     "parse_stamp",
 ]
 
-_STAMP = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:?\d{2})$"
-)
-
-
-def _latest_stamp(records: list[dict[str, Any]]) -> dt.datetime | None:
-    """The largest cursor stamp of a page. Salesforce writes them fixed-width in UTC, where
-    text order is time order: one parse per page instead of one per record; any mix of
-    formats falls back to parsing them all."""
-    stamps = [s for s in (r.get(CURSOR_FIELD) for r in records) if isinstance(s, str)]
-    if not stamps:
-        return None
-    if len({(len(s), s[-5:]) for s in stamps}) == 1:
-        return parse_stamp(max(stamps))
-    return max(parse_stamp(s) for s in stamps)
-
-
-def parse_stamp(value: str) -> dt.datetime:
-    """A Salesforce datetime (``2026-09-30T12:00:00.000+0000``, ``...Z``, ``...+00:00``)."""
-    match = _STAMP.match(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(
-            f"not a Salesforce datetime: {value!r}; expected e.g. 2026-09-30T12:00:00.000+0000"
-        )
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    if zone == "Z":
-        offset = dt.timedelta(0)
-    else:
-        digits = zone[1:].replace(":", "")
-        offset = dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        offset = -offset if zone[0] == "-" else offset
-    micro = int((fraction or "0").ljust(6, "0"))
-    return dt.datetime(
-        int(year),
-        int(month),
-        int(day),
-        int(hour),
-        int(minute),
-        int(second),
-        micro,
-        tzinfo=dt.timezone(offset),
-    ).astimezone(dt.UTC)
-
-
-def format_stamp(value: dt.datetime) -> str:
-    """The Salesforce form of an instant: ``2026-09-30T12:00:00.000+0000`` (UTC)."""
-    utc = value.astimezone(dt.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
+#: One stamp parser for every CRM (connectors.stamps), with Salesforce's errors and form.
+parse_stamp = STAMPS.parse
+format_stamp = STAMPS.format
 
 
 @dataclass(frozen=True)
@@ -161,10 +117,14 @@ class StreamQueries:
         builder: Callable[[str | None], StreamQuery | None] = getattr(self, f"_{stream}")
         return builder(since)
 
+    def cursor_for(self, since: str | None) -> IncrementalCursor:
+        """The cursor of a pull since ``since`` (a stored cursor; None: everything)."""
+        return IncrementalCursor(since, STAMPS, lookback=self.settings.lookback)
+
     def _window(self, since: str | None) -> list[str]:
-        if since is None:
+        start = self.cursor_for(since).start
+        if start is None:
             return []
-        start = parse_stamp(since) - self.settings.lookback
         return [f"{CURSOR_FIELD} >= {soql.datetime_literal(start)}"]
 
     _ORDER = (CURSOR_FIELD, "Id")
@@ -312,8 +272,9 @@ Fetch = Callable[[Callable[[], Any]], Any]
 class QueryPager:
     """The pages of one query: ``query``, then ``query_more`` along ``nextRecordsUrl``.
 
-    ``fetch(thunk)`` runs one client call (error translation lives with the caller). A
-    ``nextRecordsUrl`` seen twice is refused rather than looped on.
+    ``fetch(thunk)`` runs one client call (error translation lives with the caller).
+    ``cursor`` gives each page its cursor (None: a stream pulled whole, pages without one);
+    ``server_time()`` is the server's clock at the latest answer.
     """
 
     def __init__(
@@ -321,59 +282,45 @@ class QueryPager:
         client: Any,
         fetch: Fetch,
         query: StreamQuery,
-        since: str | None,
+        cursor: IncrementalCursor | None = None,
         server_time: Callable[[], dt.datetime | None] = lambda: None,
     ) -> None:
         self.client = client
         self.fetch = fetch
         self.query = query
-        self.since = since
+        self.cursor = cursor
         self.server_time = server_time
-        self._seen_urls: set[str] = set()
+        #: One paginator for the query and its child results: no URL is followed twice.
+        self.paginator = NextUrlPaginator()
+
+    def _send(self, url: str | None) -> dict[str, Any]:
+        query = self.query
+        if url is None:
+            first: dict[str, Any] = self.fetch(
+                lambda: self.client.query(query.soql, include_deleted=query.include_deleted)
+            )
+            return first
+        more: dict[str, Any] = self.fetch(
+            lambda: self.client.query_more(url, identifier_is_url=True)
+        )
+        return more
 
     def __iter__(self) -> Iterator[Page]:
-        query = self.query
-        result = self.fetch(
-            lambda: self.client.query(query.soql, include_deleted=query.include_deleted)
-        )
-        started = self.server_time()  # the server's clock when the query ran
-        cursor = parse_stamp(self.since) if self.since is not None else None
-        while True:
+        cursor = self.cursor
+        started = False
+        for result in follow(self._send, self.paginator):
+            if not started and cursor is not None:
+                cursor.note_server_time(self.server_time())  # its clock when the query ran
+            started = True
             records = _records(result)
             for record in records:
                 self._complete_children(record)
             deleted = [str(r.get("Id")) for r in records if r.get("IsDeleted") is True]
             page_cursor = None
-            if query.incremental:
-                latest = _latest_stamp(records)
-                if latest is not None:
-                    cursor = latest if cursor is None or latest > cursor else cursor
-                last = result.get("done", True) is not False
-                if last and started is not None and (cursor is None or started > cursor):
-                    cursor = started
-                page_cursor = format_stamp(cursor) if cursor is not None else None
-            yield Page(query.stream, records, page_cursor, deleted)
-            if result.get("done", True) is not False:
-                return
-            result = self.fetch_more(result)
-
-    def fetch_more(self, result: dict[str, Any]) -> dict[str, Any]:
-        url = result.get("nextRecordsUrl")
-        if not isinstance(url, str) or not url.startswith("/"):
-            raise RequestRejected(
-                "Salesforce said more records follow (done: false) but gave no nextRecordsUrl",
-                code="UNEXPECTED_RESPONSE",
-            )
-        if url in self._seen_urls:
-            raise RequestRejected(
-                "Salesforce returned the same nextRecordsUrl twice; stopping instead of looping",
-                code="UNEXPECTED_RESPONSE",
-            )
-        self._seen_urls.add(url)
-        answer: dict[str, Any] = self.fetch(
-            lambda: self.client.query_more(url, identifier_is_url=True)
-        )
-        return answer
+            if cursor is not None:
+                latest = STAMPS.latest(r.get(CURSOR_FIELD) for r in records)
+                page_cursor = cursor.advance(latest, last=result.get("done", True) is not False)
+            yield Page(self.query.stream, records, page_cursor, deleted)
 
     def _complete_children(self, record: dict[str, Any]) -> None:
         results = [
@@ -384,8 +331,8 @@ class QueryPager:
         for name, value in results:
             children = _records(value)  # a new list
             chunk = value
-            while chunk.get("done", True) is False:
-                chunk = self.fetch_more(chunk)
+            while (url := self.paginator.advance(chunk)) is not None:
+                chunk = self._send(url)
                 children.extend(_records(chunk))
             record[name] = {
                 "totalSize": value.get("totalSize"),

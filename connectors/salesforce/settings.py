@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from crm_kpi_worker.connectors.incremental import DEFAULT_LOOKBACK
+from crm_kpi_worker.connectors.stamps import StampFormat
 from crm_kpi_worker.sync.config import SalesforceSource
 
 __all__ = [
@@ -25,14 +27,15 @@ __all__ = [
     "STAGE_FIELDS",
     "STAGE_HISTORY",
     "STAGE_HISTORY_FIELDS",
+    "STAMPS",
     "STANDARD_STAGE_FIELD",
     "USER_FIELDS",
     "SalesforceSettings",
 ]
 
-#: Incremental pulls re-read this much before the stored cursor: records committed late with
-#: an earlier SystemModstamp (long transactions) are not lost; the pipeline de-duplicates.
-DEFAULT_LOOKBACK = dt.timedelta(minutes=5)
+#: Salesforce writes instants as 2026-09-30T12:00:00.000+0000 (UTC). The lookback incremental
+#: pulls re-read before the stored cursor is the shared DEFAULT_LOOKBACK (connectors.incremental).
+STAMPS = StampFormat("Salesforce", "+0000")
 #: sObject Collections take at most 200 records per call.
 COLLECTION_BATCH_SIZE = 200
 #: Every incremental stream is read in SystemModstamp order: it moves on every change,
