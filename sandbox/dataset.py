@@ -1,8 +1,9 @@
 """The CRM-neutral data set both sandbox CRMs serve.
 
 The generator (``generator.py``: ``demo_scenario.py`` then ``filler.py``) fills it; each
-sandbox renders it in its own CRM's shape (Salesforce sObjects, HubSpot objects). Tables are columnar: one numpy array per column, so a
-million deals fit in tens of megabytes and filters run vectorised.
+sandbox renders it in its own CRM's shape (Salesforce sObjects, HubSpot objects). Tables are
+columnar: one numpy array per column, so a million deals fit in tens of
+megabytes and filters run vectorised.
 
 Conventions for every table:
 - timestamps are ``int64`` milliseconds since the Unix epoch, UTC;
