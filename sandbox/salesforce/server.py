@@ -42,8 +42,9 @@ from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.salesforce import engine
+from crm_kpi_worker.sandbox.salesforce.catalog import ORG_ID
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
-from crm_kpi_worker.sandbox.salesforce.org import ORG_ID, RecordError, SandboxOrg
+from crm_kpi_worker.sandbox.salesforce.org import RecordError, SandboxOrg
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
 from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
 from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer
