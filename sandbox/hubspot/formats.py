@@ -14,6 +14,7 @@ import unicodedata
 import numpy as np
 
 from crm_kpi_worker.sandbox import dataset as ds
+from crm_kpi_worker.sandbox.columns import ms_to_iso
 
 NULL_MS = np.int64(np.iinfo(np.int64).min)
 NULL_DAY = ds.NULL_DAY
@@ -22,19 +23,12 @@ DAY_MS = 86_400_000
 
 def iso_ms(values: np.ndarray) -> list[str | None]:
     """Epoch-ms int64 values as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (NULL_MS: None)."""
-    values = np.asarray(values, dtype=np.int64)
-    null = values == NULL_MS
-    text = np.datetime_as_string(np.where(null, 0, values).astype("datetime64[ms]"), unit="ms")
-    return [None if n else t + "Z" for n, t in zip(null.tolist(), text.tolist(), strict=True)]
+    return ms_to_iso(np.asarray(values, dtype=np.int64), NULL_MS, suffix="Z")
 
 
 def iso_seconds(values: np.ndarray) -> list[str | None]:
     """Epoch-ms values as ``YYYY-MM-DDTHH:MM:SSZ`` (closedate's format)."""
-    values = np.asarray(values, dtype=np.int64)
-    null = values == NULL_MS
-    seconds = np.where(null, 0, values) // 1000
-    text = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
-    return [None if n else t + "Z" for n, t in zip(null.tolist(), text.tolist(), strict=True)]
+    return ms_to_iso(np.asarray(values, dtype=np.int64), NULL_MS, suffix="Z", unit="s")
 
 
 def stamp(ms: int) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from crm_kpi_worker.sandbox.columns import days_to_iso
 from crm_kpi_worker.sandbox.hubspot.formats import (
     DAY_MS,
     NULL_DAY,
@@ -93,10 +94,7 @@ class DayColumn(ArrayColumn):
     dtype = np.int32
 
     def render(self, rows: np.ndarray) -> list[str | None]:
-        values = self.values[rows]
-        null = values == NULL_DAY
-        text = np.datetime_as_string(np.where(null, 0, values).astype("datetime64[D]"), unit="D")
-        return [None if n else t for n, t in zip(null.tolist(), text.tolist(), strict=True)]
+        return days_to_iso(self.values[rows], NULL_DAY)
 
     def keys(self) -> np.ndarray:
         values = self.values

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crm_kpi_worker.sandbox import dataset as ds
+from crm_kpi_worker.sandbox.columns import grown
 from crm_kpi_worker.sandbox.salesforce.catalog import (
     ADMIN_USERNAME,
     EVENT_TYPES,
@@ -907,7 +908,7 @@ class DerivedStringColumn(StringColumn):
         self.codes = np.full(base_rows, -2, dtype=np.int32)  # -2: derived, -1: null
 
     def ensure(self, size: int) -> None:
-        self.codes = _grow_codes(self.codes, size)
+        self.codes = grown(self.codes, size, -1)
 
     def to_json(self, rows: np.ndarray) -> list[Any]:
         codes = self.codes[rows]
@@ -934,11 +935,3 @@ class DerivedStringColumn(StringColumn):
         keys = np.empty(len(rows), dtype=np.int64)
         keys[order] = np.arange(len(rows))
         return keys, null
-
-
-def _grow_codes(codes: np.ndarray, size: int) -> np.ndarray:
-    if size <= len(codes):
-        return codes
-    grown = np.full(max(size, len(codes) * 2, 16), -1, dtype=np.int32)
-    grown[: len(codes)] = codes
-    return grown
