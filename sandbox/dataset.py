@@ -1,8 +1,9 @@
 """The CRM-neutral data set both sandbox CRMs serve.
 
-The generator (``generator.py``) fills it; each sandbox renders it in its own CRM's shape
-(Salesforce sObjects, HubSpot objects). Tables are columnar: one numpy array per column, so a
-million deals fit in tens of megabytes and filters run vectorised.
+The generator (``generator.py``: ``demo_scenario.py`` then ``filler.py``) fills it; each
+sandbox renders it in its own CRM's shape (Salesforce sObjects, HubSpot objects). Tables are
+columnar: one numpy array per column, so a million deals fit in tens of
+megabytes and filters run vectorised.
 
 Conventions for every table:
 - timestamps are ``int64`` milliseconds since the Unix epoch, UTC;
@@ -16,7 +17,8 @@ Conventions for every table:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -204,3 +206,31 @@ class Dataset:
     quotas: QuotaTable
     # Free-form facts about the scenario (e.g. {"alice": 0}) for tests and docs.
     notes: dict[str, object] = field(default_factory=dict)
+
+
+# ---- whole-table operations (the generator's assembly) ----------------------------------
+
+_T = TypeVar("_T")
+
+
+def concat_tables(first: _T, second: _T) -> _T:
+    """Concatenate two tables column by column, emptying both as it goes (bounded memory)."""
+    values: dict[str, Any] = {}
+    for f in fields(first):  # type: ignore[arg-type]
+        a, b = getattr(first, f.name), getattr(second, f.name)
+        setattr(first, f.name, None)
+        setattr(second, f.name, None)
+        values[f.name] = a + b if isinstance(a, list) else np.concatenate([a, b])
+        del a, b
+    return type(first)(**values)
+
+
+def take_rows(table: _T, order: np.ndarray) -> _T:
+    """Reorder a table's rows, emptying it column by column as it goes."""
+    values: dict[str, Any] = {}
+    for f in fields(table):  # type: ignore[arg-type]
+        column = getattr(table, f.name)
+        setattr(table, f.name, None)
+        values[f.name] = [column[i] for i in order] if isinstance(column, list) else column[order]
+        del column
+    return type(table)(**values)

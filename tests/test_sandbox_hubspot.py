@@ -19,7 +19,8 @@ from urllib3.util.retry import Retry
 from crm_kpi_worker.sandbox import dataset as ds
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.generator import generate
-from crm_kpi_worker.sandbox.hubspot.portal import STAGE_IDS, parse_datetime_ms
+from crm_kpi_worker.sandbox.hubspot.catalog import STAGE_IDS
+from crm_kpi_worker.sandbox.hubspot.formats import parse_datetime_ms
 from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
 from crm_kpi_worker.sync.cli import main
 

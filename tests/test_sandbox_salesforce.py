@@ -372,7 +372,7 @@ def test_child_subqueries_return_history_in_order(
     history = answer["records"][0]["OpportunityHistories"]
     rows = np.flatnonzero(changes.deal == deal)
     assert history["totalSize"] == len(rows)
-    from crm_kpi_worker.sandbox.salesforce.org import SF_STAGES
+    from crm_kpi_worker.sandbox.salesforce.catalog import SF_STAGES
 
     assert [h["StageName"] for h in history["records"]] == [
         SF_STAGES[ds.STAGES[s]][0] for s in changes.stage[rows]

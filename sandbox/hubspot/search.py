@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from crm_kpi_worker.sandbox.hubspot.portal import ObjectStore, WriteError
+from crm_kpi_worker.sandbox.hubspot.objects import ObjectStore
+from crm_kpi_worker.sandbox.hubspot.portal import WriteError
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 10

@@ -43,16 +43,10 @@ from werkzeug.wrappers import Request, Response
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.hubspot import search as search_engine
-from crm_kpi_worker.sandbox.hubspot.portal import (
-    HS_STAGES,
-    PIPELINE_ID,
-    PIPELINE_LABEL,
-    PORTAL_ID,
-    HubSpotPortal,
-    ObjectStore,
-    WriteError,
-    stamp,
-)
+from crm_kpi_worker.sandbox.hubspot.catalog import HS_STAGES, PIPELINE_ID, PIPELINE_LABEL, PORTAL_ID
+from crm_kpi_worker.sandbox.hubspot.formats import stamp
+from crm_kpi_worker.sandbox.hubspot.objects import ObjectStore
+from crm_kpi_worker.sandbox.hubspot.portal import HubSpotPortal, WriteError
 from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer
 from crm_kpi_worker.sandbox.serving import Stats as ServedStats
 

@@ -157,6 +157,18 @@ def date_literal_range(
         raise ValueError(f"fiscal_year_start_month must be 1..12, not {fiscal_year_start_month}")
     if not 0 <= week_start <= 6:
         raise ValueError(f"week_start must be 0 (Monday)..6 (Sunday), not {week_start}")
+    name, n = _checked_literal(lit)
+    days = _day_range(name, n, today)
+    if days is not None:
+        return days
+    unit, shape = _PERIOD_LITERALS[name]
+    if unit == "WEEK":
+        return _week_range(shape, n, today, week_start)
+    return _month_based_range(unit, shape, n, today, fiscal_year_start_month)
+
+
+def _checked_literal(lit: DateFunctionLit) -> tuple[str, int]:
+    """The literal's upper-cased name and its ``n`` (0 for literals without one)."""
     name = lit.name.upper()
     n = lit.n
     if name in N_DATE_LITERALS:
@@ -164,14 +176,16 @@ def date_literal_range(
             raise ValueError(f"{name} needs a number: {name}:n")
         if n < 0:
             raise ValueError(f"{name}:{n}: n must not be negative")
-    elif name in DATE_LITERALS:
+        return name, n
+    if name in DATE_LITERALS:
         if n is not None:
             raise ValueError(f"{name} does not take a number")
-        n = 0
-    else:
-        raise ValueError(f"unknown date literal: {lit.name}")
+        return name, 0
+    raise ValueError(f"unknown date literal: {lit.name}")
 
-    # ---- days ----
+
+def _day_range(name: str, n: int, today: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The range of a literal counted in days; None for the period-based literals."""
     if name == "TODAY":
         return today, today + _ONE_DAY
     if name == "YESTERDAY":
@@ -189,27 +203,30 @@ def date_literal_range(
     if name == "N_DAYS_AGO":
         day = today - dt.timedelta(days=n)
         return day, day + _ONE_DAY
+    return None
 
-    unit, shape = _PERIOD_LITERALS[name]
 
-    # ---- weeks ----
-    if unit == "WEEK":
-        week = today - dt.timedelta(days=(today.weekday() - week_start) % 7)
-        length = dt.timedelta(days=7)
-        if shape == "THIS":
-            return week, week + length
-        if shape == "LAST":
-            return week - length, week
-        if shape == "NEXT":
-            return week + length, week + 2 * length
-        if shape == "LAST_N":
-            return week - n * length, week
-        if shape == "NEXT_N":
-            return week + length, week + (n + 1) * length
-        start = week - n * length  # N_AGO
-        return start, start + length
+def _week_range(shape: str, n: int, today: dt.date, week_start: int) -> tuple[dt.date, dt.date]:
+    week = today - dt.timedelta(days=(today.weekday() - week_start) % 7)
+    length = dt.timedelta(days=7)
+    if shape == "THIS":
+        return week, week + length
+    if shape == "LAST":
+        return week - length, week
+    if shape == "NEXT":
+        return week + length, week + 2 * length
+    if shape == "LAST_N":
+        return week - n * length, week
+    if shape == "NEXT_N":
+        return week + length, week + (n + 1) * length
+    start = week - n * length  # N_AGO
+    return start, start + length
 
-    # ---- months, quarters, years (calendar or fiscal) ----
+
+def _month_based_range(
+    unit: str, shape: str, n: int, today: dt.date, fiscal_year_start_month: int
+) -> tuple[dt.date, dt.date]:
+    """Months, quarters, years (calendar or fiscal)."""
     month_start = dt.date(today.year, today.month, 1)
     if unit == "MONTH":
         return _periods(month_start, 1, shape, n)

@@ -13,7 +13,6 @@ an inactive stage the demo mapping does not know.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,69 +22,26 @@ from typing import Any
 import numpy as np
 
 from crm_kpi_worker.sandbox import dataset as ds
-from crm_kpi_worker.sandbox.salesforce.ids import case_safe_suffix, make_id
+from crm_kpi_worker.sandbox.salesforce.catalog import (
+    picklist_of,
+)
+from crm_kpi_worker.sandbox.salesforce.ids import make_id
+from crm_kpi_worker.sandbox.salesforce.seeding import seed_org
 from crm_kpi_worker.sandbox.salesforce.store import (
-    NULL_DAY,
-    NULL_MS,
     BoolColumn,
-    ChildRelationship,
     Column,
-    ComputedColumn,
     DateColumn,
     DateTimeColumn,
     FieldDef,
     FieldValueError,
     NumberColumn,
-    PicklistValue,
-    PolymorphicReferenceColumn,
     ReferenceColumn,
     SObjectDef,
     StringColumn,
     Table,
-    days_to_json,
     id_column,
-    ms_to_json,
 )
 
-ORG_ID15 = "00DSb0000000001"
-ORG_ID = ORG_ID15 + case_safe_suffix(ORG_ID15)
-ADMIN_USERNAME = "demo@sandbox.local"
-
-SF_STAGES = {
-    # neutral key: (StageName, default probability, ForecastCategoryName, closed, won, active)
-    "prospecting": ("Prospecting", 10.0, "Pipeline", False, False, True),
-    "qualification": ("Qualification", 20.0, "Pipeline", False, False, True),
-    "demo": ("Demo", 40.0, "Pipeline", False, False, True),
-    "proposal": ("Proposal", 60.0, "Best Case", False, False, True),
-    "negotiation": ("Negotiation", 80.0, "Commit", False, False, True),
-    "closed_won": ("Closed Won", 100.0, "Closed", True, True, True),
-    "closed_lost": ("Closed Lost", 0.0, "Omitted", True, False, True),
-    "legacy": ("Legacy Stage", 0.0, "Pipeline", False, False, False),
-}
-SF_TYPES = {
-    "new_business": "New Customer",
-    "expansion": "Existing Customer - Upgrade",
-    "renewal": "Renewal",
-    "other": "Existing Customer - Replacement",
-}
-EXTRA_TYPES = ("Existing Customer - Downgrade",)
-SF_FORECAST_NAMES = {
-    "pipeline": "Pipeline",
-    "best_case": "Best Case",
-    "commit": "Commit",
-    "closed": "Closed",
-    "omitted": "Omitted",
-}
-# ForecastCategoryName (label) -> ForecastCategory (API value)
-FORECAST_API_VALUES = {
-    "Pipeline": "Pipeline",
-    "Best Case": "BestCase",
-    "Commit": "Forecast",
-    "Closed": "Closed",
-    "Omitted": "Omitted",
-}
-EVENT_TYPES = {"demo": "Demo", "call": "Call", "meeting": "Meeting"}
-EXTRA_EVENT_TYPES = ("Email", "Other")
 TRACKED_HISTORY_FIELDS = ("stagename", "amount", "probability", "closedate")
 
 
@@ -109,10 +65,6 @@ class WriteOutcome:
     created: bool
 
 
-def _picklist(values: list[str]) -> tuple[PicklistValue, ...]:
-    return tuple(PicklistValue(v) for v in values)
-
-
 class SandboxOrg:
     """All tables of one sandbox org, and the operations the REST API performs on them."""
 
@@ -125,7 +77,8 @@ class SandboxOrg:
         # The org's clock never runs behind its own data (a reference date in the future).
         offset = max(0.0, (latest + 1000) / 1000 - clock())
         self.now_ms: Callable[[], int] = lambda: int((clock() + offset) * 1000)
-        self._build()
+        self.stage_by_name: dict[str, tuple[Any, ...]] = {}
+        seed_org(self)
 
     # ---- lookups ----------------------------------------------------------------------------
 
@@ -139,15 +92,15 @@ class SandboxOrg:
     def admin_row(self) -> int:
         return len(self.data.users)
 
-    # ---- building ---------------------------------------------------------------------------
+    # ---- building blocks (seeding and schema changes) --------------------------------------
 
-    def _new_table(self, sobject: SObjectDef, size: int) -> Table:
+    def new_table(self, sobject: SObjectDef, size: int) -> Table:
         table = Table(sobject, size)
         table.add(id_column(table))
         self.tables[sobject.name.lower()] = table
         return table
 
-    def _reference(
+    def add_reference(
         self,
         table: Table,
         name: str,
@@ -176,7 +129,7 @@ class SandboxOrg:
         table.add(column)
         return column
 
-    def _audit(
+    def add_audit_fields(
         self,
         table: Table,
         created: np.ndarray,
@@ -193,7 +146,7 @@ class SandboxOrg:
         table.add(
             DateTimeColumn(FieldDef("CreatedDate", "datetime", "Created Date", **system), created)
         )
-        self._reference(table, "CreatedById", "User", "CreatedBy", creator, updateable=False)
+        self.add_reference(table, "CreatedById", "User", "CreatedBy", creator, updateable=False)
         if modified is not None:
             table.add(
                 DateTimeColumn(
@@ -201,7 +154,7 @@ class SandboxOrg:
                     modified,
                 )
             )
-            self._reference(
+            self.add_reference(
                 table,
                 "LastModifiedById",
                 "User",
@@ -216,19 +169,19 @@ class SandboxOrg:
             )
         )
 
-    def _corporate_currency(self, label: str, n: int) -> StringColumn:
+    def corporate_currency(self, label: str, n: int) -> StringColumn:
         """CurrencyIsoCode of ``n`` records in the corporate currency, its default on create."""
         definition = FieldDef(
             "CurrencyIsoCode",
             "picklist",
             label,
             nillable=False,
-            picklist=_picklist(self.data.currencies),
+            picklist=picklist_of(self.data.currencies),
             default_on_create=self.data.reporting_currency,
         )
         return StringColumn.from_values(definition, [self.data.reporting_currency] * n)
 
-    def _is_deleted(self, table: Table, values: np.ndarray) -> None:
+    def add_is_deleted(self, table: Table, values: np.ndarray) -> None:
         table.add(
             BoolColumn(
                 FieldDef(
@@ -242,853 +195,6 @@ class SandboxOrg:
                 values,
             )
         )
-
-    def _build(self) -> None:
-        self._build_users()
-        self._build_currency_types()
-        self._build_stages()
-        self._build_periods()
-        self._build_accounts()
-        self._build_opportunities()
-        self._build_opportunity_history()
-        self._build_field_history()
-        self._build_events()
-        self._build_quotas()
-        opportunity = self.tables["opportunity"].sobject
-        for rel in (
-            ChildRelationship("OpportunityHistories", "OpportunityHistory", "OpportunityId"),
-            ChildRelationship("Histories", "OpportunityFieldHistory", "OpportunityId"),
-            ChildRelationship("Events", "Event", "WhatId"),
-        ):
-            opportunity.children[rel.name.lower()] = rel
-        account = self.tables["account"].sobject
-        account.children["opportunities"] = ChildRelationship(
-            "Opportunities", "Opportunity", "AccountId"
-        )
-        user = self.tables["user"].sobject
-        user.children["forecastingquotas"] = ChildRelationship(
-            "ForecastingQuotas", "ForecastingQuota", "QuotaOwnerId"
-        )
-
-    def _build_users(self) -> None:
-        users = self.data.users
-        n = len(users) + 1  # + the API user the sandbox credentials log in as
-        sobject = SObjectDef("User", "User", "Users", "005", createable=False)
-        table = self._new_table(sobject, n)
-        first = [*users.first_name, "Sandbox"]
-        last = [*users.last_name, "Admin"]
-        emails = [*users.email, ADMIN_USERNAME]
-        ro = dict(createable=False, updateable=False)
-        table.add(
-            StringColumn.from_values(
-                FieldDef("Username", "string", "Username", nillable=False, length=80, **ro), emails
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("FirstName", "string", "First Name", length=40), first
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("LastName", "string", "Last Name", nillable=False, length=80), last
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef(
-                    "Name", "string", "Full Name", nillable=False, length=121, name_field=True, **ro
-                ),
-                [f"{f} {la}" for f, la in zip(first, last, strict=True)],
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("Email", "email", "Email", nillable=False, length=128), emails
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("Title", "string", "Title", length=80),
-                [*users.title, "System Administrator"],
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("Department", "string", "Department", length=80), [*users.team, None]
-            )
-        )
-        table.add(
-            BoolColumn(
-                FieldDef("IsActive", "boolean", "Active", nillable=False),
-                np.append(users.is_active, True),
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("UserType", "picklist", "User Type", **ro), ["Standard"] * n
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("TimeZoneSidKey", "picklist", "Time Zone", nillable=False),
-                ["Europe/Paris"] * n,
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("LanguageLocaleKey", "picklist", "Language", nillable=False), ["fr"] * n
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef(
-                    "DefaultCurrencyIsoCode",
-                    "picklist",
-                    "User Currency",
-                    nillable=False,
-                    picklist=_picklist(self.data.currencies),
-                ),
-                [self.data.reporting_currency] * n,
-            )
-        )
-        table.add(
-            DateColumn(
-                FieldDef(
-                    "Sales_Start_Date__c",
-                    "date",
-                    "Sales Start Date",
-                    custom=True,
-                    help_text="First day the user carried a quota (ramp proration).",
-                ),
-                np.append(users.start_day, NULL_DAY).astype(np.int32),
-            )
-        )
-        self._reference(table, "ManagerId", "User", "Manager", np.append(users.manager, -1))
-        created = np.append(users.created_at, users.created_at.min(initial=0))
-        self._audit(table, created, created.copy(), by=n - 1)
-
-    def _build_currency_types(self) -> None:
-        rates = self.data.fx_rates
-        codes = [c for c in self.data.currencies if c in rates]
-        table = self._new_table(
-            SObjectDef("CurrencyType", "Currency Type", "Currency Types", "02B"), len(codes)
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef(
-                    "IsoCode",
-                    "picklist",
-                    "Currency ISO Code",
-                    nillable=False,
-                    picklist=_picklist(codes),
-                ),
-                codes,
-            )
-        )
-        table.add(
-            NumberColumn(
-                FieldDef("ConversionRate", "double", "Conversion Rate", precision=18, scale=6),
-                [rates[c] for c in codes],
-            )
-        )
-        table.add(
-            NumberColumn(FieldDef("DecimalPlaces", "int", "Decimal Places"), [2.0] * len(codes))
-        )
-        table.add(
-            BoolColumn(
-                FieldDef("IsActive", "boolean", "Active", nillable=False), [True] * len(codes)
-            )
-        )
-        table.add(
-            BoolColumn(
-                FieldDef("IsCorporate", "boolean", "Corporate", nillable=False),
-                [c == self.data.reporting_currency for c in codes],
-            )
-        )
-        stamp = np.full(len(codes), int(self.data.users.created_at.min(initial=0)), dtype=np.int64)
-        self._audit(table, stamp, stamp.copy(), by=self.admin_row)
-
-    def _build_stages(self) -> None:
-        stages = list(SF_STAGES.values())
-        table = self._new_table(
-            SObjectDef(
-                "OpportunityStage",
-                "Opportunity Stage",
-                "Opportunity Stages",
-                "01J",
-                createable=False,
-                updateable=False,
-            ),
-            len(stages),
-        )
-        ro = dict(createable=False, updateable=False)
-        table.add(
-            StringColumn.from_values(
-                FieldDef("MasterLabel", "string", "Master Label", **ro), [s[0] for s in stages]
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("ApiName", "string", "API Name", **ro), [s[0] for s in stages]
-            )
-        )
-        table.add(
-            BoolColumn(FieldDef("IsActive", "boolean", "Is Active", **ro), [s[5] for s in stages])
-        )
-        table.add(
-            BoolColumn(FieldDef("IsClosed", "boolean", "Closed", **ro), [s[3] for s in stages])
-        )
-        table.add(BoolColumn(FieldDef("IsWon", "boolean", "Won", **ro), [s[4] for s in stages]))
-        table.add(
-            NumberColumn(
-                FieldDef("DefaultProbability", "percent", "Probability (%)", **ro),
-                [s[1] for s in stages],
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("ForecastCategoryName", "picklist", "Forecast Category", **ro),
-                [s[2] for s in stages],
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("ForecastCategory", "picklist", "Forecast Type", **ro),
-                [FORECAST_API_VALUES[s[2]] for s in stages],
-            )
-        )
-        table.add(
-            NumberColumn(
-                FieldDef("SortOrder", "int", "Sort Order", **ro),
-                np.arange(len(stages), dtype=float) + 1,
-            )
-        )
-        stamp = np.full(len(stages), int(self.data.users.created_at.min(initial=0)), dtype=np.int64)
-        self._audit(table, stamp, stamp.copy(), by=self.admin_row)
-        self.stage_by_name = {s[0].casefold(): s for s in stages}
-
-    def _build_periods(self) -> None:
-        """Fiscal periods (calendar fiscal year) covering every quota and close date."""
-        first_days = [
-            int(self.data.quotas.period_start.min(initial=ds.date_to_day(self.data.reference_date)))
-        ]
-        closes = self.data.deals.close_day[self.data.deals.close_day != NULL_DAY]
-        if len(closes):
-            first_days += [int(closes.min()), int(closes.max())]
-        first_year = ds.day_to_date(min(first_days)).year  # type: ignore[union-attr]
-        last_year = max(ds.day_to_date(max(first_days)).year, self.data.reference_date.year + 1)  # type: ignore[union-attr]
-        rows: list[tuple[str, dt.date, dt.date, int, str]] = []
-        for year in range(first_year, last_year + 1):
-            rows.append(("Year", dt.date(year, 1, 1), dt.date(year, 12, 31), 1, f"FY{year}"))
-            for quarter in range(4):
-                start = dt.date(year, quarter * 3 + 1, 1)
-                end = ds.add_months(start, 3) - dt.timedelta(days=1)
-                rows.append(("Quarter", start, end, quarter + 1, f"Q{quarter + 1} FY{year}"))
-            for month in range(12):
-                start = dt.date(year, month + 1, 1)
-                end = ds.add_months(start, 1) - dt.timedelta(days=1)
-                rows.append(("Month", start, end, month + 1, f"{start:%B} FY{year}"))
-        table = self._new_table(
-            SObjectDef("Period", "Period", "Periods", "026", createable=False, updateable=False),
-            len(rows),
-        )
-        ro = dict(createable=False, updateable=False)
-        table.add(
-            StringColumn.from_values(
-                FieldDef(
-                    "Type",
-                    "picklist",
-                    "Type",
-                    picklist=_picklist(["Month", "Quarter", "Year"]),
-                    **ro,
-                ),
-                [r[0] for r in rows],
-            )
-        )
-        table.add(
-            DateColumn(
-                FieldDef("StartDate", "date", "Start Date", **ro),
-                [ds.date_to_day(r[1]) for r in rows],
-            )
-        )
-        table.add(
-            DateColumn(
-                FieldDef("EndDate", "date", "End Date", **ro), [ds.date_to_day(r[2]) for r in rows]
-            )
-        )
-        table.add(
-            NumberColumn(FieldDef("Number", "int", "Number", **ro), [float(r[3]) for r in rows])
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("FullyQualifiedLabel", "string", "Label", **ro), [r[4] for r in rows]
-            )
-        )
-        table.add(
-            BoolColumn(
-                FieldDef("IsForecastPeriod", "boolean", "Forecast Period", **ro),
-                [r[0] == "Quarter" for r in rows],
-            )
-        )
-        stamp = np.full(len(rows), int(self.data.users.created_at.min(initial=0)), dtype=np.int64)
-        self._audit(table, stamp, stamp.copy(), by=self.admin_row)
-        self._quarter_period = {
-            ds.date_to_day(r[1]): i for i, r in enumerate(rows) if r[0] == "Quarter"
-        }
-        self._period_by_start = {(r[0], ds.date_to_day(r[1])): i for i, r in enumerate(rows)}
-
-    def _build_accounts(self) -> None:
-        accounts = self.data.accounts
-        deals = self.data.deals
-        n = len(accounts)
-        table = self._new_table(SObjectDef("Account", "Account", "Accounts", "001"), n)
-        self._is_deleted(table, np.zeros(n, dtype=bool))
-        table.add(
-            StringColumn(
-                FieldDef(
-                    "Name", "string", "Account Name", nillable=False, length=255, name_field=True
-                ),
-                accounts.name,
-                np.arange(n, dtype=np.int32),
-            )
-        )
-        won = deals.stage == ds.STAGE_WON
-        customer = np.zeros(n, dtype=bool)
-        customer[deals.account[won & ~deals.is_deleted]] = True
-        table.add(
-            StringColumn(
-                FieldDef(
-                    "Type", "picklist", "Account Type", picklist=_picklist(["Prospect", "Customer"])
-                ),
-                ["Prospect", "Customer"],
-                customer.astype(np.int32),
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("Industry", "picklist", "Industry"), accounts.industry
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("BillingCountry", "string", "Billing Country", length=80), accounts.country
-            )
-        )
-        table.add(self._corporate_currency("Account Currency", n))
-        table.add(
-            DateColumn(
-                FieldDef(
-                    "Churn_Date__c",
-                    "date",
-                    "Churn Date",
-                    custom=True,
-                    help_text="Day the customer stopped paying.",
-                ),
-                accounts.churn_day,
-            )
-        )
-        self._reference(table, "OwnerId", "User", "Owner", accounts.owner, nillable=False)
-        self._audit(table, accounts.created_at, accounts.last_modified, by=self.admin_row)
-
-    def _build_opportunities(self) -> None:
-        deals = self.data.deals
-        n = len(deals)
-        table = self._new_table(SObjectDef("Opportunity", "Opportunity", "Opportunities", "006"), n)
-        self._is_deleted(table, deals.is_deleted)
-        self._reference(table, "AccountId", "Account", "Account", deals.account)
-        account_names = self.tables["account"].columns["name"]
-        products = self.data.products
-        product = deals.product
-
-        def default_name(rows: np.ndarray) -> list[str]:
-            names = account_names.to_json(
-                self.tables["opportunity"].columns["accountid"].data[rows]
-            )  # type: ignore[attr-defined]
-            return [
-                f"{a} - {products[p]}"
-                for a, p in zip(
-                    names, product[np.minimum(rows, len(product) - 1)].tolist(), strict=True
-                )
-            ]
-
-        table.add(
-            DerivedStringColumn(
-                FieldDef("Name", "string", "Name", nillable=False, length=120, name_field=True),
-                default_name,
-                base_rows=n,
-            )
-        )
-        stage_names = [SF_STAGES[key][0] for key in ds.STAGES]
-        table.add(
-            StringColumn(
-                FieldDef(
-                    "StageName",
-                    "picklist",
-                    "Stage",
-                    nillable=False,
-                    picklist=_picklist([s[0] for s in SF_STAGES.values() if s[5]]),
-                ),
-                stage_names,
-                deals.stage.astype(np.int32),
-            )
-        )
-        table.add(
-            NumberColumn(
-                FieldDef("Amount", "currency", "Amount", precision=18, scale=2), deals.amount
-            )
-        )
-        table.add(
-            NumberColumn(
-                FieldDef("Probability", "percent", "Probability (%)", precision=3),
-                deals.probability,
-            )
-        )
-        table.add(
-            DateColumn(FieldDef("CloseDate", "date", "Close Date", nillable=False), deals.close_day)
-        )
-        type_names = [SF_TYPES[key] for key in ds.DEAL_TYPES]
-        table.add(
-            StringColumn(
-                FieldDef(
-                    "Type",
-                    "picklist",
-                    "Opportunity Type",
-                    picklist=_picklist([*type_names, *EXTRA_TYPES]),
-                ),
-                type_names,
-                deals.deal_type.astype(np.int32),
-            )
-        )
-        forecast_names = [SF_FORECAST_NAMES[key] for key in ds.FORECAST_CATEGORIES]
-        table.add(
-            StringColumn(
-                FieldDef(
-                    "ForecastCategoryName",
-                    "picklist",
-                    "Forecast Category",
-                    picklist=_picklist(list(FORECAST_API_VALUES)),
-                ),
-                forecast_names,
-                deals.forecast_category.astype(np.int32),
-            )
-        )
-        table.add(
-            StringColumn(
-                FieldDef(
-                    "CurrencyIsoCode",
-                    "picklist",
-                    "Opportunity Currency",
-                    nillable=False,
-                    picklist=_picklist(self.data.currencies),
-                    default_on_create=self.data.reporting_currency,
-                ),
-                self.data.currencies,
-                deals.currency.astype(np.int32),
-            )
-        )
-        table.add(
-            NumberColumn(
-                FieldDef(
-                    "Contract_Term_Months__c",
-                    "double",
-                    "Contract Term (months)",
-                    custom=True,
-                    precision=3,
-                ),
-                deals.term_months.astype(np.float64),
-            )
-        )
-        self._reference(table, "OwnerId", "User", "Owner", deals.owner, nillable=False)
-        # Deleting a record bumps its SystemModstamp (not LastModifiedDate): that is how an
-        # incremental queryAll on SystemModstamp sees deletions.
-        modstamp = np.where(
-            deals.is_deleted, np.maximum(deals.last_modified, deals.deleted_at), deals.last_modified
-        )
-        self._audit(table, deals.created_at, deals.last_modified, by=deals.owner, modstamp=modstamp)
-        self._add_opportunity_formulas(table)
-
-    def _add_opportunity_formulas(self, table: Table) -> None:
-        stage = table.columns["stagename"]
-        forecast = table.columns["forecastcategoryname"]
-        assert isinstance(stage, StringColumn) and isinstance(forecast, StringColumn)
-        formula = dict(createable=False, updateable=False, calculated=True)
-
-        def stage_flag(index: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-            def compute(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                flags = np.array(
-                    [
-                        bool(self.stage_by_name.get(c.casefold(), (0, 0, 0, False, False))[index])
-                        for c in stage.categories
-                    ]
-                    + [False],
-                    dtype=bool,
-                )
-                return flags[stage.codes[rows]], np.zeros(len(rows), dtype=bool)
-
-            return compute
-
-        for name, label, index in (("IsClosed", "Closed", 3), ("IsWon", "Won", 4)):
-            compute = stage_flag(index)
-            table.add(
-                ComputedColumn(
-                    FieldDef(name, "boolean", label, nillable=False, **formula),
-                    "bool",
-                    compute,
-                    lambda rows, c=compute: c(rows)[0].tolist(),
-                )
-            )
-
-        def forecast_api(rows: np.ndarray) -> list[Any]:
-            return [
-                None if v is None else FORECAST_API_VALUES.get(v, v) for v in forecast.to_json(rows)
-            ]
-
-        def forecast_vector(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            values = np.array(forecast_api(rows), dtype=object)
-            return values, np.array([v is None for v in values], dtype=bool)
-
-        table.add(
-            ComputedColumn(
-                FieldDef("ForecastCategory", "picklist", "Forecast Type", **formula),
-                "text",
-                forecast_vector,
-                forecast_api,
-            )
-        )
-        _add_expected_revenue(table, "Expected Amount")
-        close = table.columns["closedate"]
-        assert isinstance(close, DateColumn)
-
-        def fiscal(part: str) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-            def compute(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                days = close.data[rows]
-                null = days == NULL_DAY
-                months = (
-                    np.where(null, 0, days)
-                    .astype("datetime64[D]")
-                    .astype("datetime64[M]")
-                    .astype(np.int64)
-                )
-                values = months // 12 + 1970 if part == "year" else (months % 12) // 3 + 1
-                return np.where(null, np.nan, values).astype(np.float64), null
-
-            return compute
-
-        for name, label, part in (
-            ("FiscalYear", "Fiscal Year", "year"),
-            ("FiscalQuarter", "Fiscal Quarter", "quarter"),
-        ):
-            compute = fiscal(part)
-            table.add(
-                ComputedColumn(
-                    FieldDef(name, "int", label, **formula),
-                    "number",
-                    compute,
-                    lambda rows, c=compute: [
-                        None if np.isnan(v) else int(v) for v in c(rows)[0].tolist()
-                    ],
-                )
-            )
-
-    def _history_table(self, name: str, label: str, prefix: str, deal: np.ndarray) -> Table:
-        """A read-only history object of opportunities: deleted with its opportunity."""
-        table = self._new_table(
-            SObjectDef(name, label, label, prefix, createable=False, updateable=False), len(deal)
-        )
-        self._is_deleted(table, self.data.deals.is_deleted[deal])
-        self._reference(
-            table, "OpportunityId", "Opportunity", "Opportunity", deal, updateable=False
-        )
-        return table
-
-    def _build_opportunity_history(self) -> None:
-        changes = self.data.stage_changes
-        deals = self.data.deals
-        n = len(changes)
-        table = self._history_table(
-            "OpportunityHistory", "Opportunity History", "008", changes.deal
-        )
-        ro = dict(createable=False, updateable=False)
-        stage_names = [SF_STAGES[key][0] for key in ds.STAGES]
-        table.add(
-            StringColumn(
-                FieldDef("StageName", "picklist", "Stage", **ro),
-                stage_names,
-                changes.stage.astype(np.int32),
-            )
-        )
-        table.add(NumberColumn(FieldDef("Amount", "currency", "Amount", **ro), changes.amount))
-        table.add(
-            NumberColumn(
-                FieldDef("Probability", "percent", "Probability (%)", **ro), changes.probability
-            )
-        )
-        table.add(DateColumn(FieldDef("CloseDate", "date", "Close Date", **ro), changes.close_day))
-        api_forecast = [
-            FORECAST_API_VALUES[SF_FORECAST_NAMES[key]] for key in ds.FORECAST_CATEGORIES
-        ]
-        table.add(
-            StringColumn(
-                FieldDef("ForecastCategory", "picklist", "Forecast Category", **ro),
-                api_forecast,
-                changes.forecast_category.astype(np.int32),
-            )
-        )
-        same_deal = np.zeros(n, dtype=bool)
-        same_deal[1:] = changes.deal[1:] == changes.deal[:-1]
-        previous_amount = np.where(same_deal, np.roll(changes.amount, 1), np.nan)
-        previous_close = np.where(same_deal, np.roll(changes.close_day, 1), NULL_DAY).astype(
-            np.int32
-        )
-        table.add(
-            NumberColumn(
-                FieldDef("PrevAmount", "currency", "Previous Amount", **ro), previous_amount
-            )
-        )
-        table.add(
-            DateColumn(
-                FieldDef("PrevCloseDate", "date", "Previous Close Date", **ro), previous_close
-            )
-        )
-        # The parent opportunity's currency, read through OpportunityId rather than stored
-        # once more per history row.
-        parent = table.columns["opportunityid"]
-        assert isinstance(parent, ReferenceColumn)
-
-        def currency_json(rows: np.ndarray) -> list[Any]:
-            opportunity = self.tables["opportunity"].columns["currencyisocode"]
-            return opportunity.to_json(np.maximum(parent.data[rows], 0))
-
-        def currency_vector(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            values = np.array(currency_json(rows), dtype=object)
-            return values, np.array([v is None for v in values.tolist()], dtype=bool)
-
-        table.add(
-            ComputedColumn(
-                FieldDef("CurrencyIsoCode", "picklist", "Currency ISO Code", **ro),
-                "text",
-                currency_vector,
-                currency_json,
-            )
-        )
-        _add_expected_revenue(table, "Expected Revenue")
-        # Rows are never edited: SystemModstamp shares CreatedDate's array.
-        self._audit(table, changes.changed_at, None, by=deals.owner[changes.deal])
-
-    def _build_field_history(self) -> None:
-        changes = self.data.close_date_changes
-        deals = self.data.deals
-        n = len(changes)
-        table = self._history_table(
-            "OpportunityFieldHistory", "Opportunity Field History", "017", changes.deal
-        )
-        ro = dict(createable=False, updateable=False)
-        table.add(
-            StringColumn.from_values(
-                FieldDef("Field", "picklist", "Changed Field", **ro), ["CloseDate"] * n
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("DataType", "picklist", "Data Type", **ro), ["Date"] * n
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("OldValue", "anyType", "Old Value", **ro), days_to_json(changes.old_day)
-            )
-        )
-        table.add(
-            StringColumn.from_values(
-                FieldDef("NewValue", "anyType", "New Value", **ro), days_to_json(changes.new_day)
-            )
-        )
-        self._audit(table, changes.changed_at, None, by=deals.owner[changes.deal])
-        # OpportunityFieldHistory has no SystemModstamp (Object Reference).
-        del table.columns["systemmodstamp"], table.sobject.fields["systemmodstamp"]
-
-    def _build_events(self) -> None:
-        activities = self.data.activities
-        n = len(activities)
-        table = self._new_table(SObjectDef("Event", "Event", "Events", "00U"), n)
-        self._is_deleted(table, np.zeros(n, dtype=bool))
-        kinds = [EVENT_TYPES[key] for key in ds.ACTIVITY_KINDS]
-        table.add(
-            StringColumn(
-                FieldDef(
-                    "Type", "picklist", "Type", picklist=_picklist([*kinds, *EXTRA_EVENT_TYPES])
-                ),
-                kinds,
-                activities.kind.astype(np.int32),
-            )
-        )
-        account_names = self.tables["account"].columns["name"]
-        kind = activities.kind
-        account = activities.account
-
-        def default_subject(rows: np.ndarray) -> list[str]:
-            names = (
-                account_names.to_json(np.maximum(account[np.minimum(rows, n - 1)], 0)) if n else []
-            )
-            return [
-                f"{kinds[k]} - {a}"
-                for k, a in zip(kind[np.minimum(rows, n - 1)].tolist(), names, strict=True)
-            ]
-
-        table.add(
-            DerivedStringColumn(
-                FieldDef("Subject", "combobox", "Subject", length=255), default_subject, base_rows=n
-            )
-        )
-        table.add(
-            DateTimeColumn(
-                FieldDef("StartDateTime", "datetime", "Start Date Time"), activities.start
-            )
-        )
-        table.add(
-            DateTimeColumn(
-                FieldDef("ActivityDateTime", "datetime", "Due Date Time"), activities.start.copy()
-            )
-        )
-        table.add(
-            NumberColumn(
-                FieldDef("DurationInMinutes", "int", "Duration"),
-                activities.duration_minutes.astype(np.float64),
-            )
-        )
-        start = table.columns["startdatetime"]
-        duration = table.columns["durationinminutes"]
-        assert isinstance(start, DateTimeColumn) and isinstance(duration, NumberColumn)
-
-        def end_time(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            begin = start.data[rows]
-            minutes = duration.data[rows]
-            null = (begin == NULL_MS) | np.isnan(minutes)
-            return np.where(
-                null, NULL_MS, begin + np.nan_to_num(minutes).astype(np.int64) * 60_000
-            ), null
-
-        table.add(
-            ComputedColumn(
-                FieldDef(
-                    "EndDateTime",
-                    "datetime",
-                    "End Date Time",
-                    calculated=True,
-                    createable=False,
-                    updateable=False,
-                ),
-                "datetime",
-                end_time,
-                lambda rows: ms_to_json(end_time(rows)[0]),
-            )
-        )
-
-        def activity_date(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            begin = start.data[rows]
-            null = begin == NULL_MS
-            return np.where(null, NULL_DAY, np.floor_divide(begin, 86_400_000)).astype(
-                np.int32
-            ), null
-
-        table.add(
-            ComputedColumn(
-                FieldDef(
-                    "ActivityDate",
-                    "date",
-                    "Due Date Only",
-                    calculated=True,
-                    createable=False,
-                    updateable=False,
-                ),
-                "date",
-                activity_date,
-                lambda rows: days_to_json(activity_date(rows)[0]),
-            )
-        )
-        self._reference(table, "OwnerId", "User", "Owner", activities.owner, nillable=False)
-        self._reference(
-            table, "AccountId", "Account", "Account", activities.account, updateable=False
-        )
-        is_deal = activities.deal >= 0
-        what = FieldDef(
-            "WhatId",
-            "reference",
-            "Related To ID",
-            reference_to=("Opportunity", "Account"),
-            relationship_name="What",
-            length=18,
-        )
-        table.add(
-            PolymorphicReferenceColumn(
-                what,
-                ["006", "001"],
-                np.where(is_deal, 0, np.where(activities.account >= 0, 1, -1)).astype(np.int8),
-                np.where(is_deal, activities.deal, activities.account).astype(np.int32),
-            )
-        )
-        self._audit(table, activities.created_at, activities.last_modified, by=activities.owner)
-
-    def _build_quotas(self) -> None:
-        quotas = self.data.quotas
-        n = len(quotas)
-        table = self._new_table(
-            SObjectDef("ForecastingQuota", "Forecasting Quota", "Forecasting Quotas", "0J9"), n
-        )
-        self._reference(table, "QuotaOwnerId", "User", "QuotaOwner", quotas.user, nillable=False)
-        table.add(
-            NumberColumn(
-                FieldDef("QuotaAmount", "currency", "Quota Amount", precision=18, scale=2),
-                quotas.amount,
-            )
-        )
-        table.add(
-            NumberColumn(FieldDef("QuotaQuantity", "double", "Quota Quantity"), np.full(n, np.nan))
-        )
-        table.add(
-            DateColumn(
-                FieldDef("StartDate", "date", "Start Date", nillable=False), quotas.period_start
-            )
-        )
-        periods = np.array(
-            [
-                self._period_by_start.get(
-                    ({1: "Month", 3: "Quarter", 12: "Year"}.get(int(m), "Quarter"), int(s)), -1
-                )
-                for s, m in zip(
-                    quotas.period_start.tolist(), quotas.period_months.tolist(), strict=True
-                )
-            ],
-            dtype=np.int32,
-        )
-        self._reference(table, "PeriodId", "Period", "Period", periods, updateable=False)
-        forecasting_type = "0DbSb0000000001" + case_safe_suffix("0DbSb0000000001")
-        table.add(
-            StringColumn.from_values(
-                FieldDef(
-                    "ForecastingTypeId",
-                    "reference",
-                    "Forecasting Type ID",
-                    reference_to=("ForecastingType",),
-                    length=18,
-                ),
-                [forecasting_type] * n,
-            )
-        )
-        table.add(
-            BoolColumn(
-                FieldDef("IsAmount", "boolean", "Is Amount", nillable=False), np.ones(n, dtype=bool)
-            )
-        )
-        table.add(
-            BoolColumn(
-                FieldDef("IsQuantity", "boolean", "Is Quantity", nillable=False),
-                np.zeros(n, dtype=bool),
-            )
-        )
-        table.add(self._corporate_currency("Currency ISO Code", n))
-        self._audit(table, quotas.created_at, quotas.last_modified, by=self.admin_row)
 
     # ---- writes -----------------------------------------------------------------------------
 
@@ -1321,16 +427,16 @@ class SandboxOrg:
                 )
             prefix = f"a{self._next_custom_prefix:02d}"
             self._next_custom_prefix += 1
-            table = self._new_table(SObjectDef(api_name, label, plural, prefix, custom=True), 0)
-            self._is_deleted(table, np.zeros(0, dtype=bool))
+            table = self.new_table(SObjectDef(api_name, label, plural, prefix, custom=True), 0)
+            self.add_is_deleted(table, np.zeros(0, dtype=bool))
             table.add(
                 StringColumn(FieldDef("Name", "string", name_label, length=80, name_field=True))
             )
-            self._reference(
+            self.add_reference(
                 table, "OwnerId", "User", "Owner", np.zeros(0, dtype=np.int32), nillable=False
             )
             empty = np.zeros(0, dtype=np.int64)
-            self._audit(table, empty, empty.copy(), by=np.zeros(0, dtype=np.int32))
+            self.add_audit_fields(table, empty, empty.copy(), by=np.zeros(0, dtype=np.int32))
             table.sobject.fields["ownerid"].createable = True
             return table
 
@@ -1395,74 +501,3 @@ class SandboxOrg:
                 column = StringColumn(definition)
             table.add(column)
             return definition
-
-
-def _add_expected_revenue(table: Table, label: str) -> None:
-    """ExpectedRevenue = Amount x Probability / 100, a formula field of the table."""
-    amount = table.columns["amount"]
-    probability = table.columns["probability"]
-    assert isinstance(amount, NumberColumn) and isinstance(probability, NumberColumn)
-
-    def expected(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values = amount.data[rows] * probability.data[rows] / 100.0
-        return values, np.isnan(values)
-
-    def as_json(rows: np.ndarray) -> list[Any]:
-        return [None if np.isnan(v) else round(v, 2) for v in expected(rows)[0].tolist()]
-
-    definition = FieldDef(
-        "ExpectedRevenue", "currency", label, createable=False, updateable=False, calculated=True
-    )
-    table.add(ComputedColumn(definition, "number", expected, as_json))
-
-
-class DerivedStringColumn(StringColumn):
-    """A string whose default is derived from other columns (an Opportunity's Name from its
-    account and product), stored only once written, so a million rows cost no strings."""
-
-    kind = "text"
-
-    def __init__(
-        self, definition: FieldDef, default: Callable[[np.ndarray], list[str]], *, base_rows: int
-    ) -> None:
-        super().__init__(definition)
-        self._default = default
-        self._base_rows = base_rows
-        self.codes = np.full(base_rows, -2, dtype=np.int32)  # -2: derived, -1: null
-
-    def ensure(self, size: int) -> None:
-        self.codes = _grow_codes(self.codes, size)
-
-    def to_json(self, rows: np.ndarray) -> list[Any]:
-        codes = self.codes[rows]
-        derived = codes == -2
-        out: list[Any] = [None if c < 0 else self.categories[c] for c in codes.tolist()]
-        if derived.any():
-            positions = np.flatnonzero(derived)
-            for position, value in zip(
-                positions.tolist(), self._default(rows[positions]), strict=True
-            ):
-                out[position] = value
-        return out
-
-    def vector(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values = np.array(self.to_json(rows), dtype=object)
-        return values, np.array([v is None for v in values.tolist()], dtype=bool)
-
-    def sort_keys(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values, null = self.vector(rows)
-        folded = np.array(
-            [("" if v is None else v.casefold()) for v in values.tolist()], dtype=object
-        )
-        order = np.argsort(folded, kind="stable")
-        keys = np.empty(len(rows), dtype=np.int64)
-        keys[order] = np.arange(len(rows))
-        return keys, null
-
-
-def _grow_codes(codes: np.ndarray, size: int) -> np.ndarray:
-    if size <= len(codes):
-        return codes
-    grown = np.full(max(size, len(codes) * 2, 16), -1, dtype=np.int32)
-    grown[: len(codes)] = codes
-    return grown

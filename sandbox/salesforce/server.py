@@ -42,8 +42,9 @@ from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.salesforce import engine
+from crm_kpi_worker.sandbox.salesforce.catalog import ORG_ID
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
-from crm_kpi_worker.sandbox.salesforce.org import ORG_ID, RecordError, SandboxOrg
+from crm_kpi_worker.sandbox.salesforce.org import RecordError, SandboxOrg
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
 from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
 from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer
@@ -984,41 +985,9 @@ class SalesforceSandboxApp(AdminRoutes):
                             "UNABLE_TO_LOCK_ROW",
                             "unable to obtain exclusive access to this record or 1 records",
                         )
-                    if ext_field is not None:
-                        key = next(
-                            (v for k, v in values.items() if k.lower() == ext_field.lower()), None
-                        )
-                        if key is None:
-                            raise RecordError(
-                                "REQUIRED_FIELD_MISSING",
-                                f"Required fields are missing: [{ext_field}]",
-                                [ext_field],
-                            )
-                        rows = self.org.find_by_external_id(table, ext_field, str(key))
-                        if len(rows) > 1:
-                            raise RecordError(
-                                "DUPLICATE_EXTERNAL_ID",
-                                f"{ext_field}: more than one record found for external id"
-                                f" field: {[table.id_of(r) for r in rows]}",
-                                [ext_field],
-                            )
-                        row = rows[0] if rows else None
-                        if row is not None:
-                            values = {
-                                k: v for k, v in values.items() if k.lower() != ext_field.lower()
-                            }
-                    elif creating:
-                        if record_id:
-                            raise RecordError(
-                                "INVALID_FIELD", "cannot specify Id in an insert call", ["Id"]
-                            )
-                        row = None
-                    else:
-                        if not record_id:
-                            raise RecordError(
-                                "MISSING_ARGUMENT", "Id not specified in an update call", ["Id"]
-                            )
-                        row = self.org.find_row(table, record_id)
+                    row, values = self._target_row(
+                        table, values, record_id, creating=creating, ext_field=ext_field
+                    )
                     undo.append(self._undo_for(table, row, values))
                     outcome = self.org.write(table.name, values, user_row=user_row, row=row)
                     result: dict[str, Any] = {
@@ -1052,6 +1021,46 @@ class SalesforceSandboxApp(AdminRoutes):
                     for r in results
                 ]
         return [r for r in results if r is not None]
+
+    def _target_row(
+        self,
+        table: Any,
+        values: dict[str, Any],
+        record_id: str | None,
+        *,
+        creating: bool,
+        ext_field: str | None,
+    ) -> tuple[int | None, dict[str, Any]]:
+        """The row one record of a collection writes (None: a new one), and its values (an
+        upsert's key field is not written again)."""
+        if ext_field is not None:
+            key = next((v for k, v in values.items() if k.lower() == ext_field.lower()), None)
+            if key is None:
+                raise RecordError(
+                    "REQUIRED_FIELD_MISSING",
+                    f"Required fields are missing: [{ext_field}]",
+                    [ext_field],
+                )
+            rows = self.org.find_by_external_id(table, ext_field, str(key))
+            if len(rows) > 1:
+                raise RecordError(
+                    "DUPLICATE_EXTERNAL_ID",
+                    f"{ext_field}: more than one record found for external id"
+                    f" field: {[table.id_of(r) for r in rows]}",
+                    [ext_field],
+                )
+            row = rows[0] if rows else None
+            if row is not None:
+                values = {k: v for k, v in values.items() if k.lower() != ext_field.lower()}
+        elif creating:
+            if record_id:
+                raise RecordError("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
+            row = None
+        else:
+            if not record_id:
+                raise RecordError("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
+            row = self.org.find_row(table, record_id)
+        return row, values
 
     def _undo_for(self, table: Any, row: int | None, values: dict[str, Any]) -> Callable[[], None]:
         """How to take back one write of an allOrNone batch (history rows included)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from crm_kpi_worker.sandbox.columns import days_to_iso, grown, ms_to_iso
 from crm_kpi_worker.sandbox.salesforce.ids import make_id, parse_id
 
 NULL_DAY = np.iinfo(np.int32).min
@@ -228,16 +229,6 @@ class SObjectDef:
 # ---- columns --------------------------------------------------------------------------------
 
 
-def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
-    """``array`` with room for ``size`` rows (amortised doubling), new cells set to fill."""
-    if size <= len(array):
-        return array
-    capacity = max(size, len(array) * 2, 16)
-    grown = np.full(capacity, fill, dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
-
-
 class Column:
     """Base class; ``kind`` tells the engine how to compare and order values."""
 
@@ -285,7 +276,7 @@ class ArrayColumn(Column):
         )
 
     def ensure(self, size: int) -> None:
-        self.data = _grow(self.data, size, self.null_value)
+        self.data = grown(self.data, size, self.null_value)
 
     def null_of(self, values: np.ndarray) -> np.ndarray:
         return values == self.null_value
@@ -445,8 +436,8 @@ class PolymorphicReferenceColumn(Column):
         self.rows = np.asarray(rows if rows is not None else [], dtype=np.int32)
 
     def ensure(self, size: int) -> None:
-        self.codes = _grow(self.codes, size, -1)
-        self.rows = _grow(self.rows, size, -1)
+        self.codes = grown(self.codes, size, -1)
+        self.rows = grown(self.rows, size, -1)
 
     def vector(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # One comparable integer per value: code * 2**32 + row.
@@ -518,7 +509,7 @@ class StringColumn(Column):
         return code
 
     def ensure(self, size: int) -> None:
-        self.codes = _grow(self.codes, size, -1)
+        self.codes = grown(self.codes, size, -1)
 
     def vector(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         codes = self.codes[rows]
@@ -603,15 +594,11 @@ def parse_datetime(value: str) -> dt.datetime:
 
 
 def days_to_json(days: np.ndarray) -> list[str | None]:
-    null = days == NULL_DAY
-    text = np.datetime_as_string(np.where(null, 0, days).astype("datetime64[D]"), unit="D")
-    return [None if n else t for n, t in zip(null.tolist(), text.tolist(), strict=True)]
+    return days_to_iso(days, NULL_DAY)
 
 
 def ms_to_json(ms: np.ndarray) -> list[str | None]:
-    null = ms == NULL_MS
-    text = np.datetime_as_string(np.where(null, 0, ms).astype("datetime64[ms]"), unit="ms")
-    return [None if n else t + "+0000" for n, t in zip(null.tolist(), text.tolist(), strict=True)]
+    return ms_to_iso(ms, NULL_MS, suffix="+0000")
 
 
 # ---- tables ---------------------------------------------------------------------------------
