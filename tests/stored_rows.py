@@ -49,7 +49,7 @@ def live_activities(
 ) -> list[tuple[str | None, dt.datetime]]:
     """(owner id, start as an aware UTC datetime) of the live activities, as the frames read
     them, sorted."""
-    found = []
+    found: list[tuple[str | None, dt.datetime]] = []
     for owners, starts in store.iter_activity_arrays(source, kind):
         found += zip(owners.decode(), starts.tolist(), strict=True)
     return sorted(
