@@ -23,8 +23,8 @@ from crm_kpi_worker.sync.config import AppConfig, SalesforceSource, StageMap
 from crm_kpi_worker.sync.config_loader import read_quota_csv
 from crm_kpi_worker.sync.model import DealType, Quota, Rep
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.store_arrays import NULL as NULL_TEXT
-from crm_kpi_worker.sync.store_arrays import Coded, DealArrays, first_seen_codes
+from crm_kpi_worker.sync.store.arrays import NULL as NULL_TEXT
+from crm_kpi_worker.sync.store.arrays import Coded, DealArrays, first_seen_codes
 
 UNASSIGNED_ID = "unassigned"
 _NAT = np.datetime64("NaT", "D")

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import write_demo_config
+from stored_rows import live_deal_ids, stored_deals
 
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
@@ -63,13 +64,13 @@ def sandboxes() -> Iterator[tuple[SalesforceSandbox, SalesforceSandbox]]:
 
 def _state(store_path: Path, sandbox: SalesforceSandbox) -> dict[str, Any]:
     with Store.open(f"sqlite:///{store_path}") as store:
-        deals = store.deal_columns("sandbox")
+        deals = stored_deals(store, "sandbox")
         kpis = {row.key: row.value for row in store.kpis("sandbox")}
         written = {
             obj: store.written("sandbox", obj) for obj in ("KPI_Scorecard__c", "Opportunity")
         }
         exclusions = sorted((e.record_id, e.reason) for e in store.exclusions("sandbox"))
-    rows = sorted(zip(deals["id"], deals["stage"], deals["arr"], deals["close_date"], strict=True))
+    rows = sorted((d.id, d.stage, d.arr, d.close_date) for d in deals)
     sf = sandbox.client()
     opportunities = sorted(
         tuple(r.values())[1:]
@@ -145,7 +146,7 @@ def test_killed_run_resumes_to_the_same_state(
     crashed.faults.clear()
     live = DEALS - int(crashed.org.data.deals.is_deleted.sum())
     with Store.open(f"sqlite:///{tmp_path / 'crashed' / 'store.sqlite'}") as store:
-        stored = len(store.deal_columns("sandbox")["id"])
+        stored = len(live_deal_ids(store, "sandbox"))
         written = len(store.written("sandbox", "Opportunity"))
     if "pull" in where:  # the first page is saved, the rest is not
         assert 0 < stored < live and written == 0

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from simple_salesforce import Salesforce
+from stored_rows import stored_runs
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.registry import build_connector
@@ -235,7 +236,7 @@ def test_the_report_keeps_every_id_and_its_table_says_how_many_more(
     assert deals["records_written"] == 0
     assert len(deals["failures"]) == deals["failed"] > 200
     # The stored report is the same report: every id.
-    (stored,) = env.store.last_runs(limit=1)
+    (stored,) = stored_runs(env.store, limit=1)
     assert stored["id"] == result.run_id
     assert stored["report"] == json.loads(json.dumps(report, default=str))
     print_report(report, "json")

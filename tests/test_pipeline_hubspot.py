@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from stored_rows import live_deal_ids
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.registry import build_connector
@@ -195,7 +196,7 @@ def test_archiving_a_deal_is_seen_by_the_next_run(env: Env) -> None:
     env.clock.advance(1)
     report = _report(env.run())
     assert report["deleted"].get("deal") == 1
-    assert victim not in set(env.store.deal_columns("sandbox")["id"])
+    assert victim not in set(live_deal_ids(env.store, "sandbox"))
 
 
 def test_per_record_write_failures_are_reported_and_retried_next_run(env: Env) -> None:
@@ -236,7 +237,7 @@ def test_25000_deals_changed_at_once_are_all_pulled_and_nothing_unchanged_is_wri
         env.clock.advance(30)
         report = _report(env.run())
         assert report["pulled"]["deals"] == 25_000
-        assert len(env.store.deal_columns("sandbox")["id"]) == len(live)
+        assert len(live_deal_ids(env.store, "sandbox")) == len(live)
         assert report["written"] == []  # the values did not change: nothing to write
         env.store.close()
 

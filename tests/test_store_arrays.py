@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from stored_rows import stored_activities, stored_deals, stored_history
 from test_store import T0, deal, page, pg_admin, pg_url, slip  # noqa: F401 - fixtures
 
 from crm_kpi_worker.config import path_of
@@ -28,8 +29,8 @@ from crm_kpi_worker.sync.model import (
     StageChange,
 )
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.store_arrays import RS, DealArrays, IrregularChunkError, _floats
-from crm_kpi_worker.sync.store_schema import deals as deals_table
+from crm_kpi_worker.sync.store.arrays import RS, DealArrays, IrregularChunkError, _floats
+from crm_kpi_worker.sync.store.schema import deals as deals_table
 
 SOURCE = "sandbox"  # the demo config's source
 PARIS = ZoneInfo("Europe/Paris")
@@ -251,53 +252,43 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def test_deal_arrays_hold_what_deal_columns_hold(store: Store) -> None:
-    reference = store.deal_columns(SOURCE)
+def test_deal_arrays_hold_what_the_stored_rows_hold(store: Store) -> None:
+    reference = stored_deals(store, SOURCE)
     for rows in (2, 7, 20_000):
         got = concatenated(list(store.iter_deal_arrays(SOURCE, rows=rows)))
-        assert sorted(got) == sorted(reference["id"])
-        for i, deal_id in enumerate(reference["id"]):
-            row = got[deal_id]
-            assert row["id_key"] == deal_id.encode()
-            assert row["owner_id"] == reference["owner_id"][i]
-            account = reference["account_id"][i]
+        assert sorted(got) == sorted(d.id for d in reference)
+        for d in reference:
+            row = got[d.id]
+            assert row["id_key"] == d.id.encode()
+            assert row["owner_id"] == d.owner_id
+            account = d.account_id
             assert row["account_key"] == (b"\x1f" if account is None else account.encode())
-            for name in ("stage", "deal_type", "forecast_category", "is_won", "is_closed"):
-                assert row[name] == reference[name][i], name
-            assert row["created_at"] == np.datetime64(naive_utc(reference["created_at"][i]))
-            close = reference["close_date"][i]
+            for name in ("stage", "is_won", "is_closed"):
+                assert row[name] == getattr(d, name), name
+            assert row["deal_type"] == d.deal_type.value
+            assert row["forecast_category"] == d.forecast_category.value
+            assert row["created_at"] == np.datetime64(naive_utc(d.created_at))
+            close = d.close_date
             assert (np.isnat(row["close_date"]) and close is None) or row["close_date"] == close
             for name in ("arr", "probability"):
-                value = reference[name][i]
+                value = getattr(d, name)
                 expected = np.nan if value is None else float(value)
                 assert np.array_equal(row[name], expected, equal_nan=True), name
-            s = slice(*reference["stage_history_offsets"][i : i + 2])
-            assert row["stages"] == [
-                (stage, naive_utc(when))
-                for stage, when in zip(
-                    reference["stage_history_stage"][s],
-                    reference["stage_history_entered_at"][s],
-                    strict=True,
-                )
+            changes, fields = stored_history(store, SOURCE, d.id)
+            assert row["stages"] == [(c.stage, naive_utc(c.entered_at)) for c in changes]
+            assert row["slips"] == [
+                (f.old_value, f.new_value) for f in fields if f.field == "close_date"
             ]
-            h = slice(*reference["close_date_history_offsets"][i : i + 2])
-            assert row["slips"] == list(
-                zip(
-                    reference["close_date_history_old"][h],
-                    reference["close_date_history_new"][h],
-                    strict=True,
-                )
-            )
 
 
 def test_activity_arrays_hold_what_activities_hold(store: Store) -> None:
-    reference = store.activities(SOURCE)
+    reference = stored_activities(store, SOURCE)
     owners, starts = [], []
     for coded, start in store.iter_activity_arrays(SOURCE, "demo", rows=2):
         owners += coded.decode()
         starts += start.tolist()
     assert sorted(zip(owners, starts, strict=True), key=str) == sorted(
-        zip(reference["owner_id"], map(naive_utc, reference["start"]), strict=True), key=str
+        ((owner, naive_utc(start)) for owner, start in reference), key=str
     )
 
 
@@ -386,8 +377,8 @@ def reference_deals(store: Store, config: Any) -> dict[str, list[Any]]:
 
     columns: dict[str, list[Any]] = {}
     accounts: list[str] = []
-    for d in sorted(store.deals(SOURCE), key=lambda d: d.id.encode()):
-        changes, fields = store.deal_history(SOURCE, d.id)
+    for d in sorted(stored_deals(store, SOURCE), key=lambda d: d.id.encode()):
+        changes, fields = stored_history(store, SOURCE, d.id)
         known = d.stage in orders
         won = d.is_won and known
         lost = d.is_closed and not won and known

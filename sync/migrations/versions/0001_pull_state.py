@@ -18,7 +18,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# Frozen copies of the store's column types (sync/store_schema.py): aware instants as
+# Frozen copies of the store's column types (sync/store/schema.py): aware instants as
 # timestamptz (SQLite: fixed-width ISO text), exact numbers as numeric (SQLite: text).
 INSTANT = sa.DateTime(timezone=True).with_variant(sa.String(32), "sqlite")
 EXACT = sa.Numeric().with_variant(sa.Text(), "sqlite")

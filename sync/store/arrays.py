@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from crm_kpi_worker.sync.store_schema import split_history
+from crm_kpi_worker.sync.store.schema import split_history
 
 __all__ = [
     "NULL",

@@ -14,8 +14,8 @@ Storage conventions, the same on SQLite and PostgreSQL:
 - Dates are dates (``date`` on PostgreSQL; ``YYYY-MM-DD`` text on SQLite).
 - A deal's stage history and close-date history live on the deal row as compact text (one
   column each, see :func:`encode_stage_history`): one row per deal keeps ``save_page`` to one
-  upsert per deal and lets ``deal_columns`` read a million deals with one ``SELECT``
-  (benchmarks/bench_store.py measured this against a child table).
+  upsert per deal and lets the bulk read (``Store.iter_deal_arrays``) take a million deals
+  without a join (benchmarks/bench_store.py measured this against a child table).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
-from crm_kpi_worker.sync.model import CLOSE_DATE_FIELD, FieldChange, StageChange
+from crm_kpi_worker.sync.model import FieldChange, StageChange
 
 __all__ = [
     "KPI_KEY",
@@ -55,10 +55,8 @@ __all__ = [
     "accounts",
     "activities",
     "deals",
-    "decode_field_history",
     "decode_json",
     "decode_scalar",
-    "decode_stage_history",
     "encode_close_date_history",
     "encode_field_history",
     "encode_json",
@@ -415,47 +413,6 @@ def encode_field_history(deal_id: str, changes: Sequence[FieldChange]) -> str:
             raise ValueError(f"field change of deal {change.deal_id!r} given for deal {deal_id!r}")
         rows.append([change.field, change.old_value, change.new_value, change.changed_at])
     return encode_json(rows)
-
-
-def decode_stage_history(deal_id: str, text: str | None) -> list[StageChange]:
-    if not text:
-        return []
-    parts = text.split(SEP)
-    return [
-        StageChange(deal_id=deal_id, stage=stage, entered_at=dt.datetime.fromisoformat(entered_at))
-        for stage, entered_at in zip(parts[0::2], parts[1::2], strict=True)
-    ]
-
-
-def _date_or_none(text: str) -> dt.date | None:
-    return dt.date.fromisoformat(text) if text else None
-
-
-def decode_field_history(
-    deal_id: str, close_date_text: str | None, other_json: str | None
-) -> list[FieldChange]:
-    changes = []
-    if close_date_text:
-        parts = close_date_text.split(SEP)
-        for old, new, at in zip(parts[0::3], parts[1::3], parts[2::3], strict=True):
-            changes.append(
-                FieldChange(
-                    deal_id=deal_id,
-                    field=CLOSE_DATE_FIELD,
-                    old_value=_date_or_none(old),
-                    new_value=_date_or_none(new),
-                    changed_at=dt.datetime.fromisoformat(at),
-                )
-            )
-    if other_json:
-        for field, old, new, at in decode_json(other_json):
-            changes.append(
-                FieldChange(
-                    deal_id=deal_id, field=field, old_value=old, new_value=new, changed_at=at
-                )
-            )
-    changes.sort(key=lambda change: change.changed_at)
-    return changes
 
 
 def split_history(texts: Sequence[str | None], width: int) -> tuple[list[int], list[str]]:

@@ -1,0 +1,235 @@
+"""The KPI values: the latest value of every KPI key, a history row per change, and the
+commit-forecast snapshots. Values stay exact ``Decimal``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.schema import CreateTable
+
+from crm_kpi_worker.sync.store.database import Database, chunks
+from crm_kpi_worker.sync.store.runs import RunRecords
+from crm_kpi_worker.sync.store.schema import (
+    KPI_KEY,
+    ExactDecimal,
+    UtcDateTime,
+    forecast_snapshots,
+    kpi_history,
+    kpi_values,
+    to_decimal,
+)
+
+__all__ = ["KpiRow", "KpiValues", "Snapshot"]
+
+
+@dataclass(frozen=True)
+class KpiRow:
+    """One KPI value. ``period_kind``/``period_key`` are '' for KPIs without a period.
+
+    ``value`` None is an empty KPI (nothing to divide by). ints and floats are accepted and
+    stored as exact decimals; values read back are ``Decimal``. ``run_id``/``changed_at`` are
+    filled on read: the run that set the current value, and when.
+    """
+
+    source: str
+    scope: str  # "rep", "team", "org" or "deal"
+    subject: str  # rep id, team name, "org" or deal id
+    period_kind: str  # "month", "quarter", "year", or ""
+    period_key: str  # e.g. "2024-Q3", or ""
+    kpi: str
+    value: Decimal | None
+    run_id: int | None = None
+    changed_at: dt.datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        return (
+            self.source,
+            self.scope,
+            self.subject,
+            self.period_kind,
+            self.period_key,
+            self.kpi,
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The commit forecast of a subject for a period, taken on its snapshot day."""
+
+    subject: str
+    period_key: str
+    commit: Decimal
+    taken_on: dt.date
+
+
+class KpiValues:
+    """The KPI values of each run, and the forecast snapshots."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def save_kpis(self, run_id: int, rows: Iterable[KpiRow]) -> None:
+        """Store the run's KPI values: the latest value per key, plus a history row for every
+        key whose value changed (or appeared). Diffed in SQL, so memory stays flat however
+        many rows stream in; a key given twice keeps its last value."""
+        now = self._db.clock()
+        incoming = _kpi_incoming()
+        with self._db.write() as connection:
+            RunRecords.require_run(connection, run_id)
+            connection.execute(CreateTable(incoming, if_not_exists=True))
+            connection.execute(delete(incoming))
+            decimal = self._db.driver.decimal
+            for chunk in chunks(rows, 10_000):
+                self._db.upsert_many(
+                    connection,
+                    incoming,
+                    [
+                        {
+                            "source": row.source,
+                            "scope": row.scope,
+                            "subject": row.subject,
+                            "period_kind": row.period_kind,
+                            "period_key": row.period_key,
+                            "kpi": row.kpi,
+                            "value": decimal(_kpi_value(row.value)),
+                        }
+                        for row in chunk
+                    ],
+                )
+            same_key = and_(*(kpi_values.c[name] == incoming.c[name] for name in KPI_KEY))
+            changed = (
+                select(
+                    *(incoming.c[name] for name in KPI_KEY),
+                    incoming.c.value,
+                    literal(run_id),
+                    literal(now, UtcDateTime()),
+                )
+                .select_from(incoming.outerjoin(kpi_values, same_key))
+                .where(
+                    or_(
+                        kpi_values.c.source.is_(None),
+                        kpi_values.c.value.is_distinct_from(incoming.c.value),
+                    )
+                )
+            )
+            connection.execute(
+                insert(kpi_history).from_select(
+                    [*KPI_KEY, "value", "run_id", "recorded_at"], changed
+                )
+            )
+            latest = self._db.insert(kpi_values).from_select(
+                [*KPI_KEY, "value", "run_id", "changed_at"],
+                select(
+                    *(incoming.c[name] for name in KPI_KEY),
+                    incoming.c.value,
+                    literal(run_id),
+                    literal(now, UtcDateTime()),
+                ).where(true()),  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+            )
+            connection.execute(
+                latest.on_conflict_do_update(
+                    index_elements=list(KPI_KEY),
+                    set_={
+                        "value": latest.excluded.value,
+                        "run_id": latest.excluded.run_id,
+                        "changed_at": latest.excluded.changed_at,
+                    },
+                    where=kpi_values.c.value.is_distinct_from(latest.excluded.value),
+                )
+            )
+            connection.execute(delete(incoming))
+
+    def kpis(
+        self, source: str | None = None, *, rep: str | None = None, period: str | None = None
+    ) -> list[KpiRow]:
+        """Latest KPI values, sorted by key. ``rep``: that rep's rows (scope "rep", subject
+        the rep id); ``period``: a period key ("2024-Q3") or kind ("quarter")."""
+        statement = select(kpi_values).order_by(*(kpi_values.c[name] for name in KPI_KEY))
+        if source is not None:
+            statement = statement.where(kpi_values.c.source == source)
+        if rep is not None:
+            statement = statement.where(kpi_values.c.scope == "rep", kpi_values.c.subject == rep)
+        if period is not None:
+            statement = statement.where(
+                or_(kpi_values.c.period_key == period, kpi_values.c.period_kind == period)
+            )
+        with self._db.read() as connection:
+            return [KpiRow(**row) for row in connection.execute(statement).mappings()]
+
+    def snapshots(self, source: str) -> list[Snapshot]:
+        statement = (
+            select(
+                forecast_snapshots.c.subject,
+                forecast_snapshots.c.period_key,
+                forecast_snapshots.c.commit_value,
+                forecast_snapshots.c.taken_on,
+            )
+            .where(forecast_snapshots.c.source == source)
+            .order_by(forecast_snapshots.c.subject, forecast_snapshots.c.period_key)
+        )
+        with self._db.read() as connection:
+            return [Snapshot(*row) for row in connection.execute(statement)]
+
+    def save_snapshots(self, source: str, snapshots: Iterable[Snapshot]) -> None:
+        """Store snapshots; one per (subject, period key): saving it again replaces it."""
+        rows = {
+            (snapshot.subject, snapshot.period_key): {
+                "source": source,
+                "subject": snapshot.subject,
+                "period_key": snapshot.period_key,
+                "commit_value": snapshot.commit,
+                "taken_on": snapshot.taken_on,
+            }
+            for snapshot in snapshots
+        }
+        if not rows:
+            return
+        statement = self._db.insert(forecast_snapshots)
+        with self._db.write() as connection:
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["source", "subject", "period_key"],
+                    set_={
+                        "commit_value": statement.excluded.commit_value,
+                        "taken_on": statement.excluded.taken_on,
+                    },
+                ),
+                list(rows.values()),
+            )
+
+
+def _kpi_value(value: Any) -> Decimal | None:
+    """One canonical Decimal per number (0.250 and 0.25 are the same value, stored once)."""
+    if value is None:
+        return None
+    number = to_decimal(value).normalize()
+    return Decimal(format(number, "f")) if number else Decimal(0)
+
+
+def _kpi_incoming() -> Table:
+    """The per-connection temporary table save_kpis diffs through."""
+    return Table(
+        "kpi_incoming",
+        MetaData(),
+        *(Column(name, String(), primary_key=True) for name in KPI_KEY),
+        Column("value", ExactDecimal()),
+        prefixes=["TEMPORARY"],
+    )
