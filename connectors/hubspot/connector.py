@@ -52,6 +52,7 @@ from crm_kpi_worker.connectors.base import (
 )
 from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.hubspot.client import HubSpotApis
+from crm_kpi_worker.connectors.hubspot.config import HubSpotMapping, HubSpotSource
 from crm_kpi_worker.connectors.hubspot.search import (
     format_stamp,
     parse_stamp,
@@ -62,7 +63,7 @@ from crm_kpi_worker.connectors.hubspot.search import (
 from crm_kpi_worker.connectors.hubspot.transport import Answer, Bucket, HubSpotTransport
 from crm_kpi_worker.connectors.hubspot.writes import BatchWriter, TargetManager
 from crm_kpi_worker.connectors.retry import RetryPolicy
-from crm_kpi_worker.sync.config import CurrencySettings, HubSpotMapping, HubSpotSource
+from crm_kpi_worker.sync.config.money import CurrencySettings
 
 __all__ = ["DEFAULT_LOOKBACK", "HubSpotConnector", "connect_hubspot"]
 

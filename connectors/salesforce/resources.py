@@ -46,6 +46,7 @@ from typing import Any
 from crm_kpi_worker.connectors.base import Page
 from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.salesforce import soql
+from crm_kpi_worker.connectors.salesforce.config import SalesforceMapping
 from crm_kpi_worker.connectors.salesforce.settings import (
     CONVERTED_AMOUNT,
     CONVERTED_QUOTA_AMOUNT,
@@ -62,7 +63,6 @@ from crm_kpi_worker.connectors.salesforce.settings import (
     USER_FIELDS,
     SalesforceSettings,
 )
-from crm_kpi_worker.sync.config import SalesforceMapping
 
 __all__ = [
     "OrgFacts",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from crm_kpi_worker.sync.config import SalesforceSource
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 
 __all__ = [
     "COLLECTION_BATCH_SIZE",
