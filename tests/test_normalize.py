@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crm_kpi_worker.connectors.salesforce.normalize import salesforce_metadata
 from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSource
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.model import DealType, ForecastCategory, QuotaSource
@@ -24,7 +25,6 @@ from crm_kpi_worker.sync.normalize import (
     StageInfo,
     normalize,
 )
-from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
 
 DEMO = load_config("config/demo-salesforce.yaml")
 UTC = dt.UTC
@@ -683,7 +683,12 @@ def test_no_metadata_record_makes_the_builder_raise(
 @settings(max_examples=200, deadline=None)
 @given(record=st.dictionaries(st.sampled_from([*FIELDS, "id", "ID", "amount"]), JSON, max_size=6))
 def test_compiled_field_readers_read_what_lookup_reads(record: dict[str, Any]) -> None:
-    from crm_kpi_worker.sync.normalize_salesforce import field_reader, has_key, key_tester, lookup
+    from crm_kpi_worker.connectors.salesforce.normalize import (
+        field_reader,
+        has_key,
+        key_tester,
+        lookup,
+    )
 
     for path in ("Id", "id", "Amount", "Account.Churn_Date__c", "Period.Type", None):
         assert field_reader(path)(record) == lookup(record, path)
@@ -702,7 +707,7 @@ def test_records_built_without_validation_equal_validated_ones(
 ) -> None:
     from unittest import mock
 
-    from crm_kpi_worker.sync import normalize_salesforce as sf
+    from crm_kpi_worker.connectors.salesforce import normalize as sf
     from crm_kpi_worker.sync.model import Activity, Deal, StageChange
 
     fast = normalize(context, stream, records)
@@ -726,7 +731,7 @@ def test_the_patched_fast_constructors_are_the_ones_normalization_uses() -> None
     plain record really goes through them."""
     from unittest import mock
 
-    from crm_kpi_worker.sync import normalize_salesforce as sf
+    from crm_kpi_worker.connectors.salesforce import normalize as sf
     from crm_kpi_worker.sync.model import Deal, StageChange
 
     with (

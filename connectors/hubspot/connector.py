@@ -60,6 +60,8 @@ from crm_kpi_worker.connectors.hubspot.search import (
     to_ms,
     windowed_search,
 )
+from crm_kpi_worker.connectors.hubspot.settings import DATE_ENTERED_PREFIX as DATE_ENTERED
+from crm_kpi_worker.connectors.hubspot.settings import STAMP
 from crm_kpi_worker.connectors.hubspot.transport import Answer, Bucket, HubSpotTransport
 from crm_kpi_worker.connectors.hubspot.writes import BatchWriter, TargetManager
 from crm_kpi_worker.connectors.retry import RetryPolicy
@@ -70,7 +72,6 @@ __all__ = ["DEFAULT_LOOKBACK", "HubSpotConnector", "connect_hubspot"]
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK = dt.timedelta(minutes=5)
-STAMP = "hs_lastmodifieddate"
 #: List endpoints (owners, archived deals) answer at most 100 records a page.
 LIST_PAGE = 100
 #: Batch read with propertiesWithHistory takes at most 50 ids.
@@ -78,7 +79,6 @@ HISTORY_BATCH = 50
 DEALS = "deals"
 COMPANIES = "companies"
 GOAL_TARGETS = "goal_targets"
-DATE_ENTERED = "hs_v2_date_entered_"
 GOAL_PROPERTIES = (
     "hs_goal_name",
     "hs_target_amount",

@@ -29,13 +29,13 @@ def _connect(source: HubSpotSource, currency: CurrencySettings, **options: Any) 
 
 
 def _normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
-    from crm_kpi_worker.sync.normalize_hubspot import normalize_page
+    from crm_kpi_worker.connectors.hubspot.normalize import normalize_page
 
     return normalize_page(context, stream, records)
 
 
 def _metadata(records: Mapping[str, list[dict[str, Any]]]) -> CrmMetadata:
-    from crm_kpi_worker.sync.normalize_hubspot import hubspot_metadata
+    from crm_kpi_worker.connectors.hubspot.normalize import hubspot_metadata
 
     return hubspot_metadata(records.get("stages", []))
 

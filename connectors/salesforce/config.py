@@ -216,6 +216,14 @@ class SalesforceMapping(MappingBase):
     demos: SalesforceDemoMapping | None = None
     """Demo activities; demos_per_week stays empty without it."""
 
+    def account_churn_field(self) -> str | None:
+        """The churn date field on Account, when ``churn_date`` reads it through the deal's
+        account (``Account.Churn_Date__c`` -> ``Churn_Date__c``): the accounts stream pulls it."""
+        churn = self.churn_date
+        if churn is None or not churn.startswith("Account."):
+            return None
+        return churn.removeprefix("Account.")
+
 
 _SF_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
 

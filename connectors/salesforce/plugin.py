@@ -31,13 +31,13 @@ def _connect(source: SalesforceSource, currency: CurrencySettings, **options: An
 
 
 def _normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
-    from crm_kpi_worker.sync.normalize_salesforce import normalize_page
+    from crm_kpi_worker.connectors.salesforce.normalize import normalize_page
 
     return normalize_page(context, stream, records)
 
 
 def _metadata(records: Mapping[str, list[dict[str, Any]]]) -> CrmMetadata:
-    from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
+    from crm_kpi_worker.connectors.salesforce.normalize import salesforce_metadata
 
     return salesforce_metadata(records.get("stages", []), records.get("currencies", []))
 

@@ -194,10 +194,8 @@ class StreamQueries:
 
     def account_churn_field(self) -> str | None:
         """The churn date field on Account, when the mapping reads it through the account."""
-        churn = self.mapping.churn_date
-        if churn is None or not churn.startswith("Account."):
-            return None
-        return soql.field_path(churn.removeprefix("Account."))
+        churn = self.mapping.account_churn_field()
+        return None if churn is None else soql.field_path(churn)
 
     def _accounts(self, since: str | None) -> StreamQuery | None:
         churn = self.account_churn_field()

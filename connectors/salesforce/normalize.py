@@ -1,10 +1,10 @@
 """Salesforce records (as the Salesforce connector pulls them) -> the canonical model.
 
-See :mod:`.normalize` for the rules every CRM follows; this module knows Salesforce's shapes:
-Opportunity with its ``OpportunityHistories`` and ``Histories`` child results, User, Account,
-the demos object (Event by default), ForecastingQuota with ``Period``, and the
-OpportunityStage/CurrencyType metadata. Field names come from the source's mapping and are
-looked up case-insensitively (SOQL names are), relationship paths through nested records.
+See :mod:`crm_kpi_worker.sync.normalize` for the rules every CRM follows; this module knows
+Salesforce's shapes: Opportunity with its ``OpportunityHistories`` and ``Histories`` child
+results, User, Account, the demos object (Event by default), ForecastingQuota with ``Period``,
+and the OpportunityStage/CurrencyType metadata. Field names come from the source's mapping and
+are looked up case-insensitively (SOQL names are), relationship paths through nested records.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from crm_kpi_worker.sync.config import SalesforceMapping, SalesforceSource, StageMap
+from crm_kpi_worker.connectors.salesforce.config import SalesforceMapping, SalesforceSource
+from crm_kpi_worker.connectors.salesforce.settings import (
+    CONVERTED_AMOUNT,
+    CONVERTED_QUOTA_AMOUNT,
+    FIELD_HISTORY,
+    STAGE_HISTORY,
+)
+from crm_kpi_worker.sync.config.mapping import StageMap
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
     DEMO_ACTIVITY,
@@ -63,11 +70,6 @@ __all__ = [
     "salesforce_metadata",
 ]
 
-# The connector's aliases for convertCurrency() columns (connectors.salesforce.settings).
-CONVERTED_AMOUNT = "ConvertedAmount"
-CONVERTED_QUOTA_AMOUNT = "ConvertedQuotaAmount"
-STAGE_HISTORY = "OpportunityHistories"
-FIELD_HISTORY = "Histories"
 OPPORTUNITY_PREFIX = "006"
 _PERIOD_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 _PERCENT = Decimal(100)
@@ -671,19 +673,12 @@ def normalize_reps(context: NormalizeContext, records: Sequence[Any]) -> Normali
     return out
 
 
-def account_churn_field(mapping: SalesforceMapping) -> str | None:
-    churn = mapping.churn_date
-    if churn is None or not churn.startswith("Account."):
-        return None
-    return churn.removeprefix("Account.")
-
-
 def normalize_accounts(context: NormalizeContext, records: Sequence[Any]) -> Normalized:
     """Accounts -> accounts with their churn date; deleted ones only listed as deleted."""
     out = Normalized()
     mapping = context.source.mapping
     assert isinstance(mapping, SalesforceMapping)
-    churn_field = account_churn_field(mapping)
+    churn_field = mapping.account_churn_field()
 
     def one(record: dict[str, Any], account_id: str) -> None:
         if read_bool(lookup(record, "IsDeleted"), "IsDeleted", False):

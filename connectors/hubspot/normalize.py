@@ -1,9 +1,10 @@
 """HubSpot records (as the HubSpot connector pulls them) -> the canonical model.
 
-See :mod:`.normalize` for the rules every CRM follows; this module knows HubSpot's shapes: CRM
-v3 objects ``{"id", "properties": {name: text or null}, "createdAt", "updatedAt", "archived",
-"archivedAt"?, "propertiesWithHistory"?}`` for deals, companies, meetings and goal targets;
-owners; and the deal pipelines' stages (flattened by the connector, one record a stage).
+See :mod:`crm_kpi_worker.sync.normalize` for the rules every CRM follows; this module knows
+HubSpot's shapes: CRM v3 objects ``{"id", "properties": {name: text or null}, "createdAt",
+"updatedAt", "archived", "archivedAt"?, "propertiesWithHistory"?}`` for deals, companies,
+meetings and goal targets; owners; and the deal pipelines' stages (flattened by the connector,
+one record a stage).
 
 HubSpot specifics:
 
@@ -33,7 +34,9 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crm_kpi_worker.sync.config import HubSpotMapping, HubSpotSource, StageMap
+from crm_kpi_worker.connectors.hubspot.config import HubSpotMapping, HubSpotSource
+from crm_kpi_worker.connectors.hubspot.settings import DATE_ENTERED_PREFIX
+from crm_kpi_worker.sync.config.mapping import StageMap
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
     DEMO_ACTIVITY,
@@ -78,8 +81,6 @@ __all__ = [
     "read_hs_date",
 ]
 
-#: ``hs_v2_date_entered_<stage id>``: when the deal last entered that stage.
-DATE_ENTERED_PREFIX = "hs_v2_date_entered_"
 GOAL_OWNER = "hubspot_owner_id"
 GOAL_AMOUNT = "hs_target_amount"
 GOAL_START = "hs_start_datetime"
