@@ -13,7 +13,7 @@ never imports simple-salesforce.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectorFactory",
     "CrmPlugin",
+    "MappedField",
     "build_connector",
     "plugin_for",
     "plugins",
@@ -38,6 +39,19 @@ __all__ = [
 ]
 
 ConnectorFactory = Callable[..., Connector]
+
+
+@dataclass(frozen=True)
+class MappedField:
+    """A CRM field a source's mapping names, checked against the CRM's metadata before a run."""
+
+    key: tuple[str | int, ...]  # its key path under the source's ``mapping``
+    object: str  # the CRM object the field is on (a name ``describe_fields`` takes)
+    name: str  # the field (a dotted relationship path on Salesforce)
+    default: str | None = None  # the key's default field, the hint when nothing is closer
+    #: The CRM may lack it and the connector copes (Salesforce's currency field, which only
+    #: multi-currency orgs have).
+    absent_ok: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,11 @@ class CrmPlugin:
     rep_object: str | None
     #: The largest batch one write call takes.
     write_batch_limit: int
+    #: ``mapped_fields(mapping, conversion)``: every field the mapping names, for the check
+    #: against the CRM (``conversion`` is the config's ``currency.conversion``).
+    mapped_fields: Callable[[Any, str], Iterator[MappedField]]
+    #: What the CRM calls a field, in messages ("field", "property").
+    field_noun: str
     #: The CRM's default mapping and example config, files of the package's ``config/``
     #: folder (``config show-mapping``, ``config show-example``); None when it ships none.
     default_mapping_file: str | None = None

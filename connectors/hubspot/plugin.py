@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from crm_kpi_worker.connectors.hubspot.checks import mapped_fields
 from crm_kpi_worker.connectors.hubspot.config import TARGET_NAMING, HubSpotMapping, HubSpotSource
 from crm_kpi_worker.connectors.registry import CrmPlugin
 
@@ -49,6 +50,8 @@ HUBSPOT = CrmPlugin(
     normalize=_normalize,
     metadata=_metadata,
     target_naming=TARGET_NAMING,
+    mapped_fields=mapped_fields,
+    field_noun="property",
     deal_object="deals",
     rep_object=None,
     write_batch_limit=BATCH_LIMIT,

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from crm_kpi_worker.connectors.registry import CrmPlugin
+from crm_kpi_worker.connectors.salesforce.checks import mapped_fields
 from crm_kpi_worker.connectors.salesforce.config import (
     TARGET_NAMING,
     SalesforceMapping,
@@ -51,6 +52,8 @@ SALESFORCE = CrmPlugin(
     normalize=_normalize,
     metadata=_metadata,
     target_naming=TARGET_NAMING,
+    mapped_fields=mapped_fields,
+    field_noun="field",
     deal_object="Opportunity",
     rep_object="User",
     write_batch_limit=COLLECTION_BATCH_SIZE,
