@@ -807,7 +807,9 @@ def read_quota_csv(path: str | os.PathLike[str], fiscal: FiscalCalendar) -> list
 
 
 def _auth_summary(source: Any) -> str:
-    auth = source.auth
+    auth = getattr(source, "auth", None)
+    if auth is None:  # a CRM without credentials (an in-memory one in tests)
+        return "no auth"
     parts = [f"auth {auth.method}"]
     for name in ("username",):
         ref = getattr(auth, name, None)

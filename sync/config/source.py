@@ -44,7 +44,7 @@ class SourceBase(ConfigModel):
     if TYPE_CHECKING:
         # Every CRM's source has these, with its own types; the sync layer reads them here.
         type: str
-        auth: AuthBase
+        auth: AuthBase  # a CRM needing no credentials may have none
         mapping: MappingBase
 
     def default_secret_problems(self, endpoint: str | None) -> list[InitErrorDetails]:
