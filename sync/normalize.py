@@ -67,6 +67,7 @@ __all__ = [
     "ExclusionReason",
     "NormalizeContext",
     "Normalized",
+    "Problems",
     "RecordType",
     "StageInfo",
     "each_record",
@@ -261,6 +262,14 @@ class Normalized:
             return
         for reason, detail in problems:
             self.exclude(RecordType.DEAL, deal.id, reason, detail)
+
+
+class Problems(list[tuple[ExclusionReason, str]]):
+    """One record's problems, in the order its values are read (each becomes an exclusion
+    of a live record)."""
+
+    def invalid(self, exc: InvalidValue) -> None:
+        self.append((ExclusionReason.INVALID_VALUE, str(exc)))
 
 
 def normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:

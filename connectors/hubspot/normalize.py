@@ -59,6 +59,7 @@ from crm_kpi_worker.sync.normalize import (
     InvalidValue,
     NormalizeContext,
     Normalized,
+    Problems,
     RecordType,
     StageInfo,
     deal_arr,
@@ -292,11 +293,8 @@ def _probability(
     return info.default_probability if info else None
 
 
-class _Problems(list[tuple[ExclusionReason, str]]):
-    """One deal's problems, in the order its values are read (each becomes an exclusion)."""
-
-    def invalid(self, exc: InvalidValue) -> None:
-        self.append((ExclusionReason.INVALID_VALUE, str(exc)))
+class _Problems(Problems):
+    """One deal's problems, and a reader of text properties that notes them."""
 
     def text(self, props: dict[str, Any], name: str | None) -> str | None:
         """The property's text; None, with the problem noted, when it is not text."""
