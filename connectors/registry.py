@@ -13,6 +13,7 @@ never imports simple-salesforce.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -63,9 +64,10 @@ class CrmPlugin:
     #: The CRM's name for people, e.g. "Salesforce".
     label: str
     #: The source's config model (a ``SourceBase`` with ``type: Literal["<type>"]``).
-    source_model: type[SourceBase]
+    # builtins.type: the field "type" above shadows the builtin in this class body.
+    source_model: builtins.type[SourceBase]
     #: The shape of ``sources[].mapping`` (what ``config show-mapping`` files hold).
-    mapping_model: type[MappingBase]
+    mapping_model: builtins.type[MappingBase]
     #: ``connect(source, currency, **options)``: logs in and returns the connector. Options a
     #: CRM does not know (``retry_policy``, ``environ``, ...) are passed by keyword; a factory
     #: takes ``**options`` and ignores the ones it has no use for.

@@ -622,7 +622,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
         except InvalidValue as exc:
             problems.invalid(exc)
         deal_type_value, name, owner_id, account_id = _deal_texts(mapping, record, fields, problems)
-        values = {
+        values: dict[str, Any] = {
             "id": deal_id,
             "source": source.name,
             "name": name,
@@ -754,7 +754,7 @@ def normalize_activities(context: NormalizeContext, records: Sequence[Any]) -> N
             related if isinstance(related, str) and related.startswith(OPPORTUNITY_PREFIX) else None
         )
         owner_id = read_text(read_owner(record), demos.owner_field) or None
-        values = {
+        values: dict[str, Any] = {
             "id": activity_id,
             "owner_id": owner_id,
             "deal_id": deal_id,
