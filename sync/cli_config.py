@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.registry import plugins
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.config_loader import (
     ConfigError,
@@ -18,13 +19,10 @@ from crm_kpi_worker.sync.config_loader import (
 #: Exit statuses of ``config validate``.
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 
-_DEFAULT_MAPPINGS = {
-    "salesforce": "salesforce-default-mapping.yaml",
-    "hubspot": "hubspot-default-mapping.yaml",
-}
+#: CRM -> its default mapping and its example config (files of the package's config/ folder).
+_DEFAULT_MAPPINGS = {p.type: p.default_mapping_file for p in plugins() if p.default_mapping_file}
 _EXAMPLES = {
-    "salesforce": "example-salesforce.yaml",
-    "hubspot": "example-hubspot.yaml",
+    **{p.type: p.example_config_file for p in plugins() if p.example_config_file},
     "demo": "demo-salesforce.yaml",
 }
 

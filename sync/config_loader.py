@@ -32,17 +32,18 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
+from pydantic.fields import FieldInfo
 
+from crm_kpi_worker.connectors.registry import plugin_for
 from crm_kpi_worker.sync.config import (
     RULE_ERROR,
     AppConfig,
     EnvRef,
     FiscalCalendar,
-    HubSpotMapping,
+    MappingBase,
     QuotaEntry,
-    SalesforceMapping,
-    SalesforceSource,
     SecretError,
+    TaggedUnion,
     iter_secret_refs,
 )
 
@@ -332,7 +333,23 @@ def _is_union(tp: Any) -> bool:
     return get_origin(tp) in (Union, types.UnionType)
 
 
-def _union_tags(tp: Any) -> dict[str, Any]:
+def _annotation(field: FieldInfo) -> Any:
+    """A field's type with its metadata (pydantic keeps ``Annotated`` extras apart)."""
+    if not field.metadata:
+        return field.annotation
+    return Annotated[(field.annotation, *field.metadata)]  # type: ignore[valid-type]
+
+
+def _tagged_union(tp: Any) -> TaggedUnion | None:
+    """The :class:`TaggedUnion` validating ``tp``, when it is one."""
+    if get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, TaggedUnion)), None)
+    return None
+
+
+def _union_tags(tp: Any, tagged: TaggedUnion | None) -> dict[str, Any]:
+    if tagged is not None:  # validated by tag: "key=tag" -> the tag's model
+        return {f"{tagged.key}={tag}": model for tag, model in tagged.members_now().items()}
     tags: dict[str, Any] = {}
     for member in get_args(tp):
         if get_origin(member) is Annotated:
@@ -348,9 +365,10 @@ def _locate(root: type[BaseModel], loc: Sequence[PathElement]) -> _Located:
     owner: type[BaseModel] | None = None
     path: list[PathElement] = []
     for element in loc:
+        tagged = _tagged_union(tp)
         tp = _unwrap(tp)
         if _is_union(tp):
-            tags = _union_tags(tp)
+            tags = _union_tags(tp, tagged)
             if isinstance(element, str) and element in tags:
                 tp = tags[element]
                 continue
@@ -360,7 +378,7 @@ def _locate(root: type[BaseModel], loc: Sequence[PathElement]) -> _Located:
             owner = tp
             path.append(element)
             field = tp.model_fields.get(str(element))
-            tp = field.annotation if field is not None else None
+            tp = None if field is None else _annotation(field)
         elif get_origin(tp) in (list, tuple, set, frozenset):
             path.append(element)
             tp = get_args(tp)[0] if get_args(tp) else None
@@ -618,15 +636,12 @@ def load_config_text(
     return config
 
 
-def load_mapping(
-    path: str | os.PathLike[str], crm: Literal["salesforce", "hubspot"]
-) -> SalesforceMapping | HubSpotMapping:
-    """Load a standalone mapping file (the shape of ``sources[].mapping``)."""
+def load_mapping(path: str | os.PathLike[str], crm: str) -> MappingBase:
+    """Load a standalone mapping file (the shape of ``sources[].mapping`` of a ``crm``
+    source)."""
     path = Path(path)
     document = _parse_yaml(_read_text(path), str(path))
-    root: type[SalesforceMapping | HubSpotMapping] = (
-        SalesforceMapping if crm == "salesforce" else HubSpotMapping
-    )
+    root: type[MappingBase] = plugin_for(crm).mapping_model
     mapping, problems = _validate(root, document, str(path), path.parent)
     if mapping is None:
         raise ConfigError(str(path), problems)
@@ -792,7 +807,9 @@ def read_quota_csv(path: str | os.PathLike[str], fiscal: FiscalCalendar) -> list
 
 
 def _auth_summary(source: Any) -> str:
-    auth = source.auth
+    auth = getattr(source, "auth", None)
+    if auth is None:  # a CRM without credentials (an in-memory one in tests)
+        return "no auth"
     parts = [f"auth {auth.method}"]
     for name in ("username",):
         ref = getattr(auth, name, None)
@@ -803,15 +820,7 @@ def _auth_summary(source: Any) -> str:
 
 def _source_lines(config: AppConfig) -> Iterator[str]:
     for source in config.sources:
-        if isinstance(source, SalesforceSource):
-            where = f"domain {source.domain}"
-            if source.login_url is not None:
-                where += f", login_url {source.login_url}"
-            if source.instance_url is not None:
-                where += f", instance_url {source.instance_url}"
-            where += f", API v{source.api_version}"
-        else:
-            where = f"base_url {source.base_url}"
+        where = source.describe_endpoint()
         yield f"  - {source.name}: {source.crm}, {_auth_summary(source)}, {where}"
         mapping = source.mapping
         stage_keys = dict.fromkeys(s.stage for s in mapping.stages)

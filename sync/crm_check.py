@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from crm_kpi_worker.connectors.base import CrmField
+from crm_kpi_worker.connectors.registry import plugin_for
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.config_loader import ConfigProblem, PathElement, origin_of
 
@@ -37,43 +37,6 @@ __all__ = [
 #: object name -> its fields by API name (None: the CRM has no such object).
 Describe = Callable[[str], "dict[str, CrmField] | None"]
 
-_SF_DEAL_KEYS = (
-    "name",
-    "amount",
-    "close_date",
-    "created_at",
-    "stage",
-    "deal_type",
-    "forecast_category",
-    "probability",
-    "currency",
-    "owner_id",
-    "account_id",
-    "is_deleted",
-    "last_modified",
-    "term_months",
-    "churn_date",  # a path from the opportunity, e.g. Account.Churn_Date__c
-)
-_HS_DEAL_KEYS = (
-    "name",
-    "amount",
-    "amount_in_home_currency",
-    "close_date",
-    "created_at",
-    "stage",
-    "pipeline",
-    "deal_type",
-    "forecast_category",
-    "probability",
-    "currency",
-    "owner_id",
-    "last_modified",
-    "term_months",
-    "company_id",
-)
-_DEMO_KEYS = ("type_field", "owner_field", "deal_field", "start_field")
-#: Salesforce's currency field exists only in multi-currency orgs, where the connector reads it.
-_SF_SINGLE_CURRENCY_DEFAULT = "CurrencyIsoCode"
 #: Emails of one company share their domain: only a near-identical one is a likely typo.
 _EMAIL_CUTOFF = 0.85
 
@@ -87,39 +50,6 @@ class CrmCheckFailed(Exception):
         lines = [f"{count} problem{'s' if count != 1 else ''} between the config and the CRM:"]
         lines += [str(p) for p in self.problems]
         super().__init__("\n".join(lines))
-
-
-@dataclass(frozen=True)
-class _Mapped:
-    path: tuple[PathElement, ...]  # key path in the config
-    object: str  # the CRM object the field is on
-    name: str  # the field (a dotted relationship path on Salesforce)
-    default: str | None = None  # the key's default field, the hint when nothing is closer
-
-
-def _mapped_fields(index: int, source: Any, conversion: str) -> Iterator[_Mapped]:
-    mapping = source.mapping
-    base: tuple[PathElement, ...] = ("sources", index, "mapping")
-    salesforce = source.type == "salesforce"
-    deal_object = "Opportunity" if salesforce else "deals"
-    for key in _SF_DEAL_KEYS if salesforce else _HS_DEAL_KEYS:
-        name = getattr(mapping, key)
-        if name is None or (key == "amount_in_home_currency" and conversion != "crm"):
-            continue
-        default = type(mapping).model_fields[key].default
-        yield _Mapped((*base, key), deal_object, name, default if default != name else None)
-    if not salesforce and mapping.churn_date is not None:
-        yield _Mapped((*base, "churn_date"), "companies", mapping.churn_date)
-    if mapping.demos is not None:
-        for key in _DEMO_KEYS:
-            name = getattr(mapping.demos, key, None)
-            if name is not None:
-                yield _Mapped((*base, "demos", key), mapping.demos.object, name)
-    users = "User" if salesforce else "owners"
-    if mapping.ae_filter is not None:
-        yield _Mapped((*base, "ae_filter", "field"), users, mapping.ae_filter.field)
-    if salesforce and mapping.team_field is not None:
-        yield _Mapped((*base, "team_field"), users, mapping.team_field)
 
 
 def _suggest(value: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
@@ -210,24 +140,21 @@ def field_problems(config: AppConfig, index: int, describe: Describe) -> list[Co
     ``describe_fields``."""
     source = config.sources[index]
     origin = origin_of(config)
-    salesforce = source.type == "salesforce"
-    resolver = _Resolver(describe, "field" if salesforce else "property")
+    plugin = plugin_for(source.type)
+    resolver = _Resolver(describe, plugin.field_noun)
+    base: tuple[PathElement, ...] = ("sources", index, "mapping")
     problems: list[ConfigProblem] = []
     found: dict[str, CrmField] = {}
-    for mapped in _mapped_fields(index, source, config.currency.conversion):
+    for mapped in plugin.mapped_fields(source.mapping, config.currency.conversion):
         field, why = resolver.field(mapped.object, mapped.name, mapped.default)
         if field is not None:
-            found[str(mapped.path[-1])] = field
-        elif not (salesforce and mapped.path[-1] == "currency" and _single_currency(mapped)):
-            problems.append(origin.problem(mapped.path, str(why)))
+            found[str(mapped.key[-1])] = field
+        elif not mapped.absent_ok:
+            problems.append(origin.problem((*base, *mapped.key), str(why)))
     if "stage" in found:
         pipeline = found.get("pipeline")
         problems += _value_problems(config, index, source.mapping, found["stage"], pipeline)
     return sorted(problems)  # in file order
-
-
-def _single_currency(mapped: _Mapped) -> bool:
-    return mapped.name == _SF_SINGLE_CURRENCY_DEFAULT
 
 
 def config_emails(config: AppConfig) -> Iterator[tuple[tuple[PathElement, ...], str]]:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from crm_kpi_worker.kpis import frames as kf
-from crm_kpi_worker.sync.config import AppConfig, SalesforceSource, StageMap
+from crm_kpi_worker.sync.config import AppConfig, SourceBase, StageMap
 from crm_kpi_worker.sync.config_loader import read_quota_csv
 from crm_kpi_worker.sync.model import DealType, Quota, Rep
 from crm_kpi_worker.sync.store import Store
@@ -111,9 +111,7 @@ def _codes(values: Sequence[Any], mapping: dict[Any, int], default: int) -> np.n
     return np.fromiter((mapping.get(v, default) for v in values), dtype=np.int32, count=len(values))
 
 
-def build_input(
-    store: Store, config: AppConfig, source: SalesforceSource | Any, as_of: dt.date
-) -> EngineInput:
+def build_input(store: Store, config: AppConfig, source: SourceBase, as_of: dt.date) -> EngineInput:
     """Frames for one source from what the store holds (live records only)."""
     del as_of  # the engine decides what is "to date"; frames carry every live record
     tz = config.fiscal.tz

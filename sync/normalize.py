@@ -1,9 +1,9 @@
 """Raw CRM records -> the canonical model, through the source's mapping. Pure functions.
 
 ``normalize(context, stream, records)`` turns one page of one stream into canonical records
-and :class:`Exclusion` entries; the CRM-specific readers live beside this module
-(:mod:`.normalize_salesforce`, :mod:`.normalize_hubspot`). Nothing here does I/O or raises on
-bad data: every value the CRM sends is checked, and a record that cannot feed a KPI is
+and :class:`Exclusion` entries; the CRM-specific readers live in each CRM's folder
+(``connectors/<crm>/normalize.py``), reached through the CRM registry. Nothing here does I/O
+or raises on bad data: every value the CRM sends is checked, and a record that cannot feed a KPI is
 reported as an exclusion with a reason code and a human detail, while whatever can be stored
 still is.
 
@@ -37,12 +37,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from crm_kpi_worker.sync.bulk import gc_paused
-from crm_kpi_worker.sync.config import AppConfig, CurrencySettings, HubSpotSource, SalesforceSource
 from crm_kpi_worker.sync.model import (
     Account,
     Activity,
@@ -53,6 +52,12 @@ from crm_kpi_worker.sync.model import (
     StageChange,
 )
 
+if TYPE_CHECKING:
+    # Types only. Connectors' normalizers import this module: it names the config's light
+    # rooms, never the whole tree (AppConfig checks KPI keys against the engine).
+    from crm_kpi_worker.sync.config.money import CurrencySettings
+    from crm_kpi_worker.sync.config.source import SourceBase
+
 __all__ = [
     "MISSING_ID",
     "OTHER_ACTIVITY",
@@ -62,6 +67,7 @@ __all__ = [
     "ExclusionReason",
     "NormalizeContext",
     "Normalized",
+    "Problems",
     "RecordType",
     "StageInfo",
     "each_record",
@@ -178,7 +184,7 @@ class CrmMetadata:
 class NormalizeContext:
     """Everything normalization reads besides the records themselves."""
 
-    source: SalesforceSource | HubSpotSource
+    source: SourceBase
     currency: CurrencySettings
     #: Team name -> rep emails (the config's teams section).
     teams: Mapping[str, Sequence[str]] = field(default_factory=dict)
@@ -195,11 +201,12 @@ class NormalizeContext:
     @classmethod
     def for_source(
         cls,
-        config: AppConfig,
+        config: Any,
         source_name: str,
         metadata: CrmMetadata | None = None,
         **options: Any,
     ) -> NormalizeContext:
+        """The context of ``config``'s (an ``AppConfig``) source named ``source_name``."""
         return cls(
             source=config.source(source_name),
             currency=config.currency,
@@ -257,22 +264,24 @@ class Normalized:
             self.exclude(RecordType.DEAL, deal.id, reason, detail)
 
 
+class Problems(list[tuple[ExclusionReason, str]]):
+    """One record's problems, in the order its values are read (each becomes an exclusion
+    of a live record)."""
+
+    def invalid(self, exc: InvalidValue) -> None:
+        self.append((ExclusionReason.INVALID_VALUE, str(exc)))
+
+
 def normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
-    """The canonical records and exclusions of one page of ``stream``.
+    """The canonical records and exclusions of one page of ``stream``, by the source's CRM
+    (its registry entry's ``normalize``).
 
-    ``stages`` and ``currencies`` pages carry metadata, not records: read them with the CRM
-    module's metadata builder (e.g. :func:`.normalize_salesforce.salesforce_metadata`); here
-    they give an empty result.
+    ``stages`` and ``currencies`` pages carry metadata, not records: read them with the CRM's
+    ``metadata`` (its registry entry); here they give an empty result.
     """
-    if isinstance(context.source, SalesforceSource):
-        from crm_kpi_worker.sync import normalize_salesforce
+    from crm_kpi_worker.connectors.registry import plugin_for
 
-        return normalize_salesforce.normalize_page(context, stream, records)
-    if isinstance(context.source, HubSpotSource):
-        from crm_kpi_worker.sync import normalize_hubspot
-
-        return normalize_hubspot.normalize_page(context, stream, records)
-    raise NotImplementedError(f"no normalization for {context.source.crm} yet")
+    return plugin_for(context.source.crm).normalize(context, stream, records)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_kpi_worker.connectors.base import STREAMS, Connector
-from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.connectors.registry import build_connector, plugin_for
 from crm_kpi_worker.kpis.engine import compute
 from crm_kpi_worker.kpis.results import Results
 from crm_kpi_worker.sync import normalize as norm
@@ -253,15 +253,7 @@ def _pull_metadata(
 
 
 def _metadata(source: Any, records: dict[str, list[dict[str, Any]]]) -> norm.CrmMetadata:
-    if source.type == "salesforce":
-        from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
-
-        return salesforce_metadata(records["stages"], records["currencies"])
-    if source.type == "hubspot":
-        from crm_kpi_worker.sync.normalize_hubspot import hubspot_metadata
-
-        return hubspot_metadata(records["stages"])
-    raise NotImplementedError(f"no metadata reader for {source.type} yet")
+    return plugin_for(source.type).metadata(records)
 
 
 def _record_kind(stream: str) -> str:
@@ -356,8 +348,9 @@ def desired_records(
         )
     if fields.deal is not None or fields.owner is not None:
         yield _deal_object(crm), "update", None, _deal_records(fields, crm, inputs, results)
-    if fields.rep is not None and crm == "salesforce":
-        yield "User", "update", None, _user_records(fields.rep, results)
+    rep_object = plugin_for(crm).rep_object
+    if fields.rep is not None and rep_object is not None:
+        yield rep_object, "update", None, _user_records(fields.rep, results, rep_object)
 
 
 def _scorecards(
@@ -436,7 +429,7 @@ def _deal_records(
         yield Desired(obj, deal_id, values)
 
 
-def _user_records(target: Any, results: Results) -> Iterator[Desired]:
+def _user_records(target: Any, results: Results, rep_object: str) -> Iterator[Desired]:
     for row in results.rows:
         if row.scope != "rep" or not row.is_current or row.period_kind != target.period:
             continue
@@ -446,11 +439,11 @@ def _user_records(target: Any, results: Results) -> Iterator[Desired]:
             name: format_value(kpi_kind(key), row.values.get(key))
             for key, name in target.fields.items()
         }
-        yield Desired("User", row.subject, values)
+        yield Desired(rep_object, row.subject, values)
 
 
 def _deal_object(crm: str) -> str:
-    return "Opportunity" if crm == "salesforce" else "deals"
+    return plugin_for(crm).deal_object
 
 
 WRITE_CHUNK = 10_000  # records diffed and written at a time: memory stays flat

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from crm_kpi_worker.connectors.base import TargetField, TargetObject
-from crm_kpi_worker.sync.config import CrmType, KpiFields
+from crm_kpi_worker.connectors.registry import plugin_for
+from crm_kpi_worker.sync.config import KpiFields
 
 Language = Literal["en", "fr"]
 FieldKind = Literal["currency", "percent", "count", "days", "ratio", "date", "datetime", "text"]
@@ -360,14 +361,17 @@ def ages_as_dates(fields: KpiFields) -> bool:
 
 def targets(
     fields: KpiFields,
-    crm: CrmType,
+    crm: str,
     language: Language,
     *,
     deal_object: str | None = None,
-    rep_object: str = "User",
+    rep_object: str | None = None,
 ) -> tuple[list[TargetObject], list[TargetField]]:
-    """Every object and field the config's kpi_fields writes, as setup must create them."""
-    deal_object = deal_object or ("Opportunity" if crm == "salesforce" else "deals")
+    """Every object and field the config's kpi_fields writes, as setup must create them
+    (the objects by default those of ``crm``'s registry entry)."""
+    plugin = plugin_for(crm)
+    deal_object = deal_object or plugin.deal_object
+    rep_object = rep_object or plugin.rep_object or "User"
     objects: list[TargetObject] = []
     out: list[TargetField] = []
     if fields.scorecard is not None:
@@ -375,16 +379,16 @@ def targets(
         label, plural, name_label = _SCORECARD_OBJECT[language]
         objects.append(TargetObject(card.object, label, plural, name_label))
         key_label = _KEY_LABEL[language]
-        if crm == "hubspot":
-            # HubSpot objects have no name field of their own: the scorecard's display name.
-            out.append(_field(card.object, "kpi_name", "text", (name_label, "")))
+        if plugin.scorecard_name_field is not None:
+            # The object has no name field of its own: the scorecard's display name.
+            out.append(_field(card.object, plugin.scorecard_name_field, "text", (name_label, "")))
         out.append(
             _field(card.object, card.external_id, "text", key_label, external_id=True, unique=True)
         )
         for column, name in card.columns(crm).items():
             kind, en, fr = _DIMENSIONS[column]
             text = en if language == "en" else fr
-            if column == "rep_field" and crm == "salesforce":
+            if column == "rep_field" and plugin.rep_column_is_lookup:
                 # A lookup to the rep's User record, so reports can join on it.
                 out.append(
                     _field(card.object, name, "text", text, type="lookup", reference_to=rep_object)

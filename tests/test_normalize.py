@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.salesforce.normalize import salesforce_metadata
 from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSource
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.model import DealType, ForecastCategory, QuotaSource
@@ -25,7 +26,6 @@ from crm_kpi_worker.sync.normalize import (
     StageInfo,
     normalize,
 )
-from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
 
 DEMO = load_config(path_of("demo-salesforce.yaml"))
 UTC = dt.UTC
@@ -684,7 +684,12 @@ def test_no_metadata_record_makes_the_builder_raise(
 @settings(max_examples=200, deadline=None)
 @given(record=st.dictionaries(st.sampled_from([*FIELDS, "id", "ID", "amount"]), JSON, max_size=6))
 def test_compiled_field_readers_read_what_lookup_reads(record: dict[str, Any]) -> None:
-    from crm_kpi_worker.sync.normalize_salesforce import field_reader, has_key, key_tester, lookup
+    from crm_kpi_worker.connectors.salesforce.normalize import (
+        field_reader,
+        has_key,
+        key_tester,
+        lookup,
+    )
 
     for path in ("Id", "id", "Amount", "Account.Churn_Date__c", "Period.Type", None):
         assert field_reader(path)(record) == lookup(record, path)
@@ -703,7 +708,7 @@ def test_records_built_without_validation_equal_validated_ones(
 ) -> None:
     from unittest import mock
 
-    from crm_kpi_worker.sync import normalize_salesforce as sf
+    from crm_kpi_worker.connectors.salesforce import normalize as sf
     from crm_kpi_worker.sync.model import Activity, Deal, StageChange
 
     fast = normalize(context, stream, records)
@@ -727,7 +732,7 @@ def test_the_patched_fast_constructors_are_the_ones_normalization_uses() -> None
     plain record really goes through them."""
     from unittest import mock
 
-    from crm_kpi_worker.sync import normalize_salesforce as sf
+    from crm_kpi_worker.connectors.salesforce import normalize as sf
     from crm_kpi_worker.sync.model import Deal, StageChange
 
     with (
@@ -766,3 +771,125 @@ def test_api_attributes_left_in_records_change_nothing() -> None:
     for row in sent["OpportunityHistories"]["records"]:
         row["attributes"] = {"type": "OpportunityHistory"}
     assert deals(sent) == deals(plain)
+
+
+# ---- the fast path cannot skip a validator silently ------------------------------------------
+
+_CONSTRAINTS = (
+    "pattern",
+    "min_length",
+    "max_length",
+    "ge",
+    "gt",
+    "le",
+    "lt",
+    "multiple_of",
+    "max_digits",
+    "decimal_places",
+    "allow_inf_nan",
+)
+
+
+def _rules(node: Any, where: str, out: set[str]) -> set[str]:
+    """Every validator function and constraint of a pydantic core schema, by field."""
+    if isinstance(node, list):
+        for item in node:
+            _rules(item, where, out)
+    elif isinstance(node, dict):
+        kind = node.get("type")
+        if isinstance(kind, str) and kind.startswith("function-"):
+            function = node["function"]["function"]
+            out.add(f"{where}: {kind} {function.__name__}")
+        if isinstance(kind, str):
+            out.update(f"{where}: {key}={node[key]!r}" for key in _CONSTRAINTS if key in node)
+        for key, value in node.items():
+            if key == "fields" and isinstance(value, dict):
+                for name, field in value.items():
+                    _rules(field, name, out)
+            elif key not in ("serialization", "metadata", "ref"):
+                _rules(value, where, out)
+    return out
+
+
+#: Every rule of the records the Salesforce normalizer builds without validation, and what
+#: makes the fast path honour it: its ``known_valid`` checks (ids, owner and account ids
+#: plain, currency, arr, probability, term, won => closed, UTC instants), or values that are
+#: valid by construction (the source name and stage keys come from the validated config;
+#: amounts pass read_decimal and cents()). A rule added to the model shows up here first:
+#: teach the fast path (or its ``known_valid``) about it, then add it to this list.
+FAST_PATH_COVERS = {
+    "Deal": [
+        "Deal: function-after _check_invariants",
+        "account_id: max_length=255",
+        "account_id: min_length=1",
+        "account_id: pattern='\\\\S'",
+        "amount: allow_inf_nan=False",
+        "amount: ge=0",
+        "arr: allow_inf_nan=False",
+        "arr: ge=0",
+        "created_at: function-after _to_utc",
+        "currency: pattern='^[A-Z]{3}$'",
+        "id: max_length=255",
+        "id: min_length=1",
+        "id: pattern='\\\\S'",
+        "last_modified: function-after _to_utc",
+        "owner_id: max_length=255",
+        "owner_id: min_length=1",
+        "owner_id: pattern='\\\\S'",
+        "probability: allow_inf_nan=False",
+        "probability: ge=0",
+        "probability: le=1",
+        "source: pattern='^[a-z0-9][a-z0-9_-]{0,63}$'",
+        "stage: pattern='^[a-z][a-z0-9_]{0,63}$'",
+        "term_months: ge=1",
+        "term_months: le=1200",
+    ],
+    "Activity": [
+        "deal_id: max_length=255",
+        "deal_id: min_length=1",
+        "deal_id: pattern='\\\\S'",
+        "id: max_length=255",
+        "id: min_length=1",
+        "id: pattern='\\\\S'",
+        "kind: pattern='^[a-z][a-z0-9_]{0,63}$'",
+        "owner_id: max_length=255",
+        "owner_id: min_length=1",
+        "owner_id: pattern='\\\\S'",
+        "start: function-after _to_utc",
+    ],
+    "StageChange": [
+        "deal_id: max_length=255",
+        "deal_id: min_length=1",
+        "deal_id: pattern='\\\\S'",
+        "entered_at: function-after _to_utc",
+        "stage: pattern='^[a-z][a-z0-9_]{0,63}$'",
+    ],
+}
+
+
+def test_every_rule_of_the_fast_built_records_is_one_the_fast_path_covers() -> None:
+    from crm_kpi_worker.sync.model import Activity, Deal, StageChange
+
+    for model in (Deal, Activity, StageChange):
+        found = sorted(_rules(model.__pydantic_core_schema__, model.__name__, set()))
+        assert found == FAST_PATH_COVERS[model.__name__], (
+            f"{model.__name__}'s validators changed: the Salesforce normalizer builds it"
+            " without validation (connectors/salesforce/normalize.py, known_valid)"
+        )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stream=st.sampled_from(["deals", "activities"]),
+    records=RECORDS,
+    context=st.sampled_from(CONTEXTS),
+)
+def test_records_built_without_validation_pass_every_validator(
+    stream: str, records: list[Any], context: NormalizeContext
+) -> None:
+    """Whatever the model checks (every validator, enumerated by pydantic itself), the
+    records the fast path built pass it and come out unchanged."""
+    result = normalize(context, stream, records)
+    changes = [c for cs in result.stage_changes.values() for c in cs]
+    for record in [*result.deals, *result.activities, *changes]:
+        assert type(record).model_validate(record.__dict__) == record

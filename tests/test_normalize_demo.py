@@ -13,12 +13,12 @@ import pytest
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.base import STREAMS
 from crm_kpi_worker.connectors.salesforce import connect_salesforce
+from crm_kpi_worker.connectors.salesforce.normalize import salesforce_metadata
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.config import AppConfig, CurrencySettings
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.normalize import NormalizeContext, Normalized, normalize
-from crm_kpi_worker.sync.normalize_salesforce import salesforce_metadata
 
 
 @pytest.fixture(scope="module")

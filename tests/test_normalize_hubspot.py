@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.hubspot.normalize import hubspot_metadata, read_hs_date
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.model import DealType, ForecastCategory
 from crm_kpi_worker.sync.normalize import NormalizeContext, normalize
-from crm_kpi_worker.sync.normalize_hubspot import hubspot_metadata, read_hs_date
 
 CONFIG = load_config(path_of("demo-hubspot.yaml"))
 UTC = dt.UTC

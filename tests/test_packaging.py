@@ -88,3 +88,36 @@ def test_readme_holds_the_kpi_engines_documented_decisions() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     body = KPI_NOTES.split("\n", 1)[1].strip()  # without its heading
     assert body in readme, "README's KPI section is out of date: copy kpis/notes.py KPI_NOTES"
+
+
+def test_loading_a_connector_loads_neither_the_kpi_engine_nor_lark() -> None:
+    """Issue "One house": a connector (and the registry) brings in no numpy, lark, KPI engine
+    or sandbox; only the pure month arithmetic of kpis.calendar may come along."""
+    import subprocess
+    import sys
+
+    modules = (
+        "crm_kpi_worker.connectors.registry",
+        "crm_kpi_worker.connectors.salesforce.connector",
+        "crm_kpi_worker.connectors.salesforce.normalize",
+        "crm_kpi_worker.connectors.hubspot.connector",
+        "crm_kpi_worker.connectors.hubspot.normalize",
+    )
+    for module in modules:
+        loaded = subprocess.run(  # noqa: S603 - our own interpreter on our own module names
+            [sys.executable, "-c", f"import sys, {module}; print('\\n'.join(sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert module in loaded
+        heavy = [
+            name
+            for name in loaded
+            if name.split(".")[0] in ("numpy", "lark")
+            or (
+                name.startswith(("crm_kpi_worker.sandbox", "crm_kpi_worker.kpis."))
+                and name != "crm_kpi_worker.kpis.calendar"
+            )
+        ]
+        assert heavy == [], (module, heavy)

@@ -21,7 +21,7 @@ from typing import Any
 import urllib3
 
 from crm_kpi_worker.connectors.errors import AuthenticationFailed, error_details, register_secret
-from crm_kpi_worker.sync.config import HubSpotOAuth, HubSpotPrivateApp, HubSpotSource
+from crm_kpi_worker.connectors.hubspot.config import HubSpotOAuth, HubSpotPrivateApp, HubSpotSource
 
 __all__ = ["HubSpotApis"]
 

@@ -52,19 +52,21 @@ from crm_kpi_worker.connectors.base import (
 )
 from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.hubspot.client import HubSpotApis
+from crm_kpi_worker.connectors.hubspot.config import HubSpotMapping, HubSpotSource
 from crm_kpi_worker.connectors.hubspot.search import STAMPS, to_ms, windowed_search
+from crm_kpi_worker.connectors.hubspot.settings import DATE_ENTERED_PREFIX as DATE_ENTERED
+from crm_kpi_worker.connectors.hubspot.settings import STAMP
 from crm_kpi_worker.connectors.hubspot.transport import Answer, Bucket, HubSpotTransport
 from crm_kpi_worker.connectors.hubspot.writes import BatchWriter, TargetManager
 from crm_kpi_worker.connectors.incremental import DEFAULT_LOOKBACK, IncrementalCursor
 from crm_kpi_worker.connectors.paging import AfterPaginator, follow
 from crm_kpi_worker.connectors.retry import RetryPolicy
-from crm_kpi_worker.sync.config import CurrencySettings, HubSpotMapping, HubSpotSource
+from crm_kpi_worker.sync.config.money import CurrencySettings
 
 __all__ = ["DEFAULT_LOOKBACK", "HubSpotConnector", "connect_hubspot"]
 
 log = logging.getLogger(__name__)
 
-STAMP = "hs_lastmodifieddate"
 #: List endpoints (owners, archived deals) answer at most 100 records a page.
 LIST_PAGE = 100
 #: Batch read with propertiesWithHistory takes at most 50 ids.
@@ -72,7 +74,6 @@ HISTORY_BATCH = 50
 DEALS = "deals"
 COMPANIES = "companies"
 GOAL_TARGETS = "goal_targets"
-DATE_ENTERED = "hs_v2_date_entered_"
 GOAL_PROPERTIES = (
     "hs_goal_name",
     "hs_target_amount",

@@ -25,7 +25,7 @@ from simple_salesforce import Salesforce
 from crm_kpi_worker.connectors.errors import register_secret
 from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.connectors.retry import RetryingAdapter, RetryPolicy
-from crm_kpi_worker.sync.config import (
+from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceClientCredentials,
     SalesforceJwt,
     SalesforceOAuthPassword,

@@ -41,6 +41,11 @@ from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import soql
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
+from crm_kpi_worker.connectors.salesforce.config import (
+    SalesforceJwt,
+    SalesforceSession,
+    SalesforceSource,
+)
 from crm_kpi_worker.connectors.salesforce.resources import (
     OrgFacts,
     QueryPager,
@@ -53,12 +58,7 @@ from crm_kpi_worker.connectors.salesforce.settings import (
     SalesforceSettings,
 )
 from crm_kpi_worker.connectors.salesforce.writes import CollectionWriter, TargetManager
-from crm_kpi_worker.sync.config import (
-    CurrencySettings,
-    SalesforceJwt,
-    SalesforceSession,
-    SalesforceSource,
-)
+from crm_kpi_worker.sync.config.money import CurrencySettings
 
 __all__ = ["SalesforceConnector", "connect_salesforce"]
 

@@ -46,6 +46,7 @@ from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.paging import NextUrlPaginator, follow
 from crm_kpi_worker.connectors.salesforce import soql
+from crm_kpi_worker.connectors.salesforce.config import SalesforceMapping
 from crm_kpi_worker.connectors.salesforce.settings import (
     CONVERTED_AMOUNT,
     CONVERTED_QUOTA_AMOUNT,
@@ -63,7 +64,6 @@ from crm_kpi_worker.connectors.salesforce.settings import (
     USER_FIELDS,
     SalesforceSettings,
 )
-from crm_kpi_worker.sync.config import SalesforceMapping
 
 __all__ = [
     "OrgFacts",
@@ -154,10 +154,8 @@ class StreamQueries:
 
     def account_churn_field(self) -> str | None:
         """The churn date field on Account, when the mapping reads it through the account."""
-        churn = self.mapping.churn_date
-        if churn is None or not churn.startswith("Account."):
-            return None
-        return soql.field_path(churn.removeprefix("Account."))
+        churn = self.mapping.account_churn_field()
+        return None if churn is None else soql.field_path(churn)
 
     def _accounts(self, since: str | None) -> StreamQuery | None:
         churn = self.account_churn_field()

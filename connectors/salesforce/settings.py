@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import dataclass
 
 from crm_kpi_worker.connectors.incremental import DEFAULT_LOOKBACK
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.connectors.stamps import StampFormat
-from crm_kpi_worker.sync.config import SalesforceSource
 
 __all__ = [
     "COLLECTION_BATCH_SIZE",

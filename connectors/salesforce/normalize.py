@@ -1,10 +1,10 @@
 """Salesforce records (as the Salesforce connector pulls them) -> the canonical model.
 
-See :mod:`.normalize` for the rules every CRM follows; this module knows Salesforce's shapes:
-Opportunity with its ``OpportunityHistories`` and ``Histories`` child results, User, Account,
-the demos object (Event by default), ForecastingQuota with ``Period``, and the
-OpportunityStage/CurrencyType metadata. Field names come from the source's mapping and are
-looked up case-insensitively (SOQL names are), relationship paths through nested records.
+See :mod:`crm_kpi_worker.sync.normalize` for the rules every CRM follows; this module knows
+Salesforce's shapes: Opportunity with its ``OpportunityHistories`` and ``Histories`` child
+results, User, Account, the demos object (Event by default), ForecastingQuota with ``Period``,
+and the OpportunityStage/CurrencyType metadata. Field names come from the source's mapping and
+are looked up case-insensitively (SOQL names are), relationship paths through nested records.
 """
 
 from __future__ import annotations
@@ -15,8 +15,15 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from crm_kpi_worker.connectors.salesforce.config import SalesforceMapping, SalesforceSource
+from crm_kpi_worker.connectors.salesforce.settings import (
+    CONVERTED_AMOUNT,
+    CONVERTED_QUOTA_AMOUNT,
+    FIELD_HISTORY,
+    STAGE_HISTORY,
+)
 from crm_kpi_worker.kpis.calendar import add_months
-from crm_kpi_worker.sync.config import SalesforceMapping, SalesforceSource, StageMap
+from crm_kpi_worker.sync.config.mapping import StageMap
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
     DEMO_ACTIVITY,
@@ -39,6 +46,7 @@ from crm_kpi_worker.sync.normalize import (
     InvalidValue,
     NormalizeContext,
     Normalized,
+    Problems,
     RecordType,
     StageInfo,
     deal_arr,
@@ -64,11 +72,6 @@ __all__ = [
     "salesforce_metadata",
 ]
 
-# The connector's aliases for convertCurrency() columns (connectors.salesforce.settings).
-CONVERTED_AMOUNT = "ConvertedAmount"
-CONVERTED_QUOTA_AMOUNT = "ConvertedQuotaAmount"
-STAGE_HISTORY = "OpportunityHistories"
-FIELD_HISTORY = "Histories"
 OPPORTUNITY_PREFIX = "006"
 _PERIOD_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 _PERCENT = Decimal(100)
@@ -454,6 +457,119 @@ _SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ONE = Decimal(1)
 
 
+def _deal_stage(
+    mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields, problems: Problems
+) -> tuple[str | None, StageMap | None]:
+    raw_stage = None
+    try:
+        raw_stage = read_text(fields.stage(record), mapping.stage)
+    except InvalidValue as exc:
+        problems.invalid(exc)
+    stage = _stage_of(mapping, raw_stage)
+    if stage is None:
+        problems.append(
+            (
+                ExclusionReason.UNKNOWN_STAGE,
+                f"stage {raw_stage!r} is not in the mapping's stages"
+                if raw_stage
+                else "the deal has no stage",
+            )
+        )
+    return raw_stage, stage
+
+
+def _deal_close_date(
+    mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields, problems: Problems
+) -> dt.date | None:
+    try:
+        close_date = read_date(fields.close_date(record), mapping.close_date)
+    except InvalidValue as exc:
+        problems.invalid(exc)
+        return None
+    if close_date is None:
+        problems.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
+    return close_date
+
+
+def _deal_amount(
+    mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields, problems: Problems
+) -> Decimal | None:
+    try:
+        amount = read_decimal(fields.amount(record), mapping.amount)
+    except InvalidValue as exc:
+        problems.invalid(exc)
+        return None
+    if amount is None:
+        problems.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
+    elif amount < 0:
+        problems.invalid(InvalidValue(mapping.amount, "a negative amount"))
+        return None
+    return amount
+
+
+def _deal_term(
+    mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields, problems: Problems
+) -> tuple[Decimal | None, bool]:
+    """The contract term in months, and whether the org's value is invalid."""
+    try:
+        return _term(mapping, record, fields), False
+    except InvalidValue as exc:
+        if mapping.amount_is == "tcv":  # the term only matters to a TCV amount
+            problems.invalid(exc)
+        return None, True
+
+
+def _deal_texts(
+    mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields, problems: Problems
+) -> tuple[str | None, str, str | None, str | None]:
+    """(deal type value, name, owner id, account id), in the order problems are noted."""
+    deal_type = owner_id = account_id = None
+    name = ""
+    try:
+        deal_type = read_text(fields.deal_type(record), str(mapping.deal_type))
+    except InvalidValue as exc:
+        problems.invalid(exc)
+    try:
+        name = read_text(fields.name(record), mapping.name) or ""
+    except InvalidValue as exc:
+        problems.invalid(exc)
+    try:
+        owner_id = read_text(fields.owner_id(record), mapping.owner_id) or None
+    except InvalidValue as exc:
+        problems.invalid(exc)
+    try:
+        account_id = read_text(fields.account_id(record), str(mapping.account_id)) or None
+    except InvalidValue as exc:
+        problems.invalid(exc)
+    return deal_type, name, owner_id, account_id
+
+
+def _plain_currency(code: str) -> bool:
+    return len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
+
+
+def _known_valid(values: dict[str, Any]) -> bool:
+    """Whether a deal's values pass every rule of ``Deal`` (the ids, the currency, the money,
+    the probability, the term, won => closed, UTC instants): then it is built without
+    pydantic's checks. ``tests/test_normalize.py`` pins the model's rules this covers (the
+    source name and stage keys come from the validated config)."""
+    term, arr, probability = values["term_months"], values["arr"], values["probability"]
+    owner_id, account_id = values["owner_id"], values["account_id"]
+    return (
+        _plain_id(values["id"])
+        and (owner_id is None or _plain_id(owner_id))
+        and (account_id is None or _plain_id(account_id))
+        and type(values["name"]) is str
+        and _plain_currency(values["currency"])
+        and (arr is None or (values["amount"] is not None and arr >= 0))
+        and (probability is None or 0 <= probability <= _ONE)
+        and (term is None or 1 <= term <= 1200)
+        and (values["is_closed"] or not values["is_won"])
+        and values["created_at"].tzinfo is dt.UTC
+        and values["last_modified"].tzinfo is dt.UTC
+    )
+
+
 def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normalized:
     """Opportunities -> deals, their stage history and close-date history."""
     out = Normalized()
@@ -466,11 +582,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
     source_ok = _SOURCE_NAME.fullmatch(source.name) is not None
 
     def one(record: dict[str, Any], deal_id: str) -> None:
-        problems: list[tuple[ExclusionReason, str]] = []
-
-        def invalid(exc: InvalidValue) -> None:
-            problems.append((ExclusionReason.INVALID_VALUE, str(exc)))
-
+        problems = Problems()
         is_deleted = read_bool(fields.is_deleted(record), mapping.is_deleted, False)
         created = read_instant(fields.created_at(record), mapping.created_at)
         modified = read_instant(fields.last_modified(record), mapping.last_modified)
@@ -478,61 +590,17 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
             raise InvalidValue(mapping.created_at, "missing: the deal cannot be stored")
         if modified is None:
             raise InvalidValue(mapping.last_modified, "missing: the deal cannot be stored")
-
-        raw_stage = None
-        try:
-            raw_stage = read_text(fields.stage(record), mapping.stage)
-        except InvalidValue as exc:
-            invalid(exc)
-        stage = _stage_of(mapping, raw_stage)
-        if stage is None:
-            problems.append(
-                (
-                    ExclusionReason.UNKNOWN_STAGE,
-                    f"stage {raw_stage!r} is not in the mapping's stages"
-                    if raw_stage
-                    else "the deal has no stage",
-                )
-            )
-
-        close_date = None
-        try:
-            close_date = read_date(fields.close_date(record), mapping.close_date)
-            if close_date is None:
-                problems.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
-        except InvalidValue as exc:
-            invalid(exc)
-
-        amount = None
-        try:
-            amount = read_decimal(fields.amount(record), mapping.amount)
-            if amount is None:
-                problems.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
-            elif amount < 0:
-                amount = None
-                raise InvalidValue(mapping.amount, "a negative amount")
-        except InvalidValue as exc:
-            invalid(exc)
-
-        currency = context.currency.reporting
-        currency_ok = True
+        raw_stage, stage = _deal_stage(mapping, record, fields, problems)
+        close_date = _deal_close_date(mapping, record, fields, problems)
+        amount = _deal_amount(mapping, record, fields, problems)
+        currency: str | None = None
         try:
             currency = _currency_of(context, record, fields)
         except InvalidValue as exc:
-            invalid(exc)
-            currency_ok = False
-
-        term = None
-        term_invalid = False
-        try:
-            term = _term(mapping, record, fields)
-        except InvalidValue as exc:
-            term_invalid = True
-            if mapping.amount_is == "tcv":  # the term only matters to a TCV amount
-                invalid(exc)
-
+            problems.invalid(exc)
+        term, term_invalid = _deal_term(mapping, record, fields, problems)
         arr = None
-        if amount is not None and currency_ok:
+        if amount is not None and currency is not None:
             converted = fields.converted(record) if fields.has_converted(record) else NOT_QUERIED
             arr = deal_arr(
                 context,
@@ -544,38 +612,18 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
                 term_invalid,
                 problems,
             )
-
         probability = None
         try:
             probability = _probability(context, record, stage, raw_stage, fields)
         except InvalidValue as exc:
-            invalid(exc)
+            problems.invalid(exc)
         forecast = mapping.forecast_categories.default
         try:
             forecast = _forecast(context, record, stage, raw_stage, fields)
         except InvalidValue as exc:
-            invalid(exc)
-        deal_type_value = None
-        try:
-            deal_type_value = read_text(fields.deal_type(record), str(mapping.deal_type))
-        except InvalidValue as exc:
-            invalid(exc)
-        name = ""
-        try:
-            name = read_text(fields.name(record), mapping.name) or ""
-        except InvalidValue as exc:
-            invalid(exc)
-        owner_id = account_id = None
-        try:
-            owner_id = read_text(fields.owner_id(record), mapping.owner_id) or None
-        except InvalidValue as exc:
-            invalid(exc)
-        try:
-            account_id = read_text(fields.account_id(record), str(mapping.account_id)) or None
-        except InvalidValue as exc:
-            invalid(exc)
-
-        values = {
+            problems.invalid(exc)
+        deal_type_value, name, owner_id, account_id = _deal_texts(mapping, record, fields, problems)
+        values: dict[str, Any] = {
             "id": deal_id,
             "source": source.name,
             "name": name,
@@ -587,7 +635,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
             "is_won": stage.won if stage is not None else False,
             "is_closed": stage.closed if stage is not None else False,
             "amount": amount,
-            "currency": currency,
+            "currency": currency if currency is not None else context.currency.reporting,
             "arr": arr,
             "deal_type": mapping.deal_types.map(deal_type_value),
             "forecast_category": forecast,
@@ -596,24 +644,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
             "is_deleted": is_deleted,
             "last_modified": modified,
         }
-        known_valid = (
-            source_ok
-            and _plain_id(deal_id)
-            and (owner_id is None or _plain_id(owner_id))
-            and (account_id is None or _plain_id(account_id))
-            and type(name) is str
-            and len(currency) == 3
-            and currency.isascii()
-            and currency.isalpha()
-            and currency.isupper()
-            and (arr is None or (amount is not None and arr >= 0))
-            and (probability is None or 0 <= probability <= _ONE)
-            and (values["term_months"] is None or 1 <= values["term_months"] <= 1200)  # type: ignore[operator]
-            and (values["is_closed"] or not values["is_won"])
-            and created.tzinfo is dt.UTC
-            and modified.tzinfo is dt.UTC
-        )
-        deal = _deal(**values) if known_valid else Deal(**values)
+        deal = _deal(**values) if source_ok and _known_valid(values) else Deal(**values)
         out.add_deal(
             deal,
             _stage_history(mapping, record, deal_id, fields),
@@ -672,19 +703,12 @@ def normalize_reps(context: NormalizeContext, records: Sequence[Any]) -> Normali
     return out
 
 
-def account_churn_field(mapping: SalesforceMapping) -> str | None:
-    churn = mapping.churn_date
-    if churn is None or not churn.startswith("Account."):
-        return None
-    return churn.removeprefix("Account.")
-
-
 def normalize_accounts(context: NormalizeContext, records: Sequence[Any]) -> Normalized:
     """Accounts -> accounts with their churn date; deleted ones only listed as deleted."""
     out = Normalized()
     mapping = context.source.mapping
     assert isinstance(mapping, SalesforceMapping)
-    churn_field = account_churn_field(mapping)
+    churn_field = mapping.account_churn_field()
 
     def one(record: dict[str, Any], account_id: str) -> None:
         if read_bool(lookup(record, "IsDeleted"), "IsDeleted", False):
@@ -731,7 +755,7 @@ def normalize_activities(context: NormalizeContext, records: Sequence[Any]) -> N
             related if isinstance(related, str) and related.startswith(OPPORTUNITY_PREFIX) else None
         )
         owner_id = read_text(read_owner(record), demos.owner_field) or None
-        values = {
+        values: dict[str, Any] = {
             "id": activity_id,
             "owner_id": owner_id,
             "deal_id": deal_id,

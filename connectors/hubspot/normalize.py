@@ -1,9 +1,10 @@
 """HubSpot records (as the HubSpot connector pulls them) -> the canonical model.
 
-See :mod:`.normalize` for the rules every CRM follows; this module knows HubSpot's shapes: CRM
-v3 objects ``{"id", "properties": {name: text or null}, "createdAt", "updatedAt", "archived",
-"archivedAt"?, "propertiesWithHistory"?}`` for deals, companies, meetings and goal targets;
-owners; and the deal pipelines' stages (flattened by the connector, one record a stage).
+See :mod:`crm_kpi_worker.sync.normalize` for the rules every CRM follows; this module knows
+HubSpot's shapes: CRM v3 objects ``{"id", "properties": {name: text or null}, "createdAt",
+"updatedAt", "archived", "archivedAt"?, "propertiesWithHistory"?}`` for deals, companies,
+meetings and goal targets; owners; and the deal pipelines' stages (flattened by the connector,
+one record a stage).
 
 HubSpot specifics:
 
@@ -33,7 +34,9 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crm_kpi_worker.sync.config import HubSpotMapping, HubSpotSource, StageMap
+from crm_kpi_worker.connectors.hubspot.config import HubSpotMapping, HubSpotSource
+from crm_kpi_worker.connectors.hubspot.settings import DATE_ENTERED_PREFIX
+from crm_kpi_worker.sync.config.mapping import StageMap
 from crm_kpi_worker.sync.model import (
     CLOSE_DATE_FIELD,
     DEMO_ACTIVITY,
@@ -41,6 +44,7 @@ from crm_kpi_worker.sync.model import (
     Activity,
     Deal,
     FieldChange,
+    ForecastCategory,
     Quota,
     QuotaSource,
     Rep,
@@ -55,6 +59,7 @@ from crm_kpi_worker.sync.normalize import (
     InvalidValue,
     NormalizeContext,
     Normalized,
+    Problems,
     RecordType,
     StageInfo,
     deal_arr,
@@ -78,8 +83,6 @@ __all__ = [
     "read_hs_date",
 ]
 
-#: ``hs_v2_date_entered_<stage id>``: when the deal last entered that stage.
-DATE_ENTERED_PREFIX = "hs_v2_date_entered_"
 GOAL_OWNER = "hubspot_owner_id"
 GOAL_AMOUNT = "hs_target_amount"
 GOAL_START = "hs_start_datetime"
@@ -290,179 +293,206 @@ def _probability(
     return info.default_probability if info else None
 
 
-def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normalized:
-    """Deals -> deals, their stage history and close-date history."""
-    out = Normalized()
+class _Problems(Problems):
+    """One deal's problems, and a reader of text properties that notes them."""
+
+    def text(self, props: dict[str, Any], name: str | None) -> str | None:
+        """The property's text; None, with the problem noted, when it is not text."""
+        try:
+            return _text(props, name)
+        except InvalidValue as exc:
+            self.invalid(exc)
+            return None
+
+
+def _deal_stamps(
+    mapping: HubSpotMapping, record: dict[str, Any], props: dict[str, Any]
+) -> tuple[dt.datetime, dt.datetime]:
+    """Creation and modification instants (the properties, else the object's own); a deal
+    without them cannot be stored."""
+    created = _instant(_prop(props, mapping.created_at), mapping.created_at)
+    if created is None:
+        created = _instant(record.get("createdAt"), "createdAt")
+    modified = _instant(_prop(props, mapping.last_modified), mapping.last_modified)
+    if modified is None:
+        modified = _instant(record.get("updatedAt"), "updatedAt")
+    if created is None:
+        raise InvalidValue(mapping.created_at, "missing: the deal cannot be stored")
+    if modified is None:
+        raise InvalidValue(mapping.last_modified, "missing: the deal cannot be stored")
+    return created, modified
+
+
+def _deal_stage(
+    mapping: HubSpotMapping, props: dict[str, Any], problems: _Problems
+) -> tuple[str | None, StageMap | None]:
+    raw_stage = problems.text(props, mapping.stage)
+    stage = mapping.stage_for(raw_stage) if raw_stage else None
+    if stage is None:
+        problems.append(
+            (
+                ExclusionReason.UNKNOWN_STAGE,
+                f"stage {raw_stage!r} is not in the mapping's stages"
+                if raw_stage
+                else "the deal has no stage",
+            )
+        )
+    return raw_stage, stage
+
+
+def _deal_close_date(
+    mapping: HubSpotMapping, props: dict[str, Any], timezone: str, problems: _Problems
+) -> dt.date | None:
+    try:
+        close_date = read_hs_date(_prop(props, mapping.close_date), mapping.close_date, timezone)
+    except InvalidValue as exc:
+        problems.invalid(exc)
+        return None
+    if close_date is None:
+        problems.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
+    return close_date
+
+
+def _deal_amount(
+    mapping: HubSpotMapping, props: dict[str, Any], problems: _Problems
+) -> Decimal | None:
+    try:
+        amount = read_decimal(_prop(props, mapping.amount), mapping.amount)
+    except InvalidValue as exc:
+        problems.invalid(exc)
+        return None
+    if amount is None:
+        problems.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
+    elif amount < 0:
+        problems.invalid(InvalidValue(mapping.amount, "a negative amount"))
+        return None
+    return amount
+
+
+def _deal_currency(
+    context: NormalizeContext, props: dict[str, Any], problems: _Problems
+) -> str | None:
+    """The deal's currency code (the reporting currency when unmapped or empty); None when
+    the deal's code is invalid."""
+    mapping = context.source.mapping
+    try:
+        code = _text(props, mapping.currency)
+        if code is not None and (len(code) != 3 or not code.isalpha() or not code.isupper()):
+            raise InvalidValue(str(mapping.currency), f"not a currency code: {code!r}")
+    except InvalidValue as exc:
+        problems.invalid(exc)
+        return None
+    return code if code is not None else context.currency.reporting
+
+
+def _deal_term(
+    mapping: HubSpotMapping, props: dict[str, Any], problems: _Problems
+) -> tuple[Decimal | None, bool]:
+    """The contract term in months, and whether the CRM's value is invalid (a problem only
+    when the amount is a TCV)."""
+    if mapping.term_months is None:
+        return None, False
+    try:
+        term = read_decimal(_prop(props, mapping.term_months), mapping.term_months)
+        if term is not None and not Decimal(1) <= term <= Decimal(1200):
+            raise InvalidValue(mapping.term_months, f"a contract term of {term} months")
+    except InvalidValue as exc:
+        if mapping.amount_is == "tcv":
+            problems.invalid(exc)
+        return None, True
+    return term, False
+
+
+def _deal_forecast(
+    mapping: HubSpotMapping, props: dict[str, Any], stage: StageMap | None, problems: _Problems
+) -> ForecastCategory:
+    """The deal's own category, else its stage's, else the mapping's default."""
+    try:
+        own = _text(props, mapping.forecast_category)
+    except InvalidValue as exc:
+        problems.invalid(exc)
+        return mapping.forecast_categories.default
+    if own:
+        return mapping.forecast_categories.map(own)
+    if stage is not None and stage.forecast_category is not None:
+        return stage.forecast_category
+    return mapping.forecast_categories.default
+
+
+def _one_deal(
+    context: NormalizeContext, record: dict[str, Any], deal_id: str, out: Normalized
+) -> None:
+    """One deal, read in named steps; each step notes its own problems."""
     source = context.source
     assert isinstance(source, HubSpotSource)
     mapping = source.mapping
-    timezone = context.timezone
-
-    def one(record: dict[str, Any], deal_id: str) -> None:
-        problems: list[tuple[ExclusionReason, str]] = []
-
-        def invalid(exc: InvalidValue) -> None:
-            problems.append((ExclusionReason.INVALID_VALUE, str(exc)))
-
-        props = _props(record)
-        is_deleted = record.get("archived") is True
-        created = _instant(_prop(props, mapping.created_at), mapping.created_at)
-        if created is None:
-            created = _instant(record.get("createdAt"), "createdAt")
-        modified = _instant(_prop(props, mapping.last_modified), mapping.last_modified)
-        if modified is None:
-            modified = _instant(record.get("updatedAt"), "updatedAt")
-        if created is None:
-            raise InvalidValue(mapping.created_at, "missing: the deal cannot be stored")
-        if modified is None:
-            raise InvalidValue(mapping.last_modified, "missing: the deal cannot be stored")
-
-        raw_stage = None
-        try:
-            raw_stage = _text(props, mapping.stage)
-        except InvalidValue as exc:
-            invalid(exc)
-        stage = mapping.stage_for(raw_stage) if raw_stage else None
-        if stage is None:
-            problems.append(
-                (
-                    ExclusionReason.UNKNOWN_STAGE,
-                    f"stage {raw_stage!r} is not in the mapping's stages"
-                    if raw_stage
-                    else "the deal has no stage",
-                )
-            )
-
-        close_date = None
-        try:
-            close_date = read_hs_date(
-                _prop(props, mapping.close_date), mapping.close_date, timezone
-            )
-            if close_date is None:
-                problems.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
-        except InvalidValue as exc:
-            invalid(exc)
-
-        amount = None
-        try:
-            amount = read_decimal(_prop(props, mapping.amount), mapping.amount)
-            if amount is None:
-                problems.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
-            elif amount < 0:
-                amount = None
-                raise InvalidValue(mapping.amount, "a negative amount")
-        except InvalidValue as exc:
-            invalid(exc)
-
-        currency = context.currency.reporting
-        currency_ok = True
-        try:
-            code = _text(props, mapping.currency)
-            if code is not None:
-                if len(code) != 3 or not code.isalpha() or not code.isupper():
-                    raise InvalidValue(str(mapping.currency), f"not a currency code: {code!r}")
-                currency = code
-        except InvalidValue as exc:
-            invalid(exc)
-            currency_ok = False
-
-        term = None
-        term_invalid = False
-        if mapping.term_months is not None:
-            try:
-                term = read_decimal(_prop(props, mapping.term_months), mapping.term_months)
-                if term is not None and not Decimal(1) <= term <= Decimal(1200):
-                    raise InvalidValue(mapping.term_months, f"a contract term of {term} months")
-            except InvalidValue as exc:
-                term, term_invalid = None, True
-                if mapping.amount_is == "tcv":
-                    invalid(exc)
-
-        arr = None
-        if amount is not None and currency_ok:
-            home = mapping.amount_in_home_currency
-            converted = (
-                _prop(props, home)
-                if context.currency.conversion == "crm" and home is not None and home in props
-                else NOT_QUERIED
-            )
-            arr = deal_arr(
-                context,
-                amount,
-                currency,
-                converted,
-                mapping.amount_is,
-                term,
-                term_invalid,
-                problems,
-            )
-
-        probability = None
-        try:
-            probability = _probability(context, props, stage, raw_stage)
-        except InvalidValue as exc:
-            invalid(exc)
-        forecast = mapping.forecast_categories.default
-        try:
-            own = _text(props, mapping.forecast_category)
-            if own:
-                forecast = mapping.forecast_categories.map(own)
-            elif stage is not None and stage.forecast_category is not None:
-                forecast = stage.forecast_category
-        except InvalidValue as exc:
-            invalid(exc)
-        deal_type_value = None
-        try:
-            deal_type_value = _text(props, mapping.deal_type)
-        except InvalidValue as exc:
-            invalid(exc)
-        name = owner_id = account_id = None
-        for attribute, field_name in (
-            ("name", mapping.name),
-            ("owner_id", mapping.owner_id),
-            ("account_id", mapping.company_id),
-        ):
-            try:
-                value = _text(props, field_name)
-            except InvalidValue as exc:
-                invalid(exc)
-                continue
-            if attribute == "name":
-                name = value
-            elif attribute == "owner_id":
-                owner_id = value
-            else:
-                account_id = value
-
-        deal = Deal(
-            id=deal_id,
-            source=source.name,
-            name=name or "",
-            owner_id=owner_id or None,
-            account_id=account_id or None,
-            created_at=created,
-            close_date=close_date,
-            stage=stage.stage if stage is not None else UNMAPPED_STAGE,
-            is_won=stage.won if stage is not None else False,
-            is_closed=stage.closed if stage is not None else False,
-            amount=amount,
-            currency=currency,
-            arr=arr,
-            deal_type=mapping.deal_types.map(deal_type_value),
-            forecast_category=forecast,
-            probability=probability,
-            term_months=int(term.to_integral_value()) if term is not None else None,
-            is_deleted=is_deleted,
-            last_modified=modified,
+    problems = _Problems()
+    props = _props(record)
+    created, modified = _deal_stamps(mapping, record, props)
+    raw_stage, stage = _deal_stage(mapping, props, problems)
+    close_date = _deal_close_date(mapping, props, context.timezone, problems)
+    amount = _deal_amount(mapping, props, problems)
+    code = _deal_currency(context, props, problems)
+    term, term_invalid = _deal_term(mapping, props, problems)
+    arr = None
+    if amount is not None and code is not None:
+        home = mapping.amount_in_home_currency
+        converted = (
+            _prop(props, home)
+            if context.currency.conversion == "crm" and home is not None and home in props
+            else NOT_QUERIED
         )
-        out.add_deal(
-            deal,
-            _stage_history(mapping, record, props, deal_id),
-            _close_date_history(mapping, record, deal_id, timezone),
-            problems,
+        arr = deal_arr(
+            context, amount, code, converted, mapping.amount_is, term, term_invalid, problems
         )
+    probability = None
+    try:
+        probability = _probability(context, props, stage, raw_stage)
+    except InvalidValue as exc:
+        problems.invalid(exc)
+    forecast = _deal_forecast(mapping, props, stage, problems)
+    deal_type = mapping.deal_types.map(problems.text(props, mapping.deal_type))
+    name = problems.text(props, mapping.name)
+    owner_id = problems.text(props, mapping.owner_id)
+    account_id = problems.text(props, mapping.company_id)
+    deal = Deal(
+        id=deal_id,
+        source=source.name,
+        name=name or "",
+        owner_id=owner_id or None,
+        account_id=account_id or None,
+        created_at=created,
+        close_date=close_date,
+        stage=stage.stage if stage is not None else UNMAPPED_STAGE,
+        is_won=stage.won if stage is not None else False,
+        is_closed=stage.closed if stage is not None else False,
+        amount=amount,
+        currency=code if code is not None else context.currency.reporting,
+        arr=arr,
+        deal_type=deal_type,
+        forecast_category=forecast,
+        probability=probability,
+        term_months=int(term.to_integral_value()) if term is not None else None,
+        is_deleted=record.get("archived") is True,
+        last_modified=modified,
+    )
+    out.add_deal(
+        deal,
+        _stage_history(mapping, record, props, deal_id),
+        _close_date_history(mapping, record, deal_id, context.timezone),
+        problems,
+    )
 
-    _each(records, RecordType.DEAL, out, one)
+
+def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normalized:
+    """Deals -> deals, their stage history and close-date history."""
+    out = Normalized()
+    _each(
+        records,
+        RecordType.DEAL,
+        out,
+        lambda record, deal_id: _one_deal(context, record, deal_id, out),
+    )
     return out
 
 

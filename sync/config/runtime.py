@@ -1,0 +1,260 @@
+"""How the worker runs: writes (batch size, dry run, language), the state store, the schedule
+(a crontab expression translated for APScheduler) and runtime settings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
+
+from crm_kpi_worker.sync.config.base import (
+    ConfigModel,
+    EnvRef,
+    EnvVarName,
+    SecretError,
+    TimezoneName,
+    beside_config,
+    error_at,
+    not_interpolation,
+    raise_all,
+    rule,
+)
+
+__all__ = [
+    "RuntimeSettings",
+    "Schedule",
+    "StoreSettings",
+    "WriteSettings",
+    "cron_trigger",
+]
+
+
+class WriteSettings(ConfigModel):
+    batch_size: Annotated[int, Field(ge=1, le=200)] = 200
+    """Records per write call, at most; HubSpot batches are further capped at 100."""
+    dry_run: bool = False
+    """Compute and print the diff, write nothing."""
+    language: Literal["en", "fr"] = "en"
+    """Language of field labels and help texts."""
+
+    def batch_size_for(self, crm: str) -> int:
+        """The batch size for ``crm``: at most its registry entry's ``write_batch_limit``."""
+        from crm_kpi_worker.connectors.registry import plugin_for
+
+        return min(self.batch_size, plugin_for(crm).write_batch_limit)
+
+
+def _sqlite_url_beside_config(url: str, config_dir: Path | None) -> str:
+    """``url`` with a relative SQLite file path made relative to ``config_dir``; other URLs
+    (PostgreSQL, in-memory SQLite, ``file:`` URIs, absolute paths) unchanged."""
+    if config_dir is None or not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    resolved = beside_config(Path(database), config_dir)
+    return parsed.set(database=str(resolved)).render_as_string(hide_password=False)
+
+
+_STORE_SCHEMES = re.compile(r"^(sqlite|postgresql)(\+[a-z0-9_]+)?$")
+
+
+def _is_store_url(value: str) -> bool:
+    scheme, sep, _ = value.partition("://")
+    return bool(sep) and _STORE_SCHEMES.match(scheme) is not None
+
+
+def _check_store_url(value: str) -> str:
+    not_interpolation(value)
+    scheme, _, rest = value.partition("://")
+    if not _is_store_url(value):
+        hint = " (use postgresql://)" if scheme in ("postgres", "pg") else ""
+        raise rule(
+            "expected an SQLAlchemy URL: sqlite:///path/to/file.sqlite or"
+            f" postgresql://user@host/db{hint}"
+        )
+    if scheme.startswith("postgresql"):
+        netloc = rest.split("/", 1)[0]
+        if ":" in netloc.rpartition("@")[0]:
+            raise rule(
+                "a password never goes in the file: put the whole URL in an environment"
+                " variable and name it with url_env"
+            )
+    return value
+
+
+class StoreSettings(ConfigModel):
+    url: Annotated[str, AfterValidator(_check_store_url)] | None = None
+    """SQLAlchemy URL without password; default sqlite:///crm-kpi.sqlite. A relative SQLite
+    path (here or in url_env's variable) is relative to the config file's folder."""
+    url_env: EnvVarName | None = None
+    """Environment variable holding the URL (for URLs with a password)."""
+
+    DEFAULT_URL: ClassVar[str] = "sqlite:///crm-kpi.sqlite"
+    # The config file's folder (set by AppConfig from the loader's context), against which
+    # resolve_url() and describe() place a relative SQLite file.
+    _config_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> StoreSettings:
+        if self.url is not None and self.url_env is not None:
+            raise rule("give url or url_env, not both")
+        return self
+
+    @property
+    def backend(self) -> str | None:
+        """'sqlite' or 'postgresql', or None when the URL is in the environment."""
+        if self.url_env is not None:
+            return None
+        return (self.url or self.DEFAULT_URL).split(":", 1)[0].split("+", 1)[0]
+
+    def resolve_url(self, environ: Mapping[str, str] | None = None) -> SecretStr:
+        """The store's URL, a relative SQLite file placed beside the config file."""
+        if self.url_env is None:
+            return SecretStr(
+                _sqlite_url_beside_config(self.url or self.DEFAULT_URL, self._config_dir)
+            )
+        url = EnvRef(env=self.url_env).resolve(environ)
+        if not _is_store_url(url.get_secret_value()):
+            raise SecretError(
+                f"environment variable {self.url_env} does not hold an SQLAlchemy URL"
+                " (sqlite:///... or postgresql://...)"
+            )
+        return SecretStr(_sqlite_url_beside_config(url.get_secret_value(), self._config_dir))
+
+    def describe(self) -> str:
+        if self.url_env is not None:
+            return f"URL from ${self.url_env}"
+        url = _sqlite_url_beside_config(self.url or self.DEFAULT_URL, self._config_dir)
+        backend = self.backend
+        if backend == "sqlite":
+            return f"sqlite ({url.partition(':///')[2] or 'in memory'})"
+        netloc = url.partition("://")[2].split("/", 1)
+        host = netloc[0].rpartition("@")[2]
+        database = netloc[1].split("?", 1)[0] if len(netloc) > 1 else ""
+        return f"{backend} ({host}/{database})"
+
+
+_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab_day_of_week(field: str) -> str:
+    """Translate crontab day-of-week (0 or 7 = Sunday) to APScheduler 3's names.
+
+    APScheduler 3 numbers days from Monday = 0 even in ``CronTrigger.from_crontab``, so a
+    literal "1-5" would run Tuesday to Saturday; names are unambiguous.
+    """
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for item in field.split(","):
+        spec, _, step_text = item.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"bad step in day-of-week field: {item!r}")
+        if spec == "*":
+            low, high = 0, 6
+        else:
+            low_text, _, high_text = spec.partition("-")
+            low = _dow_number(low_text)
+            high = _dow_number(high_text) if high_text else (6 if step_text else low)
+            if high_text and high < low:
+                high += 7  # e.g. fri-mon
+        days.update(d % 7 for d in range(low, high + 1, step))
+    return ",".join(_DOW_NAMES[d] for d in sorted(days))
+
+
+def _dow_number(text: str) -> int:
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text) % 7 if int(text) != 7 else 0
+    if text.lower()[:3] in _DOW_NAMES and len(text) == 3:
+        return _DOW_NAMES.index(text.lower())
+    raise ValueError(f"bad day of week {text!r} (0-7 or sun..sat)")
+
+
+def cron_trigger(expression: str, timezone: str) -> Any:
+    """An APScheduler CronTrigger for a standard 5-field crontab expression."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields, got {len(fields)}")
+    minute, hour, day, month, day_of_week = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_crontab_day_of_week(day_of_week),
+        timezone=ZoneInfo(timezone),
+    )
+
+
+def _check_cron(value: str) -> str:
+    try:
+        cron_trigger(value, "UTC")
+    except ValueError as exc:
+        raise rule(
+            f"invalid cron expression: {exc}; expected 5 fields 'minute hour day-of-month"
+            " month day-of-week', e.g. '0 6 * * 1-5' (06:00 Monday to Friday)"
+        ) from None
+    return " ".join(value.split())
+
+
+class Schedule(ConfigModel):
+    cron: Annotated[str, AfterValidator(_check_cron)] | None = None
+    """Standard 5-field crontab expression (day of week 0/7 = Sunday)."""
+    every_minutes: Annotated[int, Field(ge=1, le=1440)] | None = None
+    timezone: TimezoneName | None = None
+    """Timezone of the cron expression (default: the fiscal timezone)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if (self.cron is None) == (self.every_minutes is None):
+            raise rule("give either cron (e.g. '0 6 * * *') or every_minutes, exactly one")
+        if self.timezone is not None and self.every_minutes is not None:
+            raise_all(
+                "schedule", [error_at(("timezone",), "timezone applies only to cron schedules")]
+            )
+        return self
+
+    def trigger(self, default_timezone: str) -> Any:
+        """The APScheduler trigger: cron in ``timezone`` (else ``default_timezone``, the fiscal
+        one), or a fixed interval."""
+        if self.cron is not None:
+            return cron_trigger(self.cron, self.timezone or default_timezone)
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        return IntervalTrigger(minutes=self.every_minutes, timezone=ZoneInfo(default_timezone))
+
+    def describe(self, default_timezone: str) -> str:
+        if self.cron is not None:
+            return f"cron '{self.cron}' ({self.timezone or default_timezone})"
+        return f"every {self.every_minutes} minute{'s' if self.every_minutes != 1 else ''}"
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+class RuntimeSettings(ConfigModel):
+    as_of: AwareDatetime | None = None
+    """Pin the evaluation instant (backfills, tests); default: now."""
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+    ] = "INFO"
