@@ -122,6 +122,7 @@ DEAL_KPIS: tuple[str, ...] = DEAL_KPI_KEYS
 
 CrmType = Literal["salesforce", "hubspot"]
 PeriodKind = Literal["month", "quarter", "year"]
+_ALL_PERIODS: tuple[PeriodKind, ...] = ("month", "quarter", "year")
 
 # ---------------------------------------------------------------------------------------------
 # Errors
@@ -628,9 +629,13 @@ def _ref_tag(value: Any) -> str | None:
     if isinstance(value, dict):
         kind = next((k for k in _REF_KEYS if k in value), None)
     else:
-        kind = {EnvRef: "env", FileRef: "file", FileEnvRef: "file_env", ValueRef: "value"}.get(
-            type(value)
-        )
+        kinds: dict[type, str] = {
+            EnvRef: "env",
+            FileRef: "file",
+            FileEnvRef: "file_env",
+            ValueRef: "value",
+        }
+        kind = kinds.get(type(value))
     return f"ref={kind}"
 
 
@@ -1567,9 +1572,7 @@ class FiscalCalendar(ConfigModel):
     """Whether fiscal year N is the one starting or ending in calendar year N."""
     timezone: TimezoneName = "UTC"
     """IANA timezone in which dates are compared, e.g. Europe/Paris."""
-    periods: list[PeriodKind] = Field(
-        default_factory=lambda: ["month", "quarter", "year"], min_length=1
-    )
+    periods: list[PeriodKind] = Field(default_factory=lambda: [*_ALL_PERIODS], min_length=1)
     snapshot_day: Annotated[int, Field(ge=1, le=28)] = 15
     """Day of each period on which the commit forecast is stored (forecast_accuracy)."""
     trailing_window_days: Annotated[int, Field(ge=7, le=3660)] = 180

@@ -171,7 +171,7 @@ def _trusted(model: type[Any]) -> Callable[..., Any]:
         and model.model_config.get("extra") != "allow"
         and not model.__pydantic_root_model__
     )
-    new = model.__new__
+    new: Callable[..., Any] = model.__new__
     setattr_ = object.__setattr__
 
     def construct(**values: Any) -> Any:
@@ -574,7 +574,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
         except InvalidValue as exc:
             invalid(exc)
 
-        values = {
+        values: dict[str, Any] = {
             "id": deal_id,
             "source": source.name,
             "name": name,
@@ -607,7 +607,7 @@ def normalize_deals(context: NormalizeContext, records: Sequence[Any]) -> Normal
             and currency.isupper()
             and (arr is None or (amount is not None and arr >= 0))
             and (probability is None or 0 <= probability <= _ONE)
-            and (values["term_months"] is None or 1 <= values["term_months"] <= 1200)  # type: ignore[operator]
+            and (values["term_months"] is None or 1 <= values["term_months"] <= 1200)
             and (values["is_closed"] or not values["is_won"])
             and created.tzinfo is dt.UTC
             and modified.tzinfo is dt.UTC
@@ -730,7 +730,7 @@ def normalize_activities(context: NormalizeContext, records: Sequence[Any]) -> N
             related if isinstance(related, str) and related.startswith(OPPORTUNITY_PREFIX) else None
         )
         owner_id = read_text(read_owner(record), demos.owner_field) or None
-        values = {
+        values: dict[str, Any] = {
             "id": activity_id,
             "owner_id": owner_id,
             "deal_id": deal_id,

@@ -224,7 +224,7 @@ class KpiRow:
     period_kind: str  # "month", "quarter", "year", or ""
     period_key: str  # e.g. "2024-Q3", or ""
     kpi: str
-    value: Decimal | None
+    value: Decimal | float | None
     run_id: int | None = None
     changed_at: dt.datetime | None = None
 
@@ -246,7 +246,7 @@ class Snapshot:
 
     subject: str
     period_key: str
-    commit: Decimal
+    commit: Decimal | float  # stored exactly (ExactDecimal); a Decimal when read back
     taken_on: dt.date
 
 
@@ -1222,7 +1222,7 @@ class Store:
                     # Its own cursor: the chunks' one may be closed by then (last chunk).
                     own = driver.cursor()
                     try:
-                        return own.execute(plain.sql, plain.params(bounds)).fetchall()  # type: ignore[no-any-return]
+                        return own.execute(plain.sql, plain.params(bounds)).fetchall()
                     finally:
                         own.close()
 
@@ -1316,7 +1316,10 @@ class Store:
             .order_by(exclusions.c.record_type, exclusions.c.record_id, exclusions.c.reason)
         )
         with self._read() as connection:
-            return [Exclusion(*row) for row in connection.execute(statement)]
+            return [
+                Exclusion(row.record_type, row.record_id, row.reason, row.detail)
+                for row in connection.execute(statement)
+            ]
 
     # ---- KPIs
 
@@ -1451,7 +1454,10 @@ class Store:
             .order_by(forecast_snapshots.c.subject, forecast_snapshots.c.period_key)
         )
         with self._read() as connection:
-            return [Snapshot(*row) for row in connection.execute(statement)]
+            return [
+                Snapshot(row.subject, row.period_key, row.commit_value, row.taken_on)
+                for row in connection.execute(statement)
+            ]
 
     def save_snapshots(self, source: str, snapshots: Iterable[Snapshot]) -> None:
         """Store snapshots; one per (subject, period key): saving it again replaces it."""
@@ -1537,7 +1543,10 @@ class Store:
                     options=encode_json(dict(options)),
                 )
             )
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            if key is None:
+                raise StoreError("the database returned no id for the new run")
+            return int(key[0])
 
     def finish_run(self, run_id: int, status: str, report: Mapping[str, Any]) -> None:
         with self._write() as connection:
@@ -1727,7 +1736,7 @@ def _enum_value(member: Any) -> str:
         return _ENUM_VALUES[member]
     except KeyError:
         value = _ENUM_VALUES[member] = member.value
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 #: Columns of _PreparedPage.deals rows (tuples).

@@ -27,7 +27,7 @@ ID_PROPERTY = "hs_object_id"
 Search = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def parse_stamp(value: str) -> dt.datetime:
+def parse_stamp(value: str | None) -> dt.datetime:
     """An ISO instant (``2026-09-30T12:00:00.000Z``) or epoch milliseconds as text."""
     text = value.strip() if isinstance(value, str) else ""
     if text.isdigit():
