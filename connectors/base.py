@@ -151,7 +151,7 @@ class WritesThroughTargets:
     def missing_targets(
         self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
     ) -> tuple[list[TargetObject], list[TargetField]]:
-        return self.targets.missing(objects, fields)  # type: ignore[no-any-return]
+        return self.targets.missing(objects, fields)
 
     def create_targets(
         self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
@@ -159,7 +159,7 @@ class WritesThroughTargets:
         self.targets.create(objects, fields)
 
     def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
-        return self.writer.update(object, records)  # type: ignore[no-any-return]
+        return self.writer.update(object, records)
 
 
 class Connector(Protocol):

@@ -19,11 +19,15 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+if TYPE_CHECKING:
+    # Typed dicts of types-requests' stub only (requests has no such names at run time).
+    from requests.adapters import _HostParams, _PoolKwargs
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
@@ -69,8 +73,11 @@ class TransportAdapter(HTTPAdapter):
         return super().proxy_manager_for(proxy, **proxy_kwargs)
 
     def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str,
+        cert: str | tuple[str, str] | None = None,
+    ) -> tuple[_HostParams, _PoolKwargs]:
         # Drop any bundle path (from the environment or session.verify): the context decides.
         return super().build_connection_pool_key_attributes(request, True, cert)
 

@@ -400,7 +400,8 @@ class _Reasons:
 
     def where(self, mask: np.ndarray, code: str) -> _Reasons:
         """Set ``code`` where ``mask`` holds and no earlier (more basic) reason is set."""
-        self.codes[mask & np.equal(self.codes, None)] = code
+        # Element-wise ``is None`` on an object array; numpy's stubs reject None as an operand.
+        self.codes[mask & np.equal(self.codes, None)] = code  # type: ignore[call-overload]
         return self
 
 
@@ -421,9 +422,9 @@ class _PeriodTable:
         self.as_of = as_of
         self.is_current = period.contains(as_of)
         self.settings = settings
-        self.scopes: list[Scope] = (
-            ["rep"] * p.n_reps + ["team"] * len(p.team_names) + ["org"]  # type: ignore[list-item]
-        )
+        reps: list[Scope] = ["rep"] * p.n_reps
+        teams: list[Scope] = ["team"] * len(p.team_names)
+        self.scopes: list[Scope] = [*reps, *teams, "org"]
         self.subjects: list[str] = [*p.reps.id.tolist(), *p.team_names, "org"]
         self.values: dict[str, np.ndarray] = {}
         self.reasons: dict[str, np.ndarray] = {}
@@ -609,7 +610,7 @@ class _PeriodTable:
     # -- output --------------------------------------------------------------------------------
 
     def rows(self) -> list[KpiRow]:
-        columns = {}
+        columns: dict[str, list[float | int | None]] = {}
         for key in KPI_KEYS:
             values = self.values[key].tolist()
             if key in COUNT_KPIS:

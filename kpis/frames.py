@@ -487,7 +487,9 @@ class Snapshots(_Frame):
     @classmethod
     def from_rows(cls, rows: Sequence[tuple[str, str, str, float, dt.date]]) -> Snapshots:
         """From ``(scope, subject, period, commit, taken)`` tuples."""
-        columns = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+        columns: list[Sequence[Any]] = (
+            list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+        )
         return cls(*columns)
 
     def rows(self) -> list[tuple[str, str, str, float, dt.date]]:

@@ -291,10 +291,10 @@ def _kpi_table(
         key = (row.source, row.scope, row.subject, row.period_kind, row.period_key)
         grouped[key][row.kpi] = None if row.value is None else float(row.value)
     out = []
-    for (source, row_scope, subject, kind, period_key), values in sorted(grouped.items()):
+    for (source_name, row_scope, subject, kind, period_key), values in sorted(grouped.items()):
         out.append(
             {
-                "source": source,
+                "source": source_name,
                 "scope": row_scope,
                 "subject": subject,
                 "name": names.get(subject, "Unassigned" if subject == "unassigned" else subject),

@@ -776,7 +776,11 @@ def read_quota_csv(path: str | os.PathLike[str], fiscal: FiscalCalendar) -> list
             for error in exc.errors(include_url=False):
                 located = _locate(QuotaEntry, error["loc"])
                 column_name = located.path[0] if located.path else None
-                column = header.index(column_name) + 1 if column_name in header else 1
+                column = (
+                    header.index(column_name) + 1
+                    if isinstance(column_name, str) and column_name in header
+                    else 1
+                )
                 problems.append(
                     ConfigProblem(
                         file, line, column, format_path(located.path), _message(error, located)

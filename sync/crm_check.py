@@ -101,7 +101,7 @@ class _Resolver:
         if link is None:
             hint = _suggest(head, relationships)
             return None, f"{obj} has no relationship '{head}' (in '{name}'){hint}"
-        why = f"{obj}.{head} leads to no object"
+        why: str | None = f"{obj}.{head} leads to no object"
         for target in link.references:
             found, why = self.field(target, rest)
             if found is not None:

@@ -21,7 +21,7 @@ import numpy as np
 from crm_kpi_worker.kpis import frames as kf
 from crm_kpi_worker.sync.config import AppConfig, SourceBase, StageMap
 from crm_kpi_worker.sync.config_loader import read_quota_csv
-from crm_kpi_worker.sync.model import DealType, Quota, Rep
+from crm_kpi_worker.sync.model import DealType, Quota, QuotaSource, Rep
 from crm_kpi_worker.sync.store import Store
 from crm_kpi_worker.sync.store.arrays import NULL as NULL_TEXT
 from crm_kpi_worker.sync.store.arrays import Coded, DealArrays, first_seen_codes
@@ -218,7 +218,7 @@ def _activities(
         return kf.Activities.unmapped()
     owners, days = [], []
     for owner_ids, starts in store.iter_activity_arrays(name, "demo"):
-        owners.append(_lookup(owner_ids, lambda v: rep_index.get(v, unassigned)))  # type: ignore[arg-type]
+        owners.append(_lookup(owner_ids, lambda v: rep_index.get(v, unassigned)))
         days.append(context.days(starts))
     return kf.Activities(
         owner=np.concatenate(owners) if owners else np.zeros(0, np.int32),
@@ -402,7 +402,7 @@ def _quotas(store: Store, config: AppConfig, source: Any, reps: list[Rep]) -> li
                 period_start=start,
                 period_end=end,
                 amount=entry.amount,
-                source="config",
+                source=QuotaSource.CONFIG,
             )
         )
     return rows

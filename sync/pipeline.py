@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from crm_kpi_worker.connectors.base import STREAMS, Connector
@@ -39,7 +40,14 @@ from crm_kpi_worker.sync.targets import (
     scorecard_name,
     subject_name,
 )
-from crm_kpi_worker.sync.writeback import Desired, WriteOutcome, execute, format_value, plan
+from crm_kpi_worker.sync.writeback import (
+    Desired,
+    Mode,
+    WriteOutcome,
+    execute,
+    format_value,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +340,7 @@ def scorecard_key(source: str, scope: str, subject: str, period_key: str) -> str
 
 def desired_records(
     config: AppConfig, source: Any, inputs: EngineInput, results: Results
-) -> Iterator[tuple[str, str, str | None, Iterator[Desired]]]:
+) -> Iterator[tuple[str, Mode, str | None, Iterator[Desired]]]:
     """(object, mode, external id field, desired records) for every target of the config.
 
     Records are generated lazily: a million deals are diffed and written chunk by chunk."""
@@ -471,28 +479,22 @@ def _write(
     batch = config.write.batch_size_for(source.type)
     dry_run = options.dry_run or config.write.dry_run
     for object_name, mode, external_id, desired in desired_records(config, source, inputs, results):
-        planned = {
-            "object": object_name,
-            "records_to_write": 0,
-            "fields_to_write": 0,
-            "unchanged_records": 0,
-            "sample": {},
-        }
+        records_to_write = fields_to_write = unchanged_records = 0
+        sample: dict[str, dict[str, Any]] = {}
         outcome = WriteOutcome(object_name)
         for chunk in _chunks(desired, WRITE_CHUNK):
             written = store.written(source.name, object_name, keys=[d.key for d in chunk])
             write_plan = plan(
                 chunk, written, object=object_name, mode=mode, external_id=external_id
-            )  # type: ignore[arg-type]
+            )
             del written
             if computed_at_field is not None and mode == "upsert":
                 stamp = format_value("datetime", as_of)
                 for values in write_plan.changes.values():
                     values[computed_at_field] = stamp
-            planned["records_to_write"] += len(write_plan.changes)
-            planned["fields_to_write"] += write_plan.fields_changed
-            planned["unchanged_records"] += write_plan.unchanged
-            sample = planned["sample"]
+            records_to_write += len(write_plan.changes)
+            fields_to_write += write_plan.fields_changed
+            unchanged_records += write_plan.unchanged
             for key, values in write_plan.changes.items():
                 if len(sample) >= 5:
                     break
@@ -505,12 +507,18 @@ def _write(
                     connector,
                     write_plan,
                     batch_size=batch,
-                    remember=lambda values, o=object_name: store.record_written(
-                        source.name, o, values
-                    ),
+                    remember=partial(store.record_written, source.name, object_name),
                 )
             )
-        report.planned.append(planned)
+        report.planned.append(
+            {
+                "object": object_name,
+                "records_to_write": records_to_write,
+                "fields_to_write": fields_to_write,
+                "unchanged_records": unchanged_records,
+                "sample": sample,
+            }
+        )
         if outcome.records_written or outcome.failed:
             report.writes.append(outcome.as_report())
 

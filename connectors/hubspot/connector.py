@@ -150,7 +150,9 @@ class HubSpotConnector(WritesThroughTargets):
         if stream == "accounts":
             if self.mapping.churn_date is None:
                 return iter(())
-            filters = [{"propertyName": self.mapping.churn_date, "operator": "HAS_PROPERTY"}]
+            filters: list[dict[str, Any]] = [
+                {"propertyName": self.mapping.churn_date, "operator": "HAS_PROPERTY"}
+            ]
             properties = ["name", "createdate", self.mapping.churn_date]
             return self._incremental(COMPANIES, properties, filters, cursor)
         if stream == "deals":

@@ -201,7 +201,7 @@ def hubspot_metadata(stage_records: Sequence[Any] = ()) -> CrmMetadata:
         stage_id = record.get("id")
         if not isinstance(stage_id, str) or not stage_id:
             continue
-        meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+        meta = found if isinstance(found := record.get("metadata"), dict) else {}
         try:
             probability = read_decimal(meta.get("probability"), "probability")
         except InvalidValue:

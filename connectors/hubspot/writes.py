@@ -146,7 +146,7 @@ class BatchWriter:
         self,
         object_type: str,
         verb: str,
-        batch: list[tuple[str, dict[str, Any]]],
+        batch: Sequence[tuple[str, dict[str, Any]]],
         by_id: bool,
         external_id: str | None,
     ) -> list[WriteResult]:
@@ -176,7 +176,7 @@ class BatchWriter:
 
     @staticmethod
     def _results(
-        batch: list[tuple[str, dict[str, Any]]],
+        batch: Sequence[tuple[str, dict[str, Any]]],
         body: Any,
         by_id: bool,
         external_id: str | None,
@@ -187,7 +187,7 @@ class BatchWriter:
         keys = [k for k, _ in batch]
         for position, result in enumerate(results):
             record_id = str(result.get("id")) if result.get("id") is not None else None
-            props = result.get("properties") if isinstance(result.get("properties"), dict) else {}
+            props = found if isinstance(found := result.get("properties"), dict) else {}
             if by_id:
                 key = record_id
             else:
@@ -232,7 +232,7 @@ def _batch_errors(
     for error in body.get("errors") or ():
         if not isinstance(error, dict):
             continue
-        context = error.get("context") if isinstance(error.get("context"), dict) else {}
+        context = found if isinstance(found := error.get("context"), dict) else {}
         named: list[str] = []
         for name in ("ids", "id", external_id):
             values = context.get(name) if name else None

@@ -116,9 +116,7 @@ class CollectionWriter:
         return write_in_batches(items, self.batch_size, send, by_id=by_id)
 
     @staticmethod
-    def _results(
-        batch: list[tuple[str, dict[str, Any]]], answer: Any, *, by_id: bool
-    ) -> list[WriteResult]:
+    def _results(batch: Sequence[WriteItem], answer: Any, *, by_id: bool) -> list[WriteResult]:
         if not isinstance(answer, list) or len(answer) != len(batch):
             return [
                 WriteResult.failed(
@@ -241,14 +239,15 @@ class TargetManager:
                 },
             )
             self._fields[target.name.lower()] = {"id", "name", "ownerid"}
-        for target in missing_fields:
-            full_name = f"{soql.api_name(target.object, 'object')}.{soql.api_name(target.name)}"
-            self._tooling("CustomField", full_name, field_metadata(target))
-            known = self._fields.get(target.object.lower())
+        for new_field in missing_fields:
+            sobject = soql.api_name(new_field.object, "object")
+            full_name = f"{sobject}.{soql.api_name(new_field.name)}"
+            self._tooling("CustomField", full_name, field_metadata(new_field))
+            known = self._fields.get(new_field.object.lower())
             if known is not None:
-                known.add(target.name.lower())
+                known.add(new_field.name.lower())
             else:
-                self._fields.pop(target.object.lower(), None)
+                self._fields.pop(new_field.object.lower(), None)
 
     def _tooling(self, kind: str, full_name: str, metadata: dict[str, Any]) -> None:
         try:

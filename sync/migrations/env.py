@@ -8,7 +8,7 @@ its own transaction, through ``config.attributes["connection"]``. There is no al
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 config = context.config
 
@@ -24,7 +24,7 @@ def run_migrations() -> None:
         _run(connection)
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         # SQLite cannot ALTER most things: later revisions rebuild tables in batch mode.

@@ -502,7 +502,7 @@ def first_seen_codes(
         return codes, heads
     rows = np.ascontiguousarray(matrix).view(f"V{matrix.shape[1]}").reshape(-1)
     if lengths is not None:
-        rows = np.rec.fromarrays([rows, lengths]).view(np.ndarray)  # type: ignore[assignment]
+        rows = np.rec.fromarrays([rows, lengths]).view(np.ndarray)
     _, firsts, inverse = np.unique(rows, return_index=True, return_inverse=True)
     order = np.argsort(firsts, kind="stable")
     rank = np.empty_like(order)
