@@ -77,11 +77,10 @@ class RetryPolicy:
 
     def call(self, attempt: Callable[[], T]) -> T:
         """``attempt()``, tried again while it raises :class:`TransientError`."""
+        out_of_attempts = tenacity.stop_after_attempt(self.attempts)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientError),
-            stop=tenacity.stop_any(
-                tenacity.stop_after_attempt(self.attempts), self._retry_after_too_long
-            ),
+            stop=lambda state: out_of_attempts(state) or self._retry_after_too_long(state),
             wait=self._wait,
             sleep=self.sleep,
             before_sleep=self._log_retry,

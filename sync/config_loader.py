@@ -337,7 +337,7 @@ def _annotation(field: FieldInfo) -> Any:
     """A field's type with its metadata (pydantic keeps ``Annotated`` extras apart)."""
     if not field.metadata:
         return field.annotation
-    return Annotated[(field.annotation, *field.metadata)]  # type: ignore[valid-type]
+    return Annotated[(field.annotation, *field.metadata)]
 
 
 def _tagged_union(tp: Any) -> TaggedUnion | None:

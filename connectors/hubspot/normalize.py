@@ -375,6 +375,7 @@ def _deal_currency(
     """The deal's currency code (the reporting currency when unmapped or empty); None when
     the deal's code is invalid."""
     mapping = context.source.mapping
+    assert isinstance(mapping, HubSpotMapping)
     try:
         code = _text(props, mapping.currency)
         if code is not None and (len(code) != 3 or not code.isalpha() or not code.isupper()):

@@ -175,7 +175,7 @@ def _trusted(model: type[Any]) -> Callable[..., Any]:
         and model.model_config.get("extra") != "allow"
         and not model.__pydantic_root_model__
     )
-    new = model.__new__
+    new: Callable[..., Any] = model.__new__
     setattr_ = object.__setattr__
 
     def construct(**values: Any) -> Any:

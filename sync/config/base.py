@@ -486,9 +486,13 @@ def _ref_tag(value: Any) -> str | None:
     if isinstance(value, dict):
         kind = next((k for k in _REF_KEYS if k in value), None)
     else:
-        kind = {EnvRef: "env", FileRef: "file", FileEnvRef: "file_env", ValueRef: "value"}.get(
-            type(value)
-        )
+        kinds: dict[type, str] = {
+            EnvRef: "env",
+            FileRef: "file",
+            FileEnvRef: "file_env",
+            ValueRef: "value",
+        }
+        kind = kinds.get(type(value))
     return f"ref={kind}"
 
 

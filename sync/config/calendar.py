@@ -35,6 +35,9 @@ _MONTH_NAMES = (
 )
 
 
+_ALL_PERIODS: tuple[PeriodKind, ...] = ("month", "quarter", "year")
+
+
 class FiscalCalendar(ConfigModel):
     year_start_month: Annotated[int, Field(ge=1, le=12)] = 1
     """First month of the fiscal year (1 = January)."""
@@ -42,9 +45,7 @@ class FiscalCalendar(ConfigModel):
     """Whether fiscal year N is the one starting or ending in calendar year N."""
     timezone: TimezoneName = "UTC"
     """IANA timezone in which dates are compared, e.g. Europe/Paris."""
-    periods: list[PeriodKind] = Field(
-        default_factory=lambda: ["month", "quarter", "year"], min_length=1
-    )
+    periods: list[PeriodKind] = Field(default_factory=lambda: [*_ALL_PERIODS], min_length=1)
     snapshot_day: Annotated[int, Field(ge=1, le=28)] = 15
     """Day of each period on which the commit forecast is stored (forecast_accuracy)."""
     trailing_window_days: Annotated[int, Field(ge=7, le=3660)] = 180

@@ -216,7 +216,7 @@ class ArrayReads:
                     # Its own cursor: the chunks' one may be closed by then (last chunk).
                     own = driver.cursor()
                     try:
-                        return own.execute(plain.sql, plain.params(bounds)).fetchall()  # type: ignore[no-any-return]
+                        return own.execute(plain.sql, plain.params(bounds)).fetchall()
                     finally:
                         own.close()
 

@@ -54,7 +54,7 @@ class KpiRow:
     period_kind: str  # "month", "quarter", "year", or ""
     period_key: str  # e.g. "2024-Q3", or ""
     kpi: str
-    value: Decimal | None
+    value: Decimal | float | None
     run_id: int | None = None
     changed_at: dt.datetime | None = None
 
@@ -76,7 +76,7 @@ class Snapshot:
 
     subject: str
     period_key: str
-    commit: Decimal
+    commit: Decimal | float  # stored exactly (ExactDecimal); a Decimal when read back
     taken_on: dt.date
 
 
@@ -186,7 +186,10 @@ class KpiValues:
             .order_by(forecast_snapshots.c.subject, forecast_snapshots.c.period_key)
         )
         with self._db.read() as connection:
-            return [Snapshot(*row) for row in connection.execute(statement)]
+            return [
+                Snapshot(row.subject, row.period_key, row.commit_value, row.taken_on)
+                for row in connection.execute(statement)
+            ]
 
     def save_snapshots(self, source: str, snapshots: Iterable[Snapshot]) -> None:
         """Store snapshots; one per (subject, period key): saving it again replaces it."""

@@ -313,7 +313,7 @@ def _enum_value(member: Any) -> str:
         return _ENUM_VALUES[member]
     except KeyError:
         value = _ENUM_VALUES[member] = member.value
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 def _by_id(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -310,7 +310,10 @@ class PulledRecords:
             .order_by(exclusions.c.record_type, exclusions.c.record_id, exclusions.c.reason)
         )
         with self._db.read() as connection:
-            return [Exclusion(*row) for row in connection.execute(statement)]
+            return [
+                Exclusion(row.record_type, row.record_id, row.reason, row.detail)
+                for row in connection.execute(statement)
+            ]
 
 
 def _keep_stored_history(table: Table, statement: Any) -> dict[str, Any]:

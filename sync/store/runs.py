@@ -32,7 +32,10 @@ class RunRecords:
                     options=encode_json(dict(options)),
                 )
             )
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            if key is None:
+                raise StoreError("the database returned no id for the new run")
+            return int(key[0])
 
     def finish_run(self, run_id: int, status: str, report: Mapping[str, Any]) -> None:
         with self._db.write() as connection:
