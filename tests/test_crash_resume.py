@@ -97,6 +97,7 @@ def _state(store_path: Path, sandbox: SalesforceSandbox) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("where", "path", "nth"),
     [

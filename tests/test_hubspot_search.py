@@ -89,6 +89,7 @@ def test_more_than_10000_changes_are_all_read_past_the_cap() -> None:
     assert 125 <= search.calls <= 128
 
 
+@pytest.mark.slow
 def test_25000_changes_at_the_same_millisecond_are_walked_by_id() -> None:
     stamps = [5_000] * 25_000 + [6_000] * 10
     search = FakeSearch(stamps)

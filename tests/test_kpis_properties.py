@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -172,6 +173,7 @@ PROPERTY = settings(
 )
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios())
 def test_team_and_org_sums_and_recomputed_ratios(scenario: dict[str, Any]) -> None:
@@ -201,6 +203,7 @@ def test_team_and_org_sums_and_recomputed_ratios(scenario: dict[str, Any]) -> No
             assert close(row["bookings_mrr"], row["bookings_arr"] / 12)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios())
 def test_bounds_and_every_empty_explained(scenario: dict[str, Any]) -> None:
@@ -258,6 +261,7 @@ def remap_reps(scenario: dict[str, Any], order: np.ndarray) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(scenarios(), st.randoms(use_true_random=False))
 def test_results_do_not_depend_on_row_order(scenario: dict[str, Any], rnd: Any) -> None:

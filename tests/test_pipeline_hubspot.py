@@ -105,6 +105,7 @@ def _comparable(demo: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
+@pytest.mark.slow
 def test_the_hubspot_demo_equals_the_salesforce_demo() -> None:
     hubspot = run_demo(crm="hubspot", reference_date=REFERENCE, as_of=AS_OF)
     salesforce = run_demo(crm="salesforce", reference_date=REFERENCE, as_of=AS_OF)
@@ -217,6 +218,7 @@ def test_per_record_write_failures_are_reported_and_retried_next_run(env: Env) -
     assert second["failed"] == 0
 
 
+@pytest.mark.slow
 def test_25000_deals_changed_at_once_are_all_pulled_and_nothing_unchanged_is_written(
     tmp_path: Path,
 ) -> None:
