@@ -1,0 +1,242 @@
+"""The sandbox Salesforce's logins and sessions: SOAP ``login()``, the OAuth token endpoint
+(password, client credentials and JWT bearer grants), the sessions they issue, the check of a
+request's session, and the key pair of the JWT bearer flow."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from werkzeug.wrappers import Request, Response
+
+from crm_kpi_worker.sandbox.salesforce.catalog import ORG_ID
+from crm_kpi_worker.sandbox.salesforce.ids import make_id
+from crm_kpi_worker.sandbox.salesforce.routes import OrgRoutes, SalesforceError
+
+DEFAULT_USERNAME = "demo@sandbox.local"
+DEFAULT_PASSWORD = "demo"  # noqa: S105 - the sandbox's documented, public credential
+DEFAULT_CLIENT_ID = "sandbox"
+DEFAULT_CLIENT_SECRET = "sandbox"  # noqa: S105 - the sandbox's documented, public credential
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str = DEFAULT_USERNAME
+    password: str = DEFAULT_PASSWORD
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str = DEFAULT_CLIENT_SECRET
+
+    def __repr__(self) -> str:  # the sandbox's defaults are public; custom ones may not be
+        return f"Credentials(username={self.username!r}, client_id={self.client_id!r})"
+
+
+DEFAULT_CREDENTIALS = Credentials()
+
+
+class LoginRoutes(OrgRoutes):
+    """Logins (not counted as API calls) and the sessions they open."""
+
+    credentials: Credentials
+    jwt_public_key: bytes | None
+    _sessions: dict[str, int]  # access token -> user row
+
+    def _authenticate(self, request: Request) -> int:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        with self._lock:
+            user = self._sessions.get(token) if scheme.lower() in {"bearer", "oauth"} else None
+        if user is None:
+            raise SalesforceError(401, "INVALID_SESSION_ID", "Session expired or invalid")
+        request.environ["sandbox.token"] = token
+        return user
+
+    def expire_sessions(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+    def new_session(self, user_row: int) -> str:
+        token = f"{ORG_ID[:15]}!{secrets.token_urlsafe(48)}"
+        with self._lock:
+            self._sessions[token] = user_row
+        return token
+
+    def on_soap_login(self, request: Request, version: str, org: str | None = None) -> Response:
+        try:
+            root = ElementTree.fromstring(request.get_data())  # noqa: S314 - loopback test server
+            values = {el.tag.rsplit("}", 1)[-1]: (el.text or "") for el in root.iter()}
+        except ElementTree.ParseError:
+            values = {}
+        username, password = values.get("username"), values.get("password")
+        if username != self.credentials.username or password != self.credentials.password:
+            return _soap_fault(
+                "INVALID_LOGIN", "Invalid username, password, security token; or user locked out."
+            )
+        token = self.new_session(self.org.admin_row)
+        user_id = make_id("005", self.org.admin_row)
+        server = f"{self.base_url}/services/Soap/u/{version}/{ORG_ID[:15]}"
+        user = escape(self.credentials.username)
+        info = {
+            "currencySymbol": None,
+            "orgAttachmentFileSizeLimit": "5242880",
+            "orgDefaultCurrencyIsoCode": None,
+            "orgDisallowHtmlAttachments": "false",
+            "orgHasPersonAccounts": "false",
+            "organizationId": ORG_ID,
+            "organizationMultiCurrency": "true",
+            "organizationName": "crm-kpi-worker sandbox",
+            "profileId": "00eSb0000000001AAA",
+            "roleId": None,
+            "sessionSecondsValid": "7200",
+            "userDefaultCurrencyIsoCode": self.org.data.reporting_currency,
+            "userEmail": user,
+            "userFullName": "Sandbox Admin",
+            "userId": user_id,
+            "userLanguage": "en_US",
+            "userLocale": "fr_FR",
+            "userName": user,
+            "userTimeZone": "Europe/Paris",
+            "userType": "Standard",
+            "userUiSkin": "Theme3",
+        }
+        user_info = "".join(
+            f'<{key} xsi:nil="true"/>' if value is None else f"<{key}>{value}</{key}>"
+            for key, value in info.items()
+        )
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+            ' xmlns="urn:partner.soap.sforce.com"'
+            ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+            "<soapenv:Body><loginResponse><result>"
+            f"<metadataServerUrl>{self.base_url}/services/Soap/m/{version}/{ORG_ID[:15]}"
+            "</metadataServerUrl>"
+            "<passwordExpired>false</passwordExpired><sandbox>true</sandbox>"
+            f"<serverUrl>{server}</serverUrl><sessionId>{escape(token)}</sessionId>"
+            f"<userId>{user_id}</userId><userInfo>{user_info}</userInfo>"
+            "</result></loginResponse></soapenv:Body></soapenv:Envelope>"
+        )
+        return Response(body, status=200, content_type="text/xml;charset=UTF-8")
+
+    def on_oauth_token(self, request: Request) -> Response:
+        form = request.form
+        grant = form.get("grant_type", "")
+        if grant == "password":
+            if (
+                form.get("client_id") != self.credentials.client_id
+                or form.get("client_secret") != self.credentials.client_secret
+            ):
+                return _oauth_error("invalid_client_id", "client identifier invalid")
+            if (
+                form.get("username") != self.credentials.username
+                or form.get("password") != self.credentials.password
+            ):
+                return _oauth_error("invalid_grant", "authentication failure")
+        elif grant == "client_credentials":
+            scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+            try:
+                client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
+            except ValueError:
+                client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+            if scheme.lower() != "basic":
+                client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+            if client_id != self.credentials.client_id or secret != self.credentials.client_secret:
+                return _oauth_error("invalid_client", "invalid client credentials")
+        elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            problem = self._check_jwt(form.get("assertion", ""))
+            if problem is not None:
+                return _oauth_error("invalid_grant", problem)
+        else:
+            return _oauth_error("unsupported_grant_type", "grant type not supported")
+        token = self.new_session(self.org.admin_row)
+        issued = str(self.org.now_ms())
+        body: dict[str, Any] = {
+            "access_token": token,
+            "instance_url": self.base_url,
+            "id": f"https://login.salesforce.com/id/{ORG_ID}/{make_id('005', self.org.admin_row)}",
+            "token_type": "Bearer",
+            "issued_at": issued,
+        }
+        if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            body["scope"] = "api"
+        else:
+            body["signature"] = base64.b64encode(secrets.token_bytes(32)).decode()
+        return self._json(body)
+
+    def _check_jwt(self, assertion: str) -> str | None:
+        if self.jwt_public_key is None:
+            return "invalid assertion"
+        try:
+            claims = jwt.decode(
+                assertion,
+                self.jwt_public_key,
+                algorithms=["RS256"],
+                options={"require": ["exp", "iss", "sub", "aud"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            return "expired authorization code"
+        except jwt.PyJWTError:
+            return "invalid assertion"
+        audience = str(claims.get("aud", ""))
+        if not (audience.startswith("https://") and audience.endswith(".salesforce.com")):
+            return "audience is invalid"
+        if claims.get("iss") != self.credentials.client_id:
+            return "invalid client credentials"
+        if claims.get("sub") != self.credentials.username:
+            return "user hasn't approved this consumer"
+        return None
+
+    def on_admin_expire(self, request: Request) -> Response:
+        self.expire_sessions()
+        return Response(status=204)
+
+
+def _soap_fault(code: str, message: str) -> Response:
+    text = escape(message)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+        ' xmlns:sf="urn:fault.partner.soap.sforce.com"'
+        ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        "<soapenv:Body><soapenv:Fault>"
+        f"<faultcode>sf:{code}</faultcode><faultstring>{code}: {text}</faultstring>"
+        '<detail><sf:LoginFault xsi:type="sf:LoginFault">'
+        f"<sf:exceptionCode>{code}</sf:exceptionCode>"
+        f"<sf:exceptionMessage>{text}</sf:exceptionMessage>"
+        "</sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    )
+    return Response(body, status=500, content_type="text/xml;charset=UTF-8")
+
+
+def _oauth_error(code: str, description: str) -> Response:
+    return Response(
+        json.dumps({"error": code, "error_description": description}),
+        status=400,
+        content_type="application/json;charset=UTF-8",
+    )
+
+
+def _make_jwt_key(directory: Path) -> tuple[Path, bytes]:
+    """The connected app's key pair for the JWT bearer flow: private half on disk for clients."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = directory / "sandbox-jwt-key.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return path, public
