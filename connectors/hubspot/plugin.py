@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from crm_kpi_worker.connectors.hubspot.checks import mapped_fields
 from crm_kpi_worker.connectors.hubspot.config import TARGET_NAMING, HubSpotMapping, HubSpotSource
+from crm_kpi_worker.connectors.hubspot.settings import BATCH_LIMIT
 from crm_kpi_worker.connectors.registry import CrmPlugin
 
 if TYPE_CHECKING:
@@ -18,9 +19,6 @@ if TYPE_CHECKING:
     from crm_kpi_worker.sync.normalize import CrmMetadata, NormalizeContext, Normalized
 
 __all__ = ["HUBSPOT"]
-
-#: HubSpot's batch endpoints take at most 100 records a call.
-BATCH_LIMIT = 100
 
 
 def _connect(source: HubSpotSource, currency: CurrencySettings, **options: Any) -> Connector:

@@ -39,12 +39,13 @@ from crm_kpi_worker.connectors.base import (
     write_in_batches,
 )
 from crm_kpi_worker.connectors.errors import ConnectorError, RequestRejected, StopRun
+from crm_kpi_worker.connectors.hubspot.settings import BATCH_LIMIT
 
 __all__ = ["BATCH_SIZE", "NAME_PROPERTY", "PROPERTY_GROUP", "BatchWriter", "TargetManager"]
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 100
+BATCH_SIZE = BATCH_LIMIT
 PROPERTY_GROUP = "kpi_worker"
 PROPERTY_GROUP_LABEL = "KPI worker"
 NAME_PROPERTY = "kpi_name"
