@@ -73,6 +73,40 @@ class TargetObject:
 
 
 @dataclass(frozen=True)
+class SetupSettings:
+    """The config's word on what ``setup`` does besides creating fields (``write:``); what is
+    CRM-specific (Salesforce page layouts) is on the source's own config."""
+
+    #: ``write.language``: the labels of what setup creates.
+    language: str = "en"
+    #: ``write.grant_to.reps``: every active user who is a rep gets read access to the KPIs.
+    grant_to_reps: bool = True
+    #: ``write.grant_to.profiles``: and every active user of these profiles (by name).
+    grant_to_profiles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetupChange:
+    """One change ``setup`` makes in the CRM besides creating the target objects and fields:
+    access (Salesforce permission sets and their assignments), placement (page layouts, a
+    tab, a list view; HubSpot's default columns), labels.
+
+    A connector's ``plan_setup`` returns only what differs from the CRM as it is, so a second
+    ``setup`` plans nothing. ``setup --dry-run`` prints the plan; ``setup`` prints it and calls
+    each change's ``apply`` in order (an earlier change may be one a later one needs).
+    """
+
+    kind: str  # what sort of thing changes, e.g. "permission set", "page layout", "tab"
+    name: str  # which one, e.g. "KPI_Worker_Read", "Opportunity-Opportunity Layout"
+    detail: str  # one line for people: what changes, e.g. "add section KPIs (7 fields)"
+    #: Makes the change (calls the CRM); planned changes are applied in the plan's order.
+    apply: Callable[[], None] = field(compare=False, repr=False, default=lambda: None)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}: {self.detail}"
+
+
+@dataclass(frozen=True)
 class CrmField:
     """One field of a CRM object, as the CRM's metadata describes it (Salesforce describe,
     HubSpot properties and pipelines)."""
@@ -158,6 +192,14 @@ class WritesThroughTargets:
     ) -> None:
         self.targets.create(objects, fields)
 
+    def plan_setup(
+        self,
+        objects: Sequence[TargetObject],
+        fields: Sequence[TargetField],
+        settings: SetupSettings,
+    ) -> list[SetupChange]:
+        return []
+
     def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
         return self.writer.update(object, records)
 
@@ -188,6 +230,17 @@ class Connector(Protocol):
         self, objects: Sequence[TargetObject], fields: Sequence[TargetField]
     ) -> None:
         """Create objects and fields (idempotent: existing ones are left alone)."""
+        ...
+
+    def plan_setup(
+        self,
+        objects: Sequence[TargetObject],
+        fields: Sequence[TargetField],
+        settings: SetupSettings,
+    ) -> list[SetupChange]:
+        """What ``setup`` changes besides creating ``objects`` and ``fields`` (which may not
+        exist yet: a dry run plans before anything is created): only what differs from the
+        CRM as it is, so a second ``setup`` plans nothing. Reads only."""
         ...
 
     def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:

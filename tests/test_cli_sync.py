@@ -41,7 +41,10 @@ def test_setup_lists_then_creates_then_finds_everything(config_file: Path) -> No
     created = _ok("setup", "--config", str(config_file))
     assert "sandbox: created 1 objects and 33 fields" in created
     again = _ok("setup", "--config", str(config_file))
-    assert again.strip() == "sandbox: all 1 objects and 33 fields exist"
+    assert again.splitlines() == [
+        "sandbox: all 1 objects and 33 fields exist",
+        "sandbox: access, layouts and labels are up to date",
+    ]
 
 
 def test_sync_dry_run_then_sync_then_kpis_show(config_file: Path) -> None:
@@ -179,7 +182,10 @@ def test_setup_and_sync_on_hubspot(hubspot_config_file: Path) -> None:
     created = _ok("setup", "--config", str(hubspot_config_file))
     assert "sandbox: created 1 objects and 33 fields" in created
     again = _ok("setup", "--config", str(hubspot_config_file))
-    assert again.strip() == "sandbox: all 1 objects and 34 fields exist"
+    assert again.splitlines() == [
+        "sandbox: all 1 objects and 34 fields exist",
+        "sandbox: access, layouts and labels are up to date",
+    ]
     report = json.loads(
         _ok(
             "sync",

@@ -24,6 +24,8 @@ from crm_kpi_worker.connectors.base import (
     STREAMS,
     CrmField,
     Page,
+    SetupChange,
+    SetupSettings,
     TargetField,
     TargetObject,
     WriteResult,
@@ -130,6 +132,14 @@ class FakeConnector:
     ) -> None:
         self.crm.objects.update(o.name for o in objects)
         self.crm.fields.update((f.object, f.name) for f in fields)
+
+    def plan_setup(
+        self,
+        objects: Sequence[TargetObject],
+        fields: Sequence[TargetField],
+        settings: SetupSettings,
+    ) -> list[SetupChange]:
+        return []  # the fake CRM has no access rules nor layouts
 
     def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
         raise AssertionError("the fake config writes scorecards only")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -32,13 +32,27 @@ from crm_kpi_worker.sync.config.base import (
     rule,
 )
 
+if TYPE_CHECKING:
+    from crm_kpi_worker.connectors.base import SetupSettings
+
 __all__ = [
+    "GrantTo",
     "RuntimeSettings",
     "Schedule",
     "StoreSettings",
     "WriteSettings",
     "cron_trigger",
 ]
+
+
+class GrantTo(ConfigModel):
+    """Who ``setup`` gives read access to the KPI fields (on Salesforce, by assigning the
+    read permission set; HubSpot properties are visible to every user with CRM access)."""
+
+    reps: bool = True
+    """Every active user who is a rep (owns deals the worker reads, or has a quota)."""
+    profiles: tuple[str, ...] = ()
+    """And every active user of these profiles, by name (e.g. "Sales Manager")."""
 
 
 class WriteSettings(ConfigModel):
@@ -48,6 +62,18 @@ class WriteSettings(ConfigModel):
     """Compute and print the diff, write nothing."""
     language: Literal["en", "fr"] = "en"
     """Language of field labels and help texts."""
+    grant_to: GrantTo = GrantTo()
+    """Who ``setup`` gives read access to the KPI fields."""
+
+    def setup_settings(self) -> SetupSettings:
+        """What ``setup`` needs of these settings, as connectors take it."""
+        from crm_kpi_worker.connectors.base import SetupSettings
+
+        return SetupSettings(
+            language=self.language,
+            grant_to_reps=self.grant_to.reps,
+            grant_to_profiles=self.grant_to.profiles,
+        )
 
     def batch_size_for(self, crm: str) -> int:
         """The batch size for ``crm``: at most its registry entry's ``write_batch_limit``."""
