@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -50,6 +50,7 @@ __all__ = [
     "TlsError",
     "TransientError",
     "classify",
+    "codes",
     "codes_of",
     "error_details",
     "redact_url",
@@ -84,6 +85,7 @@ class ErrorRule:
     per_record: bool = False  # matches only per-record results of a batch write
     login: bool | None = None  # True: login calls only; False: API calls only; None: both
     has_code: bool = False  # matches only when the answer names an error code
+    daily_limit: bool = False  # the CRM's daily allowance is used up (DailyLimitExceeded)
 
     def matches(
         self,
@@ -108,13 +110,15 @@ class ErrorRule:
         return self.message is None or re.search(self.message, message or "", re.I) is not None
 
 
-def _codes(*names: str) -> frozenset[str]:
+def codes(*names: str) -> frozenset[str]:
+    """Error codes as :class:`ErrorRule` compares them."""
     return frozenset(n.upper() for n in names)
 
 
 _SERVER_STATUSES = frozenset({500, 502, 503, 504})
 
-#: The classification table, first match wins. Salesforce and HubSpot rows side by side.
+#: The classification table, first match wins, after the rows of the CRM that answered (its
+#: daily and concurrency limits: each CRM's ``settings.ERROR_RULES``).
 ERROR_TABLE: tuple[ErrorRule, ...] = (
     ErrorRule(
         Action.SKIP_RECORD,
@@ -128,31 +132,12 @@ ERROR_TABLE: tuple[ErrorRule, ...] = (
         connection=True,
     ),
     ErrorRule(
-        Action.STOP_RUN,
-        "Salesforce's daily API request limit is used up: every further call would fail",
-        statuses=frozenset({403}),
-        codes=_codes("REQUEST_LIMIT_EXCEEDED"),
-        message=r"TotalRequests",
-    ),
-    ErrorRule(
-        Action.STOP_RUN,
-        "HubSpot's daily API limit is used up",
-        statuses=frozenset({429}),
-        codes=_codes("DAILY"),
-    ),
-    ErrorRule(
-        Action.RETRY,
-        "a concurrent-request limit (e.g. ConcurrentPerOrgLongTxn): wait and try again",
-        statuses=frozenset({403}),
-        codes=_codes("REQUEST_LIMIT_EXCEEDED"),
-    ),
-    ErrorRule(
         Action.RETRY, "rate limited (429): wait as Retry-After says", statuses=frozenset({429})
     ),
     ErrorRule(
         Action.RETRY,
         "the login service is briefly unavailable",
-        codes=_codes("SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION"),
+        codes=codes("SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION"),
         login=True,
     ),
     ErrorRule(
@@ -191,9 +176,11 @@ def classify(
     connection: bool = False,
     per_record: bool = False,
     login: bool = False,
+    crm_rules: Sequence[ErrorRule] = (),
 ) -> ErrorRule:
-    """The first rule of :data:`ERROR_TABLE` that matches this failure."""
-    for rule in ERROR_TABLE:
+    """The first rule that matches this failure: of ``crm_rules`` (the rows of the CRM that
+    answered), then of :data:`ERROR_TABLE`."""
+    for rule in (*crm_rules, *ERROR_TABLE):
         if rule.matches(
             status=status,
             code=code,

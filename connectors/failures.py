@@ -31,6 +31,7 @@ from crm_kpi_worker.connectors.errors import (
     ConnectionFailed,
     ConnectorError,
     DailyLimitExceeded,
+    ErrorRule,
     RateLimited,
     ServerError,
     TlsError,
@@ -46,7 +47,6 @@ __all__ = [
     "tls_error",
 ]
 
-_DAILY_CODES = ("REQUEST_LIMIT_EXCEEDED", "DAILY")
 _TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 
@@ -74,6 +74,8 @@ class ErrorWording:
     crm: str | None = None  # "HubSpot"; None: "the CRM"
     source: str | None = None  # the config's source name, said first when given
     daily_limit: str = "daily API request limit"  # the CRM's name for its daily allowance
+    #: The CRM's own rows of the error table (its limits), matched before the shared ones.
+    rules: tuple[ErrorRule, ...] = ()
 
     def prefix(self) -> str:
         return f"source '{self.source}': " if self.source else ""
@@ -144,7 +146,7 @@ def answer_failure(
     """The typed error of an answer to retry or to stop the run on (None: neither). ``header``
     reads one response header; ``now`` (epoch seconds) dates a Retry-After."""
     code, message = error_details(body)
-    rule = classify(status=status, code=code, message=message, login=login)
+    rule = classify(status=status, code=code, message=message, login=login, crm_rules=wording.rules)
     if rule.action not in (Action.RETRY, Action.STOP_RUN):
         return None
     details: dict[str, Any] = {
@@ -160,7 +162,7 @@ def answer_failure(
             retry_after = parse_retry_after(header("Retry-After"), now)
             return RateLimited(f"rate limited: {text}", retry_after=retry_after, **details)
         return ServerError(f"server error: {text}", **details)
-    if code and code.upper() in _DAILY_CODES:
+    if rule.daily_limit:
         return DailyLimitExceeded(
             f"{wording.prefix()}{wording.whose('the')}"
             f" {wording.daily_limit} is used up ({message or code}); the run stops and resumes"

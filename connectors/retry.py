@@ -126,8 +126,10 @@ class RetryingAdapter(BaseAdapter):
         policy: RetryPolicy,
         *,
         is_login: Callable[[requests.PreparedRequest], bool] = lambda request: False,
+        wording: ErrorWording = _WORDING,
     ) -> None:
         super().__init__()
+        self.wording = wording
         self.inner = inner
         self.policy = policy
         self.is_login = is_login
@@ -164,7 +166,7 @@ class RetryingAdapter(BaseAdapter):
         try:
             response = self.inner.send(request, **kwargs)
         except Exception as exc:
-            failure = connection_failure(exc, _WORDING, url=request.url, method=request.method)
+            failure = connection_failure(exc, self.wording, url=request.url, method=request.method)
             if failure is None:
                 raise
             raise failure from None
@@ -175,7 +177,7 @@ class RetryingAdapter(BaseAdapter):
             response.status_code,
             response.content,
             response.headers.get,
-            _WORDING,
+            self.wording,
             url=request.url,
             method=request.method,
             now=self.policy.clock(),

@@ -28,7 +28,10 @@ from crm_kpi_worker.connectors.errors import (
     register_secret,
     scrub,
 )
+from crm_kpi_worker.connectors.failures import ErrorWording
+from crm_kpi_worker.connectors.hubspot.settings import ERROR_RULES as HUBSPOT_RULES
 from crm_kpi_worker.connectors.retry import RetryingAdapter, RetryPolicy, parse_retry_after
+from crm_kpi_worker.connectors.salesforce.settings import ERROR_RULES as SALESFORCE_RULES
 
 NOW = 1_800_000_000.0
 
@@ -145,14 +148,29 @@ def test_policy_arguments_are_checked() -> None:
     ("failure", "action"),
     [
         ({"status": 429}, Action.RETRY),
-        ({"status": 429, "code": "DAILY"}, Action.STOP_RUN),  # HubSpot's daily limit
+        ({"status": 429, "code": "DAILY", "crm_rules": HUBSPOT_RULES}, Action.STOP_RUN),
+        ({"status": 429, "code": "DAILY"}, Action.RETRY),  # HubSpot's code, from another CRM
         (
-            {"status": 403, "code": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit"},
+            {
+                "status": 403,
+                "code": "REQUEST_LIMIT_EXCEEDED",
+                "message": "TotalRequests Limit",
+                "crm_rules": SALESFORCE_RULES,
+            },
             Action.STOP_RUN,
         ),
         (
-            {"status": 403, "code": "REQUEST_LIMIT_EXCEEDED", "message": "ConcurrentPerOrgLongTxn"},
+            {
+                "status": 403,
+                "code": "REQUEST_LIMIT_EXCEEDED",
+                "message": "ConcurrentPerOrgLongTxn",
+                "crm_rules": SALESFORCE_RULES,
+            },
             Action.RETRY,
+        ),
+        (
+            {"per_record": True, "code": "REQUEST_LIMIT_EXCEEDED", "crm_rules": SALESFORCE_RULES},
+            Action.SKIP_RECORD,
         ),
         ({"status": 403, "code": "INSUFFICIENT_ACCESS"}, Action.FAIL),
         ({"status": 401, "code": "INVALID_SESSION_ID"}, Action.REFRESH_SESSION),
@@ -173,6 +191,12 @@ def test_policy_arguments_are_checked() -> None:
 )
 def test_one_table_classifies_every_failure(failure: dict[str, Any], action: Action) -> None:
     assert classify(**failure).action is action
+
+
+def test_only_the_crms_own_rows_say_its_daily_limit_is_used_up() -> None:
+    assert [rule.why for rule in ERROR_TABLE if rule.daily_limit] == []
+    assert [r.daily_limit for r in SALESFORCE_RULES] == [True, False]
+    assert [r.daily_limit for r in HUBSPOT_RULES] == [True]
 
 
 def test_the_table_ends_with_a_catch_all_and_explains_each_row() -> None:
@@ -292,6 +316,7 @@ def session_with(script: list[Any], waits: Waits) -> tuple[requests.Session, Ret
         Scripted(script),
         policy(waits),
         is_login=lambda r: "/services/Soap/u/" in (r.url or ""),
+        wording=ErrorWording(rules=SALESFORCE_RULES),  # as the Salesforce client builds it
     )
     session = requests.Session()
     session.mount("https://", adapter)

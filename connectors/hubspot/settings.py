@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["BATCH_LIMIT", "DATE_ENTERED_PREFIX", "STAMP"]
+from crm_kpi_worker.connectors.errors import Action, ErrorRule, codes
+
+__all__ = ["BATCH_LIMIT", "DATE_ENTERED_PREFIX", "ERROR_RULES", "STAMP"]
+
+#: How HubSpot says its daily allowance is used up (a 429 of policy DAILY), ahead of the shared
+#: error table (connectors.errors), where other 429s are waited out.
+ERROR_RULES = (
+    ErrorRule(
+        Action.STOP_RUN,
+        "HubSpot's daily API limit is used up",
+        statuses=frozenset({429}),
+        codes=codes("DAILY"),
+        daily_limit=True,
+    ),
+)
 
 #: Every incremental stream is searched and ordered on this property.
 STAMP = "hs_lastmodifieddate"

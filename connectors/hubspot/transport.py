@@ -46,6 +46,7 @@ from crm_kpi_worker.connectors.failures import (
     connection_failure,
     tls_error,
 )
+from crm_kpi_worker.connectors.hubspot.settings import ERROR_RULES
 from crm_kpi_worker.connectors.retry import RetryPolicy
 
 __all__ = ["Answer", "HubSpotTransport", "SlidingWindow"]
@@ -131,7 +132,9 @@ class HubSpotTransport:
         self.policy = policy
         self.renew = renew
         self.source = source
-        self.wording = ErrorWording("HubSpot", source, daily_limit="daily API limit")
+        self.wording = ErrorWording(
+            "HubSpot", source, daily_limit="daily API limit", rules=ERROR_RULES
+        )
         self.windows = _windows(search_per_second, per_10_seconds, clock=clock, sleep=policy.sleep)
         self._calls = 0
         self._lock = threading.Lock()

@@ -23,6 +23,7 @@ import requests
 from simple_salesforce import Salesforce
 
 from crm_kpi_worker.connectors.errors import register_secret
+from crm_kpi_worker.connectors.failures import ErrorWording
 from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.connectors.retry import RetryingAdapter, RetryPolicy
 from crm_kpi_worker.connectors.salesforce.config import (
@@ -33,6 +34,7 @@ from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceSession,
     SalesforceSource,
 )
+from crm_kpi_worker.connectors.salesforce.settings import ERROR_RULES
 
 __all__ = ["LOGIN_PATHS", "SalesforceClient", "is_login", "open_client", "username_of"]
 
@@ -181,7 +183,12 @@ def open_client(
         routes=login_routes(source),
         user_agent=USER_AGENT,
     )
-    transport = RetryingAdapter(session.get_adapter("https://"), policy, is_login=is_login)
+    transport = RetryingAdapter(
+        session.get_adapter("https://"),
+        policy,
+        is_login=is_login,
+        wording=ErrorWording(rules=ERROR_RULES),
+    )
     session.mount("https://", transport)
     session.mount("http://", transport)
     arguments = _login_arguments(source, environ)

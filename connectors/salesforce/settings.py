@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from crm_kpi_worker.connectors.errors import Action, ErrorRule, codes
 from crm_kpi_worker.connectors.incremental import DEFAULT_LOOKBACK
 from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.connectors.stamps import StampFormat
@@ -20,6 +21,7 @@ __all__ = [
     "CURRENCY_FIELDS",
     "CURSOR_FIELD",
     "DEFAULT_LOOKBACK",
+    "ERROR_RULES",
     "FIELD_HISTORY",
     "FIELD_HISTORY_FIELDS",
     "QUOTA_FIELDS",
@@ -36,6 +38,25 @@ __all__ = [
 #: Salesforce writes instants as 2026-09-30T12:00:00.000+0000 (UTC). The lookback incremental
 #: pulls re-read before the stored cursor is the shared DEFAULT_LOOKBACK (connectors.incremental).
 STAMPS = StampFormat("Salesforce", "+0000")
+#: How Salesforce says a limit is reached, ahead of the shared error table (connectors.errors):
+#: the daily allowance (403 REQUEST_LIMIT_EXCEEDED naming TotalRequests) stops the run; the
+#: same code for a concurrent-request limit is waited out.
+ERROR_RULES = (
+    ErrorRule(
+        Action.STOP_RUN,
+        "Salesforce's daily API request limit is used up: every further call would fail",
+        statuses=frozenset({403}),
+        codes=codes("REQUEST_LIMIT_EXCEEDED"),
+        message=r"TotalRequests",
+        daily_limit=True,
+    ),
+    ErrorRule(
+        Action.RETRY,
+        "a concurrent-request limit (e.g. ConcurrentPerOrgLongTxn): wait and try again",
+        statuses=frozenset({403}),
+        codes=codes("REQUEST_LIMIT_EXCEEDED"),
+    ),
+)
 #: sObject Collections take at most 200 records per call.
 COLLECTION_BATCH_SIZE = 200
 #: Every incremental stream is read in SystemModstamp order: it moves on every change,
