@@ -19,11 +19,13 @@ from crm_kpi_worker.sync.config_loader import (
 #: Exit statuses of ``config validate``.
 EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
 
-#: CRM -> its default mapping and its example config (files of the package's config/ folder).
+#: CRM -> its default mapping and its example config (files of the package's config/ folder);
+#: the first CRM of the registry is the default, and its demo config is the "demo" example.
+_DEFAULT_CRM = plugins()[0].type
 _DEFAULT_MAPPINGS = {p.type: p.default_mapping_file for p in plugins() if p.default_mapping_file}
 _EXAMPLES = {
     **{p.type: p.example_config_file for p in plugins() if p.example_config_file},
-    "demo": "demo-salesforce.yaml",
+    "demo": f"demo-{_DEFAULT_CRM}.yaml",
 }
 
 
@@ -107,14 +109,14 @@ def _check_crm(ctx: click.Context, config: AppConfig, file: Path) -> None:
 
 
 @config_group.command("show-default")
-@click.argument("crm", type=click.Choice(sorted(_DEFAULT_MAPPINGS)), default="salesforce")
+@click.argument("crm", type=click.Choice(sorted(_DEFAULT_MAPPINGS)), default=_DEFAULT_CRM)
 def show_default_command(crm: str) -> None:
     """Print the shipped default mapping for CRM (paste it under sources[N].mapping)."""
     click.echo(path_of(_DEFAULT_MAPPINGS[crm]).read_text(encoding="utf-8"), nl=False)
 
 
 @config_group.command("show-example")
-@click.argument("name", type=click.Choice(sorted(_EXAMPLES)), default="salesforce")
+@click.argument("name", type=click.Choice(sorted(_EXAMPLES)), default=_DEFAULT_CRM)
 def show_example_command(name: str) -> None:
     """Print a shipped example config (a starting point: copy it and edit)."""
     click.echo(path_of(_EXAMPLES[name]).read_text(encoding="utf-8"), nl=False)

@@ -1,10 +1,10 @@
 """``crm-kpi demo``: the whole product on its embedded default, with no CRM account.
 
-It starts the sandbox Salesforce (or, with ``--crm hubspot``, the sandbox HubSpot portal)
-in-process with the demo scenario, points the shipped demo config (config/demo-<crm>.yaml) at
-it, runs ``setup`` (creates the scorecard object and the KPI fields through the CRM's own API)
-and one sync with a SQLite store in a temporary folder, and prints the KPIs and what was
-written into the CRM.
+It starts a sandbox CRM in-process with the demo scenario (``sandbox/registry.py``: the sandbox
+Salesforce by default, the sandbox HubSpot portal with ``--crm hubspot``), points the shipped
+demo config (config/demo-<crm>.yaml) at it, runs ``setup`` (creates the scorecard object and
+the KPI fields through the CRM's own API) and one sync with a SQLite store in a temporary
+folder, and prints the KPIs and what was written into the CRM.
 
 The scenario quarter is the last complete quarter before today (or ``--reference-date``), so
 the demo reads the same whenever it runs: that quarter is the "previous quarter" of the run.
@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from crm_kpi_worker.kpis.results import KPI_KEYS
+from crm_kpi_worker.sandbox.registry import sandbox_for, sandboxes
 
 
 def last_quarter_end(today: dt.date) -> dt.date:
@@ -51,28 +52,9 @@ def _instant(_ctx: Any, _param: Any, value: str | None) -> dt.datetime | None:
     return parsed
 
 
-def _sandbox(crm: str, reference_date: dt.date, deals: int | None) -> Any:
-    if crm == "hubspot":
-        from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox
-
-        return HubSpotSandbox.start(reference_date=reference_date, deals=deals)
-    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
-
-    return SalesforceSandbox.start(reference_date=reference_date, deals=deals)
-
-
-def _pointed_at(crm: str, source: Any, sandbox: Any) -> Any:
-    """The demo config's source, pointed at the running sandbox (its placeholder port 0)."""
-    if crm == "hubspot":
-        return source.with_changes(base_url=sandbox.url, ca_bundle=str(sandbox.ca_path))
-    return source.with_changes(
-        login_url=sandbox.url, instance_url=sandbox.url, ca_bundle=str(sandbox.ca_path)
-    )
-
-
 def run_demo(
     *,
-    crm: str = "salesforce",
+    crm: str | None = None,
     reference_date: dt.date | None = None,
     as_of: dt.datetime | None = None,
     deals: int | None = None,
@@ -91,12 +73,15 @@ def run_demo(
     reference_date = reference_date or last_quarter_end(now.date())
     as_of = as_of or now
     started = time.perf_counter()
+    entry = sandbox_for(crm) if crm else sandboxes()[0]
+    crm = entry.crm
     with (
-        _sandbox(crm, reference_date, deals) as sandbox,
+        entry.start(reference_date=reference_date, deals=deals) as sandbox,
         tempfile.TemporaryDirectory(prefix="crm-kpi-demo-") as workdir,
     ):
         config = load_config(path_of(f"demo-{crm}.yaml"))
-        source = _pointed_at(crm, config.sources[0], sandbox)
+        # The demo config's source, pointed at the running sandbox (its placeholder port 0).
+        source = config.sources[0].with_changes(**entry.source_changes(sandbox))
         config = config.replace_source(source).model_copy(
             update={
                 "store": config.store.model_copy(
@@ -163,8 +148,8 @@ def run_demo(
 )
 @click.option(
     "--crm",
-    type=click.Choice(["salesforce", "hubspot"]),
-    default="salesforce",
+    type=click.Choice([entry.crm for entry in sandboxes()]),
+    default=sandboxes()[0].crm,
     show_default=True,
     help="Which sandbox CRM to run the demo on (the same scenario in each).",
 )
@@ -185,8 +170,8 @@ def demo_command(
     """Run the worker on the sandbox CRM with the demo scenario: setup, one sync, the KPIs."""
     progress = None if output == "json" else (lambda message: click.echo(f"  {message}", err=True))
     if output != "json":
-        name = {"salesforce": "Salesforce", "hubspot": "HubSpot"}[crm]
-        click.echo(f"Starting the sandbox {name} with the demo scenario...", err=True)
+        label = sandbox_for(crm).label
+        click.echo(f"Starting the sandbox {label} with the demo scenario...", err=True)
     try:
         demo = run_demo(
             crm=crm, reference_date=reference_date, as_of=as_of, deals=deals, progress=progress
@@ -247,7 +232,7 @@ def _print_table(demo: dict[str, Any]) -> None:
     click.echo(f"  excluded {excluded['total']} deals with bad data: {excluded['by_reason']}")
     click.echo(f"  {source['unassigned_deals']} deals of unknown owners counted as 'Unassigned'")
     written = demo["written"]
-    where = "portal" if demo.get("crm") == "hubspot" else "org"
+    where = sandbox_for(demo["crm"]).instance
     click.echo(f"\nWritten into the sandbox {where} ({demo['sandbox']}):")
     click.echo(
         f"  setup created {', '.join(written['objects_created']) or 'no object'}"

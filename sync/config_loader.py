@@ -367,11 +367,13 @@ def _locate(root: type[BaseModel], loc: Sequence[PathElement]) -> _Located:
     for element in loc:
         tagged = _tagged_union(tp)
         tp = _unwrap(tp)
-        if _is_union(tp):
+        # A TaggedUnion's static type may be a base model (the CRM sources): its tags count.
+        if tagged is not None or _is_union(tp):
             tags = _union_tags(tp, tagged)
             if isinstance(element, str) and element in tags:
                 tp = tags[element]
                 continue
+        if _is_union(tp):
             members = [m for m in get_args(tp) if m is not type(None)]
             tp = _unwrap(members[0]) if len(members) == 1 else None
         if isinstance(tp, type) and issubclass(tp, BaseModel):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crm_kpi_worker.sync.config import FiscalCalendar, SalesforceSource
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
+from crm_kpi_worker.sync.config import FiscalCalendar
 from crm_kpi_worker.sync.config_loader import (
     ConfigError,
     ConfigFileError,

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from crm_kpi_worker.connectors.hubspot.config import HubSpotSource
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSession, SalesforceSource
 from crm_kpi_worker.sync.config import (
     DEAL_KPIS,
     SCORECARD_KPIS,
@@ -20,9 +22,6 @@ from crm_kpi_worker.sync.config import (
     FileEnvRef,
     FileRef,
     FiscalCalendar,
-    HubSpotSource,
-    SalesforceSession,
-    SalesforceSource,
     SecretError,
     StoreSettings,
     ValueRef,

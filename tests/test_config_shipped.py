@@ -8,16 +8,9 @@ import pytest
 from pydantic import SecretStr
 
 from crm_kpi_worker.config import names, path_of
-from crm_kpi_worker.sync.config import (
-    DEAL_KPIS,
-    SCORECARD_KPIS,
-    EnvRef,
-    HubSpotPrivateApp,
-    HubSpotSource,
-    SalesforcePassword,
-    SalesforceSource,
-    ValueRef,
-)
+from crm_kpi_worker.connectors.hubspot.config import HubSpotPrivateApp, HubSpotSource
+from crm_kpi_worker.connectors.salesforce.config import SalesforcePassword, SalesforceSource
+from crm_kpi_worker.sync.config import DEAL_KPIS, SCORECARD_KPIS, EnvRef, ValueRef
 from crm_kpi_worker.sync.config_loader import load_config, load_mapping
 from crm_kpi_worker.sync.model import DealType, ForecastCategory
 

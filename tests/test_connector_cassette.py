@@ -21,8 +21,8 @@ import vcr
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import connect_salesforce
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
-from crm_kpi_worker.sync.config import SalesforceSource
 from crm_kpi_worker.sync.config_loader import load_config
 
 CASSETTES = Path(__file__).parent / "cassettes"

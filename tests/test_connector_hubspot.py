@@ -17,13 +17,14 @@ from crm_kpi_worker.connectors.errors import (
     SessionExpired,
     TlsError,
 )
+from crm_kpi_worker.connectors.hubspot.config import HubSpotSource
 from crm_kpi_worker.connectors.hubspot.connector import HubSpotConnector, connect_hubspot
 from crm_kpi_worker.connectors.hubspot.transport import SlidingWindow
 from crm_kpi_worker.connectors.hubspot.writes import BatchWriter
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
-from crm_kpi_worker.sync.config import AppConfig, HubSpotSource
+from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.normalize import NormalizeContext, normalize
 

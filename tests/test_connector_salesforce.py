@@ -31,13 +31,14 @@ from crm_kpi_worker.connectors.errors import (
 )
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import SalesforceConnector, client, connect_salesforce
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.connectors.salesforce.resources import parse_stamp
 from crm_kpi_worker.connectors.salesforce.soql import UnsafeSoql
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.server import Credentials, SalesforceSandbox
 from crm_kpi_worker.sandbox.salesforce.soql import parse
-from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSource
+from crm_kpi_worker.sync.config import CurrencySettings
 from crm_kpi_worker.sync.config_loader import load_config
 
 DEMO = load_config(path_of("demo-salesforce.yaml"))

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.connectors.salesforce.normalize import salesforce_metadata
-from crm_kpi_worker.sync.config import CurrencySettings, SalesforceSource
+from crm_kpi_worker.sync.config import CurrencySettings
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.model import DealType, ForecastCategory, QuotaSource
 from crm_kpi_worker.sync.normalize import (

@@ -21,8 +21,6 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from crm_kpi_worker.connectors.hubspot.config import HubSpotSource
-from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.sync.config.base import (
     ConfigModel,
     Email,
@@ -54,11 +52,9 @@ def _source_models() -> Mapping[str, type[BaseModel]]:
     return source_models()
 
 
-#: One entry of ``sources``. Statically the built-in CRMs' models; validated through the
-#: registry (every registered CRM's model, chosen by ``type``).
-Source = Annotated[
-    SalesforceSource | HubSpotSource, TaggedUnion("type", _source_models, "source type")
-]
+#: One entry of ``sources``: statically a ``SourceBase``; validated through the registry
+#: (every registered CRM's model, chosen by ``type``).
+Source = Annotated[SourceBase, TaggedUnion("type", _source_models, "source type")]
 
 
 class AppConfig(ConfigModel):

@@ -162,6 +162,11 @@ class MappingBase(ConfigModel):
     """Where quotas come from: crm, config, or {csv: path}."""
     ae_filter: AeFilter | None = None
     """Which users are AEs (default: the reps listed in teams, else every deal owner)."""
+    # What every CRM may map, in its own terms (a CRM's mapping narrows the types).
+    team_field: str | None = None
+    """The user field naming a rep's team (instead of ``teams`` in the config)."""
+    demos: ConfigModel | None = None
+    """Which activities are demos; demos_per_week stays empty without it."""
 
     @field_validator("stages")
     @classmethod

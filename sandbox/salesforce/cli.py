@@ -1,0 +1,68 @@
+"""``crm-kpi sandbox salesforce``: serve a sandbox Salesforce org on a loopback port."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crm_kpi_worker.sandbox.cli_common import common_options, serve
+
+__all__ = ["sandbox_salesforce"]
+
+
+@click.command("salesforce")
+@common_options(8443, "Opportunities", "the CA certificate and JWT key")
+@click.option(
+    "--api-limit",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Daily API request limit the org enforces.",
+)
+@click.option("--username", default="demo@sandbox.local", show_default=True)
+@click.option("--password", default="demo", show_default=True)
+@click.option("--client-id", default="sandbox", show_default=True)
+@click.option("--client-secret", default="sandbox", show_default=True)
+def sandbox_salesforce(
+    host: str,
+    port: int,
+    seed: int,
+    deals: int | None,
+    reference_date: dt.date | None,
+    workdir: Path | None,
+    faults: list[Any],
+    verbose: bool,
+    api_limit: int,
+    username: str,
+    password: str,
+    client_id: str,
+    client_secret: str,
+) -> None:
+    """Serve a sandbox Salesforce org over HTTPS until interrupted.
+
+    The real simple-salesforce client works against it unchanged: log in with the printed
+    credentials through a session that routes login.salesforce.com to this server and trusts
+    its CA (the config's login_url and ca_bundle do exactly that).
+    """
+    from crm_kpi_worker.sandbox.salesforce.server import Credentials, SalesforceSandbox
+
+    serve(
+        lambda data: SalesforceSandbox(
+            data,
+            host=host,
+            port=port,
+            api_limit=api_limit,
+            workdir=workdir,
+            credentials=Credentials(username, password, client_id, client_secret),
+        ),
+        seed=seed,
+        deals=deals,
+        reference_date=reference_date,
+        host=host,
+        port=port,
+        faults=faults,
+        verbose=verbose,
+    )
