@@ -129,8 +129,8 @@ class MetadataRoutes(PortalRoutes):
     def on_property(self, request: Request, object_type: str, property_name: str) -> Response:
         store = self._store(object_type)
         if request.method == "PATCH":
-            pdef = self.portal.update_property(store, property_name, self._body(request))
-            return self._json(pdef.to_json())
+            updated = self.portal.update_property(store, property_name, self._body(request))
+            return self._json(updated.to_json())
         pdef = store.properties.get(property_name)
         if pdef is None or _bool_arg(request.args.get("archived")):
             raise HubSpotError(
