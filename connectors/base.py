@@ -70,6 +70,10 @@ class TargetObject:
     label: str
     plural_label: str
     name_field_label: str
+    #: The fields people should see first on a record, besides its name (most useful first):
+    #: setup shows them where the CRM lets an object choose (HubSpot's secondary display
+    #: properties).
+    headline_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,21 @@ _KEY_LABEL = {
 }
 
 
+#: The KPIs a scorecard shows first (``TargetObject.headline_fields``), most useful first:
+#: where the rep stands against quota, what was booked, how well deals close. Configured KPIs
+#: outside this list follow in the config's order, up to ``HEADLINE_COUNT`` in all.
+HEADLINE_KPIS = ("quota_attainment", "bookings_arr", "win_rate", "open_pipeline_arr")
+HEADLINE_COUNT = 3
+
+
+def headline_fields(kpi_fields: dict[str, str]) -> tuple[str, ...]:
+    """The scorecard fields shown first: of ``kpi_fields`` (KPI key -> field name, the
+    config's order), those of :data:`HEADLINE_KPIS` first, then the others."""
+    ordered = [k for k in HEADLINE_KPIS if k in kpi_fields]
+    ordered += [k for k in kpi_fields if k not in ordered]
+    return tuple(kpi_fields[k] for k in ordered[:HEADLINE_COUNT])
+
+
 #: The words the worker writes into scorecard records themselves (their display names), per
 #: ``write.language``; field labels and help texts are in the tables above.
 _SCORECARD_WORDS: dict[Language, dict[str, str]] = {
@@ -377,7 +392,9 @@ def targets(
     if fields.scorecard is not None:
         card = fields.scorecard
         label, plural, name_label = _SCORECARD_OBJECT[language]
-        objects.append(TargetObject(card.object, label, plural, name_label))
+        objects.append(
+            TargetObject(card.object, label, plural, name_label, headline_fields(dict(card.fields)))
+        )
         key_label = _KEY_LABEL[language]
         if plugin.scorecard_name_field is not None:
             # The object has no name field of its own: the scorecard's display name.

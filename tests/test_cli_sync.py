@@ -218,3 +218,114 @@ def test_setup_and_sync_on_hubspot(hubspot_config_file: Path) -> None:
     (alice,) = shown
     assert alice["name"] == "Alice Martin"
     assert alice["bookings_arr"] == 150000 and alice["quota_attainment"] == 1.25
+
+
+def _calls(sandbox: object) -> dict[str, int]:
+    """The sandbox's calls by route so far, then counting starts again."""
+    stats = sandbox.stats  # type: ignore[attr-defined]
+    calls = dict(stats.by_route)
+    stats.by_route.clear()
+    return calls
+
+
+def test_hubspot_setup_makes_the_kpis_visible_in_the_configs_language(tmp_path: Path) -> None:
+    """French labels and the scorecard's display properties at creation; a switch to English
+    plans (dry run) then makes label updates only; a third setup changes nothing."""
+    from crm_kpi_worker.config import path_of
+    from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
+
+    with HubSpotSandbox.start(limits=RateLimits(None, None, None)) as sandbox:
+        text = path_of("demo-hubspot.yaml").read_text(encoding="utf-8")
+        text = text.replace(
+            "base_url: https://127.0.0.1:0",
+            f"base_url: {sandbox.url}\n    ca_bundle: {sandbox.ca_path}",
+        )
+        french = tmp_path / "fr.yaml"
+        french.write_text(text, encoding="utf-8")
+        assert "language: fr" in text
+        english = tmp_path / "en.yaml"
+        english.write_text(text.replace("language: fr", "language: en"), encoding="utf-8")
+        portal = sandbox.portal
+
+        created = _ok("setup", "--config", str(french))
+        assert "sandbox: access, layouts and labels are up to date" in created
+        first = _calls(sandbox)
+        card = portal.store("p_kpi_scorecard")
+        schema = portal.schema_json(card)
+        assert schema["primaryDisplayProperty"] == "kpi_name"
+        assert schema["secondaryDisplayProperties"] == [
+            "kpi_quota_attainment",
+            "kpi_bookings_arr",
+            "kpi_win_rate",
+        ]
+        assert schema["labels"] == {
+            "singular": "Tableau de bord KPI",
+            "plural": "Tableaux de bord KPI",
+        }
+        assert card.properties["kpi_win_rate"].label == "Taux de réussite"
+        deals = portal.store("deals")
+        assert deals.properties["kpi_stage_entered_on"].label == "Étape commencée le"
+        assert deals.groups["kpi_worker"].label == "KPI worker"
+        check = {  # setup's check of the mapping against the portal
+            "GET /crm/v3/properties/deals": 1,
+            "GET /crm/v3/pipelines/deals": 1,
+            "GET /crm/v3/properties/companies": 1,
+            "GET /crm/v3/properties/meetings": 1,
+        }
+        # Creation only: the plan reads what creation answered (no call of its own).
+        assert first == {
+            **check,
+            "GET /crm-object-schemas/v3/schemas": 2,
+            "POST /crm-object-schemas/v3/schemas": 1,
+            "POST /crm/v3/properties/deals/groups": 1,
+            "POST /crm/v3/properties/deals/batch/create": 1,
+        }
+
+        again = _ok("setup", "--config", str(french))
+        assert again.splitlines()[-1] == "sandbox: access, layouts and labels are up to date"
+        second = _calls(sandbox)
+        assert not any(route.startswith(("PATCH", "POST")) for route in second), second
+        # The scorecard's properties come with its schema; the plan reads the deals' group.
+        assert second == {
+            **check,
+            "GET /crm-object-schemas/v3/schemas": 1,
+            "GET /crm/v3/properties/deals/groups/{groupName}": 1,
+        }
+
+        # A person renames the group; the language switches to English.
+        deals.groups["kpi_worker"].label = "Mes KPI"
+        planned = _ok("setup", "--dry-run", "--config", str(english))
+        assert (
+            "sandbox: would change property deals.kpi_stage_entered_on:"
+            " label 'Stage entered on' (was 'Étape commencée le');"
+            " description in the config's language"
+        ) in planned
+        assert (
+            "sandbox: would change property group deals.kpi_worker: label 'KPI worker'"
+            " (was 'Mes KPI')"
+        ) in planned
+        assert (
+            "sandbox: would change object p_kpi_scorecard: labels 'KPI Scorecard'/'KPI Scorecards'"
+            " (were 'Tableau de bord KPI'/'Tableaux de bord KPI')"
+        ) in planned
+        changes = [line for line in planned.splitlines() if "would change" in line]
+        assert not any(route.startswith(("PATCH", "POST")) for route in _calls(sandbox))
+        assert card.properties["kpi_win_rate"].label == "Taux de réussite"
+
+        applied = _ok("setup", "--config", str(english))
+        assert f"sandbox: made {len(changes)} changes" in applied
+        patches = {r: n for r, n in _calls(sandbox).items() if r.startswith("PATCH")}
+        assert sum(patches.values()) == len(changes), patches
+        assert card.properties["kpi_win_rate"].label == "Win rate"
+        assert card.properties["kpi_win_rate"].description.startswith("Won / (won + lost)")
+        assert deals.properties["kpi_stage_entered_on"].label == "Stage entered on"
+        assert deals.groups["kpi_worker"].label == "KPI worker"
+        assert portal.schema_json(card)["labels"]["singular"] == "KPI Scorecard"
+        assert portal.schema_json(card)["secondaryDisplayProperties"] == [
+            "kpi_quota_attainment",
+            "kpi_bookings_arr",
+            "kpi_win_rate",
+        ]
+
+        third = _ok("setup", "--config", str(english))
+        assert third.splitlines()[-1] == "sandbox: access, layouts and labels are up to date"

@@ -49,11 +49,8 @@ NOT_SERVED = {
     ("crm/pipelines", "pipelines_api", "update"): _WRITES,
     ("crm/properties", "batch_api", "archive"): "the worker never deletes properties",
     ("crm/properties", "core_api", "archive"): "the worker never deletes properties",
-    ("crm/properties", "core_api", "update"): "property definitions are created, not edited",
     ("crm/properties", "groups_api", "archive"): "the worker never deletes property groups",
-    ("crm/properties", "groups_api", "update"): "property groups are created, not edited",
     ("crm/schemas", "core_api", "archive"): "the worker never deletes object types",
-    ("crm/schemas", "core_api", "update"): "object types are created, not edited",
     ("crm/schemas", "core_api", "archive_association"): "association labels are not modelled",
     ("crm/schemas", "core_api", "create_association"): "association labels are not modelled",
 }
@@ -207,6 +204,9 @@ class Caller:
                         "associatedObjects": [],
                     },
                 )
+            if method == "update":
+                body = {"secondaryDisplayProperties": ["key"], "labels": {"plural": "Cards"}}
+                return self.send(op, {"objectType": "p_scorecard"}, json=body)
             return self.send(op, {"objectType": "p_scorecard"})
         raise AssertionError(f"no call for {group} {api}.{method}")
 
@@ -242,6 +242,12 @@ class Caller:
                 ]
             }  # fmt: skip
             return self.send(op, values, json=body)
+        if api == "core_api" and method == "update":  # the property created above
+            values["propertyName"] = "ref_number"
+            return self.send(op, values, json={"label": "Renamed", "description": "Help"})
+        if api == "groups_api" and method == "update":
+            values["groupName"] = "ref_group"
+            return self.send(op, values, json={"label": "Renamed group"})
         if api == "batch_api" and method == "read":
             body = {"archived": False, "inputs": [{"name": "amount"}, {"name": "nope"}]}
             return self.send(op, values, json=body)
@@ -385,3 +391,96 @@ def test_error_envelopes_match_the_error_model(wire, sandbox) -> None:
     body = response.json()
     assert body.pop("status") == "error"  # on the wire, not in the client's Error model
     _check(body, "Error", models, "Error")
+
+
+# ---- updates of definitions, with the real client ------------------------------------------
+
+
+def test_schema_patch_takes_display_properties_that_exist(sandbox) -> None:
+    from hubspot.crm.schemas import ApiException, ObjectTypeDefinitionPatch
+
+    if not any(s.name == "scorecard" for s in sandbox.portal.custom_stores()):
+        Caller(sandbox).setup()
+    schemas = sandbox.client().crm.schemas.core_api
+    patch = ObjectTypeDefinitionPatch(
+        secondary_display_properties=["key", "label"],
+        labels={"singular": "Card", "plural": "Cards"},
+    )
+    answer = schemas.update("p_scorecard", patch)
+    assert answer.secondary_display_properties == ["key", "label"]
+    assert answer.primary_display_property == "label" and answer.labels.singular == "Card"
+    assert answer.portal_id and answer.updated_at >= answer.created_at
+    again = schemas.get_by_id("p_scorecard")
+    assert again.secondary_display_properties == ["key", "label"]
+    assert again.labels.plural == "Cards" and again.properties  # a schema lists them, a patch not
+    for wrong in (
+        {"secondaryDisplayProperties": ["nope"]},
+        {"primaryDisplayProperty": "nope"},
+        {"properties": []},  # not a field of ObjectTypeDefinitionPatch
+    ):
+        with pytest.raises(ApiException) as refused:
+            schemas.update("p_scorecard", wrong)
+        assert refused.value.status == 400
+        assert json.loads(refused.value.body)["category"] == "VALIDATION_ERROR"
+    with pytest.raises(ApiException) as missing:
+        schemas.update("deals", {"secondaryDisplayProperties": ["amount"]})
+    assert missing.value.status == 404
+    assert schemas.get_by_id("p_scorecard").secondary_display_properties == ["key", "label"]
+
+
+def test_schema_create_refuses_secondary_display_properties_it_does_not_define(sandbox) -> None:
+    from hubspot.crm.schemas import ApiException
+
+    with pytest.raises(ApiException) as refused:
+        sandbox.client().crm.schemas.core_api.create(
+            {
+                "name": "bad_display",
+                "labels": {"singular": "Bad", "plural": "Bads"},
+                "primaryDisplayProperty": "label",
+                "secondaryDisplayProperties": ["missing"],
+                "requiredProperties": [],
+                "properties": [
+                    {"name": "label", "label": "L", "type": "string", "fieldType": "text"}
+                ],
+                "associatedObjects": [],
+            }
+        )
+    assert refused.value.status == 400 and "missing" in refused.value.body
+
+
+def test_property_and_group_patches_change_labels_only_of_custom_definitions(sandbox) -> None:
+    from hubspot.crm.properties import ApiException, PropertyGroupUpdate, PropertyUpdate
+
+    properties = sandbox.client().crm.properties
+    properties.groups_api.create("deals", {"name": "patch_group", "label": "Before"})
+    properties.core_api.create(
+        "deals",
+        {
+            "name": "patch_me",
+            "label": "Before",
+            "type": "number",
+            "fieldType": "number",
+            "groupName": "patch_group",
+            "description": "old",
+        },
+    )
+    changed = properties.core_api.update(
+        "deals", "patch_me", PropertyUpdate(label="After", description="new")
+    )
+    assert (changed.label, changed.description, changed.type) == ("After", "new", "number")
+    assert changed.group_name == "patch_group" and changed.updated_at >= changed.created_at
+    assert properties.core_api.get_by_name("deals", "patch_me").label == "After"
+    group = properties.groups_api.update("deals", "patch_group", PropertyGroupUpdate(label="G"))
+    assert (group.name, group.label) == ("patch_group", "G")
+    for name, body, status in (
+        ("dealstage", {"label": "Stage"}, 400),  # HubSpot's own: a read-only definition
+        ("patch_me", {"groupName": "no_such_group"}, 400),
+        ("patch_me", {"name": "renamed"}, 400),  # not a field of PropertyUpdate
+        ("no_such_property", {"label": "x"}, 404),
+    ):
+        with pytest.raises(ApiException) as refused:
+            properties.core_api.update("deals", name, body)
+        assert refused.value.status == status, (name, refused.value.body)
+    with pytest.raises(ApiException) as missing:
+        properties.groups_api.update("deals", "no_such_group", {"label": "x"})
+    assert missing.value.status == 404

@@ -47,6 +47,10 @@ from crm_kpi_worker.connectors.base import (
     STREAMS,
     CrmField,
     Page,
+    SetupChange,
+    SetupSettings,
+    TargetField,
+    TargetObject,
     WriteResult,
     WritesThroughTargets,
 )
@@ -56,6 +60,7 @@ from crm_kpi_worker.connectors.hubspot.config import HubSpotMapping, HubSpotSour
 from crm_kpi_worker.connectors.hubspot.search import STAMPS, to_ms, windowed_search
 from crm_kpi_worker.connectors.hubspot.settings import DATE_ENTERED_PREFIX as DATE_ENTERED
 from crm_kpi_worker.connectors.hubspot.settings import STAMP
+from crm_kpi_worker.connectors.hubspot.setup import plan_hubspot_setup
 from crm_kpi_worker.connectors.hubspot.transport import Answer, Bucket, HubSpotTransport
 from crm_kpi_worker.connectors.hubspot.writes import BatchWriter, TargetManager
 from crm_kpi_worker.connectors.incremental import DEFAULT_LOOKBACK, IncrementalCursor
@@ -193,6 +198,16 @@ class HubSpotConnector(WritesThroughTargets):
                 if name in fields:
                     fields[name] = CrmField(name, tuple(str(v) for v in values if v is not None))
         return fields
+
+    def plan_setup(
+        self,
+        objects: Sequence[TargetObject],
+        fields: Sequence[TargetField],
+        settings: SetupSettings,
+    ) -> list[SetupChange]:
+        """Labels of the worker's properties and group, the scorecard object's display
+        properties and labels: see :mod:`.setup`."""
+        return plan_hubspot_setup(self.targets, objects, fields, settings)
 
     def upsert(
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]

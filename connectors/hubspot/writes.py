@@ -16,10 +16,13 @@ The scorecard custom object's display name: the pipeline gives each scorecard a 
 (Salesforce's name field); on HubSpot it goes to the object's ``kpi_name`` property, which
 ``setup`` creates as the object's primary display property.
 
-Targets: properties are listed once per object type per run (``GET /crm/v3/properties/{type}``)
-and created in batches (``.../batch/create``), in the ``kpi_worker`` property group, which is
-created first when missing; the scorecard object is created through the schemas API with its
-properties. Everything that exists already is left alone: ``create`` is idempotent.
+Targets: properties are listed once per object type per run (``GET /crm/v3/properties/{type}``;
+a custom object's come with its schema, ``GET /crm-object-schemas/v3/schemas``, at no extra
+call) and created in batches (``.../batch/create``), in the ``kpi_worker`` property group, which
+is created first when missing; the scorecard object is created through the schemas API with its
+properties, ``kpi_name`` as its primary display property and its headline KPIs as secondary
+display properties. Everything that exists already is left alone: ``create`` is idempotent
+(``setup``'s plan, :mod:`.setup`, brings labels and display properties up to date).
 """
 
 from __future__ import annotations
@@ -41,7 +44,15 @@ from crm_kpi_worker.connectors.base import (
 from crm_kpi_worker.connectors.errors import ConnectorError, RequestRejected, StopRun
 from crm_kpi_worker.connectors.hubspot.settings import BATCH_LIMIT
 
-__all__ = ["BATCH_SIZE", "NAME_PROPERTY", "PROPERTY_GROUP", "BatchWriter", "TargetManager"]
+__all__ = [
+    "BATCH_SIZE",
+    "BUILT_IN",
+    "NAME_PROPERTY",
+    "PROPERTY_GROUP",
+    "PROPERTY_GROUP_LABEL",
+    "BatchWriter",
+    "TargetManager",
+]
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +292,10 @@ class TargetManager:
         self.call = call
         self._schemas: list[dict[str, Any]] | None = None
         self._properties: dict[str, list[dict[str, Any]]] = {}
+        #: The worker's property group per object type (None: known to be missing).
+        self._groups: dict[str, dict[str, Any] | None] = {}
+        #: Object types whose schema's property list is out of date: read their properties.
+        self._stale: set[str] = set()
 
     # ---- object types ----------------------------------------------------------------------
 
@@ -292,6 +307,11 @@ class TargetManager:
             body = answer.body if isinstance(answer.body, dict) else {}
             self._schemas = [s for s in body.get("results") or () if isinstance(s, dict)]
         return self._schemas
+
+    def schema_of(self, name: str) -> dict[str, Any] | None:
+        """The schema of a custom object by any of its names; None for standard objects and
+        custom objects that do not exist (yet)."""
+        return self._schema_of(name)
 
     def _schema_of(self, name: str) -> dict[str, Any] | None:
         if name in {"deals", "companies", "contacts", "meetings"} or name.startswith("0-"):
@@ -316,6 +336,10 @@ class TargetManager:
         schema = self._schema_of(name)
         return schema is not None and NAME_PROPERTY in (schema.get("requiredProperties") or ())
 
+    def is_custom(self, name: str) -> bool:
+        """Whether ``name`` names a custom object (existing or not), not a standard one."""
+        return self._is_custom(name)
+
     def _is_custom(self, name: str) -> bool:
         return name not in {"deals", "companies", "contacts", "meetings"} and not name.startswith(
             "0-"
@@ -324,7 +348,14 @@ class TargetManager:
     # ---- properties ------------------------------------------------------------------------
 
     def properties_of(self, object_type: str) -> list[dict[str, Any]]:
-        """The property definitions of ``object_type`` (cached for the connector's life)."""
+        """The property definitions of ``object_type`` (cached for the connector's life; a
+        custom object's are its schema's, read with every schema)."""
+        schema = self._schema_of(object_type) if self._is_custom(object_type) else None
+        fresh = object_type not in self._stale
+        if object_type not in self._properties and fresh and isinstance(schema, dict):
+            listed = schema.get("properties")
+            if isinstance(listed, list):
+                self._properties[object_type] = [p for p in listed if isinstance(p, dict)]
         if object_type not in self._properties:
             answer = self.call(
                 "api",
@@ -337,6 +368,11 @@ class TargetManager:
                 p for p in body.get("results") or () if isinstance(p, dict)
             ]
         return self._properties[object_type]
+
+    def _forget(self, object_type: str) -> None:
+        """Read ``object_type``'s properties again when next needed (not from its schema)."""
+        self._properties.pop(object_type, None)
+        self._stale.add(object_type)
 
     def _existing(self, object_type: str) -> set[str]:
         return {str(p.get("name")) for p in self.properties_of(object_type)}
@@ -383,7 +419,18 @@ class TargetManager:
                     statuses=(201, 207),
                 )
                 self._check_created(answer.body, object_type)
-            self._properties.pop(object_type, None)
+                self._note_created(object_type, answer.body)
+
+    def _note_created(self, object_type: str, body: Any) -> None:
+        """Add the properties a batch create answered to the cache (no re-read); any error
+        (already existing ones) drops the cache, to be read again when needed."""
+        body = body if isinstance(body, dict) else {}
+        cached = self._properties.get(object_type)
+        results = [p for p in body.get("results") or () if isinstance(p, dict)]
+        if cached is None or body.get("errors") or not results:
+            self._forget(object_type)
+        else:
+            cached.extend(results)
 
     @staticmethod
     def _check_created(body: Any, object_type: str) -> None:
@@ -405,7 +452,7 @@ class TargetManager:
 
     def _ensure_group(self, object_type: str) -> None:
         try:
-            self.call(
+            answer = self.call(
                 "api",
                 f"POST /crm/v3/properties/{object_type}/groups",
                 self.apis.property_groups.create,
@@ -416,6 +463,78 @@ class TargetManager:
         except RequestRejected as error:
             if error.status != 409:
                 raise
+            self._groups.pop(object_type, None)  # it exists: read it when needed
+        else:
+            body = answer.body if isinstance(answer.body, dict) else None
+            self._groups[object_type] = body
+
+    def group(self, object_type: str) -> dict[str, Any] | None:
+        """The worker's property group on ``object_type`` (``GET .../groups/kpi_worker``, once),
+        None when it does not exist."""
+        if object_type not in self._groups:
+            try:
+                answer = self.call(
+                    "api",
+                    f"GET /crm/v3/properties/{object_type}/groups/{PROPERTY_GROUP}",
+                    self.apis.property_groups.get_by_name,
+                    object_type,
+                    PROPERTY_GROUP,
+                )
+            except RequestRejected as error:
+                if error.status != 404:
+                    raise
+                self._groups[object_type] = None
+            else:
+                body = answer.body if isinstance(answer.body, dict) else None
+                self._groups[object_type] = body
+        return self._groups[object_type]
+
+    # ---- updates (setup's plan) --------------------------------------------------------------
+
+    def update_property(self, object_type: str, name: str, changes: dict[str, Any]) -> None:
+        """``PATCH /crm/v3/properties/{objectType}/{propertyName}`` (a PropertyUpdate)."""
+        answer = self.call(
+            "api",
+            f"PATCH /crm/v3/properties/{object_type}/{name}",
+            self.apis.properties.update,
+            object_type,
+            name,
+            changes,
+        )
+        self._replace_cached(object_type, name, answer.body)
+
+    def _replace_cached(self, object_type: str, name: str, body: Any) -> None:
+        cached = self._properties.get(object_type)
+        if cached is None or not isinstance(body, dict):
+            self._forget(object_type)
+            return
+        self._properties[object_type] = [body if p.get("name") == name else p for p in cached]
+
+    def update_group(self, object_type: str, changes: dict[str, Any]) -> None:
+        """``PATCH /crm/v3/properties/{objectType}/groups/kpi_worker`` (PropertyGroupUpdate)."""
+        answer = self.call(
+            "api",
+            f"PATCH /crm/v3/properties/{object_type}/groups/{PROPERTY_GROUP}",
+            self.apis.property_groups.update,
+            object_type,
+            PROPERTY_GROUP,
+            changes,
+        )
+        self._groups[object_type] = answer.body if isinstance(answer.body, dict) else None
+
+    def update_schema(self, object_type: str, changes: dict[str, Any]) -> None:
+        """``PATCH /crm-object-schemas/v3/schemas/{objectType}`` (ObjectTypeDefinitionPatch);
+        the answer (an ObjectTypeDefinition, without properties) updates the cached schema."""
+        answer = self.call(
+            "api",
+            f"PATCH /crm-object-schemas/v3/schemas/{object_type}",
+            self.apis.schemas.update,
+            object_type,
+            changes,
+        )
+        schema = self._schema_of(object_type)
+        if schema is not None and isinstance(answer.body, dict):
+            schema.update({k: v for k, v in answer.body.items() if k != "properties"})
 
     def _create_object(self, target: TargetObject, fields: Sequence[TargetField]) -> None:
         name = target.name[2:] if target.name.startswith("p_") else target.name
@@ -436,10 +555,12 @@ class TargetManager:
             properties.append(definition)
             if definition.get("hasUniqueValue"):
                 unique.append(field.name)
+        defined = {str(p["name"]) for p in properties}
         body = {
             "name": name,
             "labels": {"singular": target.label, "plural": target.plural_label},
             "primaryDisplayProperty": NAME_PROPERTY,
+            "secondaryDisplayProperties": [n for n in target.headline_fields if n in defined],
             "requiredProperties": [NAME_PROPERTY],
             "searchableProperties": [NAME_PROPERTY, *unique],
             "properties": properties,

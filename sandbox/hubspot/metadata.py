@@ -128,6 +128,9 @@ class MetadataRoutes(PortalRoutes):
 
     def on_property(self, request: Request, object_type: str, property_name: str) -> Response:
         store = self._store(object_type)
+        if request.method == "PATCH":
+            updated = self.portal.update_property(store, property_name, self._body(request))
+            return self._json(updated.to_json())
         pdef = store.properties.get(property_name)
         if pdef is None or _bool_arg(request.args.get("archived")):
             raise HubSpotError(
@@ -184,6 +187,9 @@ class MetadataRoutes(PortalRoutes):
 
     def on_group(self, request: Request, object_type: str, group_name: str) -> Response:
         store = self._store(object_type)
+        if request.method == "PATCH":
+            group_def = self.portal.update_group(store, group_name, self._body(request))
+            return self._json(group_def.to_json())
         group = store.groups.get(group_name)
         if group is None:
             raise not_found(f"Unable to find property group {group_name} for {store.type_id}")
@@ -203,4 +209,6 @@ class MetadataRoutes(PortalRoutes):
         store = self._store(object_type)
         if not store.custom:
             raise not_found(f"No custom object schema {object_type}")
+        if request.method == "PATCH":
+            return self._json(self.portal.update_schema(store, self._body(request)))
         return self._json(self.portal.schema_json(store))

@@ -467,6 +467,83 @@ class HubSpotPortal:
             store.groups[name] = group
             return group
 
+    def update_property(self, store: ObjectStore, name: str, body: Any) -> PropertyDef:
+        """``PATCH /crm/v3/properties/{objectType}/{propertyName}`` (PropertyUpdate): the
+        fields given change. HubSpot's own properties (``readOnlyDefinition``) are refused."""
+        with self.lock:
+            pdef = self._property(store, name)
+            if not isinstance(body, dict):
+                raise WriteError(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+            _refuse_unknown(body, PROPERTY_PATCH_FIELDS, "PropertyUpdate")
+            if pdef.hubspot_defined:
+                raise WriteError(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"Property {name} is a HubSpot-defined property: its definition is read-only.",
+                    context={"propertyName": [name]},
+                )
+            group = body.get("groupName")
+            if group is not None and group not in store.groups:
+                raise WriteError(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"Property group '{group}' does not exist for {store.name}.",
+                    context={"groupName": [str(group)]},
+                )
+            kind = str(body.get("type") or pdef.type)
+            field_type = str(body.get("fieldType") or pdef.field_type)
+            if kind not in PROPERTY_TYPES or field_type not in PROPERTY_TYPES[kind]:
+                raise WriteError(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"fieldType '{field_type}' is not valid for a property of type '{kind}'.",
+                )
+            if body.get("label") is not None and not str(body["label"]).strip():
+                raise WriteError(400, "VALIDATION_ERROR", "A property label cannot be empty.")
+            pdef.type, pdef.field_type = kind, field_type
+            for key, attribute in PROPERTY_PATCH_ATTRIBUTES.items():
+                if body.get(key) is not None:
+                    setattr(pdef, attribute, body[key])
+            if body.get("options") is not None:
+                pdef.options = [dict(o) for o in body["options"] if isinstance(o, dict)]
+            pdef.updated_ms = self.now_ms()
+            store.version += 1
+            return pdef
+
+    def _property(self, store: ObjectStore, name: str) -> PropertyDef:
+        pdef = store.properties.get(name)
+        if pdef is None:
+            raise WriteError(
+                404,
+                "OBJECT_NOT_FOUND",
+                f"Unable to find property {name} for object type {store.type_id}",
+                context={"propertyName": [name]},
+            )
+        return pdef
+
+    def update_group(self, store: ObjectStore, name: str, body: Any) -> GroupDef:
+        """``PATCH /crm/v3/properties/{objectType}/groups/{groupName}`` (PropertyGroupUpdate:
+        label, displayOrder)."""
+        with self.lock:
+            group = store.groups.get(name)
+            if group is None:
+                raise WriteError(
+                    404,
+                    "OBJECT_NOT_FOUND",
+                    f"Unable to find property group {name} for {store.type_id}",
+                    context={"groupName": [name]},
+                )
+            if not isinstance(body, dict):
+                raise WriteError(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+            _refuse_unknown(body, frozenset({"label", "displayOrder"}), "PropertyGroupUpdate")
+            if body.get("label") is not None:
+                if not str(body["label"]).strip():
+                    raise WriteError(400, "VALIDATION_ERROR", "A group label cannot be empty.")
+                group.label = str(body["label"])
+            if body.get("displayOrder") is not None:
+                group.display_order = int(body["displayOrder"])
+            return group
+
     # ---- custom object schemas -----------------------------------------------------------------
 
     def create_schema(self, body: Any) -> ObjectStore:
@@ -533,20 +610,7 @@ class HubSpotPortal:
                 if pdef.group not in store.groups:
                     pdef.group = group
                 store.add(pdef, column_for(pdef, 0))
-            for key in ("requiredProperties", "searchableProperties"):
-                unknown = [p for p in body.get(key) or [] if p not in store.properties]
-                if unknown:
-                    raise WriteError(
-                        400,
-                        "VALIDATION_ERROR",
-                        f"{key} names properties that are not defined: {', '.join(unknown)}",
-                    )
-            if store.primary_property not in store.properties:
-                raise WriteError(
-                    400,
-                    "VALIDATION_ERROR",
-                    f"primaryDisplayProperty '{store.primary_property}' is not defined.",
-                )
+            _check_schema_properties(store, body)
             store.schema = {
                 "requiredProperties": list(body.get("requiredProperties") or []),
                 "searchableProperties": list(body.get("searchableProperties") or []),
@@ -554,12 +618,51 @@ class HubSpotPortal:
                 "description": body.get("description"),
                 "associatedObjects": list(body.get("associatedObjects") or []),
                 "createdAt": now,
+                "updatedAt": now,
             }
             key = f"custom:{type_id}"
             self.stores[key] = store
             for alias in (type_id, fqn, f"p_{name}"):
                 self._aliases[alias.lower()] = key
             return store
+
+    def update_schema(self, store: ObjectStore, body: Any) -> dict[str, Any]:
+        """``PATCH /crm-object-schemas/v3/schemas/{objectType}`` (ObjectTypeDefinitionPatch):
+        the fields given change, the others stay; every property named must exist. Answers
+        the ObjectTypeDefinition (the schema without its properties and associations)."""
+        with self.lock:
+            if not isinstance(body, dict):
+                raise WriteError(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+            _refuse_unknown(body, SCHEMA_PATCH_FIELDS, "ObjectTypeDefinitionPatch")
+            labels = body.get("labels")
+            if labels is not None and (
+                not isinstance(labels, dict)
+                or set(labels) - {"singular", "plural"}
+                or not all(isinstance(v, str) and v for v in labels.values())
+            ):
+                raise WriteError(
+                    400, "VALIDATION_ERROR", "labels takes non-empty singular and plural texts."
+                )
+            _check_schema_properties(store, body, patch=True)
+            schema = store.schema
+            for key in ("requiredProperties", "searchableProperties", "secondaryDisplayProperties"):
+                if body.get(key) is not None:
+                    schema[key] = list(body[key])
+            if body.get("primaryDisplayProperty") is not None:
+                store.primary_property = str(body["primaryDisplayProperty"])
+            if labels:
+                store.singular = labels.get("singular", store.singular)
+                store.plural = labels.get("plural", store.plural)
+            if body.get("clearDescription"):
+                schema["description"] = None
+            elif body.get("description") is not None:
+                schema["description"] = str(body["description"])
+            schema["updatedAt"] = self.now_ms()
+            answer = self.schema_json(store)
+            for key in ("properties", "associations"):
+                answer.pop(key)
+            answer["portalId"] = PORTAL_ID
+            return answer
 
     def schema_json(self, store: ObjectStore) -> dict[str, Any]:
         schema = store.schema
@@ -586,7 +689,7 @@ class HubSpotPortal:
             "primaryDisplayProperty": store.primary_property,
             "archived": False,
             "createdAt": stamp(schema.get("createdAt", self.setup_ms)),
-            "updatedAt": stamp(schema.get("createdAt", self.setup_ms)),
+            "updatedAt": stamp(schema.get("updatedAt", self.setup_ms)),
         }
         if schema.get("description"):
             body["description"] = schema["description"]
@@ -661,3 +764,82 @@ class HubSpotPortal:
     def owner_validator(self, text: str) -> str | None:
         row = RefColumn(np.zeros(0), OWNER_ID_BASE, lambda: len(self.owners)).row_of(text)
         return None if row is not None else f"{text} is not a valid owner id"
+
+
+#: The fields of the client's ObjectTypeDefinitionPatch, and ``allowsSensitiveProperties`` of
+#: HubSpot's OpenAPI spec; anything else is refused as HubSpot refuses unknown JSON fields.
+SCHEMA_PATCH_FIELDS = frozenset(
+    {
+        "secondaryDisplayProperties",
+        "requiredProperties",
+        "searchableProperties",
+        "clearDescription",
+        "primaryDisplayProperty",
+        "description",
+        "restorable",
+        "labels",
+        "allowsSensitiveProperties",
+    }
+)
+#: The fields of the client's PropertyUpdate.
+PROPERTY_PATCH_FIELDS = frozenset(
+    {
+        "groupName",
+        "hidden",
+        "options",
+        "displayOrder",
+        "description",
+        "calculationFormula",
+        "label",
+        "type",
+        "fieldType",
+        "formField",
+    }
+)
+#: PropertyUpdate fields stored as they come, and the PropertyDef attribute they set.
+PROPERTY_PATCH_ATTRIBUTES = {
+    "label": "label",
+    "description": "description",
+    "groupName": "group",
+    "hidden": "hidden",
+    "displayOrder": "display_order",
+    "formField": "form_field",
+}
+
+
+def _refuse_unknown(body: dict[str, Any], known: frozenset[str], model: str) -> None:
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise WriteError(
+            400,
+            "VALIDATION_ERROR",
+            f'Invalid input JSON: Unrecognized field "{unknown[0]}" (not a field of {model}).',
+            context={"field": unknown},
+        )
+
+
+def _check_schema_properties(
+    store: ObjectStore, body: dict[str, Any], *, patch: bool = False
+) -> None:
+    """Every property a schema names (required, searchable, primary and secondary display)
+    must be one of the object's properties."""
+    for key in ("requiredProperties", "searchableProperties", "secondaryDisplayProperties"):
+        names = body.get(key)
+        if names is not None and not isinstance(names, list):
+            raise WriteError(400, "VALIDATION_ERROR", f"{key} must be a list of property names.")
+        unknown = [str(p) for p in names or [] if p not in store.properties]
+        if unknown:
+            raise WriteError(
+                400,
+                "VALIDATION_ERROR",
+                f"{key} names properties that are not defined: {', '.join(unknown)}",
+                context={key: unknown},
+            )
+    primary = body.get("primaryDisplayProperty") if patch else store.primary_property
+    if primary is not None and primary not in store.properties:
+        raise WriteError(
+            400,
+            "VALIDATION_ERROR",
+            f"primaryDisplayProperty '{primary}' is not defined.",
+            context={"primaryDisplayProperty": [str(primary)]},
+        )

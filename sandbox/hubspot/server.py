@@ -20,7 +20,9 @@ groups: ``auth.py``, ``metadata.py``, ``records.py`` and ``batches.py``, with th
 ``rate_limits.py`` and their shared plumbing in ``routes.py``.
 
 Deliberate simplifications: no associations API (records answer ``associations=`` for the
-links the data set has), no pipeline/property/schema updates or deletions, no merges; a
+links the data set has), no pipeline updates, no property/group/schema deletions (their
+updates are served: ``PATCH`` of a property's label and description, of a group's label, of a
+schema's display properties and labels), no merges; a
 ``write_failure`` fault fails records of batch writes only (HTTP 207 with per-record errors).
 """
 
@@ -136,10 +138,14 @@ class HubSpotSandboxApp(AuthRoutes, RateLimitChecks, MetadataRoutes, BatchRoutes
                 Rule(f"{properties}/batch/create", endpoint="properties_create", methods=["POST"]),
                 Rule(f"{properties}/batch/read", endpoint="properties_read", methods=["POST"]),
                 Rule(f"{properties}/groups", endpoint="groups", methods=["GET", "POST"]),
-                Rule(f"{properties}/groups/<group_name>", endpoint="group", methods=["GET"]),
-                Rule(f"{properties}/<property_name>", endpoint="property", methods=["GET"]),
+                Rule(
+                    f"{properties}/groups/<group_name>", endpoint="group", methods=["GET", "PATCH"]
+                ),
+                Rule(
+                    f"{properties}/<property_name>", endpoint="property", methods=["GET", "PATCH"]
+                ),
                 Rule(schemas, endpoint="schemas", methods=["GET", "POST"]),
-                Rule(f"{schemas}/<object_type>", endpoint="schema", methods=["GET"]),
+                Rule(f"{schemas}/<object_type>", endpoint="schema", methods=["GET", "PATCH"]),
                 Rule(objects, endpoint="objects", methods=["GET", "POST"]),
                 Rule(f"{objects}/search", endpoint="search", methods=["POST"]),
                 Rule(f"{objects}/batch/<action>", endpoint="batch", methods=["POST"]),
