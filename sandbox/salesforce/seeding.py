@@ -21,6 +21,7 @@ from crm_kpi_worker.sandbox.salesforce.catalog import (
     picklist_of,
 )
 from crm_kpi_worker.sandbox.salesforce.deal_records import seed_deal_records
+from crm_kpi_worker.sandbox.salesforce.permissions import seed_permissions
 from crm_kpi_worker.sandbox.salesforce.store import (
     NULL_DAY,
     BoolColumn,
@@ -58,6 +59,7 @@ def seed_org(org: SandboxOrg) -> None:
     user.children["forecastingquotas"] = ChildRelationship(
         "ForecastingQuotas", "ForecastingQuota", "QuotaOwnerId"
     )
+    seed_permissions(org)
 
 
 def _build_users(org: SandboxOrg) -> None:
