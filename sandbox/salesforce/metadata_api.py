@@ -391,8 +391,10 @@ class MetadataRoutes(OrgRoutes):
                 "INVALID_TYPE", "Every component of one call must be of the same type"
             )
         kind = _supported(kinds.pop())
-        stripped = [[(t, v) for t, v in c if t != "__type__"] for c in components]
-        return kind, stripped  # type: ignore[return-value]
+        stripped: list[Node] = [
+            [(t, v) for t, v in c if t != "__type__"] for c in components if isinstance(c, list)
+        ]
+        return kind, stripped
 
     def _save(self, arguments: Node, mode: str) -> str:
         kind, components = self._components(arguments)

@@ -142,16 +142,31 @@ def _build_profiles(org: SandboxOrg, stamp: int) -> list[str]:
         SObjectDef("Profile", "Profile", "Profiles", "00e", createable=False, updateable=False),
         len(names),
     )
-    ro = {"createable": False, "updateable": False}
     table.add(
         StringColumn.from_values(
-            FieldDef("Name", "string", "Name", nillable=False, length=255, name_field=True, **ro),
+            FieldDef(
+                "Name",
+                "string",
+                "Name",
+                nillable=False,
+                length=255,
+                name_field=True,
+                createable=False,
+                updateable=False,
+            ),
             names,
         )
     )
     table.add(
         StringColumn.from_values(
-            FieldDef("Description", "string", "Description", length=255, **ro),
+            FieldDef(
+                "Description",
+                "string",
+                "Description",
+                length=255,
+                createable=False,
+                updateable=False,
+            ),
             [
                 "Manages the org: View and Modify All Data.",
                 "Reads the org's records and edits their own deals.",
@@ -161,7 +176,8 @@ def _build_profiles(org: SandboxOrg, stamp: int) -> list[str]:
     )
     table.add(
         StringColumn.from_values(
-            FieldDef("UserType", "picklist", "User Type", **ro), ["Standard"] * len(names)
+            FieldDef("UserType", "picklist", "User Type", createable=False, updateable=False),
+            ["Standard"] * len(names),
         )
     )
     times = np.full(len(names), stamp, dtype=np.int64)
@@ -188,8 +204,17 @@ def _build_permission_sets(org: SandboxOrg, profiles: list[str], stamp: int) -> 
         )
     )
     table.add(StringColumn(FieldDef("Description", "textarea", "Description", length=255)))
-    ro = {"createable": False, "updateable": False}
-    table.add(BoolColumn(FieldDef("IsOwnedByProfile", "boolean", "Is Owned by Profile", **ro)))
+    table.add(
+        BoolColumn(
+            FieldDef(
+                "IsOwnedByProfile",
+                "boolean",
+                "Is Owned by Profile",
+                createable=False,
+                updateable=False,
+            )
+        )
+    )
     org.add_reference(table, "ProfileId", "Profile", "Profile", np.zeros(0, np.int32))
     table.sobject.fields["profileid"].createable = False
     table.sobject.fields["profileid"].updateable = False
