@@ -14,6 +14,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import jwt
+import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.wrappers import Request, Response
@@ -69,21 +70,50 @@ class LoginRoutes(OrgRoutes):
             self._sessions[token] = user_row
         return token
 
+    def login_user(self, username: str | None, password: str | None) -> int | None:
+        """The user row a username and password log in as: the integration admin with the
+        sandbox's credentials, or any active user by Username with the same password."""
+        if password != self.credentials.password or not username:
+            return None
+        if username == self.credentials.username:
+            return self.org.admin_row
+        return self.user_by_username(username)
+
+    def user_by_username(self, username: str) -> int | None:
+        with self.org.lock:
+            users = self.org.tables["user"]
+            rows = np.arange(users.size)
+            names = users.columns["username"].to_json(rows)
+            active = users.columns["isactive"].to_json(rows)
+        for row, (name, is_active) in enumerate(zip(names, active, strict=True)):
+            if is_active and name and name.casefold() == username.casefold():
+                return row
+        return None
+
+    def _user_info(self, user_row: int) -> dict[str, str]:
+        rows = np.array([user_row])
+        users = self.org.tables["user"]
+        return {
+            name: str(users.columns[name.lower()].to_json(rows)[0])
+            for name in ("Username", "Name", "Email", "ProfileId")
+        }
+
     def on_soap_login(self, request: Request, version: str, org: str | None = None) -> Response:
         try:
             root = ElementTree.fromstring(request.get_data())  # noqa: S314 - loopback test server
             values = {el.tag.rsplit("}", 1)[-1]: (el.text or "") for el in root.iter()}
         except ElementTree.ParseError:
             values = {}
-        username, password = values.get("username"), values.get("password")
-        if username != self.credentials.username or password != self.credentials.password:
+        user_row = self.login_user(values.get("username"), values.get("password"))
+        if user_row is None:
             return _soap_fault(
                 "INVALID_LOGIN", "Invalid username, password, security token; or user locked out."
             )
-        token = self.new_session(self.org.admin_row)
-        user_id = make_id("005", self.org.admin_row)
+        token = self.new_session(user_row)
+        user_id = make_id("005", user_row)
         server = f"{self.base_url}/services/Soap/u/{version}/{ORG_ID[:15]}"
-        user = escape(self.credentials.username)
+        details = self._user_info(user_row)
+        user = escape(details["Username"])
         info = {
             "currencySymbol": None,
             "orgAttachmentFileSizeLimit": "5242880",
@@ -93,12 +123,12 @@ class LoginRoutes(OrgRoutes):
             "organizationId": ORG_ID,
             "organizationMultiCurrency": "true",
             "organizationName": "crm-kpi-worker sandbox",
-            "profileId": "00eSb0000000001AAA",
+            "profileId": details["ProfileId"],
             "roleId": None,
             "sessionSecondsValid": "7200",
             "userDefaultCurrencyIsoCode": self.org.data.reporting_currency,
-            "userEmail": user,
-            "userFullName": "Sandbox Admin",
+            "userEmail": escape(details["Email"]),
+            "userFullName": escape(details["Name"]),
             "userId": user_id,
             "userLanguage": "en_US",
             "userLocale": "fr_FR",
@@ -129,16 +159,15 @@ class LoginRoutes(OrgRoutes):
     def on_oauth_token(self, request: Request) -> Response:
         form = request.form
         grant = form.get("grant_type", "")
+        user_row: int | None = self.org.admin_row
         if grant == "password":
             if (
                 form.get("client_id") != self.credentials.client_id
                 or form.get("client_secret") != self.credentials.client_secret
             ):
                 return _oauth_error("invalid_client_id", "client identifier invalid")
-            if (
-                form.get("username") != self.credentials.username
-                or form.get("password") != self.credentials.password
-            ):
+            user_row = self.login_user(form.get("username"), form.get("password"))
+            if user_row is None:
                 return _oauth_error("invalid_grant", "authentication failure")
         elif grant == "client_credentials":
             scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -151,17 +180,18 @@ class LoginRoutes(OrgRoutes):
             if client_id != self.credentials.client_id or secret != self.credentials.client_secret:
                 return _oauth_error("invalid_client", "invalid client credentials")
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            problem = self._check_jwt(form.get("assertion", ""))
+            problem, user_row = self._check_jwt(form.get("assertion", ""))
             if problem is not None:
                 return _oauth_error("invalid_grant", problem)
         else:
             return _oauth_error("unsupported_grant_type", "grant type not supported")
-        token = self.new_session(self.org.admin_row)
+        assert user_row is not None
+        token = self.new_session(user_row)
         issued = str(self.org.now_ms())
         body: dict[str, Any] = {
             "access_token": token,
             "instance_url": self.base_url,
-            "id": f"https://login.salesforce.com/id/{ORG_ID}/{make_id('005', self.org.admin_row)}",
+            "id": f"https://login.salesforce.com/id/{ORG_ID}/{make_id('005', user_row)}",
             "token_type": "Bearer",
             "issued_at": issued,
         }
@@ -171,9 +201,10 @@ class LoginRoutes(OrgRoutes):
             body["signature"] = base64.b64encode(secrets.token_bytes(32)).decode()
         return self._json(body)
 
-    def _check_jwt(self, assertion: str) -> str | None:
+    def _check_jwt(self, assertion: str) -> tuple[str | None, int | None]:
+        """(the problem, None) or (None, the user row the assertion's subject names)."""
         if self.jwt_public_key is None:
-            return "invalid assertion"
+            return "invalid assertion", None
         try:
             claims = jwt.decode(
                 assertion,
@@ -182,17 +213,21 @@ class LoginRoutes(OrgRoutes):
                 options={"require": ["exp", "iss", "sub", "aud"], "verify_aud": False},
             )
         except jwt.ExpiredSignatureError:
-            return "expired authorization code"
+            return "expired authorization code", None
         except jwt.PyJWTError:
-            return "invalid assertion"
+            return "invalid assertion", None
         audience = str(claims.get("aud", ""))
         if not (audience.startswith("https://") and audience.endswith(".salesforce.com")):
-            return "audience is invalid"
+            return "audience is invalid", None
         if claims.get("iss") != self.credentials.client_id:
-            return "invalid client credentials"
-        if claims.get("sub") != self.credentials.username:
-            return "user hasn't approved this consumer"
-        return None
+            return "invalid client credentials", None
+        subject = str(claims.get("sub", ""))
+        if subject == self.credentials.username:
+            return None, self.org.admin_row
+        user_row = self.user_by_username(subject)
+        if user_row is None:
+            return "user hasn't approved this consumer", None
+        return None, user_row
 
     def on_admin_expire(self, request: Request) -> Response:
         self.expire_sessions()

@@ -42,6 +42,11 @@ from crm_kpi_worker.sandbox.salesforce.login import (
     LoginRoutes,
     _make_jwt_key,
 )
+from crm_kpi_worker.sandbox.salesforce.metadata_api import (
+    MetadataRoutes,
+    MetadataStore,
+    seed_layouts,
+)
 from crm_kpi_worker.sandbox.salesforce.org import SandboxOrg
 from crm_kpi_worker.sandbox.salesforce.queries import Cursor, QueryRoutes
 from crm_kpi_worker.sandbox.salesforce.records import RecordRoutes
@@ -70,11 +75,17 @@ class Stats(ServedStats):
 
 
 class SalesforceSandboxApp(
-    LoginRoutes, QueryRoutes, RecordRoutes, CollectionRoutes, ToolingRoutes, AdminRoutes
+    LoginRoutes,
+    QueryRoutes,
+    RecordRoutes,
+    CollectionRoutes,
+    ToolingRoutes,
+    MetadataRoutes,
+    AdminRoutes,
 ):
     """The WSGI application: routing, API accounting, faults, and the small REST resources
-    (versions, limits, describes). Logins and sessions, queries, single records, collections
-    and the Tooling API are its route groups, one module each."""
+    (versions, limits, describes). Logins and sessions, queries, single records, collections,
+    the Tooling API and the Metadata API are its route groups, one module each."""
 
     def __init__(
         self,
@@ -96,8 +107,17 @@ class SalesforceSandboxApp(
         self._cursors: OrderedDict[str, Cursor] = OrderedDict()
         self._cursor_seq = 0
         self._lock = threading.Lock()
+        self.metadata = MetadataStore()
+        seed_layouts(org, self.metadata)
         self.url_map = Map(
             [
+                Rule(
+                    "/services/Soap/m/<version>/",
+                    endpoint="metadata",
+                    methods=["POST"],
+                    strict_slashes=False,
+                ),
+                Rule("/services/Soap/m/<version>/<org>", endpoint="metadata", methods=["POST"]),
                 Rule("/services/Soap/u/<version>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/Soap/u/<version>/<org>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
@@ -240,6 +260,8 @@ class SalesforceSandboxApp(
         if endpoint in {"soap_login", "oauth_token"}:
             self.stats.login_calls += 1
             return handler(request, **args)
+        if endpoint == "metadata":  # SOAP: its own session header, faults and accounting
+            return handler(request, **args)
         if endpoint.startswith("admin_") or endpoint == "versions":
             return handler(request, **args)  # no session needed, not counted (as Salesforce)
         try:
@@ -342,18 +364,30 @@ class SalesforceSandboxApp(
 
     def on_global_describe(self, request: Request, user_row: int, version: str) -> Response:
         base = f"/services/data/v{version}"
+        access = self.org.access_for(user_row)
         return self._json(
             {
                 "encoding": "UTF-8",
                 "maxBatchSize": MAX_COLLECTION_RECORDS,
-                "sobjects": [t.sobject.summary(base) for t in self.org.tables.values()],
+                "sobjects": [
+                    t.sobject.summary(base)
+                    for t in self.org.tables.values()
+                    if access is None or access.can_read_object(t)
+                ],
             }
         )
 
     def on_describe(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
-        table = self._table(sobject)
+        table = self._table(sobject, user_row)
+        access = self.org.access_for(user_row)
         with self.org.lock:
             body = table.sobject.describe(f"/services/data/v{version}", {})
+            if access is not None:  # the fields the user cannot read do not exist for them
+                body["fields"] = [
+                    f
+                    for f, d in zip(body["fields"], table.sobject.fields.values(), strict=True)
+                    if access.can_read_field(table, d)
+                ]
         return self._json(body)
 
 
@@ -376,10 +410,13 @@ class SalesforceSandbox(LoopbackServer):
         workdir: Path | None = None,
         fault_seed: int = 0,
         clock: Callable[[], float] = time.time,
+        enforce_field_security: bool = False,
     ) -> None:
+        """``enforce_field_security``: each session sees and writes only what its user's
+        profile and permission sets grant (object and field-level security)."""
         tls = self._prepare(host, workdir, "crm-kpi-sandbox-")
         self.jwt_key_path, public_key = _make_jwt_key(self.workdir)
-        self.org = SandboxOrg(dataset, clock=clock)
+        self.org = SandboxOrg(dataset, clock=clock, enforce_field_security=enforce_field_security)
         self.app = SalesforceSandboxApp(
             self.org,
             credentials=credentials,
@@ -417,12 +454,27 @@ class SalesforceSandbox(LoopbackServer):
         options.setdefault("session", self.session(options.get("domain") or "login"))
         return Salesforce(**options)
 
+    def client_as(self, username: str, **kwargs: Any) -> Any:
+        """A ``simple_salesforce.Salesforce`` logged in as one of the org's active users (by
+        Username, e.g. ``alice.martin@sandbox.local``), with the sandbox's password."""
+        return self.client(username=username, **kwargs)
+
+    @staticmethod
+    def metadata_api(sf: Any) -> Any:
+        """``sf.mdapi`` reaching this sandbox: simple-salesforce's Metadata API client (zeep)
+        posts through a requests session of its own, not the client's, so it is given the
+        client's session (which trusts the sandbox's CA)."""
+        mdapi = sf.mdapi
+        mdapi._client.transport.session = sf.session
+        return mdapi
+
     def describe(self) -> Iterator[str]:
         """The lines the CLI prints when the sandbox starts."""
         yield f"Sandbox Salesforce listening on {self.url}"
         yield f"  CA certificate (trust it as ca_bundle): {self.ca_path}"
         creds = self.credentials
         yield f"  username {creds.username} / password {creds.password} (no security token)"
+        yield f"  every active user logs in with their Username and password {creds.password}"
         yield f"  OAuth client id / secret: {creds.client_id} / {creds.client_secret}"
         yield f"  JWT bearer: consumer key {creds.client_id}, private key {self.jwt_key_path}"
         yield f"  login_url for a config: {self.url}"
