@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from crm_kpi_worker.sandbox.salesforce import soql_ast as ast
+from crm_kpi_worker.sandbox.salesforce.access import UserAccess
 from crm_kpi_worker.sandbox.salesforce.date_literals import date_literal_range
 from crm_kpi_worker.sandbox.salesforce.ids import is_valid_id, make_id, parse_id
 from crm_kpi_worker.sandbox.salesforce.org import SandboxOrg
@@ -106,14 +107,27 @@ class Accessor:
         return keys, null | missing
 
 
-def resolve(table: Table, path: tuple[str, ...], text: str, tables: dict[str, Table]) -> Accessor:
+def resolve(table: Table, path: tuple[str, ...], ctx: Context) -> Accessor:
+    """The field at ``path`` from ``table``'s rows; a field or relationship the session's user
+    cannot read is refused exactly as one that does not exist."""
+    text, access = ctx.text, ctx.access
     hops: list[tuple[ReferenceColumn, Table]] = []
     names: list[str] = []
     current = table
     for step in path[:-1]:
         definition = current.sobject.relationship(step)
         column = current.column(definition.name) if definition else None
-        if definition is None or column is None:
+        target = ctx.tables[definition.reference_to[0].lower()] if definition else None
+        if (
+            definition is None
+            or column is None
+            or (
+                access is not None
+                and not (
+                    access.can_read_field(current, definition) and access.can_read_object(target)  # type: ignore[arg-type]
+                )
+            )
+        ):
             raise QueryError(
                 "INVALID_FIELD",
                 _with_position(
@@ -131,12 +145,14 @@ def resolve(table: Table, path: tuple[str, ...], text: str, tables: dict[str, Ta
                 f"Polymorphic relationship '{step}' needs TYPEOF, which the sandbox does not"
                 " support: select the id field instead.",
             )
-        target = tables[definition.reference_to[0].lower()]
+        assert target is not None
         hops.append((column, target))
         names.append(definition.relationship_name or step)
         current = target
     column = current.column(path[-1])
-    if column is None:
+    if column is None or (
+        access is not None and not access.can_read_field(current, column.definition)
+    ):
         raise _no_such_column(".".join(path) if len(path) > 1 else path[-1], current, text)
     return Accessor(hops, column, names)
 
@@ -164,6 +180,7 @@ class Context:
     today: dt.date
     include_deleted: bool
     tables: dict[str, Table]
+    access: UserAccess | None = None  # the session user's permissions, when enforced
 
 
 class Filter:
@@ -187,13 +204,13 @@ class Filter:
 
     def _left(self, left: ast.FieldRef | ast.FuncCall) -> tuple[Accessor, str | None]:
         if isinstance(left, ast.FieldRef):
-            return resolve(self.table, left.path, self.ctx.text, self.ctx.tables), None
+            return resolve(self.table, left.path, self.ctx), None
         if left.name not in _DATE_FUNCTIONS or len(left.args) != 1:
             raise QueryError(
                 "MALFORMED_QUERY",
                 f"{left.name.upper()}() cannot be used in the WHERE clause of this query",
             )
-        return resolve(self.table, left.args[0].path, self.ctx.text, self.ctx.tables), left.name
+        return resolve(self.table, left.args[0].path, self.ctx), left.name
 
     def apply(self, rows: np.ndarray) -> np.ndarray:
         return rows[self.mask(self.condition, rows)]
@@ -393,9 +410,7 @@ class Filter:
             raise QueryError(
                 "MALFORMED_QUERY", "a semi-join sub-select selects exactly one id field"
             )
-        inner_field = resolve(
-            inner.table, join.query.select[0].expr.path, self.ctx.text, self.ctx.tables
-        )
+        inner_field = resolve(inner.table, join.query.select[0].expr.path, self.ctx)
         inner_rows = inner.rows()
         wanted, wanted_null = inner_field.vector(inner_rows)
         values, null = accessor.vector(rows)
@@ -617,7 +632,7 @@ class Plan:
 def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Plan:
     if table is None:
         table = ctx.tables.get(query.from_.lower())
-        if table is None:
+        if table is None or (ctx.access is not None and not ctx.access.can_read_object(table)):
             raise QueryError(
                 "INVALID_TYPE",
                 _with_position(
@@ -635,7 +650,7 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
     where = Filter(table, query.where, ctx) if query.where is not None else None
     order = []
     for item in query.order_by:
-        accessor = resolve(table, item.field.path, ctx.text, ctx.tables)
+        accessor = resolve(table, item.field.path, ctx)
         nulls_last = item.nulls_last if item.nulls_last is not None else item.descending
         order.append((accessor, item.descending, nulls_last))
     outputs: list[Output] = []
@@ -644,9 +659,7 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
     for item in () if query.is_count else query.select:
         expr = item.expr
         if isinstance(expr, ast.FuncCall) and expr.name in _AGGREGATES:
-            accessor = (
-                resolve(table, expr.args[0].path, ctx.text, ctx.tables) if expr.args else None
-            )
+            accessor = resolve(table, expr.args[0].path, ctx) if expr.args else None
             key = item.alias or f"expr{expression}"
             expression += 0 if item.alias else 1
             aggregates.append((key, expr, accessor))
@@ -678,7 +691,7 @@ def _field_output(
     table: Table, expr: ast.FieldRef | ast.FuncCall, alias: str | None, ctx: Context
 ) -> Output:
     if isinstance(expr, ast.FieldRef):
-        accessor = resolve(table, expr.path, ctx.text, ctx.tables)
+        accessor = resolve(table, expr.path, ctx)
 
         def render(rows: np.ndarray, version: str, a: Accessor = accessor) -> list[Any]:
             target, missing = a.target_rows(rows)
@@ -688,7 +701,7 @@ def _field_output(
         return Output(accessor.definition.name, accessor.relationship_names, render, accessor.hops)
     if len(expr.args) != 1:
         raise QueryError("MALFORMED_QUERY", f"{expr.name}() takes one field")
-    accessor = resolve(table, expr.args[0].path, ctx.text, ctx.tables)
+    accessor = resolve(table, expr.args[0].path, ctx)
     key = alias or accessor.definition.name
     if expr.name in {"tolabel", "format"}:
         # Labels equal values in the sandbox (one language per picklist).
@@ -730,7 +743,12 @@ def _conversion_rates(ctx: Context) -> dict[str, float]:
 
 def _child_output(table: Table, query: ast.Query, ctx: Context) -> Output:
     relationship = table.sobject.children.get(query.from_.lower())
-    if relationship is None:
+    child_table = ctx.tables.get(relationship.child.lower()) if relationship else None
+    if (
+        relationship is None
+        or child_table is None
+        or (ctx.access is not None and not ctx.access.can_read_object(child_table))
+    ):
         raise QueryError(
             "INVALID_TYPE",
             _with_position(
@@ -822,11 +840,19 @@ class QueryResult:
         return self.plan.render(self.rows[start : start + size], version)
 
 
-def execute(org: SandboxOrg, text: str, *, include_deleted: bool, today: dt.date) -> QueryResult:
-    """Run one SOQL query; raises QueryError or soql.SoqlError (both carry Salesforce codes)."""
+def execute(
+    org: SandboxOrg,
+    text: str,
+    *,
+    include_deleted: bool,
+    today: dt.date,
+    access: UserAccess | None = None,
+) -> QueryResult:
+    """Run one SOQL query; raises QueryError or soql.SoqlError (both carry Salesforce codes).
+    With ``access``, only what that user may read exists."""
     query = parse(text)
     with org.lock:
-        ctx = Context(org, text, today, include_deleted, org.tables)
+        ctx = Context(org, text, today, include_deleted, org.tables, access)
         plan = build_plan(query, ctx)
         rows = plan.rows()
         if query.is_count:

@@ -22,10 +22,18 @@ from typing import Any
 import numpy as np
 
 from crm_kpi_worker.sandbox import dataset as ds
+from crm_kpi_worker.sandbox.salesforce.access import UserAccess
 from crm_kpi_worker.sandbox.salesforce.catalog import (
     picklist_of,
 )
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
+from crm_kpi_worker.sandbox.salesforce.permissions import (
+    PERMISSION_OBJECTS,
+    PermissionRefused,
+    canonical_field,
+    check_delete,
+    check_write,
+)
 from crm_kpi_worker.sandbox.salesforce.seeding import seed_org
 from crm_kpi_worker.sandbox.salesforce.store import (
     BoolColumn,
@@ -43,6 +51,12 @@ from crm_kpi_worker.sandbox.salesforce.store import (
 )
 
 TRACKED_HISTORY_FIELDS = ("stagename", "amount", "probability", "closedate")
+_PERMISSION_TABLES = frozenset(name.lower() for name in PERMISSION_OBJECTS)
+_INSUFFICIENT_ACCESS = (
+    "INSUFFICIENT_ACCESS_OR_READONLY",
+    "You do not have the level of access necessary to perform the operation you requested."
+    " Please contact the owner of the record or your administrator if access is necessary.",
+)
 
 
 class RecordError(Exception):
@@ -68,8 +82,18 @@ class WriteOutcome:
 class SandboxOrg:
     """All tables of one sandbox org, and the operations the REST API performs on them."""
 
-    def __init__(self, data: ds.Dataset, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        data: ds.Dataset,
+        clock: Callable[[], float] = time.time,
+        *,
+        enforce_field_security: bool = False,
+    ) -> None:
         self.data = data
+        # Object and field-level security for the session's user: describes, queries and
+        # writes see only what the user's profile and permission sets grant.
+        self.enforce_field_security = enforce_field_security
+        self._access: dict[int, UserAccess] = {}  # user row -> access, until permissions change
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {}
         self._next_custom_prefix = 0
@@ -91,6 +115,20 @@ class SandboxOrg:
     @property
     def admin_row(self) -> int:
         return len(self.data.users)
+
+    def access_for(self, user_row: int) -> UserAccess | None:
+        """The user's permissions when the org enforces them (None: everything is allowed)."""
+        if not self.enforce_field_security:
+            return None
+        with self.lock:
+            access = self._access.get(user_row)
+            if access is None:
+                access = self._access[user_row] = UserAccess.of(self, user_row)
+            return access
+
+    def permissions_changed(self) -> None:
+        with self.lock:
+            self._access.clear()
 
     # ---- building blocks (seeding and schema changes) --------------------------------------
 
@@ -212,61 +250,18 @@ class SandboxOrg:
         """
         with self.lock:
             table = self.table(sobject)
-            if table is None:
+            access = self.access_for(user_row)
+            if table is None or (access is not None and not access.can_read_object(table)):
                 raise RecordError("INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
             creating = row is None
-            planned: list[tuple[Column, Any]] = []
-            for name, value in values.items():
-                if name in {"attributes", "Id", "id"}:
-                    continue
-                column = table.column(name)
-                if column is None:
-                    raise RecordError(
-                        "INVALID_FIELD",
-                        f"No such column '{name}' on sobject of type {table.name}",
-                        [name],
-                    )
-                definition = column.definition
-                allowed = definition.createable if creating else definition.updateable
-                if not allowed:
-                    raise RecordError(
-                        "INVALID_FIELD_FOR_INSERT_UPDATE",
-                        f"Unable to create/update fields: {definition.name}. Please check the"
-                        " security settings of this field and verify that it is read/write for"
-                        " your profile or permission set.",
-                        [definition.name],
-                    )
-                if value is None and not definition.nillable:
-                    raise RecordError(
-                        "REQUIRED_FIELD_MISSING",
-                        f"Required fields are missing: [{definition.name}]",
-                        [definition.name],
-                    )
-                planned.append((column, value))
+            if access is not None and not access.can_write_object(table, creating):
+                raise RecordError(*_INSUFFICIENT_ACCESS)
+            planned = self._plan_fields(table, values, creating, access)
             if creating:
-                given = {c.definition.name.lower() for c, _ in planned}
-                missing = [
-                    d.name
-                    for d in table.sobject.fields.values()
-                    if not d.nillable
-                    and d.createable
-                    and d.type != "boolean"
-                    and d.default_on_create is None
-                    and d.name.lower() not in given
-                    and d.name.lower() != "ownerid"
-                ]
-                defaults = [
-                    (table.columns[name], d.default_on_create)
-                    for name, d in table.sobject.fields.items()
-                    if d.default_on_create is not None and name not in given
-                ]
-                planned = defaults + planned
-                if missing:
-                    raise RecordError(
-                        "REQUIRED_FIELD_MISSING",
-                        f"Required fields are missing: [{', '.join(missing)}]",
-                        missing,
-                    )
+                planned = self._with_create_defaults(table, planned)
+            keep = True
+            if table.name.lower() in _PERMISSION_TABLES:
+                keep, planned = self._check_permission_write(table, row, planned)
             before = None if creating else self._tracked(table, row)  # type: ignore[arg-type]
             if creating:
                 row = table.append_rows(1).start
@@ -285,7 +280,105 @@ class SandboxOrg:
             self._stamp(table, row, user_row, creating)
             if table.name == "Opportunity":
                 self._track_opportunity(table, row, before, values, user_row)
+            if table.name.lower() in _PERMISSION_TABLES or table.name == "User":
+                if not keep:  # a grant of nothing is deleted, as on Salesforce
+                    table.removed.add(row)
+                self.permissions_changed()
             return WriteOutcome(row, table.id_of(row), creating)
+
+    def _plan_fields(
+        self,
+        table: Table,
+        values: Mapping[str, Any],
+        creating: bool,
+        access: UserAccess | None,
+    ) -> list[tuple[Column, Any]]:
+        """The columns a write sets, each checked: it exists, the user may write it, a required
+        field is not emptied."""
+        planned: list[tuple[Column, Any]] = []
+        for name, value in values.items():
+            if name in {"attributes", "Id", "id"}:
+                continue
+            column = table.column(name)
+            if column is None:
+                raise RecordError(
+                    "INVALID_FIELD",
+                    f"No such column '{name}' on sobject of type {table.name}",
+                    [name],
+                )
+            definition = column.definition
+            allowed = definition.createable if creating else definition.updateable
+            if access is not None and not access.can_edit_field(table, definition):
+                allowed = False
+            if not allowed:
+                raise RecordError(
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {definition.name}. Please check the"
+                    " security settings of this field and verify that it is read/write for"
+                    " your profile or permission set.",
+                    [definition.name],
+                )
+            if value is None and not definition.nillable:
+                raise RecordError(
+                    "REQUIRED_FIELD_MISSING",
+                    f"Required fields are missing: [{definition.name}]",
+                    [definition.name],
+                )
+            planned.append((column, value))
+        return planned
+
+    @staticmethod
+    def _with_create_defaults(
+        table: Table, planned: list[tuple[Column, Any]]
+    ) -> list[tuple[Column, Any]]:
+        """A create's values with the defaults of the fields it leaves out; refused when a
+        required field is missing."""
+        given = {c.definition.name.lower() for c, _ in planned}
+        missing = [
+            d.name
+            for d in table.sobject.fields.values()
+            if not d.nillable
+            and d.createable
+            and d.type != "boolean"
+            and d.default_on_create is None
+            and d.name.lower() not in given
+            and d.name.lower() != "ownerid"
+        ]
+        defaults = [
+            (table.columns[name], d.default_on_create)
+            for name, d in table.sobject.fields.items()
+            if d.default_on_create is not None and name not in given
+        ]
+        if missing:
+            raise RecordError(
+                "REQUIRED_FIELD_MISSING",
+                f"Required fields are missing: [{', '.join(missing)}]",
+                missing,
+            )
+        return defaults + planned
+
+    def _check_permission_write(
+        self, table: Table, row: int | None, planned: list[tuple[Column, Any]]
+    ) -> tuple[bool, list[tuple[Column, Any]]]:
+        """Salesforce's checks on a permission object's record; whether it is kept, and the
+        values to write (a FieldPermissions' Field as Salesforce stores it)."""
+        after: dict[str, Any] = {}
+        if row is not None:
+            rows = np.array([row])
+            after = {name: column.to_json(rows)[0] for name, column in table.columns.items()}
+        after.update((column.definition.name.lower(), value) for column, value in planned)
+        try:
+            keep = check_write(self, table, row, after)
+        except PermissionRefused as exc:
+            raise RecordError(exc.code, exc.message, exc.fields) from None
+        if table.name == "FieldPermissions":
+            planned = [
+                (c, canonical_field(self, str(after.get("sobjecttype")), v))
+                if c.definition.name == "Field"
+                else (c, v)
+                for c, v in planned
+            ]
+        return keep, planned
 
     def _tracked(self, table: Table, row: int) -> dict[str, Any] | None:
         if table.name != "Opportunity":
@@ -367,9 +460,27 @@ class SandboxOrg:
         """Move a record to the recycle bin (IsDeleted = true; visible to queryAll)."""
         with self.lock:
             table = self.table(sobject)
-            if table is None or not table.sobject.has_is_deleted:
+            access = self.access_for(user_row)
+            if (
+                table is None
+                or not (table.sobject.has_is_deleted or table.sobject.hard_delete)
+                or (access is not None and not access.can_read_object(table))
+            ):
                 raise RecordError("INVALID_TYPE", f"sObject type '{sobject}' is not supported.")
             row = self.find_row(table, record_id)
+            if access is not None and not (
+                access.can_write_object(table, creating=False) and access.can(table, "Delete")
+            ):
+                raise RecordError(*_INSUFFICIENT_ACCESS)
+            if table.sobject.hard_delete:
+                try:
+                    cascade = check_delete(self, table, row)
+                except PermissionRefused as exc:
+                    raise RecordError(exc.code, exc.message, exc.fields) from None
+                for child, child_row in [(table, row), *cascade]:
+                    child.removed.add(child_row)
+                self.permissions_changed()
+                return
             deleted = table.columns["isdeleted"]
             assert isinstance(deleted, BoolColumn)
             deleted.data[row] = True
@@ -438,6 +549,7 @@ class SandboxOrg:
             empty = np.zeros(0, dtype=np.int64)
             self.add_audit_fields(table, empty, empty.copy(), by=np.zeros(0, dtype=np.int32))
             table.sobject.fields["ownerid"].createable = True
+            self.permissions_changed()
             return table
 
     def create_custom_field(
@@ -500,4 +612,5 @@ class SandboxOrg:
             else:
                 column = StringColumn(definition)
             table.add(column)
+            self.permissions_changed()
             return definition

@@ -38,20 +38,32 @@ class QueryRoutes(OrgRoutes):
         return dt.datetime.fromtimestamp(self.org.now_ms() / 1000, tz=dt.UTC).date()
 
     def on_query(self, request: Request, user_row: int, version: str) -> Response:
-        return self._run_query(request, version, include_deleted=False, endpoint="query")
+        return self._run_query(request, user_row, version, include_deleted=False, endpoint="query")
 
     def on_query_all(self, request: Request, user_row: int, version: str) -> Response:
-        return self._run_query(request, version, include_deleted=True, endpoint="queryAll")
+        return self._run_query(
+            request, user_row, version, include_deleted=True, endpoint="queryAll"
+        )
 
     def _run_query(
-        self, request: Request, version: str, *, include_deleted: bool, endpoint: str
+        self,
+        request: Request,
+        user_row: int,
+        version: str,
+        *,
+        include_deleted: bool,
+        endpoint: str,
     ) -> Response:
         text = request.args.get("q")
         if not text:
             raise SalesforceError(400, "MALFORMED_QUERY", "A query string has to be specified")
         batch_size = _batch_size(request.headers.get("Sforce-Query-Options", ""))
         result = engine.execute(
-            self.org, text, include_deleted=include_deleted, today=self._today()
+            self.org,
+            text,
+            include_deleted=include_deleted,
+            today=self._today(),
+            access=self.org.access_for(user_row),
         )
         return self._page(
             result, 0, batch_size, version, endpoint, request.environ["sandbox.token"], None

@@ -18,7 +18,7 @@ class RecordRoutes(OrgRoutes):
     """One record at a time, by Id or by external id, and what changed in a window."""
 
     def on_sobject(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
-        table = self._table(sobject)
+        table = self._table(sobject, user_row)
         if request.method == "GET":
             return self._json(
                 {
@@ -42,11 +42,13 @@ class RecordRoutes(OrgRoutes):
     def on_record(
         self, request: Request, user_row: int, version: str, sobject: str, record_id: str
     ) -> Response:
-        table = self._table(sobject)
+        table = self._table(sobject, user_row)
         with self.org.lock:
             row = self._lookup(table, record_id)
             if request.method == "GET":
-                return self._json(self._record(table, row, version, request.args.get("fields")))
+                return self._json(
+                    self._record(table, row, version, request.args.get("fields"), user_row)
+                )
             try:
                 if request.method == "DELETE":
                     self.org.delete(table.name, record_id, user_row=user_row)
@@ -89,7 +91,7 @@ class RecordRoutes(OrgRoutes):
         ext_field: str,
         ext_value: str,
     ) -> Response:
-        table = self._table(sobject)
+        table = self._table(sobject, user_row)
         with self.org.lock:
             try:
                 rows = self.org.find_by_external_id(table, ext_field, ext_value)
@@ -104,7 +106,9 @@ class RecordRoutes(OrgRoutes):
             if request.method == "GET":
                 if not rows:
                     raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
-                return self._json(self._record(table, rows[0], version, request.args.get("fields")))
+                return self._json(
+                    self._record(table, rows[0], version, request.args.get("fields"), user_row)
+                )
             values = self._body(request)
             if not isinstance(values, dict):
                 raise SalesforceError(

@@ -60,18 +60,28 @@ class OrgRoutes:
     def _body(self, request: Request) -> Any:
         return json.loads(request.get_data(as_text=True) or "null")
 
-    def _table(self, name: str) -> Any:
+    def _table(self, name: str, user_row: int | None = None) -> Any:
+        """An sObject's table; 404 when it does not exist or the user cannot read it."""
         table = self.org.table(name)
-        if table is None:
+        access = self.org.access_for(user_row) if user_row is not None else None
+        if table is None or (access is not None and not access.can_read_object(table)):
             raise SalesforceError(404, "NOT_FOUND", "The requested resource does not exist")
         return table
 
-    def _record(self, table: Any, row: int, version: str, fields: str | None) -> dict[str, Any]:
+    def _record(
+        self, table: Any, row: int, version: str, fields: str | None, user_row: int | None = None
+    ) -> dict[str, Any]:
+        """One record as the REST API renders it: ``fields`` (all the user reads by default)."""
         rows = np.array([row])
+        access = self.org.access_for(user_row) if user_row is not None else None
         names = (
             [n.strip() for n in fields.split(",")]
             if fields
-            else [d.name for d in table.sobject.fields.values()]
+            else [
+                d.name
+                for d in table.sobject.fields.values()
+                if access is None or access.can_read_field(table, d)
+            ]
         )
         record: dict[str, Any] = {
             "attributes": {
@@ -81,7 +91,9 @@ class OrgRoutes:
         }
         for name in names:
             column = table.column(name)
-            if column is None:
+            if column is None or (
+                access is not None and not access.can_read_field(table, column.definition)
+            ):
                 raise SalesforceError(
                     400, "INVALID_FIELD", f"No such column '{name}' on entity '{table.name}'."
                 )

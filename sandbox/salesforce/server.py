@@ -342,18 +342,30 @@ class SalesforceSandboxApp(
 
     def on_global_describe(self, request: Request, user_row: int, version: str) -> Response:
         base = f"/services/data/v{version}"
+        access = self.org.access_for(user_row)
         return self._json(
             {
                 "encoding": "UTF-8",
                 "maxBatchSize": MAX_COLLECTION_RECORDS,
-                "sobjects": [t.sobject.summary(base) for t in self.org.tables.values()],
+                "sobjects": [
+                    t.sobject.summary(base)
+                    for t in self.org.tables.values()
+                    if access is None or access.can_read_object(t)
+                ],
             }
         )
 
     def on_describe(self, request: Request, user_row: int, version: str, sobject: str) -> Response:
-        table = self._table(sobject)
+        table = self._table(sobject, user_row)
+        access = self.org.access_for(user_row)
         with self.org.lock:
             body = table.sobject.describe(f"/services/data/v{version}", {})
+            if access is not None:  # the fields the user cannot read do not exist for them
+                body["fields"] = [
+                    f
+                    for f, d in zip(body["fields"], table.sobject.fields.values(), strict=True)
+                    if access.can_read_field(table, d)
+                ]
         return self._json(body)
 
 

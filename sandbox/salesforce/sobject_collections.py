@@ -67,9 +67,9 @@ class CollectionRoutes(OrgRoutes):
                 )
             )
         if request.method == "DELETE":
-            self._table(sobject)
+            self._table(sobject, user_row)
             return self.on_collections(request, user_row, version)
-        table = self._table(sobject)
+        table = self._table(sobject, user_row)
         if request.method == "POST":
             body = self._body(request) or {}
             ids, fields = body.get("ids", []), ",".join(body.get("fields", []))
@@ -83,7 +83,9 @@ class CollectionRoutes(OrgRoutes):
             for record_id in ids:
                 try:
                     out.append(
-                        self._record(table, self.org.find_row(table, record_id), version, fields)
+                        self._record(
+                            table, self.org.find_row(table, record_id), version, fields, user_row
+                        )
                     )
                 except RecordError:
                     out.append(None)

@@ -156,6 +156,7 @@ class SObjectDef:
     children: dict[str, ChildRelationship] = field(default_factory=dict)  # by lower-cased name
     createable: bool = True
     updateable: bool = True
+    hard_delete: bool = False  # deleted for good, no recycle bin (setup objects)
 
     def add_field(self, definition: FieldDef) -> FieldDef:
         self.fields[definition.name.lower()] = definition
@@ -612,6 +613,8 @@ class Table:
         self.size = size
         self.columns: dict[str, Column] = {}
         self.version = 0  # bumped on every insert, for caches of child indexes
+        # Rows deleted for good (setup objects such as FieldPermissions have no recycle bin).
+        self.removed: set[int] = set()
 
     @property
     def name(self) -> str:
@@ -632,23 +635,26 @@ class Table:
     def row_of(self, record_id: str) -> int | None:
         """Row of an id of this table; None when it is not one (ValueError when malformed)."""
         row = parse_id(record_id, self.sobject.key_prefix)
-        return row if row is not None and row < self.size else None
+        return row if row is not None and row < self.size and row not in self.removed else None
 
     def append_rows(self, count: int) -> range:
         start = self.size
         self.size += count
         for column in self.columns.values():
             column.ensure(self.size)
+        self.removed.difference_update(range(start, self.size))  # rows taken back, then reused
         self.version += 1
         return range(start, self.size)
 
     def live_rows(self, include_deleted: bool) -> np.ndarray:
         rows = np.arange(self.size, dtype=np.int64)
+        if self.removed:
+            rows = np.setdiff1d(rows, np.fromiter(self.removed, dtype=np.int64, count=-1))
         if include_deleted or not self.sobject.has_is_deleted:
             return rows
         deleted = self.columns["isdeleted"]
         assert isinstance(deleted, BoolColumn)
-        return rows[~deleted.data[: self.size]]
+        return rows[~deleted.data[rows]] if self.removed else rows[~deleted.data[: self.size]]
 
 
 def id_column(table: Table) -> ComputedColumn:
