@@ -102,9 +102,11 @@ class _Existing:
 class AccessPlanner:
     """Plans the permission set changes (see module doc); :meth:`plan` only reads."""
 
-    def __init__(self, client: Any, fetch: Fetch) -> None:
+    def __init__(self, client: Any, fetch: Fetch, username: str | None = None) -> None:
         self.client = client
         self.fetch = fetch
+        #: The integration user's username, when the auth method names one.
+        self.username = username
         self.ids = PermissionSetIds()
 
     # ---- reads ------------------------------------------------------------------------------
@@ -181,8 +183,16 @@ class AccessPlanner:
         return {str(r["Id"]): str(r.get("Username") or r["Id"]) for r in records}
 
     def integration_user(self) -> tuple[str, str]:
-        """(id, username) of the user the worker is logged in as: ``chatter/users/me`` (REST,
-        any of the five auth methods); OAuth's ``userinfo`` when Chatter is off."""
+        """(id, username) of the user the worker is logged in as. By username when the auth
+        method names one (password, oauth_password, jwt: one SOQL query); else (client
+        credentials, session id) ``chatter/users/me``, and OAuth's ``userinfo`` when Chatter
+        is off: both answer for the session's user whatever the login flow."""
+        if self.username is not None:
+            found = self._query(
+                "User", ("Id", "Username"), f"Username = {soql.string_literal(self.username)}"
+            )
+            if found:
+                return str(found[0]["Id"]), str(found[0].get("Username") or self.username)
         try:
             me = self.fetch(lambda: self.client.restful("chatter/users/me"))
             return str(me["id"]), str(me.get("username") or me["id"])

@@ -117,6 +117,7 @@ class SalesforceConnector(WritesThroughTargets):
         self._currency_page: dict[str, Any] | None = None
         #: The OpportunityStage answer read by describe_fields, reused by the stages pull.
         self._stage_page: dict[str, Any] | None = None
+        self._environ = environ
         self.facts = self._check_org(environ)
         self.queries = StreamQueries(source.mapping, self.settings, self.facts)
         self.writer = CollectionWriter(self.client, self._fetch, self.settings.write_batch_size)
@@ -181,7 +182,7 @@ class SalesforceConnector(WritesThroughTargets):
         """Access (two permission sets and their assignments, ``access.py``), then placement
         (the KPIs section on the configured page layouts, the scorecard's tab and list view,
         ``placement.py``): only what differs from the org."""
-        access = AccessPlanner(self.client, self._fetch)
+        access = AccessPlanner(self.client, self._fetch, username_of(self.source, self._environ))
         changes = access.plan([o.name for o in objects], fields, settings)
         placement = PlacementPlanner(MetadataClient(self.client, self._fetch))
         scorecard = objects[0].name if objects and self.source.scorecard_tab else None

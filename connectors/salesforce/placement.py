@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crm_kpi_worker.connectors.base import SetupChange, TargetField
-from crm_kpi_worker.connectors.errors import RequestRejected
+from crm_kpi_worker.connectors.errors import ConnectorError, RequestRejected
 
 __all__ = ["LIST_VIEW", "SECTION_LABELS", "MetadataClient", "PlacementPlanner"]
 
@@ -52,10 +52,12 @@ class MetadataClient:
     def _call(self, what: str, thunk: Callable[[], Any]) -> Any:
         try:
             return self.fetch(thunk)
-        except Exception as exc:
-            if not _is_metadata_error(exc):
-                raise
-            raise RequestRejected(f"Metadata API {what} refused: {exc}") from None
+        except ConnectorError:
+            raise  # the transport's own (retried, rate limited, daily limit, connection)
+        except Exception as exc:  # a SOAP fault, a refused component, an answer not SOAP
+            raise RequestRejected(
+                f"Metadata API {what} failed: {type(exc).__name__}: {exc}"
+            ) from None
 
     def new(self, kind: str, **values: Any) -> Any:
         return getattr(self.client.mdapi, kind)(**values)
@@ -87,14 +89,6 @@ class MetadataClient:
     def upsert(self, kind: str, components: Sequence[Any]) -> None:
         api = getattr(self.client.mdapi, kind)
         self._call(f"upsertMetadata {kind}", lambda: api.upsert(list(components)))
-
-
-def _is_metadata_error(exc: Exception) -> bool:
-    """A SOAP fault (zeep) or a refused component (simple-salesforce raises a bare
-    ``Exception`` listing the SaveResult errors); the transport's own errors pass through."""
-    from zeep.exceptions import Error as ZeepError
-
-    return isinstance(exc, ZeepError) or type(exc) is Exception
 
 
 class PlacementPlanner:
