@@ -19,6 +19,7 @@ the assignment (a re-run adds, it never removes: removing is an admin's decision
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,7 +57,6 @@ _LABELS = {
     "en": {
         READ_SET: ("KPI Worker: read KPIs", "read access to the KPI fields and scorecards"),
         WRITE_SET: ("KPI Worker: write KPIs", "the worker's own access to write the KPI fields"),
-        "managed": "Managed by crm-kpi-worker (crm-kpi setup), which re-applies it: {what}.",
     },
     "fr": {
         READ_SET: ("KPI Worker : lecture des KPI", "lecture des champs KPI et des tableaux"),
@@ -64,8 +64,12 @@ _LABELS = {
             "KPI Worker : écriture des KPI",
             "l'accès du worker pour écrire les champs KPI",
         ),
-        "managed": "Géré par crm-kpi-worker (crm-kpi setup), qui le réapplique : {what}.",
     },
+}
+
+_MANAGED = {
+    "en": "Managed by crm-kpi-worker (crm-kpi setup), which re-applies it: {what}.",
+    "fr": "Géré par crm-kpi-worker (crm-kpi setup), qui le réapplique : {what}.",
 }
 
 _OBJECT_FLAGS = {
@@ -227,7 +231,7 @@ class AccessPlanner:
     ) -> list[SetupChange]:
         changes = []
         label, what = _LABELS.get(language, _LABELS["en"])[name]
-        description = _LABELS.get(language, _LABELS["en"])["managed"].format(what=what)
+        description = _MANAGED.get(language, _MANAGED["en"]).format(what=what)
         record = existing.sets.get(name)
         if record is None:
             changes.append(
@@ -281,26 +285,10 @@ class AccessPlanner:
                 continue
             words = ", ".join(_FLAG_WORDS[f] for f in lacking)
             body = {f: True for f in flags}
-            if record is None:
-                apply = self._records_call(
-                    "POST",
-                    lambda obj=obj, body=body: [
-                        {
-                            "attributes": {"type": "ObjectPermissions"},
-                            "ParentId": self.ids[name],
-                            "SobjectType": obj,
-                            **body,
-                        }
-                    ],
-                )
-            else:
-                rid = str(record["Id"])
-                apply = self._records_call(
-                    "PATCH",
-                    lambda rid=rid, body=body: [
-                        {"attributes": {"type": "ObjectPermissions"}, "Id": rid, **body}
-                    ],
-                )
+            apply = self._records_call(
+                "POST" if record is None else "PATCH",
+                functools.partial(self._object_permission, name, obj, record, body),
+            )
             changes.append(
                 SetupChange("permission set", name, f"grant {words} on object {obj}", apply)
             )
@@ -359,6 +347,15 @@ class AccessPlanner:
 
     # ---- writes (the changes' apply) --------------------------------------------------------
 
+    def _object_permission(
+        self, name: str, obj: str, record: dict[str, Any] | None, body: dict[str, bool]
+    ) -> list[dict[str, Any]]:
+        """The ObjectPermissions record to create (no ``record``) or to raise flags on."""
+        head: dict[str, Any] = {"attributes": {"type": "ObjectPermissions"}}
+        if record is None:
+            return [{**head, "ParentId": self.ids[name], "SobjectType": obj, **body}]
+        return [{**head, "Id": str(record["Id"]), **body}]
+
     def _create_set(self, name: str, label: str, description: str) -> None:
         answer = self.fetch(
             lambda: self.client.restful(
@@ -399,7 +396,8 @@ class AccessPlanner:
             for start in range(0, len(batch), BATCH):
                 chunk = batch[start : start + BATCH]
                 answer = self.fetch(
-                    lambda chunk=chunk: self.client.restful(
+                    functools.partial(
+                        self.client.restful,
                         "composite/sobjects",
                         method=method,
                         json={"allOrNone": False, "records": chunk},

@@ -20,6 +20,7 @@ Reads: one ``readMetadata`` per metadata type (layouts, tab, list view); writes:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,9 +69,7 @@ class MetadataClient:
         for start in range(0, len(names), METADATA_BATCH):
             chunk = list(names[start : start + METADATA_BATCH])
             api = getattr(self.client.mdapi, kind)
-            answer = self._call(
-                f"readMetadata {kind}", lambda api=api, chunk=chunk: api.read(chunk)
-            )
+            answer = self._call(f"readMetadata {kind}", functools.partial(api.read, chunk))
             items = answer if isinstance(answer, list) else [answer]
             found = {getattr(i, "fullName", None): i for i in items if i is not None}
             out += [found.get(name) for name in chunk]
