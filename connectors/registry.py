@@ -100,6 +100,10 @@ class CrmPlugin:
     scorecard_name_field: str | None = None
     #: The scorecard's rep column is a lookup to ``rep_object`` (so reports can join on it).
     rep_column_is_lookup: bool = False
+    #: The scorecard's owner field, set to the rep on each active rep's own scorecards (so a
+    #: list view of "my" records, which filters on the owner, shows a rep their own); None
+    #: when the CRM's scorecard owner is the rep column already (HubSpot) or stays the worker.
+    scorecard_owner_field: str | None = None
 
 
 _plugins: dict[str, CrmPlugin] = {}

@@ -367,6 +367,8 @@ def _scorecards(
     columns = card.columns(crm)
     names = {u.id: u.name for u in inputs.rep_users}
     teams = {u.id: u.team for u in inputs.rep_users}
+    owner_field = plugin_for(crm).scorecard_owner_field
+    active = {u.id for u in inputs.rep_users if u.is_active}
     for row in results.rows:
         unassigned = row.scope == "rep" and row.subject == UNASSIGNED_ID
         name = names.get(row.subject, row.subject) if row.scope == "rep" else row.subject
@@ -386,6 +388,8 @@ def _scorecards(
             columns["period_start_field"]: row.start.isoformat(),
             columns["period_end_field"]: row.end.isoformat(),
         }
+        if owner_field is not None and rep_id is not None and rep_id in active:
+            values[owner_field] = rep_id  # the rep owns their scorecards: "My scorecards"
         for key, field_name in card.fields.items():
             values[field_name] = format_value(kpi_kind(key), row.values.get(key))
         key = scorecard_key(source.name, row.scope, row.subject, row.period_key)

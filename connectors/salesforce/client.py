@@ -72,9 +72,25 @@ class SalesforceClient(Salesforce):
         super()._generate_headers()
         self.headers["Sforce-Query-Options"] = f"batchSize={self._page_size}"
 
+    @property
+    def mdapi(self) -> Any:
+        """The library's Metadata API client (zeep), sending its calls through this client's
+        ``requests`` session: the same CA trust, timeout, retry policy and call count. (zeep
+        would otherwise open a session of its own.)"""
+        if self._mdapi is None:
+            from zeep.transports import Transport
+
+            api = super().mdapi
+            agent = self.session.headers.get("User-Agent")
+            api._client.transport = Transport(session=self.session)
+            if agent is not None:  # zeep's Transport writes its own into the session
+                self.session.headers["User-Agent"] = agent
+        return self._mdapi
+
     def _refresh_session(self) -> None:
         log.info("Salesforce session expired: logging in again")
         super()._refresh_session()
+        self._mdapi = None  # its SOAP header holds the old session id
         register_secret(self.session_id)
         if self._pinned_instance:
             self._use_instance(self._pinned_instance)

@@ -33,6 +33,7 @@ from crm_kpi_worker.sync.config.targets import TargetNaming
 from crm_kpi_worker.sync.model import ForecastCategory
 
 __all__ = [
+    "DEFAULT_LAYOUTS",
     "FORECAST_CATEGORY_DEFAULTS",
     "TARGET_NAMING",
     "SalesforceAuth",
@@ -256,6 +257,13 @@ def _check_api_version(value: str) -> str:
     return value
 
 
+#: The page layouts ``setup`` places the KPI fields on by default: the standard ones.
+DEFAULT_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "Opportunity": ("Opportunity Layout",),
+    "User": ("User Layout",),
+}
+
+
 class SalesforceSource(SourceBase):
     """A Salesforce org, reached through simple-salesforce."""
 
@@ -274,6 +282,14 @@ class SalesforceSource(SourceBase):
     page_size: Annotated[int, Field(ge=200, le=2000)] = 2000
     """Records per query page (Salesforce accepts 200..2000)."""
     mapping: SalesforceMapping
+    layouts: dict[SalesforceObject, list[Annotated[str, Field(min_length=1)]]] = Field(
+        default_factory=lambda: {name: list(found) for name, found in DEFAULT_LAYOUTS.items()}
+    )
+    """Page layouts ``setup`` puts a "KPIs" section of the KPI fields on, per object (layout
+    names as Setup shows them); an empty list means none of that object's layouts. Layouts
+    not named here are never touched."""
+    scorecard_tab: bool = True
+    """``setup`` gives the scorecard object a tab and a "My scorecards" list view."""
 
     @property
     def is_my_domain(self) -> bool:

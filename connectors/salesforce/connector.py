@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jwt
@@ -26,6 +26,10 @@ from crm_kpi_worker.connectors.base import (
     STREAMS,
     CrmField,
     Page,
+    SetupChange,
+    SetupSettings,
+    TargetField,
+    TargetObject,
     WriteResult,
     WritesThroughTargets,
 )
@@ -40,12 +44,14 @@ from crm_kpi_worker.connectors.errors import (
 from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import soql
+from crm_kpi_worker.connectors.salesforce.access import AccessPlanner
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
 from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceJwt,
     SalesforceSession,
     SalesforceSource,
 )
+from crm_kpi_worker.connectors.salesforce.placement import MetadataClient, PlacementPlanner
 from crm_kpi_worker.connectors.salesforce.resources import (
     OrgFacts,
     QueryPager,
@@ -111,6 +117,7 @@ class SalesforceConnector(WritesThroughTargets):
         self._currency_page: dict[str, Any] | None = None
         #: The OpportunityStage answer read by describe_fields, reused by the stages pull.
         self._stage_page: dict[str, Any] | None = None
+        self._environ = environ
         self.facts = self._check_org(environ)
         self.queries = StreamQueries(source.mapping, self.settings, self.facts)
         self.writer = CollectionWriter(self.client, self._fetch, self.settings.write_batch_size)
@@ -165,6 +172,22 @@ class SalesforceConnector(WritesThroughTargets):
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
     ) -> list[WriteResult]:
         return self.writer.upsert(object, external_id, records)
+
+    def plan_setup(
+        self,
+        objects: Sequence[TargetObject],
+        fields: Sequence[TargetField],
+        settings: SetupSettings,
+    ) -> list[SetupChange]:
+        """Access (two permission sets and their assignments, ``access.py``), then placement
+        (the KPIs section on the configured page layouts, the scorecard's tab and list view,
+        ``placement.py``): only what differs from the org."""
+        access = AccessPlanner(self.client, self._fetch, username_of(self.source, self._environ))
+        changes = access.plan([o.name for o in objects], fields, settings)
+        placement = PlacementPlanner(MetadataClient(self.client, self._fetch))
+        scorecard = objects[0].name if objects and self.source.scorecard_tab else None
+        layouts = {obj: list(names) for obj, names in self.source.layouts.items()}
+        return changes + placement.plan(layouts, scorecard, fields, settings.language)
 
     def describe_fields(self, object: str) -> dict[str, CrmField] | None:
         """Fields from describe. Describe lists active picklist values only, so StageName's

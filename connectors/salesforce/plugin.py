@@ -60,4 +60,5 @@ SALESFORCE = CrmPlugin(
     default_mapping_file="salesforce-default-mapping.yaml",
     example_config_file="example-salesforce.yaml",
     rep_column_is_lookup=True,
+    scorecard_owner_field="OwnerId",
 )
