@@ -276,7 +276,8 @@ def error_details(body: Any) -> tuple[str | None, str | None]:
     """(error code, message) from an error body in any of the shapes the CRMs send.
 
     Salesforce REST: ``[{"errorCode", "message"}]``; Salesforce OAuth: ``{"error",
-    "error_description"}``; Salesforce SOAP faults: ``<sf:exceptionCode>``; HubSpot:
+    "error_description"}``; Salesforce SOAP faults: ``<sf:exceptionCode>``, else
+    ``<faultcode>sf:CODE</faultcode>``; HubSpot:
     ``{"category", "message", "policyName"}``.
     """
     if isinstance(body, bytes):
@@ -286,6 +287,10 @@ def error_details(body: Any) -> tuple[str | None, str | None]:
         if soap:
             message = re.search(r"<(?:\w+:)?exceptionMessage>([^<]*)<", body)
             return soap.group(1).strip(), (message.group(1).strip() if message else None)
+        fault = re.search(r"<faultcode>(?:\w+:)?([^<]*)</faultcode>", body)
+        if fault:  # a fault without detail (the Metadata API's): "sf:INVALID_TYPE"
+            message = re.search(r"<faultstring>([^<]*)<", body)
+            return fault.group(1).strip(), (message.group(1).strip() if message else None)
         try:
             body = json.loads(body)
         except ValueError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ import click
 
 from crm_kpi_worker.kpis.results import KPI_KEYS
 from crm_kpi_worker.sandbox.registry import sandbox_for, sandboxes
+
+log = logging.getLogger(__name__)
 
 
 def last_quarter_end(today: dt.date) -> dt.date:
@@ -66,8 +69,8 @@ def run_demo(
     from crm_kpi_worker.connectors.registry import build_connector
     from crm_kpi_worker.sync.config_loader import load_config
     from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+    from crm_kpi_worker.sync.setup import set_up_source
     from crm_kpi_worker.sync.store import Store
-    from crm_kpi_worker.sync.targets import targets
 
     now = dt.datetime.now(dt.UTC)
     reference_date = reference_date or last_quarter_end(now.date())
@@ -89,10 +92,8 @@ def run_demo(
                 )
             }
         )
-        objects, fields = targets(config.kpi_fields_for(source), source.type, config.write.language)
         connector = build_connector(source, config.currency)
-        missing_objects, missing_fields = connector.missing_targets(objects, fields)
-        connector.create_targets(missing_objects, missing_fields)
+        set_up = set_up_source(config, source, connector, dry_run=False, say=log.info)
         with Store.open(config.store.resolve_url()) as store:
             result = run_once(config, store, RunOptions(as_of=as_of), progress=progress)
         results = result.results[source.name]
@@ -120,8 +121,9 @@ def run_demo(
                 }
             )
         written = {
-            "objects_created": [o.name for o in missing_objects],
-            "fields_created": len(missing_fields),
+            "objects_created": [o.name for o in set_up.objects_created],
+            "fields_created": len(set_up.fields_created),
+            "setup_changes": [str(change) for change in set_up.changes],
             "writes": result.report()["sources"][0]["written"],
         }
         return {
@@ -238,6 +240,8 @@ def _print_table(demo: dict[str, Any]) -> None:
         f"  setup created {', '.join(written['objects_created']) or 'no object'}"
         f" and {written['fields_created']} fields"
     )
+    for change in written["setup_changes"]:
+        click.echo(f"  setup: {change}")
     for write in written["writes"]:
         click.echo(
             f"  {write['object']}: {write['records_written']:,} records"

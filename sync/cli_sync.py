@@ -10,20 +10,15 @@ import json
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from crm_kpi_worker.sync.config import AppConfig
-
-if TYPE_CHECKING:
-    from crm_kpi_worker.connectors.base import Connector, SetupChange, TargetField, TargetObject
+from crm_kpi_worker.sync.setup import NO_KPI_FIELDS
 
 log = logging.getLogger("crm_kpi_worker")
-
-NO_KPI_FIELDS = "no kpi_fields configured"
 
 
 def _load(path: Path) -> AppConfig:
@@ -427,7 +422,7 @@ def setup_command(config_path: Path, dry_run: bool) -> None:
     """Create the custom object and fields the config writes to (idempotent)."""
     from crm_kpi_worker.connectors.registry import build_connector
     from crm_kpi_worker.sync.crm_check import CrmCheckFailed, field_problems
-    from crm_kpi_worker.sync.targets import targets
+    from crm_kpi_worker.sync.setup import set_up_source
 
     config = _load(config_path)
     connectors = {s.name: build_connector(s, config.currency) for s in config.sources}
@@ -440,53 +435,4 @@ def setup_command(config_path: Path, dry_run: bool) -> None:
     if problems:
         raise click.ClickException(_crm_check_text(CrmCheckFailed(problems), config_path))
     for source in config.sources:
-        kpi_fields = config.kpi_fields_for(source)
-        if kpi_fields.writes_nothing:
-            click.echo(f"{source.name}: {NO_KPI_FIELDS}: nothing to create")
-            continue
-        objects, fields = targets(kpi_fields, source.type, config.write.language)
-        connector = connectors[source.name]
-        _create_targets(source.name, connector, objects, fields, dry_run)
-        _apply_setup_plan(
-            source.name,
-            connector.plan_setup(objects, fields, config.write.setup_settings()),
-            dry_run,
-        )
-
-
-def _create_targets(
-    source: str,
-    connector: Connector,
-    objects: Sequence[TargetObject],
-    fields: Sequence[TargetField],
-    dry_run: bool,
-) -> None:
-    missing_objects, missing_fields = connector.missing_targets(objects, fields)
-    if not missing_objects and not missing_fields:
-        click.echo(f"{source}: all {len(objects)} objects and {len(fields)} fields exist")
-        return
-    verb = "would create" if dry_run else "creating"
-    for obj in missing_objects:
-        click.echo(f"{source}: {verb} object {obj.name} ({obj.label})")
-    for fld in missing_fields:
-        click.echo(f"{source}: {verb} field {fld.object}.{fld.name} ({fld.type}, {fld.label})")
-    if not dry_run:
-        connector.create_targets(missing_objects, missing_fields)
-        click.echo(
-            f"{source}: created {len(missing_objects)} objects and {len(missing_fields)} fields"
-        )
-
-
-def _apply_setup_plan(source: str, plan: Sequence[SetupChange], dry_run: bool) -> None:
-    """Print, and unless ``dry_run`` make, the access, placement and label changes."""
-    if not plan:
-        click.echo(f"{source}: access, layouts and labels are up to date")
-        return
-    verb = "would change" if dry_run else "changing"
-    for change in plan:
-        click.echo(f"{source}: {verb} {change}")
-    if dry_run:
-        return
-    for change in plan:
-        change.apply()
-    click.echo(f"{source}: made {len(plan)} changes")
+        set_up_source(config, source, connectors[source.name], dry_run=dry_run, say=click.echo)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.base import SetupSettings, TargetField, TargetObject
+from crm_kpi_worker.sandbox.salesforce.login import DEFAULT_USERNAME
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -57,6 +60,42 @@ def fresh_sandbox() -> Iterator[SalesforceSandbox]:
 @pytest.fixture(scope="session")
 def sf(sf_sandbox: SalesforceSandbox):  # type: ignore[no-untyped-def]
     return sf_sandbox.client()
+
+
+def create_and_grant(
+    connector: Any, objects: Sequence[TargetObject], fields: Sequence[TargetField]
+) -> None:
+    """What ``setup`` does for these targets: create them, then make the connector's setup
+    plan (on Salesforce, the permission sets without which nobody, the integration user
+    included, may read or write a field created through the Tooling API)."""
+    connector.create_targets(objects, fields)
+    for change in connector.plan_setup(objects, fields, SetupSettings(grant_to_reps=False)):
+        change.apply()
+
+
+def grant_fields(
+    sf: Any,
+    fields: Sequence[str],
+    *,
+    username: str = DEFAULT_USERNAME,
+    name: str = "Test_Field_Access",
+) -> None:
+    """Give ``username`` (the sandbox's admin) read and edit on ``fields`` ("Object.Field"),
+    through ``sf`` as an admin does on Salesforce: a permission set with FieldPermissions,
+    assigned to them."""
+    permission_set = sf.PermissionSet.create({"Name": name, "Label": name.replace("_", " ")})["id"]
+    for field in fields:
+        sf.FieldPermissions.create(
+            {
+                "ParentId": permission_set,
+                "SobjectType": field.split(".")[0],
+                "Field": field,
+                "PermissionsRead": True,
+                "PermissionsEdit": True,
+            }
+        )
+    me = sf.query(f"SELECT Id FROM User WHERE Username = '{username}'")["records"][0]["Id"]
+    sf.PermissionSetAssignment.create({"AssigneeId": me, "PermissionSetId": permission_set})
 
 
 def write_demo_config(sandbox: SalesforceSandbox, folder: Path) -> Path:

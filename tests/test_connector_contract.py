@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import create_and_grant
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.base import (
     STREAMS,
     Connector,
     Page,
+    SetupSettings,
     TargetField,
     TargetObject,
 )
@@ -294,6 +296,10 @@ def test_missing_and_create_targets_are_idempotent(harness: Harness) -> None:
     connector.create_targets([harness.scorecard], fields)
     assert connector.missing_targets([harness.scorecard], fields) == ([], [])
     connector.create_targets([harness.scorecard], fields)  # nothing left to create: no error
+    # The rest of setup: on Salesforce, the integration user's permission set makes the new
+    # fields visible to its describe (fields created through the Tooling API have no FLS).
+    for change in connector.plan_setup([harness.scorecard], fields, SetupSettings()):
+        change.apply()
     # A new run describes again and agrees; creating again changes nothing.
     later = harness.connect()
     assert later.missing_targets([harness.scorecard], fields) == ([], [])
@@ -304,7 +310,7 @@ def test_missing_and_create_targets_are_idempotent(harness: Harness) -> None:
 
 def test_update_reports_each_record_in_order_and_isolates_failures(harness: Harness) -> None:
     connector = harness.connect()
-    connector.create_targets([], [harness.deal_field])
+    create_and_grant(connector, [], [harness.deal_field])
     deals = [r for r in _records(_pull(connector, "deals")) if not harness.deleted_of(r)]
     ids = [harness.id_of(r) for r in deals[:205]]  # two or three batches
     failing = ids[3]
@@ -321,7 +327,7 @@ def test_update_reports_each_record_in_order_and_isolates_failures(harness: Harn
 def test_upsert_creates_then_updates(harness: Harness) -> None:
     connector = harness.connect()
     key_field, value_field = harness.scorecard_fields
-    connector.create_targets([harness.scorecard], list(harness.scorecard_fields))
+    create_and_grant(connector, [harness.scorecard], list(harness.scorecard_fields))
     first = connector.upsert(
         harness.scorecard.name,
         key_field.name,

@@ -175,6 +175,9 @@ def test_policy_arguments_are_checked() -> None:
         ({"status": 403, "code": "INSUFFICIENT_ACCESS"}, Action.FAIL),
         ({"status": 401, "code": "INVALID_SESSION_ID"}, Action.REFRESH_SESSION),
         ({"status": 500, "code": "UNKNOWN_EXCEPTION"}, Action.RETRY),
+        ({"status": 500, "code": "UNKNOWN_EXCEPTION", "crm_rules": SALESFORCE_RULES}, Action.RETRY),
+        ({"status": 500, "code": "INVALID_TYPE", "crm_rules": SALESFORCE_RULES}, Action.FAIL),
+        ({"status": 500, "crm_rules": SALESFORCE_RULES}, Action.RETRY),  # no code: a server error
         ({"status": 502}, Action.RETRY),
         ({"status": 503}, Action.RETRY),
         ({"status": 504}, Action.RETRY),
@@ -195,13 +198,26 @@ def test_one_table_classifies_every_failure(failure: dict[str, Any], action: Act
 
 def test_only_the_crms_own_rows_say_its_daily_limit_is_used_up() -> None:
     assert [rule.why for rule in ERROR_TABLE if rule.daily_limit] == []
-    assert [r.daily_limit for r in SALESFORCE_RULES] == [True, False]
+    assert [r.daily_limit for r in SALESFORCE_RULES] == [True, False, False, False]
     assert [r.daily_limit for r in HUBSPOT_RULES] == [True]
 
 
 def test_the_table_ends_with_a_catch_all_and_explains_each_row() -> None:
     assert ERROR_TABLE[-1].action is Action.FAIL
     assert all(rule.why for rule in ERROR_TABLE)
+
+
+def test_a_soap_fault_without_detail_names_its_code() -> None:
+    fault = (
+        b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+        b"<soapenv:Body><soapenv:Fault><faultcode>sf:INVALID_TYPE</faultcode>"
+        b"<faultstring>INVALID_TYPE: This type of metadata is not available</faultstring>"
+        b"</soapenv:Fault></soapenv:Body></soapenv:Envelope>"
+    )
+    assert error_details(fault) == (
+        "INVALID_TYPE",
+        "INVALID_TYPE: This type of metadata is not available",
+    )
 
 
 def test_error_details_reads_every_shape() -> None:

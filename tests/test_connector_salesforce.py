@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import create_and_grant
 from requests.adapters import BaseAdapter
 
 from crm_kpi_worker.config import path_of
@@ -264,7 +265,7 @@ def test_the_daily_limit_stops_the_run_without_retrying() -> None:
 def test_a_daily_limit_during_writes_reports_what_was_written(sandbox: SalesforceSandbox) -> None:
     connector = connect(sandbox)
     field = TargetField("Opportunity", "KPI_Deal_Age_Days__c", "number", "Age", scale=0)
-    connector.create_targets([], [field])
+    create_and_grant(connector, [], [field])
     ids = [r["Id"] for r in _pull_all(connector, "deals") if not r["IsDeleted"]][:450]
     sandbox.faults.add(
         FaultRule(kind="daily_limit", path="/composite/sobjects", method="PATCH", every=2)
@@ -284,7 +285,7 @@ def test_a_failed_batch_marks_its_records_and_the_next_batch_goes_on(
     waits = Waits()
     connector = connect(sandbox, waits)
     field = TargetField("Opportunity", "KPI_Deal_Age_Days__c", "number", "Age", scale=0)
-    connector.create_targets([], [field])
+    create_and_grant(connector, [], [field])
     ids = [r["Id"] for r in _pull_all(connector, "deals") if not r["IsDeleted"]][:300]
     sandbox.faults.add(
         FaultRule(kind="server_error", path="/composite/sobjects", method="PATCH", times=5)
@@ -300,7 +301,7 @@ def test_a_failed_batch_marks_its_records_and_the_next_batch_goes_on(
 def test_writes_cost_one_call_per_200_records(sandbox: SalesforceSandbox) -> None:
     connector = connect(sandbox)
     field = TargetField("Opportunity", "KPI_Deal_Age_Days__c", "number", "Age", scale=0)
-    connector.create_targets([], [field])
+    create_and_grant(connector, [], [field])
     ids = [r["Id"] for r in _pull_all(connector, "deals") if not r["IsDeleted"]]
     before = connector.api_calls
     results = connector.update("Opportunity", {i: {field.name: 3} for i in ids})

@@ -20,6 +20,7 @@ from crm_kpi_worker.connectors.errors import (
     TlsError,
 )
 from crm_kpi_worker.connectors.failures import ErrorWording, answer_failure, connection_failure
+from crm_kpi_worker.connectors.hubspot.settings import ERROR_RULES
 from crm_kpi_worker.connectors.incremental import (
     DEFAULT_LOOKBACK,
     IncrementalCursor,
@@ -289,7 +290,7 @@ def test_answers_to_retry_or_to_stop_on_become_typed_errors() -> None:
     def no_header(name: str) -> str | None:
         return None
 
-    wording = ErrorWording("HubSpot", "portal", daily_limit="daily API limit")
+    wording = ErrorWording("HubSpot", "portal", daily_limit="daily API limit", rules=ERROR_RULES)
     common: dict[str, Any] = {"url": "/x", "method": "POST", "now": 0.0}
     limited = answer_failure(429, b"{}", {"Retry-After": "7"}.get, wording, **common)
     assert isinstance(limited, RateLimited) and limited.retry_after == 7.0

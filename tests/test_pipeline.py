@@ -25,8 +25,8 @@ from crm_kpi_worker.sync.cli_sync import print_report
 from crm_kpi_worker.sync.config import AppConfig, OwnerTarget
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
+from crm_kpi_worker.sync.setup import set_up_source
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.targets import targets
 
 AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
@@ -68,10 +68,10 @@ def demo_config(sandbox: SalesforceSandbox, store_path: Path) -> AppConfig:
 
 
 def setup_targets(config: AppConfig) -> None:
+    """``crm-kpi setup``: the fields, and the access and placement that make them usable."""
     source = config.sources[0]
-    objects, fields = targets(config.kpi_fields_for(source), source.type, config.write.language)
     connector = build_connector(source, config.currency)
-    connector.create_targets(*connector.missing_targets(objects, fields))
+    set_up_source(config, source, connector, dry_run=False, say=lambda line: None)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import requests
+from conftest import grant_fields
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
@@ -617,6 +618,10 @@ def test_custom_field_and_object_created_through_the_tooling_api(
         },
     )
     assert created["success"] is True
+    # As on Salesforce, a field created through the Tooling API has no field-level security:
+    # even the admin's describe lacks it until a permission set grants it.
+    assert "KPI_Days_In_Stage__c" not in {f["name"] for f in sf.Opportunity.describe()["fields"]}
+    grant_fields(sf, ["Opportunity.KPI_Days_In_Stage__c"])
     field = {f["name"]: f for f in sf.Opportunity.describe()["fields"]}["KPI_Days_In_Stage__c"]
     assert field["custom"] is True and field["type"] == "double"
     assert field["inlineHelpText"] == "Days since the stage changed"
@@ -669,6 +674,11 @@ def test_custom_field_and_object_created_through_the_tooling_api(
             "FullName": "KPI_Scorecard__c.Win_Rate__c",
             "Metadata": {"label": "Win rate", "type": "Percent", "precision": 5, "scale": 2},
         },
+    )
+    grant_fields(
+        sf,
+        ["KPI_Scorecard__c.Scorecard_Key__c", "KPI_Scorecard__c.Win_Rate__c"],
+        name="Scorecard_Access",
     )
     # Single upsert by external id: 201 created, then 200 updated.
     assert (

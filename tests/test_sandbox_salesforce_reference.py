@@ -20,6 +20,7 @@ from xml.dom import minidom
 
 import pytest
 import requests
+from conftest import grant_fields
 
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 
@@ -106,6 +107,7 @@ def external_key(sandbox: SalesforceSandbox) -> str:
     sandbox.org.create_custom_field(
         "Account", "External_Key__c", "string", "External key", length=40, external_id=True
     )
+    grant_fields(sandbox.client(), ["Account.External_Key__c"])  # a new field has no FLS
     return "External_Key__c"
 
 

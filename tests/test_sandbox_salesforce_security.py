@@ -278,12 +278,18 @@ def test_relationship_paths_need_read_on_the_lookup(secure: SalesforceSandbox) -
     assert alice.query(soql)["records"][0]["KPI_Coach__r"] is None
 
 
-def test_enforcement_is_off_by_default(fresh_sandbox: SalesforceSandbox) -> None:
+def test_enforcement_is_on_by_default_and_can_be_turned_off(
+    fresh_sandbox: SalesforceSandbox,
+) -> None:
     sf = fresh_sandbox.client()
     _create_field(sf)
-    assert "KPI_Attainment__c" in {f["name"] for f in sf.Opportunity.describe()["fields"]}
-    alice = fresh_sandbox.client_as(ALICE)
-    assert alice.query("SELECT KPI_Attainment__c FROM Opportunity LIMIT 1")["records"]
+    assert "KPI_Attainment__c" not in {f["name"] for f in sf.Opportunity.describe()["fields"]}
+    with SalesforceSandbox.start(seed=7, enforce_field_security=False) as lax:
+        admin = lax.client()
+        _create_field(admin)
+        assert "KPI_Attainment__c" in {f["name"] for f in admin.Opportunity.describe()["fields"]}
+        alice = lax.client_as(ALICE)
+        assert alice.query("SELECT KPI_Attainment__c FROM Opportunity LIMIT 1")["records"]
 
 
 # ---- validations ----------------------------------------------------------------------------

@@ -38,9 +38,10 @@ __all__ = [
 #: Salesforce writes instants as 2026-09-30T12:00:00.000+0000 (UTC). The lookback incremental
 #: pulls re-read before the stored cursor is the shared DEFAULT_LOOKBACK (connectors.incremental).
 STAMPS = StampFormat("Salesforce", "+0000")
-#: How Salesforce says a limit is reached, ahead of the shared error table (connectors.errors):
-#: the daily allowance (403 REQUEST_LIMIT_EXCEEDED naming TotalRequests) stops the run; the
-#: same code for a concurrent-request limit is waited out.
+#: Salesforce's own rows, ahead of the shared error table (connectors.errors): the daily
+#: allowance (403 REQUEST_LIMIT_EXCEEDED naming TotalRequests) stops the run; the same code for
+#: a concurrent-request limit is waited out; a 500 naming an error code other than a brief
+#: unavailability (a SOAP fault) fails at once instead of being retried as a server error.
 ERROR_RULES = (
     ErrorRule(
         Action.STOP_RUN,
@@ -55,6 +56,21 @@ ERROR_RULES = (
         "a concurrent-request limit (e.g. ConcurrentPerOrgLongTxn): wait and try again",
         statuses=frozenset({403}),
         codes=codes("REQUEST_LIMIT_EXCEEDED"),
+    ),
+    ErrorRule(
+        Action.RETRY,
+        "Salesforce is briefly unavailable (a 500 naming SERVER_UNAVAILABLE or UNKNOWN_EXCEPTION)",
+        statuses=frozenset({500}),
+        codes=codes("SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION"),
+        login=False,
+    ),
+    ErrorRule(
+        Action.FAIL,
+        "a SOAP fault naming its error (the Metadata API answers every refusal with a 500):"
+        " retrying cannot help",
+        statuses=frozenset({500}),
+        has_code=True,
+        login=False,
     ),
 )
 #: sObject Collections take at most 200 records per call.

@@ -87,7 +87,7 @@ class SandboxOrg:
         data: ds.Dataset,
         clock: Callable[[], float] = time.time,
         *,
-        enforce_field_security: bool = False,
+        enforce_field_security: bool = True,
     ) -> None:
         self.data = data
         # Object and field-level security for the session's user: describes, queries and

@@ -410,10 +410,11 @@ class SalesforceSandbox(LoopbackServer):
         workdir: Path | None = None,
         fault_seed: int = 0,
         clock: Callable[[], float] = time.time,
-        enforce_field_security: bool = False,
+        enforce_field_security: bool = True,
     ) -> None:
         """``enforce_field_security``: each session sees and writes only what its user's
-        profile and permission sets grant (object and field-level security)."""
+        profile and permission sets grant (object and field-level security), as on Salesforce;
+        on by default (off only for tests of something else on fields nobody granted)."""
         tls = self._prepare(host, workdir, "crm-kpi-sandbox-")
         self.jwt_key_path, public_key = _make_jwt_key(self.workdir)
         self.org = SandboxOrg(dataset, clock=clock, enforce_field_security=enforce_field_security)
