@@ -38,8 +38,8 @@ from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.frames import build_input
 from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+from crm_kpi_worker.sync.setup import set_up_source
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.targets import targets
 
 PAGE = 2000
 WRITE_BATCH = 200
@@ -66,8 +66,8 @@ def run(deals: int) -> dict[str, Any]:
             config = config_for(url, ca, work / "store.sqlite")
             source = config.sources[0]
             connector = build_connector(source, config.currency)
-            objects, fields = targets(config.kpi_fields_for(source), "salesforce", "en")
-            connector.create_targets(*connector.missing_targets(objects, fields))
+            # crm-kpi setup: the fields, the permission sets, the layout section.
+            set_up_source(config, source, connector, dry_run=False, say=lambda line: None)
 
             # The yardstick: the connector's own query of every stream, records only counted.
             calls = connector.api_calls

@@ -44,8 +44,8 @@ from crm_kpi_worker.connectors.registry import build_connector
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.config_loader import load_config
 from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+from crm_kpi_worker.sync.setup import set_up_source
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.targets import targets
 
 SEARCH_PAGE = 200
 LIST_PAGE = 100
@@ -170,8 +170,8 @@ def run(deals: int, limits: bool) -> dict[str, Any]:
             source = config.sources[0]
             connector = build_connector(source, config.currency)
             assert isinstance(connector, HubSpotConnector)
-            objects, fields = targets(config.kpi_fields_for(source), "hubspot", "en")
-            connector.create_targets(*connector.missing_targets(objects, fields))
+            # crm-kpi setup: the fields, the permission sets, the layout section.
+            set_up_source(config, source, connector, dry_run=False, say=lambda line: None)
 
             client = hubspot.Client.create(
                 access_token="pat-sandbox-demo",
