@@ -1,8 +1,7 @@
-"""``crm-kpi setup`` gives the reps read access to their KPIs: end to end on the sandbox with
-object and field-level security enforced, the demo AE Alice reading through her own session.
-
-Placement (layouts, tab, list view) is off in this config: the sandbox does not serve the
-Metadata API yet; ``tests/test_salesforce_setup.py`` covers its plans.
+"""``crm-kpi setup`` makes the KPIs visible to the reps: end to end on the sandbox, which
+enforces object and field-level security as Salesforce does, the demo AE Alice logged in with
+her own username and password; the page layout, tab and list view through the Metadata API.
+``tests/test_salesforce_setup.py`` covers the plans' details.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_demo_config
 from simple_salesforce import Salesforce
-from simple_salesforce.exceptions import SalesforceError
+from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.cli import main
@@ -26,20 +25,8 @@ ALICE = "alice.martin@sandbox.local"
 
 @pytest.fixture
 def enforced() -> Iterator[SalesforceSandbox]:
-    with SalesforceSandbox.start() as sandbox:
-        sandbox.org.enforce_field_security = True
+    with SalesforceSandbox.start() as sandbox:  # field-level security is enforced by default
         yield sandbox
-
-
-def _config(sandbox: SalesforceSandbox, folder: Path) -> Path:
-    path = write_demo_config(sandbox, folder)
-    text = path.read_text(encoding="utf-8").replace(
-        '    api_version: "59.0"\n',
-        '    api_version: "59.0"\n    layouts: {Opportunity: [], User: []}\n'
-        "    scorecard_tab: false\n",
-    )
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def _ok(*args: str) -> str:
@@ -48,12 +35,11 @@ def _ok(*args: str) -> str:
     return outcome.stdout
 
 
-def _as(sandbox: SalesforceSandbox, email: str) -> tuple[Salesforce, str]:
-    """A session of the user with this email (the sandbox does not log reps in yet)."""
-    row = sandbox.org.data.users.email.index(email)
-    token = sandbox.app.new_session(row)
-    client = Salesforce(session_id=token, instance_url=sandbox.url, session=sandbox.session())
-    return client, sandbox.org.user_id(row)
+def _as(sandbox: SalesforceSandbox, username: str) -> tuple[Salesforce, str]:
+    """The user logged in with their own username and password, and their id."""
+    client = sandbox.client_as(username)
+    (me,) = client.query(f"SELECT Id FROM User WHERE Username = '{username}'")["records"]
+    return client, str(me["Id"])
 
 
 def _read(client: Salesforce, text: str) -> list[dict[str, Any]]:
@@ -63,10 +49,11 @@ def _read(client: Salesforce, text: str) -> list[dict[str, Any]]:
 def test_after_setup_and_a_sync_alice_reads_her_kpis(
     enforced: SalesforceSandbox, tmp_path: Path
 ) -> None:
-    config = str(_config(enforced, tmp_path))
+    config = str(write_demo_config(enforced, tmp_path))
     alice, alice_id = _as(enforced, ALICE)
-    with pytest.raises(SalesforceError):
+    with pytest.raises(SalesforceMalformedRequest) as refused:
         _read(alice, "SELECT Id, KPI_Close_Date_Slips__c FROM Opportunity")
+    assert refused.value.content[0]["errorCode"] == "INVALID_FIELD"
 
     planned = _ok("setup", "--dry-run", "--config", config).splitlines()
     grants = [line for line in planned if "permission set" in line]
@@ -106,6 +93,21 @@ def test_after_setup_and_a_sync_alice_reads_her_kpis(
     )
     assert deals and all("KPI_Owner_Quota_Attainment__c" in d for d in deals)
 
+    # The Opportunity layout holds the KPI section, the scorecards have a tab and a list view.
+    admin = enforced.metadata_api(enforced.client())
+    layout = admin.Layout.read("Opportunity-Opportunity Layout")
+    (section,) = [s for s in layout.layoutSections if s.label == "Indicateurs KPI"]
+    placed = {item.field for column in section.layoutColumns for item in column.layoutItems or []}
+    assert placed == {
+        "KPI_Close_Date_Slips__c",
+        "KPI_Deal_Created_On__c",  # the demo writes ages as dates
+        "KPI_Stage_Entered_On__c",
+        "KPI_Owner_Quota_Attainment__c",
+    }
+    assert admin.CustomTab.read("KPI_Scorecard__c").customObject is True
+    view = admin.ListView.read("KPI_Scorecard__c.My_Scorecards")
+    assert view.filterScope == "Mine" and "Quota_Attainment__c" in view.columns
+
     before = enforced.stats.api_calls
     again = _ok("setup", "--config", config)
     assert again.splitlines() == [
@@ -114,4 +116,6 @@ def test_after_setup_and_a_sync_alice_reads_her_kpis(
     ]
     second_calls = enforced.stats.api_calls - before
     print(f"setup API calls: first {first_calls}, second {second_calls}")
-    assert second_calls <= 13  # login checks and describes included; 6 for the plan
+    # The mapping check's describes, then 6 queries for access and one Metadata read each of
+    # the layout, the tab and the list view.
+    assert second_calls <= 16
