@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-__all__ = ["common_options", "serve"]
+__all__ = ["common_options", "date_option", "serve"]
 
 
-def _reference_date(_ctx: Any, _param: Any, value: str | None) -> dt.date | None:
+def date_option(_ctx: Any, _param: Any, value: str | None) -> dt.date | None:
+    """A click callback: an ISO date option (``--reference-date 2026-09-30``), None if absent."""
     if value is None:
         return None
     try:
@@ -63,7 +64,7 @@ def common_options(port: int, records: str, workdir_holds: str) -> Callable[[Any
         ),
         click.option(
             "--reference-date",
-            callback=_reference_date,
+            callback=date_option,
             help="Last day of the demo quarter (a quarter end). Default 2026-09-30.",
         ),
         click.option(

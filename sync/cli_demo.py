@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from crm_kpi_worker.kpis.results import KPI_KEYS
+from crm_kpi_worker.sandbox.cli_common import date_option
 from crm_kpi_worker.sandbox.registry import sandbox_for, sandboxes
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,6 @@ def last_quarter_end(today: dt.date) -> dt.date:
     """The last day of the last calendar quarter that ended before ``today``."""
     first_of_quarter = dt.date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
     return first_of_quarter - dt.timedelta(days=1)
-
-
-def _date(_ctx: Any, _param: Any, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date like 2026-09-30") from None
 
 
 def _instant(_ctx: Any, _param: Any, value: str | None) -> dt.datetime | None:
@@ -145,7 +137,7 @@ def run_demo(
 )
 @click.option(
     "--reference-date",
-    callback=_date,
+    callback=date_option,
     help="Last day of the scenario quarter (default: the last complete quarter).",
 )
 @click.option(
