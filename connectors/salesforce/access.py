@@ -29,6 +29,7 @@ from typing import Any
 from crm_kpi_worker.connectors.base import SetupChange, SetupSettings, TargetField
 from crm_kpi_worker.connectors.errors import RequestRejected, codes_of
 from crm_kpi_worker.connectors.salesforce import soql
+from crm_kpi_worker.connectors.salesforce.settings import COLLECTION_BATCH_SIZE
 
 __all__ = [
     "READ_SET",
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 
 READ_SET = "KPI_Worker_Read"
 WRITE_SET = "KPI_Worker_Write"
-#: Records per ``composite/sobjects`` call (Salesforce's limit).
-BATCH = 200
 #: How many usernames a change's one line names before "and N more".
 NAMED_USERS = 3
 
@@ -393,8 +392,8 @@ class AccessPlanner:
 
         def apply() -> None:
             batch = records()
-            for start in range(0, len(batch), BATCH):
-                chunk = batch[start : start + BATCH]
+            for start in range(0, len(batch), COLLECTION_BATCH_SIZE):
+                chunk = batch[start : start + COLLECTION_BATCH_SIZE]
                 answer = self.fetch(
                     functools.partial(
                         self.client.restful,
