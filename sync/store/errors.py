@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["StoreError", "StoreSchemaTooNewError"]
+import datetime as dt
+
+__all__ = ["RunInProgress", "StoreError", "StoreSchemaTooNewError"]
 
 
 class StoreError(Exception):
@@ -11,3 +13,20 @@ class StoreError(Exception):
 
 class StoreSchemaTooNewError(StoreError):
     """The database was migrated by a newer crm-kpi-worker than this one."""
+
+
+class RunInProgress(Exception):
+    """Another run holds the run lock of ``source`` (since ``since``, process ``pid`` on
+    ``host``, as far as the store knows)."""
+
+    def __init__(
+        self,
+        source: str,
+        since: dt.datetime | None = None,
+        pid: int | None = None,
+        host: str | None = None,
+    ) -> None:
+        self.source, self.since, self.pid, self.host = source, since, pid, host
+        when = since.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if since else "an unknown time"
+        who = f" (pid {pid} on host {host})" if pid is not None else ""
+        super().__init__(f"another run of source {source} is in progress since {when}{who}")
