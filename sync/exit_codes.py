@@ -10,7 +10,9 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple
 
-__all__ = ["EXIT_CODES", "ExitCode", "Failure", "failure", "run_exit_code"]
+import click
+
+__all__ = ["EXIT_CODES", "ExitCode", "Failure", "Refused", "failure", "run_exit_code"]
 
 
 class ExitCode(IntEnum):
@@ -65,6 +67,12 @@ EXIT_CODES: tuple[tuple[ExitCode, str], ...] = (
         " missing for `kpis show`, migrated by a newer version)",
     ),
 )
+
+
+class Refused(click.ClickException):
+    """A command refused for a config reason click cannot see (exit code 4)."""
+
+    exit_code = 4
 
 
 class Failure(NamedTuple):

@@ -24,7 +24,12 @@ The rooms: ``facade`` (:class:`Store`), ``engine`` (URLs, connection settings),
 """
 
 from crm_kpi_worker.sync.store.engine import normalise_url
-from crm_kpi_worker.sync.store.errors import RunInProgress, StoreError, StoreSchemaTooNewError
+from crm_kpi_worker.sync.store.errors import (
+    RunInProgress,
+    StoreError,
+    StoreMissing,
+    StoreSchemaTooNewError,
+)
 from crm_kpi_worker.sync.store.facade import Store
 from crm_kpi_worker.sync.store.kpi_values import KpiRow, Snapshot
 from crm_kpi_worker.sync.store.locks import HeldLocks
@@ -42,6 +47,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreError",
+    "StoreMissing",
     "StoreSchemaTooNewError",
     "StoredPage",
     "alembic_config",

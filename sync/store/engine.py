@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from crm_kpi_worker.sync.store.errors import StoreError
+from crm_kpi_worker.sync.store.errors import StoreError, StoreMissing
 
 __all__ = ["WRITE_OPTION", "connect_engine", "driver_reason", "normalise_url", "redact"]
 
@@ -115,7 +115,7 @@ def connect_engine(url: URL, *, read_only: bool = False) -> Engine:
             raise StoreError(f"{redact(url)}: a read-only store must be a SQLite file")
         path = str(Path(database).expanduser())
         if not Path(path).is_file():
-            raise StoreError(
+            raise StoreMissing(
                 f"no state store at {path}: run `crm-kpi sync --once` first to create it"
             )
         engine = create_engine("sqlite://", creator=lambda: _read_only_sqlite(path))

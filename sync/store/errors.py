@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["RunInProgress", "StoreError", "StoreSchemaTooNewError"]
+__all__ = ["RunInProgress", "StoreError", "StoreMissing", "StoreSchemaTooNewError"]
 
 
 class StoreError(Exception):
     """The store cannot be opened or used. Messages never contain the URL's password."""
+
+
+class StoreMissing(StoreError):
+    """A store opened read-only does not exist (no run has created it yet)."""
 
 
 class StoreSchemaTooNewError(StoreError):
