@@ -150,9 +150,6 @@ class RunResult:
         return report
 
 
-CHECKPOINT_SECONDS = 10.0  # at most one checkpoint of the report this often within a phase
-
-
 class RunGuard:
     """Between pages and batches: stop when asked or when the lock is lost; keep the report
     as it stands in the store."""
@@ -164,7 +161,6 @@ class RunGuard:
         self._result = result
         self._stop = stop
         self._locks = locks
-        self._saved = time.monotonic()
 
     def should_stop(self) -> bool:
         return bool(
@@ -179,10 +175,10 @@ class RunGuard:
         if self._stop is not None and self._stop.is_set():
             raise RunStopped(self._stop.reason or "asked to stop")
 
-    def checkpoint(self, *, force: bool = False) -> None:
-        if force or time.monotonic() - self._saved >= CHECKPOINT_SECONDS:
-            self._store.checkpoint_run(self._result.run_id, self._result.report(brief=True))
-            self._saved = time.monotonic()
+    def checkpoint(self) -> None:
+        """Store the report as it stands (brief: one small row update per page or chunk of
+        writes, next to the page's own transaction)."""
+        self._store.checkpoint_run(self._result.run_id, self._result.report(brief=True))
 
 
 ConnectorFactory = Callable[..., Connector]
@@ -260,7 +256,7 @@ def _run_sources(
             result.results[source.name] = results
             report.seconds["compute"] = time.perf_counter() - started
             say(f"{source.name}: KPIs computed ({len(results.rows)} rows)")
-            guard.checkpoint(force=True)
+            guard.checkpoint()
             guard.check()
             started = time.perf_counter()
             try:
@@ -338,7 +334,7 @@ def _pull(
             report.swept[stream] = store.finish_full_pull(source.name, stream, full_started)
         say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
         report.seconds["pull"] = time.perf_counter() - started
-        guard.checkpoint(force=True)
+        guard.checkpoint()
         guard.check()
     # Every record excluded now, whichever run found it (a fixed record drops out).
     report.exclusions = sorted(
