@@ -63,8 +63,8 @@ EXIT_CODES: tuple[tuple[ExitCode, str], ...] = (
     ),
     (
         ExitCode.STORE,
-        "the state store cannot be opened or written (unreachable server, read-only file,"
-        " missing for `kpis show`, migrated by a newer version)",
+        "the state store cannot be opened or written (unreachable server, a read-only file"
+        " for `sync`, migrated by a newer version)",
     ),
 )
 
