@@ -106,5 +106,5 @@ def stop_on_signals(
     finally:
         for timer in timers:  # stopped in time: no watchdog outlives the block
             timer.cancel()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -145,7 +145,7 @@ class RunLocks:
     def _acquire_pg(self, names: list[str]) -> Connection:
         connection = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            namespace = connection.execute(
+            namespace: str = connection.execute(
                 select(func.current_database() + "." + func.current_schema())
             ).scalar_one()
             for name in names:
