@@ -72,7 +72,7 @@ EXIT_CODES: tuple[tuple[ExitCode, str], ...] = (
 class Refused(click.ClickException):
     """A command refused for a config reason click cannot see (exit code 4)."""
 
-    exit_code = 4
+    exit_code = ExitCode.CONFIG.value
 
 
 class Failure(NamedTuple):

@@ -47,6 +47,18 @@ def when(instant: dt.datetime | None, tz: Any) -> str:
     return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def duration(span: dt.timedelta) -> str:
+    """``5 min``, ``1 h 20 min``."""
+    minutes = round(span.total_seconds() / 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        " ".join(
+            part for part in (f"{hours} h" * bool(hours), f"{minutes} min" * bool(minutes)) if part
+        )
+        or "0 min"
+    )
+
+
 class AuthBackoff:
     """After the n-th refused login in a row, no attempt before ``first * 2**(n-1)`` (at most
     ``cap``) has passed; a successful run resets it."""
@@ -126,7 +138,7 @@ class Service:
                     found.line,
                     self.backoff.failures,
                     when(self.backoff.not_before, self._tz),
-                    wait,
+                    duration(wait),
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
                 return

@@ -483,7 +483,7 @@ def test_the_service_runs_at_start_says_its_schedule_and_stops_on_sigterm(
     assert "None" not in start
 
 
-def test_the_service_backs_off_refused_logins() -> None:
+def test_the_service_backs_off_refused_logins(caplog: pytest.LogCaptureFixture) -> None:
     from crm_kpi_worker.connectors.errors import AuthenticationFailed
     from crm_kpi_worker.sync.service import AuthBackoff, Service
     from crm_kpi_worker.sync.stops import StopRequest
@@ -505,3 +505,8 @@ def test_the_service_backs_off_refused_logins() -> None:
     waits = [(b - a).total_seconds() / 60 for a, b in itertools.pairwise(attempts)]
     assert waits[:4] == [5, 10, 20, 40] and set(waits[4:]) == {40}
     assert service.outcomes == ["crm_auth"] * len(attempts)
+    # One line per back-off step, none for the ticks skipped while backing off.
+    steps = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(steps) == len(attempts)
+    assert "refused 2 time(s) in a row: no new attempt before 2026-12-05 08:15:00 UTC" in steps[1]
+    assert steps[1].endswith("(backing off 10 min)") and "wrong password" in steps[1]
