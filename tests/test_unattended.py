@@ -248,6 +248,35 @@ def test_a_sqlite_lease_of_a_dead_process_or_expired_is_taken_over(tmp_path: Pat
         assert "(pid 1 on host elsewhere)" in str(refused.value)
 
 
+def test_a_lost_lock_is_noticed_by_the_heartbeat(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    from crm_kpi_worker.sync.store import locks
+    from crm_kpi_worker.sync.store.schema import run_locks
+
+    monkeypatch.setattr(locks, "RENEW_EVERY", dt.timedelta(milliseconds=300))
+    with Store.open(store_url) as store:
+        held = store.lock_sources(["sandbox"])
+        try:
+            session = (  # the lock's own session (read before the first heartbeat)
+                None
+                if held.connection is None
+                else held.connection.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
+            )
+            engine = sa.create_engine(store.url if "sqlite" in store_url else store_url)
+            with engine.begin() as connection:
+                if store.backend == "sqlite":  # another process took the lease over
+                    connection.execute(sa.update(run_locks).values(token="someone else"))
+                else:  # the lock's session ended (a server restart, a network cut)
+                    connection.execute(sa.select(sa.func.pg_terminate_backend(session)))
+            engine.dispose()
+            assert held.lost.wait(timeout=10), "the heartbeat did not notice"
+        finally:
+            held.release()
+
+
 # ---- 2. stops -------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from crm_kpi_worker.sync.store.database import Database
 from crm_kpi_worker.sync.store.errors import RunInProgress
@@ -92,8 +92,9 @@ class HeldLocks:
         while not self._stop.wait(RENEW_EVERY.total_seconds()):
             try:
                 held = self._locks.renew(self)
-            except DBAPIError as exc:
-                log.warning("cannot renew the run lock: %s", str(exc.orig).splitlines()[0])
+            except SQLAlchemyError as exc:
+                reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0]
+                log.warning("cannot renew the run lock: %s", reason)
                 held = self._locks.backend == "sqlite"  # a busy SQLite: try again next beat
             if not held:
                 log.error("the run lock of %s was lost; the run stops", ", ".join(self.sources))
@@ -245,7 +246,7 @@ def _end_session(connection: Connection) -> None:
     drop the connection when it cannot: a closed session holds no lock)."""
     try:
         connection.execute(select(func.pg_advisory_unlock_all()))
-    except DBAPIError:
+    except SQLAlchemyError:
         connection.invalidate()
     finally:
         connection.close()
