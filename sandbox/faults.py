@@ -42,6 +42,16 @@ class FaultRule:
     fired: int = 0
     seen: int = 0
     _pattern: re.Pattern[str] = field(init=False, repr=False)
+    _released: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def hold(self) -> None:
+        """A slow answer: wait ``delay`` seconds, or until :meth:`release`."""
+        self._released.wait(self.delay)
+
+    def release(self) -> None:
+        """Let every request held by this slow rule go on at once (tests park a worker on a
+        request, act, then release it)."""
+        self._released.set()
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -114,6 +124,8 @@ class FaultPlan:
 
     def clear(self) -> None:
         with self._lock:
+            for rule in self._rules:
+                rule.release()  # requests held by a slow rule go on
             self._rules.clear()
 
     def rules(self) -> list[FaultRule]:

@@ -15,9 +15,14 @@ from crm_kpi_worker.sync.config_loader import (
     load_config,
     summarize,
 )
+from crm_kpi_worker.sync.exit_codes import ExitCode, failure
 
-#: Exit statuses of ``config validate``.
-EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+#: Exit statuses of ``config validate`` (the table of every command: ``sync.exit_codes``).
+EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = (
+    int(ExitCode.OK),
+    int(ExitCode.CONFIG),
+    int(ExitCode.CONFIG),
+)
 
 #: CRM -> its default mapping and its example config (files of the package's config/ folder);
 #: the first CRM of the registry is the default, and its demo config is the "demo" example.
@@ -59,8 +64,9 @@ def validate_command(ctx: click.Context, file: Path, check_secrets: bool, check_
     """Validate FILE and print a summary of it.
 
     Every problem is printed to stderr as FILE:LINE:COLUMN: KEY.PATH: MESSAGE, a warning
-    the same way after "warning: ". Exit status: 0 valid (warnings allowed), 1 problems
-    found, 2 the file cannot be read.
+    the same way after "warning: ". Exit status: 0 valid (warnings allowed), 4 problems
+    found or the file cannot be read; with --check-crm, 5 the CRM refused the login, 6 the
+    CRM cannot be reached.
     """
     try:
         config = load_config(file, check_secrets=check_secrets or check_crm)
@@ -83,7 +89,7 @@ def validate_command(ctx: click.Context, file: Path, check_secrets: bool, check_
 
 
 def _check_crm(ctx: click.Context, config: AppConfig, file: Path) -> None:
-    """Print every CRM problem and warning; exit 1 on a problem or a failed login."""
+    """Print every CRM problem and warning; exit 4 on a problem, 5 or 6 on a failed login."""
     from crm_kpi_worker.connectors.errors import ConnectorError
     from crm_kpi_worker.connectors.registry import build_connector
     from crm_kpi_worker.sync.crm_check import check_against_crm
@@ -94,7 +100,7 @@ def _check_crm(ctx: click.Context, config: AppConfig, file: Path) -> None:
         )
     except ConnectorError as exc:  # a login or call refused: its message holds no secret
         click.echo(f"error: cannot check {file} against the CRM: {exc}", err=True)
-        ctx.exit(EXIT_INVALID)
+        ctx.exit(int(failure(exc).code))
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     for problem in errors:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -22,18 +21,10 @@ log = logging.getLogger("crm_kpi_worker")
 
 
 def _load(path: Path) -> AppConfig:
-    from crm_kpi_worker.sync.config_loader import ConfigError, ConfigFileError, load_config
+    """The config; its errors end the command with exit code 4 (``sync.cli``)."""
+    from crm_kpi_worker.sync.config_loader import load_config
 
-    try:
-        return load_config(path)
-    except ConfigFileError as exc:
-        raise click.ClickException(str(exc)) from None
-    except ConfigError as exc:
-        lines = "\n".join(str(p) for p in exc.problems)
-        raise click.ClickException(
-            f"{len(exc.problems)} problem(s) in {path}:\n{lines}\n"
-            f"(crm-kpi config validate {path} lists them too)"
-        ) from None
+    return load_config(path)
 
 
 def _as_of(_ctx: Any, _param: Any, value: str | None) -> dt.datetime | None:
@@ -65,10 +56,10 @@ def _progress(message: str) -> None:
     click.echo(message, err=True)
 
 
-def open_store(config: AppConfig) -> Any:
+def open_store(config: AppConfig, *, read_only: bool = False) -> Any:
     from crm_kpi_worker.sync.store import Store
 
-    return Store.open(config.store.resolve_url())
+    return Store.open(config.store.resolve_url(), read_only=read_only)
 
 
 TABLE_ROWS = 20  # records listed per list in the table; the json and stored report list all
@@ -127,10 +118,6 @@ def print_report(report: dict[str, Any], output: str) -> None:
         click.echo(f"    API calls {source['api_calls']:,}; {seconds}")
 
 
-def _crm_check_text(exc: Exception, config_path: Path) -> str:
-    return f"{exc}\n(crm-kpi config validate --check-crm {config_path} lists them too)"
-
-
 @click.command("sync")
 @config_option
 @click.option(
@@ -150,54 +137,55 @@ def _crm_check_text(exc: Exception, config_path: Path) -> str:
 @click.option(
     "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.option(
+    "--no-initial-run",
+    is_flag=True,
+    help="The service waits for the schedule's first time instead of running at start.",
+)
+@click.pass_context
 def sync_command(
-    config_path: Path, once: bool, dry_run: bool, full: bool, as_of: dt.datetime | None, output: str
+    ctx: click.Context,
+    config_path: Path,
+    once: bool,
+    dry_run: bool,
+    full: bool,
+    as_of: dt.datetime | None,
+    output: str,
+    no_initial_run: bool,
 ) -> None:
-    """Pull, compute the KPIs and write what changed back into the CRM."""
-    from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+    """Pull, compute the KPIs and write what changed back into the CRM.
+
+    SIGTERM or SIGINT stop a run cleanly: it finishes the page or batch in hand, records
+    itself interrupted and exits 0 (within 30 s; a second signal stops at once)."""
+    from crm_kpi_worker.sync.exit_codes import Refused, run_exit_code
+    from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
+    from crm_kpi_worker.sync.stops import StopRequest, stop_on_signals
 
     config = _load(config_path)
+    debug = ctx.find_root().params.get("debug", False)
     logging.basicConfig(
-        level=config.runtime.log_level,
+        level="DEBUG" if debug else config.runtime.log_level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = RunOptions(full=full, dry_run=dry_run, as_of=as_of or config.runtime.as_of)
 
-    def one_run() -> None:
+    def one_run(stop: StopRequest) -> RunResult:
         with open_store(config) as store:
-            result = run_once(config, store, options, progress=_progress)
+            result = run_once(config, store, options, progress=_progress, stop=stop)
         print_report(result.report(), output)
+        return result
 
     if once:
-        from crm_kpi_worker.sync.crm_check import CrmCheckFailed
-
-        try:
-            one_run()
-        except CrmCheckFailed as exc:  # stopped before pulling: the config's lines, no traceback
-            raise click.ClickException(_crm_check_text(exc, config_path)) from None
-        except Exception as exc:  # one clear line for the operator; details with log_level DEBUG
-            log.debug("run failed", exc_info=True)
-            raise click.ClickException(f"run failed: {exc}") from None
-        return
+        with stop_on_signals() as stop:
+            result = one_run(stop)
+        ctx.exit(int(run_exit_code(result.status, lock_lost=result.lock_lost)))
     if config.schedule is None:
-        raise click.UsageError("the config has no schedule: add one, or run with --once")
-    from apscheduler.schedulers.blocking import BlockingScheduler
+        raise Refused("the config has no schedule: add one, or run with --once")
+    from crm_kpi_worker.sync.service import serve
 
-    scheduler = BlockingScheduler(timezone=str(config.fiscal.tz))
-
-    def scheduled() -> None:
-        try:
-            one_run()
-        except Exception:
-            log.exception("run failed; the next scheduled run will try again")
-
-    scheduler.add_job(
-        scheduled, config.schedule.trigger(str(config.fiscal.tz)), max_instances=1, coalesce=True
-    )
-    click.echo(f"crm-kpi: running on schedule {config.schedule}; Ctrl-C to stop", err=True)
-    with contextlib.suppress(KeyboardInterrupt, SystemExit):
-        scheduler.start()
+    initial = config.schedule.run_at_start and not no_initial_run
+    ctx.exit(serve(config, one_run, initial_run=initial))
 
 
 @click.group("kpis")
@@ -228,9 +216,17 @@ def kpis_show(
 
     Exits 1 when nothing matches, saying which filter matched nothing and what the store
     holds (or, when it holds no value at all, to run a sync first)."""
+    from crm_kpi_worker.sync.store import StoreMissing
+
     config = _load(config_path)
     period_filter = _period_filter(config, period)
-    with open_store(config) as store:
+    try:
+        store = open_store(config, read_only=True)  # never writes: a read-only store will do
+    except StoreMissing as exc:
+        raise click.ClickException(
+            f"no KPI values yet: run `crm-kpi sync --once` first ({exc})"
+        ) from None
+    with store:
         rows, reason = _kpi_table(store, config, rep, period_filter, scope)
     if not rows:
         raise click.ClickException(reason)
@@ -433,6 +429,6 @@ def setup_command(config_path: Path, dry_run: bool) -> None:
         for problem in field_problems(config, index, connectors[source.name].describe_fields)
     ]
     if problems:
-        raise click.ClickException(_crm_check_text(CrmCheckFailed(problems), config_path))
+        raise CrmCheckFailed(problems)
     for source in config.sources:
         set_up_source(config, source, connectors[source.name], dry_run=dry_run, say=click.echo)

@@ -9,6 +9,14 @@
    reported and retried by the next run (the store remembers confirmed writes only).
 4. A run report is stored and returned: counts pulled, excluded (with reasons), written,
    failed, API calls, durations.
+
+A run holds the store's run lock of every source of the config from start to end (one run per
+source at a time, see ``store.locks``); a run another one holds a lock of is refused with
+:class:`~crm_kpi_worker.sync.store.RunInProgress` before anything is pulled. Holding them, it
+first marks ``interrupted`` the runs a dead process left ``running``. While it runs, its report
+as it stands is kept in the store (checkpoints), and it checks between pages and write batches
+whether it was asked to stop (:class:`~crm_kpi_worker.sync.stops.StopRequest`) or lost its
+lock: it then records itself ``interrupted`` and returns.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.crm_check import require_known_fields, unmatched_emails
 from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
 from crm_kpi_worker.sync.prefetch import prefetched
+from crm_kpi_worker.sync.stops import RunStopped, StopRequest
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
-from crm_kpi_worker.sync.store import KpiRow, Snapshot, Store, StoredPage
+from crm_kpi_worker.sync.store import HeldLocks, KpiRow, Snapshot, Store, StoredPage
 from crm_kpi_worker.sync.targets import (
     Language,
     ages_as_dates,
@@ -81,9 +90,10 @@ class SourceReport:
     #: Config problems that do not stop a run (rep emails no CRM user has), file:line:key.
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, brief: bool = False) -> dict[str, Any]:
+        """The report; ``brief`` leaves out the per-record lists (checkpoints)."""
         reasons = Counter(e.reason for e in self.exclusions)
-        return {
+        report = {
             "source": self.name,
             "pulled": dict(self.pulled),
             "pages": dict(self.pages),
@@ -107,6 +117,13 @@ class SourceReport:
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "warnings": self.warnings,
         }
+        if brief:
+            report.pop("exclusions")
+            report["written"] = [
+                {k: v for k, v in written.items() if k != "failures"}
+                for written in report["written"]
+            ]
+        return report
 
 
 @dataclass
@@ -117,14 +134,51 @@ class RunResult:
     sources: list[SourceReport]
     results: dict[str, Results] = field(default_factory=dict)
     inputs: dict[str, EngineInput] = field(default_factory=dict)
+    #: Why an ``interrupted`` run stopped, and whether because it lost its run lock.
+    interrupted: str | None = None
+    lock_lost: bool = False
 
-    def report(self) -> dict[str, Any]:
-        return {
+    def report(self, *, brief: bool = False) -> dict[str, Any]:
+        report: dict[str, Any] = {
             "run_id": self.run_id,
             "as_of": self.as_of.isoformat(),
             "status": self.status,
-            "sources": [s.as_dict() for s in self.sources],
+            "sources": [s.as_dict(brief=brief) for s in self.sources],
         }
+        if self.interrupted is not None:
+            report["interrupted"] = self.interrupted
+        return report
+
+
+class RunGuard:
+    """Between pages and batches: stop when asked or when the lock is lost; keep the report
+    as it stands in the store."""
+
+    def __init__(
+        self, store: Store, result: RunResult, stop: StopRequest | None, locks: HeldLocks | None
+    ) -> None:
+        self._store = store
+        self._result = result
+        self._stop = stop
+        self._locks = locks
+
+    def should_stop(self) -> bool:
+        return bool(
+            (self._stop is not None and self._stop.is_set())
+            or (self._locks is not None and self._locks.lost.is_set())
+        )
+
+    def check(self) -> None:
+        """Raise :class:`RunStopped` when the run should stop."""
+        if self._locks is not None and self._locks.lost.is_set():
+            raise RunStopped("the run lock was lost (another run took it over)", lock_lost=True)
+        if self._stop is not None and self._stop.is_set():
+            raise RunStopped(self._stop.reason or "asked to stop")
+
+    def checkpoint(self) -> None:
+        """Store the report as it stands (brief: one small row update per page or chunk of
+        writes, next to the page's own transaction)."""
+        self._store.checkpoint_run(self._result.run_id, self._result.report(brief=True))
 
 
 ConnectorFactory = Callable[..., Connector]
@@ -137,43 +191,92 @@ def run_once(
     *,
     connector_factory: ConnectorFactory = build_connector,
     progress: Progress | None = None,
+    stop: StopRequest | None = None,
 ) -> RunResult:
-    """One pipeline run over every source of the config."""
+    """One pipeline run over every source of the config, holding their run locks.
+
+    Raises :class:`~crm_kpi_worker.sync.store.RunInProgress` when another run holds one.
+    With ``stop`` set (a signal), the run ends ``interrupted`` at its next page or batch."""
     as_of = options.as_of or dt.datetime.now(dt.UTC)
     say = progress or (lambda _message: None)
-    run_id = store.start_run(as_of, {"full": options.full, "dry_run": options.dry_run})
-    result = RunResult(run_id, as_of, "running", [])
-    try:
-        for source in config.sources:
-            report = SourceReport(source.name)
-            result.sources.append(report)
-            connector = connector_factory(source, config.currency)
-            try:
-                # Every mapped field and stage value exists, before anything is pulled.
-                require_known_fields(config, source.name, connector.describe_fields)
-                _pull(config, store, source, connector, options, report, say)
-                report.warnings = _email_warnings(config, store, source.name)
-                started = time.perf_counter()
-                inputs, results = _compute(config, store, source, as_of, run_id, report)
-                result.inputs[source.name] = inputs
-                result.results[source.name] = results
-                report.seconds["compute"] = time.perf_counter() - started
-                say(f"{source.name}: KPIs computed ({len(results.rows)} rows)")
-                started = time.perf_counter()
-                _write(
-                    config, store, source, connector, inputs, results, as_of, options, report, say
-                )
-                report.seconds["write"] = time.perf_counter() - started
-            finally:
-                report.api_calls = connector.api_calls
-        failed = sum(w["failed"] for s in result.sources for w in s.writes)
-        result.status = "completed_with_failures" if failed else "completed"
-    except BaseException:
-        result.status = "failed"
+    names = [source.name for source in config.sources]
+    with store.lock_sources(names) as locks:
+        stale = store.interrupt_stale_runs(names)
+        if stale:
+            log.warning(
+                "run(s) %s had been left running by a process that is gone: marked interrupted",
+                ", ".join(map(str, stale)),
+            )
+        run_id = store.start_run(
+            as_of, {"full": options.full, "dry_run": options.dry_run}, sources=names
+        )
+        result = RunResult(run_id, as_of, "running", [])
+        guard = RunGuard(store, result, stop, locks)
+        try:
+            _run_sources(config, store, options, connector_factory, result, guard, say)
+            failed = sum(w["failed"] for s in result.sources for w in s.writes)
+            result.status = "completed_with_failures" if failed else "completed"
+        except RunStopped as stopped:
+            result.status = "interrupted"
+            result.interrupted = stopped.reason
+            result.lock_lost = stopped.lock_lost
+            say(f"run {run_id} interrupted: {stopped.reason}")
+        except BaseException:
+            result.status = "failed"
+            store.finish_run(run_id, result.status, result.report())
+            raise
         store.finish_run(run_id, result.status, result.report())
-        raise
-    store.finish_run(run_id, result.status, result.report())
     return result
+
+
+def _run_sources(
+    config: AppConfig,
+    store: Store,
+    options: RunOptions,
+    connector_factory: ConnectorFactory,
+    result: RunResult,
+    guard: RunGuard,
+    say: Progress,
+) -> None:
+    as_of, run_id = result.as_of, result.run_id
+    for source in config.sources:
+        guard.check()
+        report = SourceReport(source.name)
+        result.sources.append(report)
+        connector = connector_factory(source, config.currency)
+        try:
+            # Every mapped field and stage value exists, before anything is pulled.
+            require_known_fields(config, source.name, connector.describe_fields)
+            _pull(config, store, source, connector, options, report, say, guard)
+            report.warnings = _email_warnings(config, store, source.name)
+            guard.check()
+            started = time.perf_counter()
+            inputs, results = _compute(config, store, source, as_of, run_id, report)
+            result.inputs[source.name] = inputs
+            result.results[source.name] = results
+            report.seconds["compute"] = time.perf_counter() - started
+            say(f"{source.name}: KPIs computed ({len(results.rows)} rows)")
+            guard.checkpoint()
+            guard.check()
+            started = time.perf_counter()
+            try:
+                _write(
+                    config,
+                    store,
+                    source,
+                    connector,
+                    inputs,
+                    results,
+                    as_of,
+                    options,
+                    report,
+                    say,
+                    guard,
+                )
+            finally:
+                report.seconds["write"] = time.perf_counter() - started
+        finally:
+            report.api_calls = connector.api_calls
 
 
 # ---- pull -----------------------------------------------------------------------------------
@@ -187,6 +290,7 @@ def _pull(
     options: RunOptions,
     report: SourceReport,
     say: Progress,
+    guard: RunGuard,
 ) -> None:
     started = time.perf_counter()
     metadata = _pull_metadata(store, source, connector, report)
@@ -220,6 +324,8 @@ def _pull(
                 whole.exclusions.extend(normalized.exclusions)
             else:
                 store.save_page(_stored(source.name, stream, page.cursor, normalized))
+                guard.checkpoint()
+                guard.check()  # the page is saved with its cursor: a stop here loses nothing
             if report.pages[stream] % 25 == 0:
                 say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
         if whole is not None and report.pages[stream]:
@@ -227,6 +333,9 @@ def _pull(
         if full_started is not None:
             report.swept[stream] = store.finish_full_pull(source.name, stream, full_started)
         say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
+        report.seconds["pull"] = time.perf_counter() - started
+        guard.checkpoint()
+        guard.check()
     # Every record excluded now, whichever run found it (a fixed record drops out).
     report.exclusions = sorted(
         store.exclusions(source.name), key=lambda e: (e.record_type, e.reason, e.record_id)
@@ -472,6 +581,7 @@ def _write(
     options: RunOptions,
     report: SourceReport,
     say: Progress,
+    guard: RunGuard,
 ) -> None:
     fields = config.kpi_fields_for(source)
     if fields.writes_nothing:  # compute-only: the KPIs are stored, the CRM is left alone
@@ -506,14 +616,17 @@ def _write(
             if dry_run or not write_plan.changes:
                 continue
             say(f"{source.name}: writing {len(write_plan.changes):,} {object_name} records")
-            outcome.merge(
+            stopped = outcome.merge(
                 execute(
                     connector,
                     write_plan,
                     batch_size=batch,
                     remember=partial(store.record_written, source.name, object_name),
+                    should_stop=guard.should_stop,
                 )
             )
+            if stopped:
+                break
         report.planned.append(
             {
                 "object": object_name,
@@ -525,6 +638,8 @@ def _write(
         )
         if outcome.records_written or outcome.failed:
             report.writes.append(outcome.as_report())
+        guard.checkpoint()
+        guard.check()  # every batch sent so far is remembered: a stop here loses nothing
 
 
 def _chunks(items: Iterable[Desired], size: int) -> Iterator[list[Desired]]:

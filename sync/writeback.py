@@ -99,17 +99,21 @@ class WriteOutcome:
     created: int = 0
     failed: int = 0
     failures: list[WriteResult] = field(default_factory=list)  # every one: the report's ids
+    stopped: bool = False  # asked to stop before every batch was sent
 
     def fail(self, result: WriteResult) -> None:
         self.failed += 1
         self.failures.append(result)
 
-    def merge(self, other: WriteOutcome) -> None:
+    def merge(self, other: WriteOutcome) -> bool:
+        """Add ``other``'s counts; True when it stopped early."""
         self.records_written += other.records_written
         self.fields_written += other.fields_written
         self.created += other.created
         self.failed += other.failed
         self.failures.extend(other.failures)
+        self.stopped = self.stopped or other.stopped
+        return other.stopped
 
     def as_report(self) -> dict[str, Any]:
         return {
@@ -137,11 +141,17 @@ def execute(
     *,
     batch_size: int,
     remember: Callable[[list[tuple[str, str, Any]]], None],
+    should_stop: Callable[[], bool] | None = None,
 ) -> WriteOutcome:
     """Send the plan in batches; ``remember`` is called after each batch with the confirmed
-    (key, field, value) triples, so a run stopped midway keeps what it already wrote."""
+    (key, field, value) triples, so a run stopped midway keeps what it already wrote.
+    ``should_stop`` is asked before each batch: when True, the rest is not sent
+    (``outcome.stopped``)."""
     outcome = WriteOutcome(write_plan.object)
     for batch in _batches(write_plan.changes, batch_size):
+        if should_stop is not None and should_stop():
+            outcome.stopped = True
+            break
         if write_plan.mode == "upsert":
             assert write_plan.external_id is not None
             results = connector.upsert(write_plan.object, write_plan.external_id, batch)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.base import SetupSettings, TargetField, TargetObject
 from crm_kpi_worker.sandbox.salesforce.login import DEFAULT_USERNAME
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+from crm_kpi_worker.sync.store import normalise_url
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ENV = "CRM_KPI_TEST_POSTGRES_URL"
+SESSION = uuid.uuid4().hex[:8]
+_schema_numbers = itertools.count()
 
 
 def reference_dir() -> Path | None:
@@ -112,3 +119,48 @@ def write_demo_config(sandbox: SalesforceSandbox, folder: Path) -> Path:
     path = folder / "crm-kpi.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# ---- PostgreSQL (CRM_KPI_TEST_POSTGRES_URL): a fresh schema per test
+
+
+def _unavailable(message: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{message}, and CI=true: CI must run the PostgreSQL store tests")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[sa.Engine]:
+    """An engine on the test server, with every schema this session made dropped at the end."""
+    raw = os.environ.get(PG_ENV)
+    if not raw:
+        _unavailable(f"{PG_ENV} is not set (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    engine = sa.create_engine(normalise_url(raw or ""), connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        _unavailable(f"PostgreSQL at {PG_ENV} is unreachable: {str(exc.orig).splitlines()[0]}")
+    yield engine
+    with engine.begin() as connection:
+        leftovers = connection.execute(
+            sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :prefix"),
+            {"prefix": f"crm_kpi_test_{SESSION}_%"},
+        ).scalars()
+        for schema in list(leftovers):
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """The test server's URL with a fresh, empty schema first on the search path."""
+    schema = f"crm_kpi_test_{SESSION}_{next(_schema_numbers)}"
+    with pg_admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = pg_admin.url.update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with pg_admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

@@ -122,7 +122,7 @@ def test_kpis_show_before_any_run_says_what_to_do(config_file: Path) -> None:
 
 def test_sync_without_schedule_needs_once(config_file: Path) -> None:
     outcome = CliRunner().invoke(main, ["sync", "--config", str(config_file)])
-    assert outcome.exit_code == 2
+    assert outcome.exit_code == 4  # config error
     assert "the config has no schedule: add one, or run with --once" in outcome.output
 
 
@@ -130,7 +130,7 @@ def test_a_bad_config_is_refused_with_its_problems(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nsources: []\nfiscal: {timezone: Mars/Olympus}\n", encoding="utf-8")
     outcome = CliRunner().invoke(main, ["sync", "--once", "--config", str(bad)])
-    assert outcome.exit_code == 1
+    assert outcome.exit_code == 4
     assert "fiscal.timezone" in outcome.output and "crm-kpi config validate" in outcome.output
 
 
@@ -146,8 +146,9 @@ def test_a_run_that_cannot_log_in_fails_with_one_clear_line(config_file: Path) -
     text = config_file.read_text(encoding="utf-8").replace("default: demo}", "default: wrong}")
     config_file.write_text(text, encoding="utf-8")
     outcome = CliRunner().invoke(main, ["sync", "--once", "--config", str(config_file)])
-    assert outcome.exit_code == 1
-    assert "run failed:" in outcome.output and "INVALID_LOGIN" in outcome.output
+    assert outcome.exit_code == 5  # CRM auth error
+    assert "error: the CRM refused the credentials:" in outcome.output
+    assert "INVALID_LOGIN" in outcome.output and "Traceback" not in outcome.output
     assert "wrong" not in outcome.output  # the password never appears
 
 

@@ -36,7 +36,7 @@ def test_validate_a_valid_file_prints_the_summary() -> None:
 def test_validate_an_invalid_file_lists_every_problem_on_stderr() -> None:
     path = DATA / "many-mistakes.yaml"
     code, out, err = run("validate", str(path))
-    assert (code, out) == (1, "")
+    assert (code, out) == (4, "")  # exit code 4: config error
     lines = err.splitlines()
     assert len(lines) == 10
     assert lines[1] == (
@@ -48,7 +48,7 @@ def test_validate_an_invalid_file_lists_every_problem_on_stderr() -> None:
 def test_validate_a_syntax_error() -> None:
     path = DATA / "syntax-error.yaml"
     code, _, err = run("validate", str(path))
-    assert code == 1
+    assert code == 4
     assert err.splitlines() == [
         f"{path}:6:24: YAML syntax error: expected ',' or '}}', but got ':' (while parsing a flow"
         " mapping at line 5)",
@@ -56,13 +56,13 @@ def test_validate_a_syntax_error() -> None:
     ]
 
 
-def test_validate_an_unreadable_file_exits_2(tmp_path: Path) -> None:
+def test_validate_an_unreadable_file_exits_4(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     code, out, err = run("validate", str(missing))
-    assert (code, out) == (2, "")
+    assert (code, out) == (4, "")
     assert err == f"error: {missing}: cannot read the file: No such file or directory\n"
     code, _, err = run("validate", str(tmp_path))
-    assert code == 2 and "Is a directory" in err
+    assert code == 4 and "Is a directory" in err
 
 
 def test_validate_check_secrets(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_validate_check_secrets(tmp_path: Path) -> None:
     code, _, err = run(
         "validate", str(path), "--check-secrets", env={"SF_USERNAME": None, "SF_PASSWORD": None}
     )  # type: ignore[dict-item]
-    assert code == 1
+    assert code == 4
     assert err.splitlines() == [
         f"{path}:7:7: sources[0].auth.username: environment variable SF_USERNAME is not set",
         f"{path}:8:7: sources[0].auth.password: environment variable SF_PASSWORD is not set",
@@ -126,7 +126,7 @@ def test_installed_command_validates_the_shipped_files(name: str) -> None:
     assert "reporting currency: EUR" in result.stdout
 
 
-def test_installed_command_reports_problems_with_exit_1() -> None:
+def test_installed_command_reports_problems_with_exit_4() -> None:
     result = subprocess.run(  # noqa: S603
         [str(installed_command()), "config", "validate", str(DATA / "many-mistakes.yaml")],
         capture_output=True,
@@ -134,5 +134,5 @@ def test_installed_command_reports_problems_with_exit_1() -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert result.stderr.splitlines()[-1] == f"9 problems found in {DATA / 'many-mistakes.yaml'}"

@@ -80,7 +80,7 @@ def _invoke(*args: str) -> Result:
 
 
 def _assert_stopped_with(result: Result, line: str) -> None:
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 4, result.output  # config error
     assert line in result.output.splitlines()
     assert "Traceback" not in result.output and "INVALID_FIELD" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -115,7 +115,7 @@ def test_salesforce_unknown_stage_value_and_relationship_field(sf_config: Path) 
     _edit(sf_config, "{crm: Demo, stage: demo,", "{crm: Dmo, stage: demo,")
     _edit(sf_config, "churn_date: Account.Churn_Date__c", "churn_date: Account.Churn_Dat__c")
     result = _invoke("config", "validate", "--check-crm", str(sf_config))
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     assert result.stderr.splitlines() == [
         f"{_at(sf_config, 'crm: Dmo')}: sources[0].mapping.stages[2].crm:"
         " 'Dmo' is not a value of the CRM's stage field StageName (its values:"
@@ -126,7 +126,7 @@ def test_salesforce_unknown_stage_value_and_relationship_field(sf_config: Path) 
         f"2 problems found in {sf_config} against the CRM",
     ]
     sync = _invoke("sync", "--once", "--config", str(sf_config))
-    assert sync.exit_code == 1 and "2 problems between the config and the CRM:" in sync.output
+    assert sync.exit_code == 4 and "2 problems between the config and the CRM:" in sync.output
     assert _nothing_pulled(sf_config)
 
 
@@ -142,7 +142,7 @@ def test_hubspot_unknown_property_and_stage_id_stop_check_setup_and_sync(hs_conf
         " contractsent, closedwon, closedlost, 108765432); did you mean 'contractsent'?",
     ]
     checked = _invoke("config", "validate", "--check-crm", str(hs_config))
-    assert checked.exit_code == 1
+    assert checked.exit_code == 4
     assert checked.stderr.splitlines() == [
         *expected,
         f"2 problems found in {hs_config} against the CRM",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from stored_rows import stored_activities, stored_deals, stored_history
-from test_store import T0, deal, page, pg_admin, pg_url, slip  # noqa: F401 - fixtures
+from test_store import T0, deal, page, slip
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.kpis import frames as kf

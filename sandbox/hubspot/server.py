@@ -256,7 +256,7 @@ class HubSpotSandboxApp(AuthRoutes, RateLimitChecks, MetadataRoutes, BatchRoutes
         if rule is None:
             return
         if rule.kind == "slow":
-            time.sleep(rule.delay)
+            rule.hold()
         elif rule.kind == "expire_session":
             now = self.portal.now_ms()
             if auth.oauth:  # a revoked access token stays dead: the client must refresh

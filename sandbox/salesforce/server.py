@@ -312,7 +312,7 @@ class SalesforceSandboxApp(
         if rule is None:
             return
         if rule.kind == "slow":
-            time.sleep(rule.delay)
+            rule.hold()
         elif rule.kind == "expire_session":
             self.expire_sessions()
             raise SalesforceError(401, "INVALID_SESSION_ID", "Session expired or invalid")

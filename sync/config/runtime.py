@@ -248,6 +248,9 @@ class Schedule(ConfigModel):
     every_minutes: Annotated[int, Field(ge=1, le=1440)] | None = None
     timezone: TimezoneName | None = None
     """Timezone of the cron expression (default: the fiscal timezone)."""
+    run_at_start: bool = True
+    """The service runs once as soon as it starts, then on the schedule (``crm-kpi sync
+    --no-initial-run`` overrides it)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> Schedule:
@@ -272,6 +275,18 @@ class Schedule(ConfigModel):
         if self.cron is not None:
             return f"cron '{self.cron}' ({self.timezone or default_timezone})"
         return f"every {self.every_minutes} minute{'s' if self.every_minutes != 1 else ''}"
+
+    def in_words(self, default_timezone: str) -> str:
+        """The schedule as a person says it: "every 5 minutes", "At 06:00, Monday through
+        Friday (cron '0 6 * * 1-5', Europe/Paris)"."""
+        if self.cron is None:
+            return self.describe(default_timezone)
+        from cron_descriptor import Options, get_description
+
+        options = Options()
+        options.use_24hour_time_format = True
+        words = get_description(self.cron, options)
+        return f"{words} (cron '{self.cron}', {self.timezone or default_timezone})"
 
 
 def _upper(value: Any) -> Any:

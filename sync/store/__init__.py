@@ -19,13 +19,20 @@ Times come from an injectable clock (UTC); money and KPI values stay ``Decimal``
 The rooms: ``facade`` (:class:`Store`), ``engine`` (URLs, connection settings),
 ``migrations``, ``database`` (transactions and bulk statements the parts share), ``schema``
 (tables and codecs), ``page`` and ``pulled`` (the pull's records), ``array_reads`` and
-``arrays`` (the frames' bulk reads), ``kpi_values``, ``write_memory``, ``runs``.
+``arrays`` (the frames' bulk reads), ``kpi_values``, ``write_memory``, ``runs``, ``locks``
+(one run per source at a time).
 """
 
 from crm_kpi_worker.sync.store.engine import normalise_url
-from crm_kpi_worker.sync.store.errors import StoreError, StoreSchemaTooNewError
+from crm_kpi_worker.sync.store.errors import (
+    RunInProgress,
+    StoreError,
+    StoreMissing,
+    StoreSchemaTooNewError,
+)
 from crm_kpi_worker.sync.store.facade import Store
 from crm_kpi_worker.sync.store.kpi_values import KpiRow, Snapshot
+from crm_kpi_worker.sync.store.locks import HeldLocks
 from crm_kpi_worker.sync.store.migrations import MIGRATIONS_DIR, alembic_config, migrate
 from crm_kpi_worker.sync.store.page import DEAL_COLUMNS, RECORD_KINDS, Exclusion, StoredPage
 
@@ -34,10 +41,13 @@ __all__ = [
     "MIGRATIONS_DIR",
     "RECORD_KINDS",
     "Exclusion",
+    "HeldLocks",
     "KpiRow",
+    "RunInProgress",
     "Snapshot",
     "Store",
     "StoreError",
+    "StoreMissing",
     "StoreSchemaTooNewError",
     "StoredPage",
     "alembic_config",

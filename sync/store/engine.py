@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import SecretStr
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from crm_kpi_worker.sync.store.errors import StoreError
+from crm_kpi_worker.sync.store.errors import StoreError, StoreMissing
 
 __all__ = ["WRITE_OPTION", "connect_engine", "driver_reason", "normalise_url", "redact"]
 
@@ -83,8 +84,44 @@ def _postgresql_on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.autocommit = autocommit
 
 
-def connect_engine(url: URL) -> Engine:
-    """The engine of a normalised URL, with the backend's connection settings."""
+def _sqlite_reader_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA busy_timeout=30000").fetchall()
+
+
+def _read_only_sqlite(path: str) -> Any:
+    """A read-only connection to an existing SQLite file that never writes to it, not even to
+    create the WAL's index: ``mode=ro``, else (a read-only folder, where a WAL store's ``-shm``
+    file cannot be created) ``immutable=1``, which reads the file as it stands."""
+    import sqlite3
+
+    uri = f"file:{quote(path)}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except sqlite3.OperationalError:
+        connection.close()
+        connection = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
+    return connection
+
+
+def connect_engine(url: URL, *, read_only: bool = False) -> Engine:
+    """The engine of a normalised URL, with the backend's connection settings.
+
+    ``read_only``: SQLite opens the file without ever writing (it must exist)."""
+    if url.get_backend_name() == "sqlite" and read_only:
+        database = url.database or ""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            raise StoreError(f"{redact(url)}: a read-only store must be a SQLite file")
+        path = str(Path(database).expanduser())
+        if not Path(path).is_file():
+            raise StoreMissing(
+                f"no state store at {path}: run `crm-kpi sync --once` first to create it"
+            )
+        engine = create_engine("sqlite://", creator=lambda: _read_only_sqlite(path))
+        event.listen(engine, "connect", _sqlite_reader_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +129,15 @@ def connect_engine(url: URL) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    connect_args: dict[str, Any] = {"application_name": "crm-kpi-worker"}
+    connect_args: dict[str, Any] = {
+        "application_name": "crm-kpi-worker",
+        # A dead peer (a worker's machine gone) is noticed within about a minute, and the
+        # server then ends its session, releasing the run locks it held.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = 10
     engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)

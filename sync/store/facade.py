@@ -26,7 +26,8 @@ from crm_kpi_worker.sync.store.database import Database
 from crm_kpi_worker.sync.store.engine import connect_engine, driver_reason, normalise_url, redact
 from crm_kpi_worker.sync.store.errors import StoreError
 from crm_kpi_worker.sync.store.kpi_values import KpiRow, KpiValues, Snapshot
-from crm_kpi_worker.sync.store.migrations import migrate
+from crm_kpi_worker.sync.store.locks import HeldLocks, RunLocks
+from crm_kpi_worker.sync.store.migrations import check_revision, migrate
 from crm_kpi_worker.sync.store.page import Exclusion, StoredPage
 from crm_kpi_worker.sync.store.pulled import PulledRecords
 from crm_kpi_worker.sync.store.runs import RunRecords
@@ -54,20 +55,32 @@ class Store:
         self._kpis = KpiValues(db)
         self._written = WriteMemory(db)
         self._runs = RunRecords(db)
+        self._locks = RunLocks(db)
 
     # ---- lifecycle
 
     @classmethod
     def open(
-        cls, url: str | SecretStr | URL, *, clock: Callable[[], dt.datetime] | None = None
+        cls,
+        url: str | SecretStr | URL,
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        read_only: bool = False,
     ) -> Store:
-        """Connect and bring the schema to the newest revision (``alembic upgrade head``)."""
+        """Connect and bring the schema to the newest revision (``alembic upgrade head``).
+
+        ``read_only`` (``kpis show``): never write, not even to migrate; the store must
+        exist and be at this version's revision (a SQLite file may lack write permission)."""
         sa_url = normalise_url(url)
-        engine = connect_engine(sa_url)
+        engine = connect_engine(sa_url, read_only=read_only)
         store = cls(engine, clock=clock)
         try:
-            with store._db.write() as connection:
-                store.revision = migrate(connection)
+            if read_only:
+                with store._db.read() as connection:
+                    store.revision = check_revision(connection)
+            else:
+                with store._db.write() as connection:
+                    store.revision = migrate(connection)
         except StoreError:
             engine.dispose()
             raise
@@ -165,8 +178,26 @@ class Store:
 
     # ---- runs (RunRecords)
 
-    def start_run(self, as_of: dt.datetime, options: Mapping[str, Any]) -> int:
-        return self._runs.start_run(as_of, options)
+    def start_run(
+        self, as_of: dt.datetime, options: Mapping[str, Any], sources: Sequence[str] = ()
+    ) -> int:
+        return self._runs.start_run(as_of, options, sources)
+
+    def checkpoint_run(self, run_id: int, report: Mapping[str, Any]) -> None:
+        self._runs.checkpoint_run(run_id, report)
 
     def finish_run(self, run_id: int, status: str, report: Mapping[str, Any]) -> None:
         self._runs.finish_run(run_id, status, report)
+
+    def interrupt_stale_runs(self, sources: Sequence[str]) -> list[int]:
+        return self._runs.interrupt_stale_runs(sources)
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        return self._runs.run(run_id)
+
+    # ---- one run per source at a time (RunLocks)
+
+    def lock_sources(self, sources: Sequence[str]) -> HeldLocks:
+        """The run locks of ``sources`` (release them, or use as a context manager); raises
+        :class:`~.errors.RunInProgress` when another run holds one."""
+        return self._locks.acquire(sources)

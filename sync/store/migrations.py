@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL, Connection
 
-from crm_kpi_worker.sync.store.errors import StoreSchemaTooNewError
+from crm_kpi_worker.sync.store.errors import StoreError, StoreSchemaTooNewError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-__all__ = ["MIGRATIONS_DIR", "alembic_config", "migrate"]
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "check_revision", "migrate"]
 
 #: Alembic's script folder (env.py, script.py.mako, versions/), shipped as package data.
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -39,6 +39,36 @@ def alembic_config(url: str | URL | None = None, connection: Connection | None =
     return config
 
 
+def _too_new(unknown: list[str], newest: str | None) -> StoreSchemaTooNewError:
+    return StoreSchemaTooNewError(
+        f"the state store is at schema revision {', '.join(unknown)}, which this version of"
+        f" crm-kpi-worker does not know (newest known: {newest}); it was"
+        " migrated by a newer version: upgrade crm-kpi-worker, or point store.url at"
+        " another database"
+    )
+
+
+def check_revision(connection: Connection) -> str | None:
+    """The store's revision, checked without writing: it must be this version's newest."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    current = MigrationContext.configure(connection).get_current_heads()
+    unknown = [rev for rev in current if rev not in known]
+    if unknown:
+        raise _too_new(unknown, script.get_current_head())
+    if tuple(current) != tuple(script.get_heads()):
+        at = ", ".join(current) or "none (an empty database)"
+        raise StoreError(
+            f"the state store is at schema revision {at}, older than this version's"
+            f" {script.get_current_head()}, and is opened read-only: run `crm-kpi sync --once`"
+            " (which migrates it) with write access first"
+        )
+    return current[0]
+
+
 def migrate(connection: Connection, revision: str = "head") -> str | None:
     """Upgrade the database of ``connection`` to ``revision``, in its current transaction.
 
@@ -58,12 +88,7 @@ def migrate(connection: Connection, revision: str = "head") -> str | None:
     current = MigrationContext.configure(connection).get_current_heads()
     unknown = [rev for rev in current if rev not in known]
     if unknown:
-        raise StoreSchemaTooNewError(
-            f"the state store is at schema revision {', '.join(unknown)}, which this version of"
-            f" crm-kpi-worker does not know (newest known: {script.get_current_head()}); it was"
-            " migrated by a newer version: upgrade crm-kpi-worker, or point store.url at"
-            " another database"
-        )
+        raise _too_new(unknown, script.get_current_head())
     if revision == "head" and tuple(current) == tuple(script.get_heads()):
         return current[0]  # up to date: nothing to run (and no Alembic log lines on each open)
     command.upgrade(config, revision)

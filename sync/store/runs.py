@@ -1,9 +1,12 @@
-"""The runs: when each started and finished, its options, status and report."""
+"""The runs: when each started and finished, its options, status and report, and the process
+(pid, host) and sources of each, so a run left ``running`` by a dead process is recognised."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import os
+import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -11,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from crm_kpi_worker.sync.store.database import Database
 from crm_kpi_worker.sync.store.errors import StoreError
-from crm_kpi_worker.sync.store.schema import encode_json, runs
+from crm_kpi_worker.sync.store.schema import decode_json, encode_json, runs
 
 __all__ = ["RunRecords"]
 
@@ -22,7 +25,9 @@ class RunRecords:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def start_run(self, as_of: dt.datetime, options: Mapping[str, Any]) -> int:
+    def start_run(
+        self, as_of: dt.datetime, options: Mapping[str, Any], sources: Sequence[str] = ()
+    ) -> int:
         with self._db.write() as connection:
             result = connection.execute(
                 insert(runs).values(
@@ -30,12 +35,24 @@ class RunRecords:
                     started_at=self._db.clock(),
                     status="running",
                     options=encode_json(dict(options)),
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                    sources=encode_json(sorted(sources)),
                 )
             )
             key = result.inserted_primary_key
             if key is None:
                 raise StoreError("the database returned no id for the new run")
             return int(key[0])
+
+    def checkpoint_run(self, run_id: int, report: Mapping[str, Any]) -> None:
+        """Keep what a running run has done so far (its report as it stands)."""
+        with self._db.write() as connection:
+            connection.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.status == "running")
+                .values(report=encode_json(dict(report)))
+            )
 
     def finish_run(self, run_id: int, status: str, report: Mapping[str, Any]) -> None:
         with self._db.write() as connection:
@@ -48,6 +65,54 @@ class RunRecords:
             ).rowcount
             if not found:
                 raise StoreError(f"no run {run_id} in the store")
+
+    def interrupt_stale_runs(self, sources: Sequence[str]) -> list[int]:
+        """Mark ``interrupted`` every run still ``running`` on one of ``sources``: the caller
+        holds their run locks, so no live process is running them. Their report keeps what
+        they had done (their last checkpoint) and says who stopped without finishing."""
+        mine = set(sources)
+        marked = []
+        with self._db.write() as connection:
+            rows = connection.execute(
+                select(runs.c.id, runs.c.pid, runs.c.host, runs.c.sources, runs.c.report).where(
+                    runs.c.status == "running"
+                )
+            ).all()
+            for row in rows:
+                # Runs of older versions recorded no sources: none of them can be alive.
+                theirs = set(decode_json(row.sources)) if row.sources else mine
+                if not theirs & mine:
+                    continue
+                report = decode_json(row.report) if row.report else {"run_id": row.id}
+                who = f"pid {row.pid} on host {row.host}" if row.pid else "an older version"
+                report["status"] = "interrupted"
+                report["interrupted"] = (
+                    f"the process ({who}) ended without finishing the run;"
+                    " the report holds what it had done"
+                )
+                connection.execute(
+                    update(runs)
+                    .where(runs.c.id == row.id, runs.c.status == "running")
+                    .values(
+                        status="interrupted",
+                        report=encode_json(report),
+                        finished_at=self._db.clock(),
+                    )
+                )
+                marked.append(int(row.id))
+        return marked
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        """The stored row of a run (status, times, report decoded), or None."""
+        with self._db.read() as connection:
+            row = connection.execute(select(runs).where(runs.c.id == run_id)).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        for name in ("options", "report", "sources"):
+            if values[name] is not None:
+                values[name] = decode_json(values[name])
+        return values
 
     @staticmethod
     def require_run(connection: Connection, run_id: int) -> None:

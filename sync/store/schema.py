@@ -70,6 +70,7 @@ __all__ = [
     "metadata",
     "quotas",
     "reps",
+    "run_locks",
     "runs",
     "source_metadata",
     "split_history",
@@ -297,6 +298,24 @@ runs = Table(
     Column("status", String(), nullable=False),
     Column("options", Text(), nullable=False),
     Column("report", Text()),
+    # The process that ran it and its sources (JSON list): a run left "running" by a dead
+    # process is recognised by them and marked "interrupted".
+    Column("pid", Integer()),
+    Column("host", String()),
+    Column("sources", Text()),
+)
+
+#: Who holds the run lock of each source (SQLite: the lease itself; PostgreSQL: who holds
+#: the advisory lock). See ``locks``.
+run_locks = Table(
+    "run_locks",
+    metadata,
+    Column("source", String(), primary_key=True),
+    Column("token", String(), nullable=False),
+    Column("pid", Integer(), nullable=False),
+    Column("host", String(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
 )
 
 #: The key of a KPI value (kpi_values' primary key).

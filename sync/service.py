@@ -1,0 +1,211 @@
+"""The service: ``crm-kpi sync`` without ``--once`` runs on the config's schedule.
+
+- It runs once as soon as it starts (unless ``--no-initial-run`` or ``schedule.run_at_start:
+  false``), then on the schedule (APScheduler, one run at a time, late ticks coalesced).
+- The start line says the schedule in words and the next run time; each run ends with one line
+  saying how it went (completed, completed with failures, interrupted, failed with its exit
+  code's name) and when the next one is.
+- A run the CRM refuses the credentials of is not retried on every tick (a Salesforce
+  integration user would be locked out): the next attempts wait :data:`AUTH_BACKOFF_FIRST`,
+  then twice as long each time, at most :data:`AUTH_BACKOFF_CAP`; each step is logged once.
+- SIGTERM/SIGINT stop it: the run in progress finishes its page or batch and records itself
+  ``interrupted`` (see :mod:`.stops`), then the service exits 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.exit_codes import ExitCode, failure
+from crm_kpi_worker.sync.stops import StopRequest, stop_on_signals
+
+__all__ = ["AUTH_BACKOFF_CAP", "AUTH_BACKOFF_FIRST", "AuthBackoff", "Service", "serve"]
+
+log = logging.getLogger("crm_kpi_worker.service")
+
+AUTH_BACKOFF_FIRST = dt.timedelta(minutes=5)
+AUTH_BACKOFF_CAP = dt.timedelta(hours=6)
+
+Clock = Callable[[], dt.datetime]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def when(instant: dt.datetime | None, tz: Any) -> str:
+    """An instant as the start and end lines print it (the schedule's time zone)."""
+    if instant is None:
+        return "never (the schedule has no next time)"
+    return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def duration(span: dt.timedelta) -> str:
+    """``5 min``, ``1 h 20 min``."""
+    minutes = round(span.total_seconds() / 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        " ".join(
+            part for part in (f"{hours} h" * bool(hours), f"{minutes} min" * bool(minutes)) if part
+        )
+        or "0 min"
+    )
+
+
+class AuthBackoff:
+    """After the n-th refused login in a row, no attempt before ``first * 2**(n-1)`` (at most
+    ``cap``) has passed; a successful run resets it."""
+
+    def __init__(
+        self,
+        first: dt.timedelta = AUTH_BACKOFF_FIRST,
+        cap: dt.timedelta = AUTH_BACKOFF_CAP,
+        clock: Clock = _now,
+    ) -> None:
+        self.first, self.cap, self._clock = first, cap, clock
+        self.failures = 0
+        self.not_before: dt.datetime | None = None
+
+    def waiting(self) -> bool:
+        return self.not_before is not None and self._clock() < self.not_before
+
+    def refused(self) -> dt.timedelta:
+        """Count one more refusal; the wait before the next attempt."""
+        self.failures += 1
+        wait = min(self.first * 2 ** (self.failures - 1), self.cap)
+        self.not_before = self._clock() + wait
+        return wait
+
+    def reset(self) -> None:
+        self.failures, self.not_before = 0, None
+
+
+RunOnce = Callable[[StopRequest], Any]  # returns the RunResult
+
+
+class Service:
+    """One scheduled tick: runs unless backing off, and logs how the run went."""
+
+    def __init__(
+        self,
+        run: RunOnce,
+        stop: StopRequest,
+        *,
+        backoff: AuthBackoff | None = None,
+        next_run: Callable[[], dt.datetime | None] = lambda: None,
+        tz: Any = dt.UTC,
+    ) -> None:
+        self._run = run
+        self._stop = stop
+        self.backoff = backoff or AuthBackoff()
+        self._next_run = next_run
+        self._tz = tz
+        self.idle = threading.Event()  # set while no run is in progress
+        self.idle.set()
+        self.outcomes: list[str] = []  # status or exit code name of each run, for tests
+
+    def tick(self) -> None:
+        if self._stop.is_set():
+            return
+        if self.backoff.waiting():
+            log.debug("tick skipped: backing off after %d refused login(s)", self.backoff.failures)
+            return
+        self.idle.clear()
+        try:
+            self._tick()
+        finally:
+            self.idle.set()
+
+    def _tick(self) -> None:
+        try:
+            result = self._run(self._stop)
+        except Exception as exc:
+            found = failure(exc)
+            self.outcomes.append(found.code.name.lower())
+            if found.code == ExitCode.CRM_AUTH:
+                wait = self.backoff.refused()
+                log.error(
+                    "run failed (%s): %s; refused %d time(s) in a row: no new attempt before"
+                    " %s (backing off %s)",
+                    found.code.name.lower(),
+                    found.line,
+                    self.backoff.failures,
+                    when(self.backoff.not_before, self._tz),
+                    duration(wait),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                return
+            log.error(
+                "run failed (%s): %s; next run at %s",
+                found.code.name.lower(),
+                found.line,
+                when(self._next_run(), self._tz),
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            return
+        self.backoff.reset()
+        self.outcomes.append(result.status)
+        level = logging.INFO if result.status == "completed" else logging.WARNING
+        detail = f" ({result.interrupted})" if result.interrupted else ""
+        log.log(
+            level,
+            "run %s %s%s; next run at %s",
+            result.run_id,
+            result.status.replace("_", " "),
+            detail,
+            when(self._next_run(), self._tz),
+        )
+
+
+def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
+    """Run ``run`` on the config's schedule until SIGTERM/SIGINT; the exit code (0)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    assert config.schedule is not None
+    tz = config.fiscal.tz
+    trigger = config.schedule.trigger(str(tz))
+    # APScheduler's own lines ("executed successfully" even for a failed run) are left out:
+    # the service says how each run went.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    scheduler = BackgroundScheduler(timezone=str(tz))
+    with stop_on_signals() as stop:
+        job_holder: dict[str, Any] = {}
+
+        def next_run() -> dt.datetime | None:
+            job = job_holder.get("job")
+            return None if job is None else job.next_run_time
+
+        service = Service(run, stop, next_run=next_run, tz=tz)
+        now = dt.datetime.now(tz)
+        first = now if initial_run else trigger.get_next_fire_time(None, now)
+        job_holder["job"] = scheduler.add_job(
+            service.tick,
+            trigger,
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            id="sync",
+        )
+        then = trigger.get_next_fire_time(None, now)
+        start = "first run now, then at " if initial_run else "first run at "
+        click.echo(
+            f"crm-kpi: running {config.schedule.in_words(str(tz))}; {start}{when(then, tz)};"
+            " SIGTERM or Ctrl-C to stop",
+            err=True,
+        )
+        scheduler.start()
+        while not stop.wait(1.0):
+            pass
+        scheduler.shutdown(wait=False)
+        # The run in progress stops at its next page or batch (the watchdog bounds the wait).
+        service.idle.wait()
+    click.echo(f"crm-kpi: stopped ({stop.reason})", err=True)
+    return int(ExitCode.OK)
