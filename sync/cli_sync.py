@@ -123,8 +123,33 @@ def print_report(report: dict[str, Any], output: str) -> None:
             for failure in written["failures"][:TABLE_ROWS]:
                 click.echo(f"      failed {failure['key']}: {failure['code']} {failure['message']}")
             _more(written["failures"], report["run_id"])
+        _print_readback(source)
         seconds = ", ".join(f"{k} {v}s" for k, v in source["seconds"].items())
         click.echo(f"    API calls {source['api_calls']:,}; {seconds}")
+
+
+def _print_readback(source: dict[str, Any]) -> None:
+    """Drift repaired, records left unnormalized, the budget (see sync/readback.py)."""
+    from crm_kpi_worker.sync.run_budget import describe_budget
+
+    unchanged = source.get("unchanged_on_pull") or {}
+    if any(unchanged.values()):
+        counts = ", ".join(f"{k} {v:,}" for k, v in unchanged.items() if v)
+        click.echo(f"    re-read with nothing changed but stamps or KPI fields: {counts}")
+    if source.get("verified"):
+        counts = ", ".join(f"{k} {v:,}" for k, v in source["verified"].items())
+        click.echo(f"    verified (read back): {counts}")
+    for drift in source.get("drift") or ():
+        click.echo(
+            f"    drift: {drift['object']}: {drift['records']:,} records held other values"
+            f" than the worker wrote; {drift['repaired']:,} repaired"
+        )
+        for key in drift["keys"][:TABLE_ROWS]:
+            click.echo(f"      {key}")
+    for line in describe_budget(source.get("budget") or {}):
+        click.echo(f"    {line}")
+    if source.get("stopped"):
+        click.echo(f"    stopped: {source['stopped']}")
 
 
 def _crm_check_text(exc: Exception, config_path: Path) -> str:
@@ -143,6 +168,11 @@ def _crm_check_text(exc: Exception, config_path: Path) -> str:
     "--full", is_flag=True, help="Pull everything again instead of what changed since the last run."
 )
 @click.option(
+    "--verify",
+    is_flag=True,
+    help="Read back every record the worker wrote and repair what differs (drift).",
+)
+@click.option(
     "--as-of",
     callback=_as_of,
     help="Evaluation instant (ISO, with a time zone), e.g. 2026-09-30T23:59:59+02:00.",
@@ -151,7 +181,13 @@ def _crm_check_text(exc: Exception, config_path: Path) -> str:
     "--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 def sync_command(
-    config_path: Path, once: bool, dry_run: bool, full: bool, as_of: dt.datetime | None, output: str
+    config_path: Path,
+    once: bool,
+    dry_run: bool,
+    full: bool,
+    verify: bool,
+    as_of: dt.datetime | None,
+    output: str,
 ) -> None:
     """Pull, compute the KPIs and write what changed back into the CRM."""
     from crm_kpi_worker.sync.pipeline import RunOptions, run_once
@@ -162,7 +198,9 @@ def sync_command(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    options = RunOptions(full=full, dry_run=dry_run, as_of=as_of or config.runtime.as_of)
+    options = RunOptions(
+        full=full, dry_run=dry_run, verify=verify, as_of=as_of or config.runtime.as_of
+    )
 
     def one_run() -> None:
         with open_store(config) as store:
