@@ -149,7 +149,10 @@ def main() -> None:
             config = config_for(sandbox.url, sandbox.ca_path, store_path)
             source = config.sources[0]
             set_up_source(
-                config, source, build_connector(source, config.currency), dry_run=False,
+                config,
+                source,
+                build_connector(source, config.currency),
+                dry_run=False,
                 say=lambda line: None,
             )
             runs = [one_run(config, store_path) for _ in range(3)]

@@ -588,7 +588,12 @@ def _write(
         for chunk in _chunks(desired, WRITE_CHUNK):
             written = store.written(source.name, object_name, keys=[d.key for d in chunk])
             write_plan = plan(
-                chunk, written, object=object_name, mode=mode, external_id=external_id
+                chunk,
+                written,
+                object=object_name,
+                mode=mode,
+                external_id=external_id,
+                always=("Name",) if mode == "upsert" else (),
             )
             del written
             if computed_at_field is not None and mode == "upsert":
