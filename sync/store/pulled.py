@@ -145,7 +145,7 @@ class PulledRecords:
             self._db.ids_match(pulled_digests.c.record_id, ids),
         )
         with self._db.read() as connection:
-            return {key: value for key, value in connection.execute(statement)}
+            return {str(key): str(value) for key, value in connection.execute(statement)}
 
     def save_page(self, page: StoredPage) -> None:
         """Write all of a page and its cursor in one transaction (see :class:`StoredPage`)."""
