@@ -36,8 +36,8 @@ from crm_kpi_worker.sync.prefetch import prefetched
 from crm_kpi_worker.sync.readback import (
     DriftFinder,
     context_salt,
-    own_fields,
     own_objects_by_stream,
+    readable_own_fields,
     verify_due,
     verify_written,
 )
@@ -220,7 +220,7 @@ def _run_source(
     report = result.sources[-1]
     # Every mapped field and stage value exists, before anything is pulled.
     require_known_fields(config, source.name, connector.describe_fields)
-    connector.read_along(own_fields(config, source))
+    connector.read_along(readable_own_fields(config, source, connector))
     _pull(config, store, source, connector, options, report, say, drift)
     report.warnings = _email_warnings(config, store, source.name)
     started = time.perf_counter()

@@ -36,6 +36,7 @@ __all__ = [
     "context_salt",
     "own_fields",
     "own_objects_by_stream",
+    "readable_own_fields",
     "same_value",
     "verify_due",
     "verify_written",
@@ -192,6 +193,21 @@ def own_fields(config: AppConfig, source: Any) -> dict[str, list[str]]:
         out[plugin.deal_object] = deal
     if fields.rep is not None and plugin.rep_object is not None:
         out[plugin.rep_object] = list(dict.fromkeys(fields.rep.fields.values()))
+    return out
+
+
+def readable_own_fields(
+    config: AppConfig, source: Any, connector: Connector
+) -> dict[str, list[str]]:
+    """:func:`own_fields` that the CRM describes (setup may not have created them yet, or the
+    integration user may not read them): only those can ride along a pull's query."""
+    out: dict[str, list[str]] = {}
+    for object, names in own_fields(config, source).items():
+        described = connector.describe_fields(object) or {}
+        known = {name.lower() for name in described}
+        readable = [name for name in names if name.lower() in known]
+        if readable:
+            out[object] = readable
     return out
 
 
