@@ -220,7 +220,7 @@ def _run_source(
     report = result.sources[-1]
     # Every mapped field and stage value exists, before anything is pulled.
     require_known_fields(config, source.name, connector.describe_fields)
-    connector.read_along(readable_own_fields(config, source, connector))
+    connector.read_along(readable_own_fields(config, source, store))
     _pull(config, store, source, connector, options, report, say, drift)
     report.warnings = _email_warnings(config, store, source.name)
     started = time.perf_counter()

@@ -196,18 +196,15 @@ def own_fields(config: AppConfig, source: Any) -> dict[str, list[str]]:
     return out
 
 
-def readable_own_fields(
-    config: AppConfig, source: Any, connector: Connector
-) -> dict[str, list[str]]:
-    """:func:`own_fields` that the CRM describes (setup may not have created them yet, or the
-    integration user may not read them): only those can ride along a pull's query."""
+def readable_own_fields(config: AppConfig, source: Any, store: Store) -> dict[str, list[str]]:
+    """:func:`own_fields` the worker has written already: they exist and it may read them
+    (setup may not have run, or access not been granted yet), and only written values can
+    drift. Costs no call."""
     out: dict[str, list[str]] = {}
     for object, names in own_fields(config, source).items():
-        described = connector.describe_fields(object) or {}
-        known = {name.lower() for name in described}
-        readable = [name for name in names if name.lower() in known]
-        if readable:
-            out[object] = readable
+        written = [name for name in names if store.has_written(source.name, object, name)]
+        if written:
+            out[object] = written
     return out
 
 

@@ -24,15 +24,14 @@ def property_name(field: str) -> str:
 def with_own_values(page: Page, own_fields: Sequence[str], volatile: Iterable[str]) -> Page:
     """``page`` with the own properties' values and the records' digests (the properties but
     the stamps and the own ones, and the other keys but ``updatedAt``)."""
-    if not own_fields:
-        return page
     leave_out = {*own_fields, *volatile}
     own: dict[str, dict[str, Any]] = {}
     digests: list[tuple[str, str]] = []
     for record in page.records:
         record_id = str(record.get("id"))
         properties = record.get("properties") or {}
-        own[record_id] = {name: properties.get(name) for name in own_fields}
+        if own_fields:
+            own[record_id] = {name: properties.get(name) for name in own_fields}
         content = [(key, value) for key, value in record.items() if key not in VOLATILE_KEYS]
         content = [
             (key, [(k, v) for k, v in value.items() if k not in leave_out])

@@ -165,7 +165,7 @@ class StreamQueries:
             include_deleted=False,
             incremental=True,
             own_fields=own,
-            volatile=(CURSOR_FIELD, "LastModifiedDate") if own else None,
+            volatile=(CURSOR_FIELD, "LastModifiedDate"),
         )
 
     def account_churn_field(self) -> str | None:
@@ -241,14 +241,13 @@ class StreamQueries:
             where=self._window(since),
             order_by=self._ORDER,
         )
-        volatile = (CURSOR_FIELD, self.mapping.last_modified)
         return StreamQuery(
             "deals",
             query.soql(),
             include_deleted=True,
             incremental=True,
             own_fields=own,
-            volatile=volatile if own else None,
+            volatile=(CURSOR_FIELD, self.mapping.last_modified),
         )
 
     def read_back(self, object: str, fields: tuple[str, ...]) -> StreamQuery:
@@ -359,7 +358,7 @@ class QueryPager:
     ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
         """The own fields' values and the records' digests (see ``connectors.base.Page``)."""
         query = self.query
-        if not query.own_fields or query.volatile is None:
+        if query.volatile is None:
             return {}, []
         own_fields = query.own_fields
         leave_out = {*own_fields, *query.volatile}
@@ -367,7 +366,8 @@ class QueryPager:
         digests: list[tuple[str, str]] = []
         for record in records:
             record_id = str(record.get("Id"))
-            own[record_id] = {name: record.get(name) for name in own_fields}
+            if own_fields:
+                own[record_id] = {name: record.get(name) for name in own_fields}
             content = [(k, v) for k, v in record.items() if k not in leave_out]
             digests.append((record_id, content_digest(content)))
         return own, digests

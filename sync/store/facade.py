@@ -169,6 +169,9 @@ class Store:
     ) -> None:
         self._written.record_written(source, object, values)
 
+    def has_written(self, source: str, object: str, field: str) -> bool:
+        return self._written.has_written(source, object, field)
+
     def written_fields(self, source: str, object: str) -> list[str]:
         return self._written.written_fields(source, object)
 
