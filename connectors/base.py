@@ -7,11 +7,14 @@ store; the sync pipeline wires it to them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from crm_kpi_worker.connectors.budget import CallBudget
 from crm_kpi_worker.connectors.errors import ConnectorError, StopRun
 
 log = logging.getLogger(__name__)
@@ -37,12 +40,25 @@ class Page:
     stamp of the records so far (pages come in stamp order), so a run that stops after this
     page resumes from here. None for streams pulled whole every time.
     ``deleted_ids`` lists records the CRM reports as deleted/archived in this page.
+    ``own_values``: record id -> the worker's own fields as the CRM holds them, for the
+    fields asked with :meth:`Connector.read_along` (drift is found on them).
+    ``digests``: (record id, digest) of every record, in order: a digest of what the record
+    holds but its modification stamps and the worker's own fields, so a record whose only
+    change is the worker's own write has the digest it had (empty: not computed).
     """
 
     stream: str
     records: list[dict[str, Any]]
     cursor: str | None
     deleted_ids: list[str] = field(default_factory=list)
+    own_values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    digests: Sequence[tuple[str, str]] = ()
+
+
+def content_digest(content: Any) -> str:
+    """A short digest of a record's content (JSON-able; key order as the CRM sends it)."""
+    text = json.dumps(content, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -261,4 +277,22 @@ class Connector(Protocol):
     @property
     def api_calls(self) -> int:
         """API calls this connector has made (for the run report)."""
+        ...
+
+    def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:
+        """From now on, pulls that read records of these objects (object -> the worker's own
+        fields on it, e.g. Opportunity, User) carry those fields' values in
+        ``Page.own_values``, where the CRM lets a pull ask for them (no extra call)."""
+        ...
+
+    def read_back(
+        self, object: str, fields: Sequence[str], key_field: str | None = None
+    ) -> Iterator[dict[str, dict[str, Any]]]:
+        """Pages of what ``fields`` hold on every record of ``object``: key -> field -> value,
+        keyed by record id, or by ``key_field`` (an external id) when given. The fewest calls
+        the CRM allows (Salesforce: one query per 2,000 records; HubSpot: list pages)."""
+        ...
+
+    def use_budget(self, budget: CallBudget) -> None:
+        """Ask ``budget`` before every API call and tell it the usage the CRM reports."""
         ...

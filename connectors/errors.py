@@ -37,6 +37,7 @@ __all__ = [
     "ERROR_TABLE",
     "Action",
     "AuthenticationFailed",
+    "BudgetExhausted",
     "ConnectionFailed",
     "ConnectorError",
     "CurrencyCheckFailed",
@@ -397,6 +398,11 @@ class StopRun(ConnectorError):
 
 class DailyLimitExceeded(StopRun):
     """The org's daily API request limit is used up."""
+
+
+class BudgetExhausted(StopRun):
+    """The worker's share of the org's daily API limit (``budget.max_share_of_daily_limit``)
+    is reached: the run stops cleanly before making the call that would pass it."""
 
 
 class AuthenticationFailed(StopRun):

@@ -38,6 +38,7 @@ import requests
 import tenacity
 from requests.adapters import BaseAdapter
 
+from crm_kpi_worker.connectors.budget import ApiUsage, CallBudget
 from crm_kpi_worker.connectors.errors import RateLimited, TransientError, redact_url
 from crm_kpi_worker.connectors.failures import (
     ErrorWording,
@@ -136,6 +137,12 @@ class RetryingAdapter(BaseAdapter):
         self._calls = 0
         self._server_time: dt.datetime | None = None
         self._lock = threading.Lock()
+        #: The API budget (set by the connector): asked before every call, told the usage
+        #: each answer carries (``usage_of(response)``).
+        self.budget: CallBudget | None = None
+        self.usage_of: Callable[[requests.Response], ApiUsage | None] = lambda response: None
+        #: The daily usage the latest answer carried.
+        self.usage: ApiUsage | None = None
 
     @property
     def calls(self) -> int:
@@ -154,6 +161,8 @@ class RetryingAdapter(BaseAdapter):
 
         def attempt() -> requests.Response:
             if not login:
+                if self.budget is not None:
+                    self.budget.before_call()
                 with self._lock:
                     self._calls += 1
             return self._send_once(request, login, kwargs)
@@ -170,6 +179,12 @@ class RetryingAdapter(BaseAdapter):
             if failure is None:
                 raise
             raise failure from None
+        if not login:
+            usage = self.usage_of(response)
+            if usage is not None:
+                self.usage = usage
+                if self.budget is not None:
+                    self.budget.note(usage)
         if response.status_code < 400:
             self._note_server_time(response)
             return response

@@ -114,8 +114,33 @@ def print_report(report: dict[str, Any], output: str) -> None:
             for failure in written["failures"][:TABLE_ROWS]:
                 click.echo(f"      failed {failure['key']}: {failure['code']} {failure['message']}")
             _more(written["failures"], report["run_id"])
+        _print_readback(source)
         seconds = ", ".join(f"{k} {v}s" for k, v in source["seconds"].items())
         click.echo(f"    API calls {source['api_calls']:,}; {seconds}")
+
+
+def _print_readback(source: dict[str, Any]) -> None:
+    """Drift repaired, records left unnormalized, the budget (see sync/readback.py)."""
+    from crm_kpi_worker.sync.run_budget import describe_budget
+
+    unchanged = source.get("unchanged_on_pull") or {}
+    if any(unchanged.values()):
+        counts = ", ".join(f"{k} {v:,}" for k, v in unchanged.items() if v)
+        click.echo(f"    re-read with nothing changed but stamps or KPI fields: {counts}")
+    if source.get("verified"):
+        counts = ", ".join(f"{k} {v:,}" for k, v in source["verified"].items())
+        click.echo(f"    verified (read back): {counts}")
+    for drift in source.get("drift") or ():
+        click.echo(
+            f"    drift: {drift['object']}: {drift['records']:,} records held other values"
+            f" than the worker wrote; {drift['repaired']:,} repaired"
+        )
+        for key in drift["keys"][:TABLE_ROWS]:
+            click.echo(f"      {key}")
+    for line in describe_budget(source.get("budget") or {}):
+        click.echo(f"    {line}")
+    if source.get("stopped"):
+        click.echo(f"    stopped: {source['stopped']}")
 
 
 @click.command("sync")
@@ -128,6 +153,11 @@ def print_report(report: dict[str, Any], output: str) -> None:
 )
 @click.option(
     "--full", is_flag=True, help="Pull everything again instead of what changed since the last run."
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Read back every record the worker wrote and repair what differs (drift).",
 )
 @click.option(
     "--as-of",
@@ -149,6 +179,7 @@ def sync_command(
     once: bool,
     dry_run: bool,
     full: bool,
+    verify: bool,
     as_of: dt.datetime | None,
     output: str,
     no_initial_run: bool,
@@ -168,7 +199,9 @@ def sync_command(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    options = RunOptions(full=full, dry_run=dry_run, as_of=as_of or config.runtime.as_of)
+    options = RunOptions(
+        full=full, dry_run=dry_run, verify=verify, as_of=as_of or config.runtime.as_of
+    )
 
     def one_run(stop: StopRequest) -> RunResult:
         with open_store(config) as store:

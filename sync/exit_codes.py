@@ -54,7 +54,8 @@ EXIT_CODES: tuple[tuple[ExitCode, str], ...] = (
     (
         ExitCode.CRM_UNAVAILABLE,
         "the CRM could not be reached (connection refused, timeouts, 5xx or 429 after the"
-        " retries, TLS) or its daily API limit is used up",
+        " retries, TLS), its daily API limit is used up, or the run stopped at its share of"
+        " that limit (budget.max_share_of_daily_limit; the next run resumes)",
     ),
     (
         ExitCode.RUN_IN_PROGRESS,
@@ -147,4 +148,6 @@ def run_exit_code(status: str, *, lock_lost: bool = False) -> ExitCode:
         return ExitCode.COMPLETED_WITH_FAILURES
     if status in ("completed", "interrupted"):
         return ExitCode.OK
+    if status == "stopped_for_budget":
+        return ExitCode.CRM_UNAVAILABLE
     return ExitCode.ERROR

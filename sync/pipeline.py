@@ -26,11 +26,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from crm_kpi_worker.connectors.base import STREAMS, Connector
+from crm_kpi_worker.connectors.budget import CallBudget
+from crm_kpi_worker.connectors.errors import BudgetExhausted
 from crm_kpi_worker.connectors.registry import build_connector, plugin_for
 from crm_kpi_worker.kpis.engine import compute
 from crm_kpi_worker.kpis.results import Results
@@ -39,6 +41,15 @@ from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.crm_check import require_known_fields, unmatched_emails
 from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
 from crm_kpi_worker.sync.prefetch import prefetched
+from crm_kpi_worker.sync.readback import (
+    DriftFinder,
+    context_salt,
+    own_objects_by_stream,
+    readable_own_fields,
+    verify_due,
+    verify_written,
+)
+from crm_kpi_worker.sync.run_budget import budget_report
 from crm_kpi_worker.sync.stops import RunStopped, StopRequest
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
 from crm_kpi_worker.sync.store import HeldLocks, KpiRow, Snapshot, Store, StoredPage
@@ -71,6 +82,8 @@ class RunOptions:
     full: bool = False
     dry_run: bool = False
     as_of: dt.datetime | None = None  # default: now
+    #: Read back every record the worker wrote (``--verify``); else the cadence decides.
+    verify: bool = False
 
 
 @dataclass
@@ -89,6 +102,15 @@ class SourceReport:
     seconds: dict[str, float] = field(default_factory=dict)
     #: Config problems that do not stop a run (rep emails no CRM user has), file:line:key.
     warnings: list[str] = field(default_factory=list)
+    #: Records the pull read but did not normalize again: their content (stamps and the
+    #: worker's own fields aside) had not changed since the pull that stored them.
+    unchanged_on_pull: Counter[str] = field(default_factory=Counter)
+    #: Records the verify pass read back, per object (empty when it did not run).
+    verified: Counter[str] = field(default_factory=Counter)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
+    #: Why the run stopped early (the API budget), None when it did not.
+    stopped: str | None = None
 
     def as_dict(self, *, brief: bool = False) -> dict[str, Any]:
         """The report; ``brief`` leaves out the per-record lists (checkpoints)."""
@@ -116,6 +138,11 @@ class SourceReport:
             "api_calls": self.api_calls,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "warnings": self.warnings,
+            "unchanged_on_pull": dict(self.unchanged_on_pull),
+            "verified": dict(self.verified),
+            "drift": self.drift,
+            "budget": self.budget,
+            "stopped": self.stopped,
         }
         if brief:
             report.pop("exclusions")
@@ -208,7 +235,9 @@ def run_once(
                 ", ".join(map(str, stale)),
             )
         run_id = store.start_run(
-            as_of, {"full": options.full, "dry_run": options.dry_run}, sources=names
+            as_of,
+            {"full": options.full, "dry_run": options.dry_run, "verify": options.verify},
+            sources=names,
         )
         result = RunResult(run_id, as_of, "running", [])
         guard = RunGuard(store, result, stop, locks)
@@ -216,6 +245,8 @@ def run_once(
             _run_sources(config, store, options, connector_factory, result, guard, say)
             failed = sum(w["failed"] for s in result.sources for w in s.writes)
             result.status = "completed_with_failures" if failed else "completed"
+            if any(s.stopped for s in result.sources):
+                result.status = "stopped_for_budget"
         except RunStopped as stopped:
             result.status = "interrupted"
             result.interrupted = stopped.reason
@@ -238,45 +269,67 @@ def _run_sources(
     guard: RunGuard,
     say: Progress,
 ) -> None:
-    as_of, run_id = result.as_of, result.run_id
     for source in config.sources:
         guard.check()
         report = SourceReport(source.name)
         result.sources.append(report)
         connector = connector_factory(source, config.currency)
+        budget = CallBudget(config.budget.max_share_of_daily_limit, source.name)
+        connector.use_budget(budget)
+        drift = DriftFinder(store, source.name)
         try:
-            # Every mapped field and stage value exists, before anything is pulled.
-            require_known_fields(config, source.name, connector.describe_fields)
-            _pull(config, store, source, connector, options, report, say, guard)
-            report.warnings = _email_warnings(config, store, source.name)
-            guard.check()
-            started = time.perf_counter()
-            inputs, results = _compute(config, store, source, as_of, run_id, report)
-            result.inputs[source.name] = inputs
-            result.results[source.name] = results
-            report.seconds["compute"] = time.perf_counter() - started
-            say(f"{source.name}: KPIs computed ({len(results.rows)} rows)")
-            guard.checkpoint()
-            guard.check()
-            started = time.perf_counter()
-            try:
-                _write(
-                    config,
-                    store,
-                    source,
-                    connector,
-                    inputs,
-                    results,
-                    as_of,
-                    options,
-                    report,
-                    say,
-                    guard,
-                )
-            finally:
-                report.seconds["write"] = time.perf_counter() - started
+            _run_source(config, store, source, connector, options, result, guard, drift, say)
+        except BudgetExhausted as stop:
+            report.stopped = stop.detail
+            say(f"{source.name}: stopped for the API budget: {stop.detail}")
         finally:
             report.api_calls = connector.api_calls
+            report.drift = drift.report(report.writes)
+            report.budget = budget_report(
+                budget, report, config, source, dry_run=options.dry_run or config.write.dry_run
+            )
+
+
+def _run_source(
+    config: AppConfig,
+    store: Store,
+    source: Any,
+    connector: Connector,
+    options: RunOptions,
+    result: RunResult,
+    guard: RunGuard,
+    drift: DriftFinder,
+    say: Progress,
+) -> None:
+    as_of, run_id = result.as_of, result.run_id
+    report = result.sources[-1]
+    # Every mapped field and stage value exists, before anything is pulled.
+    require_known_fields(config, source.name, connector.describe_fields)
+    connector.read_along(readable_own_fields(config, source, store))
+    _pull(config, store, source, connector, options, report, say, guard, drift)
+    report.warnings = _email_warnings(config, store, source.name)
+    guard.check()
+    started = time.perf_counter()
+    inputs, results = _compute(config, store, source, as_of, run_id, report)
+    result.inputs[source.name] = inputs
+    result.results[source.name] = results
+    report.seconds["compute"] = time.perf_counter() - started
+    say(f"{source.name}: KPIs computed ({len(results.rows)} rows)")
+    guard.checkpoint()
+    guard.check()
+    now = dt.datetime.now(dt.UTC)
+    if verify_due(store, source.name, config.write.verify_every, now, forced=options.verify):
+        started = time.perf_counter()
+        verify_written(config, store, source, connector, drift, report, every=options.verify)
+        report.seconds["verify"] = time.perf_counter() - started
+        guard.check()
+    started = time.perf_counter()
+    try:
+        _write(
+            config, store, source, connector, inputs, results, as_of, options, report, say, guard
+        )
+    finally:
+        report.seconds["write"] = time.perf_counter() - started
 
 
 # ---- pull -----------------------------------------------------------------------------------
@@ -291,10 +344,14 @@ def _pull(
     report: SourceReport,
     say: Progress,
     guard: RunGuard,
+    drift: DriftFinder | None = None,
 ) -> None:
     started = time.perf_counter()
     metadata = _pull_metadata(store, source, connector, report)
     context = norm.NormalizeContext.for_source(config, source.name, metadata)
+    # Digests hold only under the same config and CRM metadata (they decide normalization).
+    salt = context_salt(config, metadata.to_json())
+    own_objects = own_objects_by_stream(source)
     for stream in STREAMS:
         if stream in METADATA_STREAMS:
             continue
@@ -309,7 +366,13 @@ def _pull(
         kind = _record_kind(stream)
         # The next page is fetched while this one is normalized and saved (bounded, in order).
         for page in prefetched(connector.pull(stream, since), name=f"pull-{stream}"):
-            normalized = norm.normalize(context, stream, page.records)
+            if drift is not None and page.own_values and stream in own_objects:
+                drift.check(own_objects[stream], page.own_values)
+            records, digests, unchanged = _changed_records(
+                store, source.name, page, salt, skip=since is not None
+            )
+            report.unchanged_on_pull[stream] += len(unchanged)
+            normalized = norm.normalize(context, stream, records)
             already = set(normalized.deleted.get(kind, ()))
             for record_id in page.deleted_ids:
                 if record_id not in already:
@@ -323,7 +386,10 @@ def _pull(
                 whole.quotas.extend(normalized.quotas)
                 whole.exclusions.extend(normalized.exclusions)
             else:
-                store.save_page(_stored(source.name, stream, page.cursor, normalized))
+                stored = _stored(source.name, stream, page.cursor, normalized)
+                if digests or unchanged:
+                    stored = replace(stored, digests=digests, seen_ids={kind: unchanged})
+                store.save_page(stored)
                 guard.checkpoint()
                 guard.check()  # the page is saved with its cursor: a stop here loses nothing
             if report.pages[stream] % 25 == 0:
@@ -341,6 +407,29 @@ def _pull(
         store.exclusions(source.name), key=lambda e: (e.record_type, e.reason, e.record_id)
     )
     report.seconds["pull"] = time.perf_counter() - started
+
+
+def _changed_records(
+    store: Store, source: str, page: Any, salt: str, *, skip: bool
+) -> tuple[list[dict[str, Any]], dict[str, str], list[str]]:
+    """The page's records to normalize, the digests to save with them, and the ids of those
+    left out (``skip``: an incremental pull) because their digest is the one stored: nothing
+    the worker reads changed since, only stamps or the worker's own fields (its own write, or
+    a hand edit, which the drift check has seen)."""
+    if not page.digests:
+        return page.records, {}, []
+    digests = [(record_id, f"{salt}{digest}") for record_id, digest in page.digests]
+    stored = store.digests(source, page.stream, [i for i, _ in digests]) if skip else {}
+    records: list[dict[str, Any]] = []
+    saved: dict[str, str] = {}
+    unchanged: list[str] = []
+    for record, (record_id, digest) in zip(page.records, digests, strict=True):
+        if stored.get(record_id) == digest:
+            unchanged.append(record_id)
+        else:
+            records.append(record)
+            saved[record_id] = digest
+    return records, saved, unchanged
 
 
 def _email_warnings(config: AppConfig, store: Store, source_name: str) -> list[str]:
@@ -599,7 +688,12 @@ def _write(
         for chunk in _chunks(desired, WRITE_CHUNK):
             written = store.written(source.name, object_name, keys=[d.key for d in chunk])
             write_plan = plan(
-                chunk, written, object=object_name, mode=mode, external_id=external_id
+                chunk,
+                written,
+                object=object_name,
+                mode=mode,
+                external_id=external_id,
+                always=("Name",) if mode == "upsert" else (),
             )
             del written
             if computed_at_field is not None and mode == "upsert":

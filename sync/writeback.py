@@ -75,8 +75,12 @@ def plan(
     object: str,
     mode: Mode,
     external_id: str | None = None,
+    always: tuple[str, ...] = (),
 ) -> WritePlan:
-    """Compare desired values with the last confirmed writes; keep only what differs."""
+    """Compare desired values with the last confirmed writes; keep only what differs.
+
+    ``always``: fields sent with any change of a record, changed or not (the scorecard's
+    name: an upsert may create the record, and HubSpot's scorecard object requires it)."""
     result = WritePlan(object, mode, external_id)
     for record in desired:
         changed = {
@@ -85,6 +89,9 @@ def plan(
             if (record.key, name) not in written or written[(record.key, name)] != value
         }
         if changed:
+            for name in always:
+                if name in record.values:
+                    changed.setdefault(name, record.values[name])
             result.changes[record.key] = changed
         else:
             result.unchanged += 1

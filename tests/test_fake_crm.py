@@ -30,6 +30,7 @@ from crm_kpi_worker.connectors.base import (
     TargetObject,
     WriteResult,
 )
+from crm_kpi_worker.connectors.budget import CallBudget
 from crm_kpi_worker.connectors.registry import (
     CrmPlugin,
     MappedField,
@@ -159,6 +160,19 @@ class FakeConnector:
     @property
     def api_calls(self) -> int:
         return self.crm.calls
+
+    def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:
+        pass  # the fake config writes no deal field: nothing to read along
+
+    def read_back(
+        self, object: str, fields: Sequence[str], key_field: str | None = None
+    ) -> Iterator[dict[str, dict[str, Any]]]:
+        self.crm.calls += 1
+        table = self.crm.upserted.get(object, {})
+        yield {key: {name: values.get(name) for name in fields} for key, values in table.items()}
+
+    def use_budget(self, budget: CallBudget) -> None:
+        pass  # the fake CRM has no daily limit
 
 
 # --- normalization into the canonical model -------------------------------------------------

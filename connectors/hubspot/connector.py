@@ -54,9 +54,15 @@ from crm_kpi_worker.connectors.base import (
     WriteResult,
     WritesThroughTargets,
 )
+from crm_kpi_worker.connectors.budget import CallBudget
 from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.hubspot.client import HubSpotApis
 from crm_kpi_worker.connectors.hubspot.config import HubSpotMapping, HubSpotSource
+from crm_kpi_worker.connectors.hubspot.readback import (
+    property_name,
+    values_by_key,
+    with_own_values,
+)
 from crm_kpi_worker.connectors.hubspot.search import STAMPS, to_ms, windowed_search
 from crm_kpi_worker.connectors.hubspot.settings import DATE_ENTERED_PREFIX as DATE_ENTERED
 from crm_kpi_worker.connectors.hubspot.settings import STAMP
@@ -137,6 +143,8 @@ class HubSpotConnector(WritesThroughTargets):
         self._pipelines_read: list[Any] | None = None
         self.writer = BatchWriter(self.apis, self._call)
         self.targets = TargetManager(self.apis, self._call)
+        #: The worker's own deal properties, read along the deal search (read_along).
+        self._own_deal_fields: tuple[str, ...] = ()
 
     # ---- Connector --------------------------------------------------------------------------
 
@@ -218,6 +226,30 @@ class HubSpotConnector(WritesThroughTargets):
             records,
             name_required=self.targets.requires_name(object),
         )
+
+    def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:
+        """The deal search asks for the worker's own deal properties too (owners have none)."""
+        self._own_deal_fields = tuple(fields.get(DEALS, ()))
+
+    def read_back(
+        self, object: str, fields: Sequence[str], key_field: str | None = None
+    ) -> Iterator[dict[str, dict[str, Any]]]:
+        """List pages (100 records a call) of every record of ``object``."""
+        object_type = self.targets.object_type(object) if object != DEALS else DEALS
+        names = [property_name(name) for name in fields]
+        properties = list(dict.fromkeys([*((key_field,) if key_field else ()), *names]))
+        bodies = self._list(
+            f"GET /crm/v3/objects/{object_type}",
+            self.apis.objects_basic.get_page,
+            object_type,
+            limit=LIST_PAGE,
+            properties=properties,
+        )
+        return values_by_key(bodies, fields, key_field)
+
+    def use_budget(self, budget: CallBudget) -> None:
+        budget.note(self.transport.usage)
+        self.transport.budget = budget
 
     # ---- calls ------------------------------------------------------------------------------
 
@@ -358,7 +390,8 @@ class HubSpotConnector(WritesThroughTargets):
             )
             if name
         ]
-        return properties + [f"{DATE_ENTERED}{stage_id}" for stage_id in self._stage_ids or ()]
+        properties += [f"{DATE_ENTERED}{stage_id}" for stage_id in self._stage_ids or ()]
+        return properties + [name for name in self._own_deal_fields if name not in properties]
 
     def _deals(self, cursor: IncrementalCursor) -> Iterator[Page]:
         mapping = self.mapping
@@ -373,7 +406,9 @@ class HubSpotConnector(WritesThroughTargets):
             if archived:
                 yield Page("deals", [], None, deleted_ids=archived)
         enrich = self._with_close_date_history if mapping.close_date_history else None
-        yield from self._incremental(DEALS, properties, filters, cursor, "deals", enrich=enrich)
+        volatile = (STAMP, mapping.last_modified)
+        for page in self._incremental(DEALS, properties, filters, cursor, "deals", enrich=enrich):
+            yield with_own_values(page, self._own_deal_fields, volatile)
 
     def _archived(self, object_type: str, since: dt.datetime) -> list[str]:
         """Ids of records archived at or after ``since`` (the list answers all archived

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from crm_kpi_worker.connectors.budget import ApiUsage, CallBudget
 from crm_kpi_worker.connectors.errors import (
     AuthenticationFailed,
     ConnectorError,
@@ -140,6 +141,11 @@ class HubSpotTransport:
         self._lock = threading.Lock()
         self.server_time: dt.datetime | None = None
         self.daily_remaining: int | None = None
+        #: The API budget (set by the connector): asked before every call, told the daily
+        #: usage the answers carry.
+        self.budget: CallBudget | None = None
+        #: The daily usage the latest answer that carried it said.
+        self.usage: ApiUsage | None = None
 
     @property
     def calls(self) -> int:
@@ -171,6 +177,8 @@ class HubSpotTransport:
     def _attempt(
         self, bucket: Bucket, what: str, request: Callable[[], Any], statuses: tuple[int, ...]
     ) -> Answer:
+        if self.budget is not None:
+            self.budget.before_call()
         self.windows[bucket].acquire()
         with self._lock:
             self._calls += 1
@@ -278,6 +286,11 @@ class HubSpotTransport:
         remaining = _int_header(headers, "X-HubSpot-RateLimit-Daily-Remaining")
         if remaining is not None:
             self.daily_remaining = remaining
+            daily = _int_header(headers, "X-HubSpot-RateLimit-Daily")
+            if daily:
+                self.usage = ApiUsage(max(0, daily - remaining), daily)
+                if self.budget is not None:
+                    self.budget.note(self.usage)
 
 
 class _Expired(ConnectorError):

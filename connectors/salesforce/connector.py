@@ -33,6 +33,7 @@ from crm_kpi_worker.connectors.base import (
     WriteResult,
     WritesThroughTargets,
 )
+from crm_kpi_worker.connectors.budget import CallBudget, parse_limit_info
 from crm_kpi_worker.connectors.errors import (
     AuthenticationFailed,
     ConnectorError,
@@ -114,6 +115,9 @@ class SalesforceConnector(WritesThroughTargets):
                 f" ({type(exc).__name__}); expected the connected app's RSA private key in PEM"
                 " form (-----BEGIN PRIVATE KEY-----)"
             ) from None
+        self._transport.usage_of = lambda response: parse_limit_info(
+            response.headers.get("Sforce-Limit-Info")
+        )
         self._currency_page: dict[str, Any] | None = None
         #: The OpportunityStage answer read by describe_fields, reused by the stages pull.
         self._stage_page: dict[str, Any] | None = None
@@ -172,6 +176,28 @@ class SalesforceConnector(WritesThroughTargets):
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
     ) -> list[WriteResult]:
         return self.writer.upsert(object, external_id, records)
+
+    def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:
+        """The deals query reads the Opportunity fields along, the users query the User ones."""
+        self.queries.own_fields = {obj.lower(): tuple(names) for obj, names in fields.items()}
+
+    def read_back(
+        self, object: str, fields: Sequence[str], key_field: str | None = None
+    ) -> Iterator[dict[str, dict[str, Any]]]:
+        """One SOQL query (2,000 records a call) over every record of ``object``."""
+        names = tuple(dict.fromkeys([*((key_field,) if key_field else ()), *fields]))
+        query = self.queries.read_back(object, names)
+        for page in QueryPager(self.client, self._fetch, query):
+            values: dict[str, dict[str, Any]] = {}
+            for record in page.records:
+                key = record.get(key_field) if key_field else record.get("Id")
+                if key is not None:
+                    values[str(key)] = {name: record.get(name) for name in fields}
+            yield values
+
+    def use_budget(self, budget: CallBudget) -> None:
+        budget.note(self._transport.usage)
+        self._transport.budget = budget
 
     def plan_setup(
         self,

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from crm_kpi_worker.connectors.base import Page
+from crm_kpi_worker.connectors.base import Page, content_digest
 from crm_kpi_worker.connectors.errors import RequestRejected
 from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.paging import NextUrlPaginator, follow
@@ -97,6 +97,11 @@ class StreamQuery:
     soql: str
     include_deleted: bool
     incremental: bool
+    #: The worker's own fields the query reads along (their values go to Page.own_values).
+    own_fields: tuple[str, ...] = ()
+    #: Fields left out of the records' digests besides the own ones (modification stamps);
+    #: None: no digests for this stream.
+    volatile: tuple[str, ...] | None = None
 
 
 class StreamQueries:
@@ -108,6 +113,8 @@ class StreamQueries:
         self.mapping = mapping
         self.settings = settings
         self.facts = facts
+        #: object (lower case) -> the worker's own fields the pulls read along.
+        self.own_fields: dict[str, tuple[str, ...]] = {}
         # Fail at start-up, not mid-run, on a name that cannot go into a query.
         for stream in ("users", "accounts", "deals", "activities"):
             self.build(stream, None)
@@ -149,8 +156,17 @@ class StreamQueries:
         ):
             if extra is not None:
                 fields.append(soql.field_path(extra))
+        own = self.own_fields.get("user", ())
+        fields += [name for name in own if name not in fields]
         query = soql.Select("User", fields, where=self._window(since), order_by=self._ORDER)
-        return StreamQuery("users", query.soql(), include_deleted=False, incremental=True)
+        return StreamQuery(
+            "users",
+            query.soql(),
+            include_deleted=False,
+            incremental=True,
+            own_fields=own,
+            volatile=(CURSOR_FIELD, "LastModifiedDate"),
+        )
 
     def account_churn_field(self) -> str | None:
         """The churn date field on Account, when the mapping reads it through the account."""
@@ -215,14 +231,30 @@ class StreamQueries:
         return subqueries
 
     def _deals(self, since: str | None) -> StreamQuery:
+        fields = self.deal_fields()
+        own = self.own_fields.get("opportunity", ())
+        fields += [name for name in own if name not in fields]
         query = soql.Select(
             "Opportunity",
-            self.deal_fields(),
+            fields,
             subqueries=self.deal_subqueries(),
             where=self._window(since),
             order_by=self._ORDER,
         )
-        return StreamQuery("deals", query.soql(), include_deleted=True, incremental=True)
+        return StreamQuery(
+            "deals",
+            query.soql(),
+            include_deleted=True,
+            incremental=True,
+            own_fields=own,
+            volatile=(CURSOR_FIELD, self.mapping.last_modified),
+        )
+
+    def read_back(self, object: str, fields: tuple[str, ...]) -> StreamQuery:
+        """Every record of ``object`` with ``fields`` (the verify pass), in Id order."""
+        names = ["Id", *(name for name in fields if name != "Id")]
+        query = soql.Select(soql.api_name(object, "object"), names, order_by=("Id",))
+        return StreamQuery("verify", query.soql(), include_deleted=False, incremental=False)
 
     def _activities(self, since: str | None) -> StreamQuery | None:
         demos = self.mapping.demos
@@ -318,7 +350,27 @@ class QueryPager:
             if cursor is not None:
                 latest = STAMPS.latest(r.get(CURSOR_FIELD) for r in records)
                 page_cursor = cursor.advance(latest, last=result.get("done", True) is not False)
-            yield Page(self.query.stream, records, page_cursor, deleted)
+            own, digests = self._read_along(records)
+            yield Page(self.query.stream, records, page_cursor, deleted, own, digests)
+
+    def _read_along(
+        self, records: list[dict[str, Any]]
+    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+        """The own fields' values and the records' digests (see ``connectors.base.Page``)."""
+        query = self.query
+        if query.volatile is None:
+            return {}, []
+        own_fields = query.own_fields
+        leave_out = {*own_fields, *query.volatile}
+        own: dict[str, dict[str, Any]] = {}
+        digests: list[tuple[str, str]] = []
+        for record in records:
+            record_id = str(record.get("Id"))
+            if own_fields:
+                own[record_id] = {name: record.get(name) for name in own_fields}
+            content = [(k, v) for k, v in record.items() if k not in leave_out]
+            digests.append((record_id, content_digest(content)))
+        return own, digests
 
     def _complete_children(self, record: dict[str, Any]) -> None:
         results = [

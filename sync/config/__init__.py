@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         VariablePay,
     )
     from crm_kpi_worker.sync.config.runtime import (
+        BudgetSettings,
         RuntimeSettings,
         Schedule,
         StoreSettings,
@@ -111,6 +112,7 @@ _HOMES: dict[str, str] = {
     "RULE_ERROR": "crm_kpi_worker.sync.config.base",
     "RampSettings": "crm_kpi_worker.sync.config.money",
     "RepTarget": "crm_kpi_worker.sync.config.targets",
+    "BudgetSettings": "crm_kpi_worker.sync.config.runtime",
     "RuntimeSettings": "crm_kpi_worker.sync.config.runtime",
     "SCORECARD_KPIS": "crm_kpi_worker.sync.config.kpi_keys",
     "Schedule": "crm_kpi_worker.sync.config.runtime",
@@ -140,6 +142,7 @@ __all__ = [
     "UNION_TAG_KEYS",
     "AeFilter",
     "AppConfig",
+    "BudgetSettings",
     "ConfigModel",
     "CurrencySettings",
     "DealTarget",

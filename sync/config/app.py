@@ -35,6 +35,7 @@ from crm_kpi_worker.sync.config.calendar import FiscalCalendar
 from crm_kpi_worker.sync.config.kpi_keys import kpi_keys_checked, source_kpi_keys_checked
 from crm_kpi_worker.sync.config.money import CurrencySettings, QuotaSettings, VariablePay
 from crm_kpi_worker.sync.config.runtime import (
+    BudgetSettings,
     RuntimeSettings,
     Schedule,
     StoreSettings,
@@ -76,6 +77,8 @@ class AppConfig(ConfigModel):
     kpi_fields: Annotated[KpiFields | None, kpi_keys_checked] = None
     """Which KPI is written to which CRM field (per-source kpi_fields override it)."""
     write: WriteSettings = Field(default_factory=WriteSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    """The share of the CRM's daily API limit the worker may use."""
     store: StoreSettings = Field(default_factory=StoreSettings, validate_default=True)
     schedule: Schedule | None = None
     """When to run; without it the worker runs once per command."""

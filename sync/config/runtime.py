@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from crm_kpi_worker.connectors.base import SetupSettings
 
 __all__ = [
+    "BudgetSettings",
     "GrantTo",
     "RuntimeSettings",
     "Schedule",
@@ -55,6 +57,32 @@ class GrantTo(ConfigModel):
     """And every active user of these profiles, by name (e.g. "Sales Manager")."""
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def _duration(value: Any) -> Any:
+    """``1d``, ``12h``, ``30m`` (a whole number and a unit) as a timedelta."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    match = _DURATION.match(str(value))
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(
+            f"{value!r} is not a duration; write a whole number and a unit d, h or m,"
+            " e.g. 1d, 12h, 30m (or null: never)"
+        )
+    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class BudgetSettings(ConfigModel):
+    """How much of the CRM's daily API allowance the worker may use."""
+
+    max_share_of_daily_limit: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """The worker stops a run (cleanly: what it pulled and wrote is kept, the next run
+    resumes) before the org's calls of the day would pass this share of its daily limit,
+    whoever made them: the rest stays for the other integrations."""
+
+
 class WriteSettings(ConfigModel):
     batch_size: Annotated[int, Field(ge=1, le=200)] = 200
     """Records per write call, at most; HubSpot batches are further capped at 100."""
@@ -64,6 +92,9 @@ class WriteSettings(ConfigModel):
     """Language of field labels and help texts."""
     grant_to: GrantTo = GrantTo()
     """Who ``setup`` gives read access to the KPI fields."""
+    verify_every: Annotated[dt.timedelta | None, BeforeValidator(_duration)] = dt.timedelta(days=1)
+    """How often a run reads back every record the worker wrote and repairs what differs
+    (drift): ``1d``, ``12h``, ``30m``; ``null`` never (``sync --once --verify`` still does)."""
 
     def setup_settings(self) -> SetupSettings:
         """What ``setup`` needs of these settings, as connectors take it."""

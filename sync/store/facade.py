@@ -126,6 +126,12 @@ class Store:
     def save_page(self, page: StoredPage) -> None:
         self._pulled.save_page(page)
 
+    def metadata(self, source: str, key: str) -> Any:
+        return self._pulled.metadata(source, key)
+
+    def digests(self, source: str, stream: str, ids: Sequence[str]) -> dict[str, str]:
+        return self._pulled.digests(source, stream, ids)
+
     def reps(self, source: str) -> list[Rep]:
         return self._pulled.reps(source)
 
@@ -175,6 +181,12 @@ class Store:
         self, source: str, object: str, values: Iterable[tuple[str, str, Any]]
     ) -> None:
         self._written.record_written(source, object, values)
+
+    def has_written(self, source: str, object: str, field: str) -> bool:
+        return self._written.has_written(source, object, field)
+
+    def written_fields(self, source: str, object: str) -> list[str]:
+        return self._written.written_fields(source, object)
 
     # ---- runs (RunRecords)
 

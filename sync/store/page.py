@@ -119,6 +119,9 @@ class StoredPage:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     exclusions: Sequence[Exclusion] = ()
     seen_ids: Mapping[str, Collection[str]] = field(default_factory=dict)
+    #: record id -> the digest of its content as pulled (``connectors.base.Page.digests``),
+    #: saved with the page: the next pull skips the record while its digest stays the same.
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 class PreparedPage:

@@ -31,7 +31,9 @@ from crm_kpi_worker.sync.store.schema import (
     accounts,
     activities,
     deals,
+    decode_json,
     exclusions,
+    pulled_digests,
     quotas,
     reps,
     source_metadata,
@@ -124,6 +126,27 @@ class PulledRecords:
         log.info("full pull of %s/%s: %d records no longer in the CRM", source, stream, removed)
         return removed
 
+    def metadata(self, source: str, key: str) -> Any:
+        """The value saved under ``key`` (``StoredPage.metadata``), None when there is none."""
+        statement = select(source_metadata.c.value).where(
+            source_metadata.c.source == source, source_metadata.c.key == key
+        )
+        with self._db.read() as connection:
+            text = connection.execute(statement).scalar_one_or_none()
+        return None if text is None else decode_json(text)
+
+    def digests(self, source: str, stream: str, ids: Sequence[str]) -> dict[str, str]:
+        """record id -> the digest saved with the page that last carried it (of ``ids``)."""
+        if not ids:
+            return {}
+        statement = select(pulled_digests.c.record_id, pulled_digests.c.digest).where(
+            pulled_digests.c.source == source,
+            pulled_digests.c.stream == stream,
+            self._db.ids_match(pulled_digests.c.record_id, ids),
+        )
+        with self._db.read() as connection:
+            return {str(key): str(value) for key, value in connection.execute(statement)}
+
     def save_page(self, page: StoredPage) -> None:
         """Write all of a page and its cursor in one transaction (see :class:`StoredPage`)."""
         # Validate and encode everything before touching the database (no cyclic garbage
@@ -189,6 +212,15 @@ class PulledRecords:
                 ],
             )
         self._replace_exclusions(connection, prepared, now)
+        if page.digests:
+            self._db.upsert_many(
+                connection,
+                pulled_digests,
+                [
+                    {"source": source, "stream": page.stream, "record_id": key, "digest": value}
+                    for key, value in page.digests.items()
+                ],
+            )
         if page.cursor is not None:
             statement = self._db.insert(sync_cursors).values(
                 source=source, stream=page.stream, cursor=page.cursor, updated_at=now

@@ -364,6 +364,17 @@ written_values = Table(
     Column("written_at", UtcDateTime(), nullable=False),
 )
 
+#: Per record of a stream the worker writes to, the digest of its content as last pulled
+#: (stamps and the worker's own fields left out): an unchanged digest skips normalization.
+pulled_digests = Table(
+    "pulled_digests",
+    metadata,
+    _key("source"),
+    _key("stream"),
+    _key("record_id"),
+    Column("digest", String(), nullable=False),
+)
+
 #: Pulled record tables by record kind: the kinds of StoredPage.deleted/seen_ids and of
 #: Exclusion.record_type.
 RECORD_TABLES: dict[str, Table] = {

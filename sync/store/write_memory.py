@@ -43,6 +43,31 @@ class WriteMemory:
                     found[key, name] = decode_scalar(kind, text)
         return found
 
+    def written_fields(self, source: str, object: str) -> list[str]:
+        """The fields the worker has written on ``object`` (what a verify pass reads back)."""
+        statement = (
+            select(written_values.c.field)
+            .where(written_values.c.source == source, written_values.c.object == object)
+            .distinct()
+            .order_by(written_values.c.field)
+        )
+        with self._db.read() as connection:
+            return [str(name) for (name,) in connection.execute(statement)]
+
+    def has_written(self, source: str, object: str, field: str) -> bool:
+        """Whether the worker has written ``field`` on some record of ``object``."""
+        statement = (
+            select(written_values.c.record_key)
+            .where(
+                written_values.c.source == source,
+                written_values.c.object == object,
+                written_values.c.field == field,
+            )
+            .limit(1)
+        )
+        with self._db.read() as connection:
+            return connection.execute(statement).first() is not None
+
     def record_written(
         self, source: str, object: str, values: Iterable[tuple[str, str, Any]]
     ) -> None:
