@@ -553,8 +553,8 @@ def _percent(value: float | None) -> str:
     return f"{text}%"
 
 
-def _number(value: float | None, decimals: int = 1) -> str:
-    return "empty" if value is None else f"{value:,.{decimals}f}"
+def _number(value: float | None, decimals: int = 1, unit: str = "") -> str:
+    return "empty" if value is None else f"{value:,.{decimals}f}{unit}"
 
 
 def _formula(
@@ -593,11 +593,11 @@ def _formula(
         ),
         "sales_cycle_days": lambda: (
             f"sales cycle = {_number(t['cycle_sum'], 0)} days"
-            f" / {c['cycle_n']} won deals = {_number(value)} days"
+            f" / {c['cycle_n']} won deals = {_number(value, unit=' days')}"
         ),
         "sales_cycle_days_median": lambda: (
             f"median sales cycle = median of the"
-            f" {c['cycle_sum']} won deals' cycles = {_number(value)} days"
+            f" {c['cycle_sum']} won deals' cycles = {_number(value, unit=' days')}"
         ),
         "quota": lambda: f"quota = the {k} share of {len_rows(terms)} quota row(s) = {m(value)}",
         "quota_attainment": lambda: (
@@ -672,5 +672,5 @@ def _velocity_text(
         f" x win rate {_percent(_ratio(won, won + lost))} ({int(won)} won / {int(won + lost)}"
         f" closed in the last {days} days) x average deal size"
         f" {m(_ratio(t['bookings'], t['credited']))} / sales cycle"
-        f" {_number(_ratio(t['cycle_sum'], t['cycle_n']))} days = {m(value)} per day"
+        f" {_number(_ratio(t['cycle_sum'], t['cycle_n']), unit=' days')} = {m(value)} per day"
     )
