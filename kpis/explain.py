@@ -599,7 +599,7 @@ def _formula(
             f"median sales cycle = median of the"
             f" {c['cycle_sum']} won deals' cycles = {_number(value, unit=' days')}"
         ),
-        "quota": lambda: f"quota = the {k} share of {len_rows(terms)} quota row(s) = {m(value)}",
+        "quota": lambda: f"quota = the {k} share of {_quota_rows(terms)} quota row(s) = {m(value)}",
         "quota_attainment": lambda: (
             f"quota attainment = bookings ARR {m(b)} / quota {m(quota)} = {_percent(value)}"
         ),
@@ -655,7 +655,7 @@ def _formula(
     return lines[kpi]()
 
 
-def len_rows(terms: Mapping[str, float | None]) -> int:
+def _quota_rows(terms: Mapping[str, float | None]) -> int:
     return int(terms.get("quota_rows") or 0)
 
 
