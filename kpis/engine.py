@@ -32,7 +32,18 @@ from .frames import (
 )
 from .results import KPI_KEYS, DealKpis, KpiRow, Results, Scope
 
-__all__ = ["ADDITIVE_KPIS", "COUNT_KPIS", "RETENTION_DAYS", "compute"]
+__all__ = [
+    "ADDITIVE_KPIS",
+    "COUNT_KPIS",
+    "PART_MEANINGS",
+    "RETENTION_DAYS",
+    "Part",
+    "Prepared",
+    "compute",
+    "period_parts",
+    "quota_shares",
+    "trailing_parts",
+]
 
 #: Days after close within which a churn counts against retention_90d.
 RETENTION_DAYS = 90
@@ -76,7 +87,7 @@ def compute(
         for kind in settings.periods
         for offset in settings.offsets
     )
-    prepared = _Prepared(deals, reps, accounts, activities, settings, as_of)
+    prepared = Prepared(deals, reps, accounts, activities, settings, as_of)
     stored = {
         (scope, subject, period): commit
         for scope, subject, period, commit, _ in snapshots.rows()
@@ -87,13 +98,13 @@ def compute(
     owner_period = calendar.period_of(settings.deal_period, as_of)
     owner_attainment: np.ndarray | None = None
     for period in periods:
-        table = _PeriodTable(prepared, quotas, settings, period, as_of, stored)
+        table = PeriodTable(prepared, quotas, settings, period, as_of, stored)
         rows += table.rows()
         new_snapshots += table.new_snapshots()
         if period == owner_period:
             owner_attainment = table.values["quota_attainment"][: prepared.n_reps]
     if owner_attainment is None:
-        table = _PeriodTable(prepared, quotas, settings, owner_period, as_of, stored)
+        table = PeriodTable(prepared, quotas, settings, owner_period, as_of, stored)
         owner_attainment = table.values["quota_attainment"][: prepared.n_reps]
     return Results(
         as_of=as_of,
@@ -173,7 +184,7 @@ def _month_position(days: np.ndarray) -> np.ndarray:
     return month.view(np.int64) + (days - first) / (following - first)
 
 
-class _Prepared:
+class Prepared:
     """Per-deal work done once per run: resolved masks and the candidate subsets."""
 
     def __init__(
@@ -217,6 +228,7 @@ class _Prepared:
         cycle_ok = won & ~np.isnat(deals.cycle_start) & has_close & (cycle >= 0)
         credited_won = won & deals.credited & has_arr
         closed = np.flatnonzero((won | lost) & has_close & (close <= asof))
+        self.c_rows = closed
         self.c_close = close[closed]
         self.c_owner = owner[closed]
         self.c_won = won[closed]
@@ -230,13 +242,17 @@ class _Prepared:
         if settings.pipeline_credited_only:
             pipeline &= deals.credited
         opened = np.flatnonzero(pipeline)
+        self.o_rows = opened
         self.o_close = np.maximum(close[opened], asof)
         self.o_owner = owner[opened]
         o_arr = arr[opened]
         self.o_arr = o_arr
         self.o_weighted = o_arr * np.nan_to_num(deals.probability[opened], nan=0.0)
-        self.o_commit = np.where(deals.forecast[opened] == FORECAST_COMMIT, o_arr, 0.0)
-        self.o_best = np.where(deals.forecast[opened] == FORECAST_BEST_CASE, o_arr, 0.0)
+        self.o_has_arr = has_arr[opened]
+        self.o_is_commit = deals.forecast[opened] == FORECAST_COMMIT
+        self.o_is_best = deals.forecast[opened] == FORECAST_BEST_CASE
+        self.o_commit = np.where(self.o_is_commit, o_arr, 0.0)
+        self.o_best = np.where(self.o_is_best, o_arr, 0.0)
 
         # Conversion: entered the entry stage by as_of and closed by as_of.
         entry = _days(deals.entered_entry)
@@ -247,6 +263,7 @@ class _Prepared:
             & ~(has_close & (close > asof))
         )
         chosen = np.flatnonzero(converted)
+        self.e_rows = chosen
         self.e_day = entry[chosen]
         self.e_owner = owner[chosen]
         self.e_won = won[chosen]
@@ -260,6 +277,7 @@ class _Prepared:
             & (close <= asof - RETENTION_DAYS)
         )
         chosen = np.flatnonzero(eligible)
+        self.r_rows = chosen
         self.r_close = close[chosen]
         self.r_owner = owner[chosen]
         lost_renewal = lost & deals.is_renewal & (deals.account >= 0) & has_close
@@ -279,16 +297,9 @@ class _Prepared:
         self.a_owner = activities.owner[demo]
 
         # Velocity: rates over the trailing window, open qualified deals at as_of.
-        window = self.c_close >= asof - settings.trailing_window_days + 1
-        r = self.n_reps
+        self.open_qualified = open_ & deals.qualified
         self.trailing = {
-            "won": _count(self.c_owner, r, window & self.c_won),
-            "lost": _count(self.c_owner, r, window & ~self.c_won),
-            "bookings": _sum(self.c_owner, self.c_bookings, r, window),
-            "credited": _count(self.c_owner, r, window & self.c_credited),
-            "cycle_sum": _sum(self.c_owner, self.c_cycle, r, window & self.c_cycle_ok),
-            "cycle_n": _count(self.c_owner, r, window & self.c_cycle_ok),
-            "open_qualified": _count(owner, r, open_ & deals.qualified),
+            name: part.totals(self.n_reps) for name, part in trailing_parts(self).items()
         }
 
     def _teams(self, reps: Reps) -> None:
@@ -388,6 +399,121 @@ class _Prepared:
         )
 
 
+# ---- the deal-based sums: one definition for the values and their explanation ---------------
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """One deal-based sum or count, per rep: over the deals ``rows`` (rows of the Deals frame)
+    of one prepared subset, those where ``mask`` holds, adding ``weights`` (``None``: each
+    counts 1). Every KPI value that adds deals up is computed from parts, and
+    :mod:`..explain` lists the same parts' deals, so a value and its explanation cannot
+    disagree on which deals count."""
+
+    rows: np.ndarray
+    owner: np.ndarray
+    mask: np.ndarray
+    weights: np.ndarray | None = None
+
+    def totals(self, n_reps: int) -> np.ndarray:
+        """The sum (or count) per rep, float64."""
+        if self.weights is None:
+            return _count(self.owner, n_reps, self.mask)
+        return _sum(self.owner, self.weights, n_reps, self.mask)
+
+    def contributions(self, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The deal rows of the reps ``owners`` that count here, and what each adds."""
+        chosen = self.mask & np.isin(self.owner, owners)
+        weights = np.ones(len(self.mask)) if self.weights is None else self.weights
+        return self.rows[chosen], weights[chosen].astype(_F)
+
+
+#: What each deal-based part adds up (README, explanations).
+PART_MEANINGS: dict[str, str] = {
+    "won": "won deals closed in the period (to date)",
+    "lost": "lost deals closed in the period (to date)",
+    "bookings": "ARR of the quota-credited won deals closed in the period (to date)",
+    "credited": "quota-credited won deals with an ARR closed in the period (to date)",
+    "cycle_sum": "days from cycle start to close of the won deals with a usable cycle",
+    "cycle_n": "won deals with a usable cycle",
+    "open_arr": "ARR of the open deals closing in the period (overdue ones where as_of is)",
+    "weighted": "ARR x stage probability of the same open deals",
+    "commit_open": "ARR of those open deals in forecast category Commit",
+    "best_open": "ARR of those open deals in forecast category Best Case",
+    "entry_closed": "deals that entered the entry stage in the period and are closed",
+    "entry_won": "of those, the won deals",
+    "eligible": "customers won in the period at least 90 days before as_of",
+    "kept": "of those, the ones not churned within 90 days",
+    "open_qualified": "open deals at or past the qualified stage at as_of",
+}
+
+
+def period_parts(p: Prepared, start: dt.date, end: dt.date) -> dict[str, Part]:
+    """Every deal-based part of one period (first to last day, inclusive)."""
+    first, last = _day(start), _day(end)
+    c = (p.c_close >= first) & (p.c_close <= last)
+    o = (p.o_close >= first) & (p.o_close <= last)
+    e = (p.e_day >= first) & (p.e_day <= last)
+    r = (p.r_close >= first) & (p.r_close <= last)
+    return {
+        **_closed_parts(p, c),
+        # Open deals without an ARR, or outside the category, add 0: left out of the mask.
+        "open_arr": Part(p.o_rows, p.o_owner, o & p.o_has_arr, p.o_arr),
+        "weighted": Part(p.o_rows, p.o_owner, o & p.o_has_arr, p.o_weighted),
+        "commit_open": Part(p.o_rows, p.o_owner, o & p.o_has_arr & p.o_is_commit, p.o_commit),
+        "best_open": Part(p.o_rows, p.o_owner, o & p.o_has_arr & p.o_is_best, p.o_best),
+        "entry_closed": Part(p.e_rows, p.e_owner, e),
+        "entry_won": Part(p.e_rows, p.e_owner, e & p.e_won),
+        "eligible": Part(p.r_rows, p.r_owner, r),
+        "kept": Part(p.r_rows, p.r_owner, r & p.r_kept),
+    }
+
+
+def trailing_parts(p: Prepared) -> dict[str, Part]:
+    """Pipeline velocity's parts: deals closed in the trailing window ending at as_of, and the
+    open qualified deals at as_of."""
+    window = p.c_close >= p.as_of - p.settings.trailing_window_days + 1
+    rows = np.arange(len(p.deals))
+    return {
+        **_closed_parts(p, window),
+        "open_qualified": Part(rows, p.deals.owner, p.open_qualified),
+    }
+
+
+def _closed_parts(p: Prepared, m: np.ndarray) -> dict[str, Part]:
+    """The parts over the deals closed to date where ``m`` holds (a period, a window)."""
+    rows, owner = p.c_rows, p.c_owner
+    return {
+        "won": Part(rows, owner, m & p.c_won),
+        "lost": Part(rows, owner, m & ~p.c_won),
+        # Deals adding 0 (lost, not credited, no ARR) are left out of the mask: the same sum.
+        "bookings": Part(rows, owner, m & p.c_credited, p.c_bookings),
+        "credited": Part(rows, owner, m & p.c_credited),
+        "cycle_sum": Part(rows, owner, m & p.c_cycle_ok, p.c_cycle),
+        "cycle_n": Part(rows, owner, m & p.c_cycle_ok),
+    }
+
+
+def quota_shares(p: Prepared, quotas: Quotas, period: Period) -> tuple[np.ndarray, np.ndarray]:
+    """Per quota row: the part of its amount that falls in ``period``, and whether it overlaps
+    the period at all. A rep's quota for the period is the sum of its rows' shares.
+
+    A row's amount is spread over its span by :func:`_month_position` (evenly per month, by
+    days inside a month); with ramp proration, the part before the rep's start date is
+    dropped."""
+    start, end = _day(period.start), _day(period.end)
+    q_start, q_end = _days(quotas.start), _days(quotas.end)
+    low = np.maximum(q_start, start)
+    high = np.minimum(q_end, end)
+    overlap = high >= low
+    if p.settings.ramp_prorate:
+        rep_start = p.reps.start[quotas.rep]
+        low = np.where(np.isnat(rep_start), low, np.maximum(low, _days(rep_start)))
+    part = np.maximum(_month_position(high + 1) - _month_position(low), 0.0)
+    whole = _month_position(q_end + 1) - _month_position(q_start)
+    return quotas.amount * part / whole, overlap
+
+
 @dataclass
 class _Reasons:
     """Reason codes of one KPI over all subjects (None where the value is not empty)."""
@@ -405,12 +531,12 @@ class _Reasons:
         return self
 
 
-class _PeriodTable:
+class PeriodTable:
     """All KPIs of one period for every subject: reps, then teams, then the org."""
 
     def __init__(
         self,
-        p: _Prepared,
+        p: Prepared,
         quotas: Quotas,
         settings: Settings,
         period: Period,
@@ -437,30 +563,18 @@ class _PeriodTable:
         start, end = _day(self.period.start), _day(self.period.end)
         n = len(self.subjects)
 
-        m = (p.c_close >= start) & (p.c_close <= end)
-        won = p.stack(_count(p.c_owner, r, m & p.c_won))
-        lost = p.stack(_count(p.c_owner, r, m & ~p.c_won))
-        bookings = p.stack(_sum(p.c_owner, p.c_bookings, r, m))
-        credited = p.stack(_count(p.c_owner, r, m & p.c_credited))
-        cycled = m & p.c_cycle_ok
-        cycle_sum = p.stack(_sum(p.c_owner, p.c_cycle, r, cycled))
-        cycle_n = p.stack(_count(p.c_owner, r, cycled))
+        parts = period_parts(p, self.period.start, self.period.end)
+        total = {name: p.stack(part.totals(r)) for name, part in parts.items()}
+        won, lost, bookings, credited = (total[k] for k in ("won", "lost", "bookings", "credited"))
+        cycle_sum, cycle_n = total["cycle_sum"], total["cycle_n"]
+        cycled = parts["cycle_n"].mask
         cycle_median = p.medians(p.c_owner[cycled], p.c_cycle[cycled])
+        open_arr, weighted = total["open_arr"], total["weighted"]
+        commit_open, best_open = total["commit_open"], total["best_open"]
+        entry_closed, entry_won = total["entry_closed"], total["entry_won"]
+        eligible, kept = total["eligible"], total["kept"]
 
-        m = (p.o_close >= start) & (p.o_close <= end)
-        open_arr = p.stack(_sum(p.o_owner, p.o_arr, r, m))
-        weighted = p.stack(_sum(p.o_owner, p.o_weighted, r, m))
-        commit_open = p.stack(_sum(p.o_owner, p.o_commit, r, m))
-        best_open = p.stack(_sum(p.o_owner, p.o_best, r, m))
-
-        m = (p.e_day >= start) & (p.e_day <= end)
-        entry_closed = p.stack(_count(p.e_owner, r, m))
-        entry_won = p.stack(_count(p.e_owner, r, m & p.e_won))
-
-        m = (p.r_close >= start) & (p.r_close <= end)
-        eligible = p.stack(_count(p.r_owner, r, m))
-        kept = p.stack(_count(p.r_owner, r, m & p.r_kept))
-
+        start, end = _day(self.period.start), _day(self.period.end)
         m = (p.a_day >= start) & (p.a_day <= end)
         demos = p.stack(_count(p.a_owner, r, m))
 
@@ -528,23 +642,9 @@ class _PeriodTable:
         self._variable_pay(has_quota)
 
     def _quotas(self, quotas: Quotas) -> tuple[np.ndarray, np.ndarray]:
-        """Per rep: the quota for the period and whether any quota row overlaps it.
-
-        A row's amount is spread over its span by :func:`_month_position` (evenly per month,
-        by days inside a month); with ramp proration, the part before the rep's start date is
-        dropped."""
+        """Per rep: the quota for the period and whether any quota row overlaps it."""
+        share, overlap = quota_shares(self.p, quotas, self.period)
         r = self.p.n_reps
-        start, end = _day(self.period.start), _day(self.period.end)
-        q_start, q_end = _days(quotas.start), _days(quotas.end)
-        low = np.maximum(q_start, start)
-        high = np.minimum(q_end, end)
-        overlap = high >= low
-        if self.settings.ramp_prorate:
-            rep_start = self.p.reps.start[quotas.rep]
-            low = np.where(np.isnat(rep_start), low, np.maximum(low, _days(rep_start)))
-        part = np.maximum(_month_position(high + 1) - _month_position(low), 0.0)
-        whole = _month_position(q_end + 1) - _month_position(q_start)
-        share = quotas.amount * part / whole
         amount = _sum(quotas.rep, share, r, overlap)
         has = np.bincount(quotas.rep[overlap], minlength=r) > 0
         return amount, has

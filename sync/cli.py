@@ -63,6 +63,7 @@ def main(debug: bool) -> None:
 def _register() -> None:
     from crm_kpi_worker.sync.cli_config import config_group
     from crm_kpi_worker.sync.cli_demo import demo_command
+    from crm_kpi_worker.sync.cli_explain import explain_command
     from crm_kpi_worker.sync.cli_sandbox import sandbox_group
     from crm_kpi_worker.sync.cli_sync import kpis_group, setup_command, sync_command
 
@@ -70,6 +71,7 @@ def _register() -> None:
     main.add_command(config_group)
     main.add_command(sandbox_group)
     main.add_command(sync_command)
+    kpis_group.add_command(explain_command)
     main.add_command(kpis_group)
     main.add_command(setup_command)
 

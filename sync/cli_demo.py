@@ -54,9 +54,13 @@ def run_demo(
     as_of: dt.datetime | None = None,
     deals: int | None = None,
     progress: Any = None,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
     """Run the demo on the sandbox of ``crm`` and return its JSON-able result (also used by
-    the tests)."""
+    the tests). ``keep``: a folder where the store stays after the demo, beside a config
+    (``crm-kpi.yaml``) that reads it, so ``crm-kpi kpis show/explain --config
+    <keep>/crm-kpi.yaml`` work afterwards (its CRM address is the placeholder: the sandbox
+    is gone)."""
     from crm_kpi_worker.config import path_of
     from crm_kpi_worker.connectors.registry import build_connector
     from crm_kpi_worker.sync.config_loader import load_config
@@ -72,8 +76,9 @@ def run_demo(
     crm = entry.crm
     with (
         entry.start(reference_date=reference_date, deals=deals) as sandbox,
-        tempfile.TemporaryDirectory(prefix="crm-kpi-demo-") as workdir,
+        tempfile.TemporaryDirectory(prefix="crm-kpi-demo-") as temporary,
     ):
+        workdir = Path(temporary) if keep is None else _kept_folder(keep, crm)
         config = load_config(path_of(f"demo-{crm}.yaml"))
         # The demo config's source, pointed at the running sandbox (its placeholder port 0).
         source = config.sources[0].with_changes(**entry.source_changes(sandbox))
@@ -119,6 +124,11 @@ def run_demo(
             "writes": result.report()["sources"][0]["written"],
         }
         return {
+            **(
+                {"kept": {"folder": str(workdir), "config": str(workdir / KEPT_CONFIG)}}
+                if keep
+                else {}
+            ),
             "crm": crm,
             "sandbox": sandbox.url,
             "reference_date": reference_date.isoformat(),
@@ -129,6 +139,25 @@ def run_demo(
             "written": written,
             "run": result.report(),
         }
+
+
+KEPT_CONFIG = "crm-kpi.yaml"
+_KEPT_STORE = "demo.sqlite"
+
+
+def _kept_folder(folder: Path, crm: str) -> Path:
+    """``folder`` with a fresh demo store path and a config reading it (``--keep``)."""
+    from crm_kpi_worker.config import path_of
+
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):  # the previous demo's store: runs start afresh
+        (folder / f"{_KEPT_STORE}{suffix}").unlink(missing_ok=True)
+    text = path_of(f"demo-{crm}.yaml").read_text(encoding="utf-8")
+    shipped = {"salesforce": "crm-kpi-demo.sqlite", "hubspot": "crm-kpi-demo-hubspot.sqlite"}
+    text = text.replace(f"url: sqlite:///{shipped[crm]}", f"url: sqlite:///{_KEPT_STORE}")
+    (folder / KEPT_CONFIG).write_text(text, encoding="utf-8")
+    return folder
 
 
 @click.command("demo")
@@ -154,12 +183,18 @@ def run_demo(
     default=None,
     help="Opportunities in the sandbox (default: the demo scenario only).",
 )
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the store in this folder, with a config reading it, for `kpis show/explain`.",
+)
 def demo_command(
     output: str,
     reference_date: dt.date | None,
     crm: str,
     as_of: dt.datetime | None,
     deals: int | None,
+    keep: Path | None,
 ) -> None:
     """Run the worker on the sandbox CRM with the demo scenario: setup, one sync, the KPIs."""
     progress = None if output == "json" else (lambda message: click.echo(f"  {message}", err=True))
@@ -168,7 +203,12 @@ def demo_command(
         click.echo(f"Starting the sandbox {label} with the demo scenario...", err=True)
     try:
         demo = run_demo(
-            crm=crm, reference_date=reference_date, as_of=as_of, deals=deals, progress=progress
+            crm=crm,
+            reference_date=reference_date,
+            as_of=as_of,
+            deals=deals,
+            progress=progress,
+            keep=keep,
         )
     except ValueError as exc:  # a reference date or size the generator refuses
         raise click.UsageError(str(exc)) from None
@@ -241,3 +281,10 @@ def _print_table(demo: dict[str, Any]) -> None:
             f" {write['failed']} failed"
         )
     click.echo(f"\nDone in {demo['seconds']} s.")
+    if "kept" in demo:
+        alice = next((r["email"] for r in demo["kpis"] if r["email"]), "REP_EMAIL")
+        click.echo(
+            f"\nThe store stays in {demo['kept']['folder']}; explain a number with:\n"
+            f"  crm-kpi kpis explain --config {demo['kept']['config']} --rep {alice}"
+            f" --period {quarter} --kpi quota_attainment"
+        )

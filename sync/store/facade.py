@@ -144,6 +144,9 @@ class Store:
     def exclusions(self, source: str) -> list[Exclusion]:
         return self._pulled.exclusions(source)
 
+    def deal_details(self, source: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self._pulled.deal_details(source, ids)
+
     # ---- the KPI frames' bulk reads (ArrayReads)
 
     def iter_deal_arrays(self, source: str, rows: int = 20_000) -> Iterator[DealArrays]:
@@ -206,6 +209,9 @@ class Store:
 
     def run(self, run_id: int) -> dict[str, Any] | None:
         return self._runs.run(run_id)
+
+    def last_computed_run(self, source: str) -> dict[str, Any] | None:
+        return self._runs.last_computed(source)
 
     # ---- one run per source at a time (RunLocks)
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from crm_kpi_worker.sync.bulk import gc_paused
 from crm_kpi_worker.sync.model import Account, Quota, Rep
-from crm_kpi_worker.sync.store.database import Database
+from crm_kpi_worker.sync.store.database import Database, chunks
 from crm_kpi_worker.sync.store.page import (
     ACTIVITY_ROW,
     DEAL_ROW,
@@ -329,6 +329,20 @@ class PulledRecords:
             )
             for row in rows
         ]
+
+    def deal_details(self, source: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Name, stage, type, original amount and currency, forecast category and probability
+        of the live deals ``ids`` (what ``kpis explain`` shows beside the frames' columns)."""
+        names = ("id", "name", "stage", "deal_type", "amount", "currency", "forecast_category")
+        found: dict[str, dict[str, Any]] = {}
+        with self._db.read() as connection:
+            for chunk in chunks(ids, 500):
+                statement = select(*(deals.c[name] for name in names)).where(
+                    deals.c.source == source, ~deals.c.is_deleted, deals.c.id.in_(chunk)
+                )
+                for row in connection.execute(statement).mappings():
+                    found[row["id"]] = dict(row)
+        return found
 
     def exclusions(self, source: str) -> list[Exclusion]:
         statement = (

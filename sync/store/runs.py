@@ -114,6 +114,30 @@ class RunRecords:
                 values[name] = decode_json(values[name])
         return values
 
+    def last_computed(self, source: str) -> dict[str, Any] | None:
+        """The latest run that computed the KPIs of ``source`` (its report says so, even when
+        the run failed or was interrupted later, while writing): ``id``, ``as_of``,
+        ``status``, ``finished_at``; None when no run did."""
+        statement = (
+            select(runs.c.id, runs.c.as_of, runs.c.status, runs.c.finished_at, runs.c.report)
+            .where(runs.c.report.is_not(None))
+            .order_by(runs.c.id.desc())
+        )
+        with self._db.read() as connection:
+            for row in connection.execute(statement):
+                report = decode_json(row.report)
+                if any(
+                    part.get("source") == source and "compute" in part.get("seconds", {})
+                    for part in report.get("sources", ())
+                ):
+                    return {
+                        "id": int(row.id),
+                        "as_of": row.as_of,
+                        "status": row.status,
+                        "finished_at": row.finished_at,
+                    }
+        return None
+
     @staticmethod
     def require_run(connection: Connection, run_id: int) -> None:
         """Refuse values of a run the store does not have (in the caller's transaction)."""
