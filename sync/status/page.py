@@ -30,6 +30,8 @@ BAR_HEIGHT = 22
 BAR_GAP = 8
 SCALE_MIN = 1.5  # the attainment axis runs to 150% at least...
 SCALE_MAX = 3.0  # ...and 300% at most (longer bars are cut and say so)
+CALLS_BAR_MAX = 40.0  # a bar of the API calls chart is never wider than this
+UNASSIGNED = "unassigned"  # the subject deals of owners who are not reps count under
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def _calls_chart(status: SourceStatus, runs: Sequence[Mapping[str, Any]], texts:
                 calls=calls,
                 x=round(index * slot + slot * 0.15, 1),
                 y=round(height - bar, 1),
-                width=round(slot * 0.7, 1),
+                width=round(min(slot * 0.7, CALLS_BAR_MAX), 1),
                 height=round(bar, 1),
                 title=texts.calls_title.format(run=run_id, calls=calls, started=run["started_at"]),
             )
@@ -254,7 +256,7 @@ def _bars(
         kpis = values[(scope, subject)]
         attainment = kpis.get("quota_attainment")
         width = (CHART_WIDTH - LABEL_WIDTH - 60) * min(attainment or 0.0, scale) / scale
-        label = names.get(subject, subject) if scope == "rep" else f"{texts.team} {subject}"
+        label = _label(scope, subject, names, texts)
         bars.append(
             AttainmentBar(
                 scope=scope,
@@ -272,6 +274,14 @@ def _bars(
             )
         )
     return bars
+
+
+def _label(scope: str, subject: str, names: Mapping[str, str], texts: Texts) -> str:
+    if scope == "team":
+        return f"{texts.team} {subject}"
+    if subject == UNASSIGNED:
+        return texts.unassigned
+    return names.get(subject, subject)
 
 
 def _scale(attainments: Iterable[float | None]) -> float:

@@ -41,6 +41,8 @@ class Texts:
     no_values: str
     endpoints: str
     cut: str
+    unassigned: str
+    colon: str
     thousands: str
     decimal: str
     percent_sign: str
@@ -84,6 +86,8 @@ ENGLISH = Texts(
     no_values="No KPI values for a quarter yet.",
     endpoints="Also: /healthz, /readyz, /metrics (Prometheus).",
     cut="beyond the axis",
+    unassigned="Unassigned",
+    colon=": ",
     thousands=",",
     decimal=".",
     percent_sign="%",
@@ -129,6 +133,8 @@ FRENCH = Texts(
     no_values="Aucune valeur de KPI trimestrielle pour l'instant.",
     endpoints="Aussi : /healthz, /readyz, /metrics (Prometheus).",
     cut="au-delà de l'axe",
+    unassigned="Non attribué",
+    colon="\u202f: ",
     thousands="\u202f",
     decimal=",",
     percent_sign="\u202f%",
