@@ -123,7 +123,7 @@ class StatusApp:
         try:
             response = self._dispatch(request)
         except HTTPException as exc:
-            response = exc.get_response(environ)  # type: ignore[assignment]
+            response = exc.get_response(environ)
         except Exception:
             log.exception("the status server failed on %s", request.path)
             response = _json({"error": "internal error (see the service's log)"}, 500)
@@ -177,7 +177,7 @@ class StatusApp:
             finished = store.last_success(source.name)
             checks[f"source {source.name}"], fresh = self._freshness(finished, now)
             ready = ready and fresh
-        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
         if self.interval is not None:
             body["allowed_age_seconds"] = (2 * self.interval).total_seconds()
         return _json(body, 200 if ready else 503)

@@ -119,6 +119,7 @@ class RunMetrics:
             ["source"],
             registry=r,
         )
+        self._reasons: dict[str, set[str]] = {}  # exclusion reasons exported, per source
         self.in_progress = Gauge(
             "crm_kpi_run_in_progress", "1 while a run is in progress.", registry=r
         )
@@ -164,11 +165,13 @@ class RunMetrics:
             if _number(count):
                 self.pulled.labels(name, stream).inc(count)
         excluded = (source.get("excluded") or {}).get("by_reason") or {}
-        for labels in list(self._children(self.excluded, name)):
-            if labels[1] not in excluded:
-                self.excluded.remove(*labels)
+        shown = self._reasons.setdefault(name, set())
+        for gone in shown - set(excluded):  # no longer in force: its series goes
+            self.excluded.remove(name, gone)
+        shown.intersection_update(excluded)
         for reason, count in excluded.items():
             self.excluded.labels(name, reason).set(count)
+            shown.add(reason)
         for written in source.get("written") or ():
             object_name = str(written.get("object", ""))
             if _number(written.get("records_written")):
@@ -191,10 +194,3 @@ class RunMetrics:
         limit, used = _number(budget.get("daily_limit")), _number(budget.get("org_used"))
         if limit is not None and used is not None:
             self.daily_remaining.labels(name).set(max(limit - used, 0))
-
-    @staticmethod
-    def _children(metric: Gauge, source: str) -> Iterable[tuple[str, ...]]:
-        """The label values of ``metric``'s children of ``source``."""
-        for sample in metric.collect()[0].samples:
-            if sample.labels.get("source") == source:
-                yield (source, sample.labels["reason"])
