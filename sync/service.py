@@ -259,6 +259,8 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
             misfire_grace_time=None,
             id="sync",
         )
+        # The port first: a port already taken refuses the start before any run.
+        server = _status_server(config, scheduler, service)
         then = trigger.get_next_fire_time(None, now)
         start = "first run now, then at " if initial_run else "first run at "
         click.echo(
@@ -267,7 +269,6 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
             err=True,
         )
         scheduler.start()
-        server = _status_server(config, scheduler, service)
         if server is not None:
             click.echo(
                 f"crm-kpi: status page at {server.url}/ (also /healthz, /readyz, /metrics)",

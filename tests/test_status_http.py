@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,23 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("status")
     with SalesforceSandbox.start(seed=42, reference_date=dt.date(2026, 9, 30)) as sandbox:
         config = write_demo_config(sandbox, folder)
-        text = _with(config.read_text(encoding="utf-8"))
+        original = config.read_text(encoding="utf-8")
+        text = _with(original)
         config.write_text(text + "\nschedule:\n  every_minutes: 5\n", encoding="utf-8")
         runner = CliRunner()
-        for args in (["setup"], ["sync", "--once"], ["sync", "--once"]):
+        for args in (["setup"], ["sync", "--once"]):
             outcome = runner.invoke(main, [*args, "--config", str(config)])
             assert outcome.exit_code == 0, outcome.output
+        # runtime.http is off for --once: a port already taken does not stop it.
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            http = f"\n  http: {{port: {taken.getsockname()[1]}}}"
+            with_http = _with(original, extra_runtime=http)
+            config.write_text(with_http + "\nschedule:\n  every_minutes: 5\n", encoding="utf-8")
+            outcome = runner.invoke(main, ["sync", "--once", "--config", str(config)])
+            assert outcome.exit_code == 0, outcome.output
+        config.write_text(text + "\nschedule:\n  every_minutes: 5\n", encoding="utf-8")
     yield config
 
 
@@ -98,6 +110,24 @@ def test_the_schedule_interval_is_the_longest_gap_between_its_times(tmp_path: Pa
     assert schedule_interval(load_config(path), monday) == dt.timedelta(days=3)
     path.write_text(text, encoding="utf-8")
     assert schedule_interval(load_config(path)) is None
+
+
+def test_the_service_refuses_to_start_on_a_port_already_taken(tmp_path: Path) -> None:
+    text = path_of("demo-salesforce.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "crm-kpi.yaml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runtime = f"runtime:\n  http: {{port: {port}}}"
+        path.write_text(
+            text.replace("runtime:\n  log_level: INFO", runtime)
+            + "\nschedule:\n  every_minutes: 5\n",
+            encoding="utf-8",
+        )
+        outcome = CliRunner().invoke(main, ["sync", "--config", str(path)])
+    assert outcome.exit_code == 4, outcome.output
+    assert f"runtime.http: cannot listen on http://127.0.0.1:{port}" in outcome.output
 
 
 # ---- store read paths -----------------------------------------------------------------------

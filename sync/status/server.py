@@ -4,6 +4,7 @@ daemon thread of the service, on ``runtime.http``'s host and port."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -33,8 +34,16 @@ class StatusServer:
     def start(self) -> StatusServer:
         # One line per request (probes and scrapes every few seconds) is noise in the log.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = make_server(self.host, self.port, self.app, threaded=True)
-        self.port = self._server.server_port  # port 0: the one the system gave
+        # Bound here, so a port already taken raises OSError (werkzeug would exit the process).
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listening = socket.create_server((self.host, self.port), family=family)
+        try:
+            self._server = make_server(
+                self.host, self.port, self.app, threaded=True, fd=listening.fileno()
+            )
+        finally:
+            listening.close()  # werkzeug holds its own duplicate
+        self.port = int(self._server.socket.getsockname()[1])  # port 0: the one given
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="crm-kpi-status", daemon=True
         )
