@@ -23,5 +23,11 @@ RUN useradd --system --uid 10001 --home-dir /app crmkpi && chown crmkpi /app \
 USER 10001
 ENV PATH=/app/.venv/bin:$PATH
 
+# The service's HTTP port (runtime.http: {host: 0.0.0.0, port: 8080} in the config): /healthz,
+# /readyz, /metrics and the status page. The health check is plain python (no curl here).
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+
 ENTRYPOINT ["crm-kpi"]
 CMD ["demo"]

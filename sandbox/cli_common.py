@@ -9,13 +9,49 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["common_options", "date_option", "serve"]
+__all__ = ["common_options", "date_option", "fault_help", "serve"]
+
+#: The options every fault rule takes (``FaultRule``), as ``--help`` lists them.
+FAULT_OPTIONS = (
+    ("path", 'regular expression searched in the request path ("": every path)'),
+    ("method", "GET, POST, PATCH... (default: any)"),
+    ("times", "how many times it fires (default 1; null: no limit)"),
+    ("every", "fire on every n-th matching request (default 1)"),
+    ("probability", "chance to fire on a match, from a seeded generator (default 1.0)"),
+    ("status", "server_error: the HTTP status, 500, 502 or 503 (default 503)"),
+    ("retry_after", "rate_limit: the Retry-After seconds (default 1)"),
+    ("delay", "slow: seconds before answering (default 1.0)"),
+    ("record_ids", "write_failure: the records that fail (default: any record)"),
+)
+
+
+def fault_help(answers: Mapping[str, str]) -> str:
+    """The ``--help`` epilog: each fault kind (``answers``: what this CRM's sandbox answers
+    for it) and the options of a rule. ``\b`` keeps click from rewrapping the lists."""
+    from crm_kpi_worker.sandbox.faults import FAULT_KINDS
+
+    assert set(answers) == set(FAULT_KINDS), "every fault kind needs its answer"
+    width = max(len(name) for name in (*FAULT_KINDS, *(o for o, _ in FAULT_OPTIONS)))
+    kinds = [f"  {kind:<{width}}  {answers[kind]}" for kind in FAULT_KINDS]
+    options = [f"  {name:<{width}}  {text}" for name, text in FAULT_OPTIONS]
+    return "\n".join(
+        [
+            "\b",
+            "Fault kinds (--fault '{\"kind\": KIND, OPTION: VALUE, ...}',"
+            " or POST /_sandbox/faults):",
+            *kinds,
+            "",
+            "\b",
+            "Options of a fault rule:",
+            *options,
+        ]
+    )
 
 
 def date_option(_ctx: Any, _param: Any, value: str | None) -> dt.date | None:

@@ -10,6 +10,8 @@
   then twice as long each time, at most :data:`AUTH_BACKOFF_CAP`; each step is logged once.
 - SIGTERM/SIGINT stop it: the run in progress finishes its page or batch and records itself
   ``interrupted`` (see :mod:`.stops`), then the service exits 0.
+- With ``runtime.http`` set, it serves ``/healthz``, ``/readyz``, ``/metrics`` and a status
+  page on that port, in a thread (:mod:`.status`); each run's report feeds the metrics.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.exit_codes import ExitCode, failure
 from crm_kpi_worker.sync.stops import StopRequest, stop_on_signals
+
+if TYPE_CHECKING:
+    from crm_kpi_worker.sync.status import RunMetrics, StatusServer
 
 __all__ = ["AUTH_BACKOFF_CAP", "AUTH_BACKOFF_FIRST", "AuthBackoff", "Service", "serve"]
 
@@ -101,8 +106,12 @@ class Service:
         backoff: AuthBackoff | None = None,
         next_run: Callable[[], dt.datetime | None] = lambda: None,
         tz: Any = dt.UTC,
+        metrics: RunMetrics | None = None,
+        sources: Sequence[str] = (),
     ) -> None:
         self._run = run
+        self.metrics = metrics
+        self._sources = tuple(sources)
         self._stop = stop
         self.backoff = backoff or AuthBackoff()
         self._next_run = next_run
@@ -118,10 +127,23 @@ class Service:
             log.debug("tick skipped: backing off after %d refused login(s)", self.backoff.failures)
             return
         self.idle.clear()
+        if self.metrics is not None:
+            self.metrics.in_progress.set(1)
         try:
             self._tick()
         finally:
             self.idle.set()
+            if self.metrics is not None:
+                self.metrics.in_progress.set(0)
+
+    def _count_failure(self, exc: Exception, outcome: str) -> None:
+        if self.metrics is None:
+            return
+        from crm_kpi_worker.sync.store import RunInProgress
+
+        if isinstance(exc, RunInProgress):
+            self.metrics.lock_wait(exc.source)
+        self.metrics.run_failed(self._sources, outcome)
 
     def _tick(self) -> None:
         try:
@@ -129,6 +151,7 @@ class Service:
         except Exception as exc:
             found = failure(exc)
             self.outcomes.append(found.code.name.lower())
+            self._count_failure(exc, found.code.name.lower())
             if found.code == ExitCode.CRM_AUTH:
                 wait = self.backoff.refused()
                 log.error(
@@ -152,6 +175,8 @@ class Service:
             return
         self.backoff.reset()
         self.outcomes.append(result.status)
+        if self.metrics is not None:
+            self.metrics.run_finished(result.report())
         level = logging.INFO if result.status == "completed" else logging.WARNING
         detail = f" ({result.interrupted})" if result.interrupted else ""
         log.log(
@@ -162,6 +187,38 @@ class Service:
             detail,
             when(self._next_run(), self._tz),
         )
+
+
+def _status_server(config: AppConfig, scheduler: Any, service: Service) -> StatusServer | None:
+    """The HTTP port of ``runtime.http``, listening (None when not configured)."""
+    http = config.runtime.http
+    if http is None:
+        return None
+    from crm_kpi_worker.sync.exit_codes import Refused
+    from crm_kpi_worker.sync.status import ServiceProbe, StatusApp, StatusServer
+
+    def scheduler_alive() -> bool:
+        thread = getattr(scheduler, "_thread", None)
+        return bool(scheduler.running and thread is not None and thread.is_alive())
+
+    probe = ServiceProbe(scheduler_alive, running=lambda: not service.idle.is_set())
+    assert service.metrics is not None
+    app = StatusApp(config, service.metrics, probe)
+    try:
+        return StatusServer(app, http.host, http.port).start()
+    except OSError as exc:
+        raise Refused(f"runtime.http: cannot listen on {http.url}: {exc.strerror or exc}") from exc
+
+
+def _seed(metrics: RunMetrics, config: AppConfig, open_store: Callable[[], Any]) -> None:
+    """The last success times the store already holds (a restarted service)."""
+    from crm_kpi_worker.sync.store import StoreError
+
+    try:
+        with open_store() as store:
+            metrics.seed({s.name: store.last_success(s.name) for s in config.sources})
+    except StoreError as exc:  # no store yet: the first run creates it
+        log.debug("no last success times to seed the metrics with: %s", exc)
 
 
 def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
@@ -182,7 +239,15 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
             job = job_holder.get("job")
             return None if job is None else job.next_run_time
 
-        service = Service(run, stop, next_run=next_run, tz=tz)
+        metrics = None
+        if config.runtime.http is not None:
+            from crm_kpi_worker.sync.status import RunMetrics
+            from crm_kpi_worker.sync.store import Store
+
+            metrics = RunMetrics()
+            _seed(metrics, config, lambda: Store.open(config.store.resolve_url(), read_only=True))
+        sources = [source.name for source in config.sources]
+        service = Service(run, stop, next_run=next_run, tz=tz, metrics=metrics, sources=sources)
         now = dt.datetime.now(tz)
         first = now if initial_run else trigger.get_next_fire_time(None, now)
         job_holder["job"] = scheduler.add_job(
@@ -194,6 +259,8 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
             misfire_grace_time=None,
             id="sync",
         )
+        # The port first: a port already taken refuses the start before any run.
+        server = _status_server(config, scheduler, service)
         then = trigger.get_next_fire_time(None, now)
         start = "first run now, then at " if initial_run else "first run at "
         click.echo(
@@ -202,10 +269,17 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
             err=True,
         )
         scheduler.start()
+        if server is not None:
+            click.echo(
+                f"crm-kpi: status page at {server.url}/ (also /healthz, /readyz, /metrics)",
+                err=True,
+            )
         while not stop.wait(1.0):
             pass
         scheduler.shutdown(wait=False)
         # The run in progress stops at its next page or batch (the watchdog bounds the wait).
         service.idle.wait()
+        if server is not None:
+            server.stop()
     click.echo(f"crm-kpi: stopped ({stop.reason})", err=True)
     return int(ExitCode.OK)

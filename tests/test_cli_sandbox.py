@@ -104,3 +104,24 @@ def test_console_script_runs() -> None:
         check=True,
     )
     assert completed.stdout.startswith("crm-kpi, version ")
+
+
+def test_each_sandboxs_help_lists_the_fault_kinds_and_their_options() -> None:
+    """Issue 12, point 6: `crm-kpi sandbox <crm> --help` says every fault kind (what that
+    CRM's sandbox answers) and every option of a rule."""
+    import dataclasses
+
+    from crm_kpi_worker.sandbox.faults import FAULT_KINDS, FaultRule
+
+    options = [
+        f.name
+        for f in dataclasses.fields(FaultRule)
+        if f.init and f.name not in ("kind", "fired", "seen")  # counters, not options
+    ]
+    for crm, answer in (("salesforce", "INVALID_SESSION_ID"), ("hubspot", "TEN_SECONDLY")):
+        outcome = CliRunner().invoke(main, ["sandbox", crm, "--help"])
+        assert outcome.exit_code == 0, outcome.output
+        text = outcome.output.split("Fault kinds", 1)[1]
+        for name in (*FAULT_KINDS, *options):
+            assert f"\n    {name} " in text, (crm, name)
+        assert answer in text

@@ -82,6 +82,19 @@ def test_dockerfile_installs_and_runs_as_the_readme_does() -> None:
     assert copied == set(setuptools["package-dir"].values())
 
 
+def test_the_dockerfiles_healthcheck_is_the_readmes_on_the_exposed_port() -> None:
+    """The image's HEALTHCHECK is plain python on /healthz (slim images have no curl), on the
+    port it EXPOSEs, and the README's deployment section shows the same command."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    check = re.search(r"^HEALTHCHECK .*?\\\n\s*CMD (\[.*\])$", dockerfile, re.M)
+    assert check, "the Dockerfile has no HEALTHCHECK ... CMD [...]"
+    command = check.group(1)
+    assert "urllib.request" in command and "/healthz" in command and "curl" not in command
+    port = re.search(r"^EXPOSE (\d+)$", dockerfile, re.M)
+    assert port and f"127.0.0.1:{port.group(1)}/healthz" in command
+    assert check.group(0) in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
 def test_readme_holds_the_kpi_engines_documented_decisions() -> None:
     from crm_kpi_worker.kpis.notes import KPI_NOTES
 

@@ -8,12 +8,22 @@ from typing import Any
 
 import click
 
-from crm_kpi_worker.sandbox.cli_common import common_options, serve
+from crm_kpi_worker.sandbox.cli_common import common_options, fault_help, serve
 
 __all__ = ["sandbox_hubspot"]
 
 
-@click.command("hubspot")
+FAULT_ANSWERS = {
+    "rate_limit": "429 TEN_SECONDLY_ROLLING with Retry-After",
+    "daily_limit": "429 DAILY, Retry-After until the portal's midnight",
+    "server_error": "500 INTERNAL_ERROR, 502/503 SERVICE_UNAVAILABLE",
+    "slow": "answers after delay seconds (or when a test releases the rule)",
+    "expire_session": "401 expired token (an OAuth access token stays revoked: refresh it)",
+    "write_failure": "batch write records fail in a 207 answer (record_ids: ids or unique values)",
+}
+
+
+@click.command("hubspot", epilog=fault_help(FAULT_ANSWERS))
 @common_options(8444, "Deals", "the CA certificate")
 @click.option("--token", default="pat-sandbox-demo", show_default=True, help="Private-app token.")
 @click.option(

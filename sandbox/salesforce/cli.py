@@ -8,12 +8,21 @@ from typing import Any
 
 import click
 
-from crm_kpi_worker.sandbox.cli_common import common_options, serve
+from crm_kpi_worker.sandbox.cli_common import common_options, fault_help, serve
 
 __all__ = ["sandbox_salesforce"]
 
+FAULT_ANSWERS = {
+    "rate_limit": "429 REQUEST_LIMIT_EXCEEDED with Retry-After",
+    "daily_limit": "403 REQUEST_LIMIT_EXCEEDED (TotalRequests Limit exceeded)",
+    "server_error": "500 UNKNOWN_EXCEPTION, 502/503 SERVER_UNAVAILABLE",
+    "slow": "answers after delay seconds (or when a test releases the rule)",
+    "expire_session": "logs every session out: 401 INVALID_SESSION_ID",
+    "write_failure": "sObject Collections records fail with UNABLE_TO_LOCK_ROW",
+}
 
-@click.command("salesforce")
+
+@click.command("salesforce", epilog=fault_help(FAULT_ANSWERS))
 @common_options(8443, "Opportunities", "the CA certificate and JWT key")
 @click.option(
     "--api-limit",

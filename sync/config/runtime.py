@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BudgetSettings",
     "GrantTo",
+    "HttpSettings",
     "RuntimeSettings",
     "Schedule",
     "StoreSettings",
@@ -324,9 +325,26 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
+class HttpSettings(ConfigModel):
+    """The service's HTTP port: /healthz, /readyz, /metrics and the status page."""
+
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    """Address to bind; loopback unless set otherwise (0.0.0.0 in a container that others
+    scrape)."""
+    port: Annotated[int, Field(ge=1, le=65535)]
+    """TCP port, e.g. 8080."""
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
 class RuntimeSettings(ConfigModel):
     as_of: AwareDatetime | None = None
     """Pin the evaluation instant (backfills, tests); default: now."""
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
     ] = "INFO"
+    http: HttpSettings | None = None
+    """The service's HTTP port (``crm-kpi sync`` without ``--once``); none when absent."""

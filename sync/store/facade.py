@@ -213,6 +213,20 @@ class Store:
     def last_computed_run(self, source: str) -> dict[str, Any] | None:
         return self._runs.last_computed(source)
 
+    def recent_runs(self, limit: int = 20, source: str | None = None) -> list[dict[str, Any]]:
+        return self._runs.recent_runs(limit, source)
+
+    def last_success(self, source: str) -> dt.datetime | None:
+        return self._runs.last_success(source)
+
+    def ping(self) -> None:
+        """Raise unless the database answers (the status server's readiness check)."""
+        try:
+            self._runs.ping()
+        except DBAPIError as exc:
+            reason = driver_reason(exc)
+            raise StoreError(f"the state store {self.url} does not answer: {reason}") from exc
+
     # ---- one run per source at a time (RunLocks)
 
     def lock_sources(self, sources: Sequence[str]) -> HeldLocks:

@@ -9,14 +9,25 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from crm_kpi_worker.sync.store.database import Database
 from crm_kpi_worker.sync.store.errors import StoreError
 from crm_kpi_worker.sync.store.schema import decode_json, encode_json, runs
 
-__all__ = ["RunRecords"]
+__all__ = ["SUCCESSFUL", "RunRecords"]
+
+#: The statuses of a run that went to its end (some records may have failed to be written).
+SUCCESSFUL = ("completed", "completed_with_failures")
+
+
+def _mentions(source: str) -> Any:
+    """``runs.sources`` (a JSON list) holds ``source``: its JSON text, LIKE-escaped."""
+    quoted = encode_json(source)
+    for special in ("\\", "%", "_"):
+        quoted = quoted.replace(special, "\\" + special)
+    return runs.c.sources.like(f"%{quoted}%", escape="\\")
 
 
 class RunRecords:
@@ -137,6 +148,40 @@ class RunRecords:
                         "finished_at": row.finished_at,
                     }
         return None
+
+    def recent_runs(self, limit: int = 20, source: str | None = None) -> list[dict[str, Any]]:
+        """The latest ``limit`` runs, newest first (of ``source`` only, when given), as
+        :meth:`run` returns them."""
+        statement = select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if source is not None:
+            statement = statement.where(_mentions(source))
+        with self._db.read() as connection:
+            rows = connection.execute(statement).all()
+        found = []
+        for row in rows:
+            values = dict(row._mapping)
+            for name in ("options", "report", "sources"):
+                if values[name] is not None:
+                    values[name] = decode_json(values[name])
+            found.append(values)
+        return found
+
+    def last_success(self, source: str) -> dt.datetime | None:
+        """When the latest successful run (completed, even with failed records) of ``source``
+        finished; None when it never had one."""
+        statement = (
+            select(runs.c.finished_at)
+            .where(runs.c.status.in_(SUCCESSFUL), _mentions(source))
+            .order_by(runs.c.id.desc())
+            .limit(1)
+        )
+        with self._db.read() as connection:
+            return connection.execute(statement).scalar_one_or_none()
+
+    def ping(self) -> None:
+        """One round trip to the database (raises when it cannot be reached)."""
+        with self._db.read() as connection:
+            connection.execute(text("SELECT 1")).scalar_one()
 
     @staticmethod
     def require_run(connection: Connection, run_id: int) -> None:
