@@ -353,6 +353,27 @@ def test_the_status_page_shows_runs_attainment_and_coverage(demo_store: Path) ->
     assert 'data-period="2026-Q2"' in other
 
 
+def test_each_reps_bar_links_to_the_explanation_of_their_attainment(demo_store: Path) -> None:
+    _, client = _app(load_config(demo_store))
+    html = client.get("/").text
+    links = re.findall(r'<a class="explain" href="([^"]+)">', html)
+    (alice_id,) = re.findall(
+        r'data-scope="rep" data-subject="([^"]+)" data-label="Alice Martin"', html
+    )
+    (alice,) = [link for link in links if f"rep={alice_id}&" in link]
+    answer = client.get(alice.replace("&amp;", "&"))
+    assert answer.status_code == 200, answer.text
+    explained = answer.get_json()
+    assert explained["kpi"] == "quota_attainment" and explained["value"] == pytest.approx(1.25)
+    assert explained["period"]["key"] == "2026-Q3"
+    assert (
+        client.get("/explain.json?rep=nobody@example.com&period=2026-Q3&kpi=win_rate").status_code
+        == 404
+    )
+    assert client.get("/explain.json?rep=x").status_code == 400
+    assert len(links) == sum(1 for _ in re.finditer(r'data-scope="rep"', html)) // 2
+
+
 def test_the_status_page_speaks_french(tmp_path: Path, demo_store: Path) -> None:
     text = demo_store.read_text(encoding="utf-8").replace("  language: en", "  language: fr")
     path = tmp_path / "crm-kpi.yaml"

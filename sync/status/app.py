@@ -6,7 +6,10 @@
 - ``/metrics``: Prometheus' text format (:mod:`.metrics`);
 - ``/``: the read-only status page (:mod:`.page`, rendered by Jinja2), ``?period=2026-Q3``
   picks the quarter charted;
-- ``/runs/<id>.json``: a run's stored report.
+- ``/runs/<id>.json``: a run's stored report;
+- ``/explain.json?rep=R&period=P&kpi=K[&source=S]``: one stored KPI value of a rep explained
+  (:func:`crm_kpi_worker.sync.explain.explain_kpi`, what ``crm-kpi kpis explain`` prints): the
+  status page links each rep's bar to it.
 
 Only GET (and HEAD) is answered: nothing here changes anything. The store is opened read-only,
 on the first request that needs it (the service's first run may still be creating it).
@@ -112,6 +115,7 @@ class StatusApp:
                 Rule("/readyz", endpoint="readyz"),
                 Rule("/metrics", endpoint="metrics"),
                 Rule("/runs/<int:run_id>.json", endpoint="run"),
+                Rule("/explain.json", endpoint="explain"),
             ],
             strict_slashes=False,
         )
@@ -214,3 +218,23 @@ class StatusApp:
         if run.get("sources") and not mine & set(run["sources"]):
             raise NotFound(f"run {run_id} is not a run of this config's sources")
         return _json(run)
+
+    def _explain(self, request: Request) -> Response:
+        from crm_kpi_worker.sync.explain import ExplainError, explain_kpi
+
+        asked = {name: request.args.get(name) for name in ("rep", "period", "kpi")}
+        missing = [name for name, value in asked.items() if not value]
+        if missing:
+            return _json({"error": f"missing query parameter(s): {', '.join(missing)}"}, 400)
+        try:
+            body = explain_kpi(
+                self.config,
+                self.store(),
+                rep=str(asked["rep"]),
+                period=str(asked["period"]),
+                kpi=str(asked["kpi"]),
+                source=request.args.get("source"),
+            )
+        except ExplainError as exc:
+            return _json({"error": str(exc)}, 404)
+        return _json(body)
