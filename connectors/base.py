@@ -37,12 +37,16 @@ class Page:
     stamp of the records so far (pages come in stamp order), so a run that stops after this
     page resumes from here. None for streams pulled whole every time.
     ``deleted_ids`` lists records the CRM reports as deleted/archived in this page.
+    ``total`` is how many records the query this page answers matches in all, when the CRM
+    says so in the same answer (Salesforce's ``totalSize``, HubSpot's search ``total``): the
+    expected count a progress bar shows; None when the CRM does not say.
     """
 
     stream: str
     records: list[dict[str, Any]]
     cursor: str | None
     deleted_ids: list[str] = field(default_factory=list)
+    total: int | None = None
 
 
 @dataclass(frozen=True)

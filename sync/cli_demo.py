@@ -223,7 +223,8 @@ def _print_table(demo: dict[str, Any]) -> None:
         f"\nRun: pulled {sum(source['pulled'].values()):,} records"
         f" in {source['api_calls']} API calls;"
     )
-    click.echo(f"  excluded {excluded['total']} deals with bad data: {excluded['by_reason']}")
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(excluded["by_reason"].items()))
+    click.echo(f"  excluded {excluded['total']} deals with bad data: {reasons or 'none'}")
     click.echo(f"  {source['unassigned_deals']} deals of unknown owners counted as 'Unassigned'")
     written = demo["written"]
     where = sandbox_for(demo["crm"]).instance

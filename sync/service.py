@@ -20,10 +20,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import click
-
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.exit_codes import ExitCode, failure
+from crm_kpi_worker.sync.logs import fields
 from crm_kpi_worker.sync.stops import StopRequest, stop_on_signals
 
 __all__ = ["AUTH_BACKOFF_CAP", "AUTH_BACKOFF_FIRST", "AuthBackoff", "Service", "serve"]
@@ -140,6 +139,9 @@ class Service:
                     when(self.backoff.not_before, self._tz),
                     duration(wait),
                     exc_info=log.isEnabledFor(logging.DEBUG),
+                    extra=fields(
+                        "run_failed", outcome=found.code.name.lower(), refused=self.backoff.failures
+                    ),
                 )
                 return
             log.error(
@@ -148,6 +150,7 @@ class Service:
                 found.line,
                 when(self._next_run(), self._tz),
                 exc_info=log.isEnabledFor(logging.DEBUG),
+                extra=fields("run_failed", outcome=found.code.name.lower()),
             )
             return
         self.backoff.reset()
@@ -161,6 +164,7 @@ class Service:
             result.status.replace("_", " "),
             detail,
             when(self._next_run(), self._tz),
+            extra=fields("run_finished", run_id=result.run_id, **result.counts()),
         )
 
 
@@ -196,10 +200,17 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
         )
         then = trigger.get_next_fire_time(None, now)
         start = "first run now, then at " if initial_run else "first run at "
-        click.echo(
-            f"crm-kpi: running {config.schedule.in_words(str(tz))}; {start}{when(then, tz)};"
-            " SIGTERM or Ctrl-C to stop",
-            err=True,
+        log.info(
+            "crm-kpi: running %s; %s%s; SIGTERM or Ctrl-C to stop",
+            config.schedule.in_words(str(tz)),
+            start,
+            when(then, tz),
+            extra=fields(
+                "service_started",
+                schedule=config.schedule.in_words(str(tz)),
+                first_run=(now if initial_run else then),
+                next_run=then,
+            ),
         )
         scheduler.start()
         while not stop.wait(1.0):
@@ -207,5 +218,5 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
         scheduler.shutdown(wait=False)
         # The run in progress stops at its next page or batch (the watchdog bounds the wait).
         service.idle.wait()
-    click.echo(f"crm-kpi: stopped ({stop.reason})", err=True)
+    log.info("crm-kpi: stopped (%s)", stop.reason, extra=fields("service_stopped"))
     return int(ExitCode.OK)

@@ -318,7 +318,14 @@ class QueryPager:
             if cursor is not None:
                 latest = STAMPS.latest(r.get(CURSOR_FIELD) for r in records)
                 page_cursor = cursor.advance(latest, last=result.get("done", True) is not False)
-            yield Page(self.query.stream, records, page_cursor, deleted)
+            total = result.get("totalSize")
+            yield Page(
+                self.query.stream,
+                records,
+                page_cursor,
+                deleted,
+                total=total if isinstance(total, int) else None,
+            )
 
     def _complete_children(self, record: dict[str, Any]) -> None:
         results = [

@@ -299,3 +299,10 @@ class RuntimeSettings(ConfigModel):
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
     ] = "INFO"
+    log_format: Literal["text", "json"] | None = None
+    """``text`` (one line per event) or ``json`` (one JSON object per event); default: the
+    ``CRM_KPI_LOG_FORMAT`` environment variable (the container image sets ``json``), else
+    ``text``."""
+    progress_seconds: Annotated[float, Field(ge=0, le=3600)] = 30
+    """Without a terminal (the service, a cron job), how often a long run logs its progress
+    (0: at every page)."""

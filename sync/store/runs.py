@@ -114,8 +114,38 @@ class RunRecords:
                 values[name] = decode_json(values[name])
         return values
 
+    def runs(self, *, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest runs first (at most ``limit``; of ``source`` only when given), each as
+        :meth:`run` returns it."""
+        found: list[dict[str, Any]] = []
+        last: int | None = None
+        while len(found) < limit:
+            statement = select(runs.c.id).order_by(runs.c.id.desc()).limit(max(limit, 50))
+            if last is not None:
+                statement = statement.where(runs.c.id < last)
+            with self._db.read() as connection:
+                ids = connection.execute(statement).scalars().all()
+            if not ids:
+                break
+            for run_id in ids:
+                run = self.run(run_id)
+                if run is not None and (source is None or source in _sources_of(run)):
+                    found.append(run)
+                    if len(found) == limit:
+                        break
+            last = ids[-1]
+        return found
+
     @staticmethod
     def require_run(connection: Connection, run_id: int) -> None:
         """Refuse values of a run the store does not have (in the caller's transaction)."""
         if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
             raise StoreError(f"no run {run_id} in the store: start_run() first")
+
+
+def _sources_of(run: Mapping[str, Any]) -> list[str]:
+    """A run's sources (older runs recorded none: read them from the report)."""
+    if run.get("sources"):
+        return list(run["sources"])
+    report = run.get("report") or {}
+    return [s.get("source") for s in report.get("sources") or () if isinstance(s, dict)]
