@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -99,7 +100,7 @@ def runs_list(config_path: Path, source: str | None, limit: int, output: str) ->
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     if output == "csv":
-        writer = csv.DictWriter(click.get_text_stream("stdout"), fieldnames=list(rows[0]))
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
         return
@@ -140,7 +141,7 @@ def runs_show(run_id: int, config_path: Path, output: str) -> None:
             hint = f"; the latest is run {latest[0]['id']}" if latest else "; the store has none"
             raise click.ClickException(f"no run {run_id} in the store{hint}")
         records = store.planned(run_id)
-        out = click.get_text_stream("stdout")
+        out = sys.stdout
         if output == "json":
             _show_json(run, records, out)
         elif output == "csv":
