@@ -338,3 +338,23 @@ def test_output_needs_once(config_file: Path, tmp_path: Path) -> None:
         "sync", "--output", str(tmp_path / "x.csv"), "--config", str(config_file), code=2
     )
     assert "--output needs --once" in outcome.stderr
+
+
+def test_an_interactive_run_shows_a_bar_per_stream_and_written_object() -> None:
+    from rich.console import Console
+
+    from crm_kpi_worker.sync.progress import BarProgress
+
+    screen = io.StringIO()
+    bars = BarProgress(Console(file=screen, force_terminal=True, width=140))
+    bars.advance("sandbox", "deals", 2000, total=2485)
+    bars.advance("sandbox", "deals", 485, total=2485)
+    bars.finish("sandbox", "deals")
+    bars.advance("sandbox", "write Opportunity", 579, total=579, to_write=12, written=11)
+    bars.finish("sandbox", "write Opportunity")
+    bars("sandbox: KPIs computed (54 rows)")
+    bars.close()
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert re.search(r"sandbox: deals .*2485/2485", shown), shown
+    assert re.search(r"sandbox: write Opportunity .*579/579 +12 to write, 11 written", shown)
+    assert "sandbox: KPIs computed (54 rows)" in shown
