@@ -86,8 +86,7 @@ def _more(items: list[Any], run_id: Any) -> None:
     """The line that says how many records the table left out and where they all are."""
     if len(items) > TABLE_ROWS:
         click.echo(
-            f"      … and {len(items) - TABLE_ROWS:,} more (every id: `crm-kpi runs show"
-            f" {run_id}`)"
+            f"      … and {len(items) - TABLE_ROWS:,} more (every id: `crm-kpi runs show {run_id}`)"
         )
 
 

@@ -358,3 +358,38 @@ def test_an_interactive_run_shows_a_bar_per_stream_and_written_object() -> None:
     assert re.search(r"sandbox: deals .*2485/2485", shown), shown
     assert re.search(r"sandbox: write Opportunity .*579/579 +12 to write, 11 written", shown)
     assert "sandbox: KPIs computed (54 rows)" in shown
+
+
+def test_hubspot_pages_carry_the_search_total(tmp_path: Path) -> None:
+    from test_pipeline_hubspot import UNLIMITED, hubspot_config
+
+    from crm_kpi_worker.connectors.registry import build_connector
+    from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox
+
+    with HubSpotSandbox.start(reference_date=dt.date(2026, 9, 30), limits=UNLIMITED) as portal:
+        config = hubspot_config(portal, tmp_path / "store.sqlite")
+        connector = build_connector(config.sources[0], config.currency)
+        pages = list(connector.pull("deals", None))
+        assert len(pages) > 1
+        records = sum(len(page.records) for page in pages)
+        assert {page.total for page in pages} == {records}
+
+
+def test_windowed_search_total_is_the_first_answers_count() -> None:
+    from crm_kpi_worker.connectors.paging import windowed_search
+
+    answers = iter(
+        [
+            {"total": 3, "results": [_hit(1), _hit(2)], "paging": {"next": {"after": "2"}}},
+            {"total": 3, "results": [_hit(3)]},
+        ]
+    )
+    pages = windowed_search(lambda _body: next(answers), properties=["dealname"], page_size=2)
+    assert pages.total is None  # nothing asked yet
+    assert [len(page) for page in pages] == [2, 1]
+    assert pages.total == 3
+
+
+def _hit(number: int) -> dict[str, Any]:
+    stamp = f"2026-11-0{number}T00:00:00Z"
+    return {"id": str(number), "properties": {"hs_lastmodifieddate": stamp}}
