@@ -393,3 +393,24 @@ def test_windowed_search_total_is_the_first_answers_count() -> None:
 def _hit(number: int) -> dict[str, Any]:
     stamp = f"2026-11-0{number}T00:00:00Z"
     return {"id": str(number), "properties": {"hs_lastmodifieddate": stamp}}
+
+
+# ---- 7. the demo ----------------------------------------------------------------------------
+
+
+def test_the_demo_shows_the_current_pipeline_and_where_to_look_next() -> None:
+    outcome = _run("demo", "--reference-date", "2026-09-30", "--as-of", "2026-11-26T12:00:00+00:00")
+    table = outcome.stdout
+    scenario, current = table.split("The current quarter 2026-Q4 so far")
+    # The closed scenario quarter as before, without its pipeline column (always 0 there).
+    assert re.search(r"Alice Martin +150,000 +120,000 +125%", scenario)
+    assert "pipeline" not in scenario.splitlines()[3]
+    # The current quarter: Alice's open pipeline against what is left of her quota.
+    assert re.search(r"Alice Martin +0 +125,000 +125,000 +127,500 +60,400 +35,500 +1\.02x", current)
+    assert re.search(r"Org +0 +435,000 +435,000 +633,000 .* +1\.46x", current)
+    assert (
+        "crm-kpi kpis explain --rep alice.martin@sandbox.local --period 2026-Q3"
+        " --kpi quota_attainment" in table
+    )
+    assert "open http://127.0.0.1:8080/" in table and "crm-kpi runs show RUN_ID" in table
+    assert not re.search(r"[{\[]'", table)  # reasons as words, not a dict
