@@ -467,12 +467,12 @@ def emit_rows(rows: list[dict[str, Any]], output: str) -> None:
 def setup_command(config_path: Path, dry_run: bool) -> None:
     """Create the custom object and fields the config writes to (idempotent)."""
     from crm_kpi_worker.connectors.registry import build_connector
-    from crm_kpi_worker.sync.cli import debug_enabled
     from crm_kpi_worker.sync.crm_check import CrmCheckFailed, field_problems
     from crm_kpi_worker.sync.setup import set_up_source
 
     config = _load(config_path)
-    set_up_logging(config, debug=debug_enabled())
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
+    set_up_logging(config, debug=debug)
     connectors = {s.name: build_connector(s, config.currency) for s in config.sources}
     # Every source's mapping is checked against its CRM before anything is created.
     problems = [

@@ -180,7 +180,7 @@ def configure_logging(
         if getattr(handler, "_crm_kpi", False):
             root.removeHandler(handler)
     numeric = logging.DEBUG if debug else logging.getLevelName(level.upper())
-    handler = logging.StreamHandler(stream or _CurrentStderr())  # type: ignore[arg-type]
+    handler = logging.StreamHandler(stream or _CurrentStderr())
     handler._crm_kpi = True  # type: ignore[attr-defined]
     handler.addFilter(_RunContext(numeric))
     handler.setFormatter(_JsonLines() if format == "json" else logging.Formatter(TEXT_FORMAT))

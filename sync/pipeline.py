@@ -263,6 +263,7 @@ def run_once(
             store.finish_run(run_id, result.status, result.report())
             raise
         store.finish_run(run_id, result.status, result.report())
+        store.forget_planned(config.runtime.planned_records_kept)
     return result
 
 

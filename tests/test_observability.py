@@ -414,3 +414,31 @@ def test_the_demo_shows_the_current_pipeline_and_where_to_look_next() -> None:
     )
     assert "open http://127.0.0.1:8080/" in table and "crm-kpi runs show RUN_ID" in table
     assert not re.search(r"[{\[]'", table)  # reasons as words, not a dict
+
+
+def test_planned_records_round_trip_and_only_the_newest_runs_keep_them(tmp_path: Path) -> None:
+    from crm_kpi_worker.sync.store import PlannedRecord, Store
+
+    T0 = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
+    with Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:
+        runs = [store.start_run(T0, {}) for _ in range(3)]
+        chunk = [
+            PlannedRecord("Opportunity", "006A", "written", {"KPI_A__c": 1.5, "KPI_B__c": None}),
+            PlannedRecord("Opportunity", "006B", "failed", {"KPI_A__c": 2}, "BAD", "no, é"),
+            PlannedRecord("Opportunity", "006C", "planned", {"KPI_B__c": "2026-11-01"}),
+        ]
+        for run_id in runs:
+            store.save_planned(run_id, "sf", "Opportunity", 0, chunk)
+            store.save_planned(run_id, "sf", "Opportunity", 1, chunk[:1])
+        back = list(store.planned(runs[0]))
+        assert back == [*(replace_source(r) for r in chunk), replace_source(chunk[0])]
+        assert store.planned_size(runs[0])[0] == 4
+        assert store.forget_planned(2) == 2  # run 1's two chunks
+        assert list(store.planned(runs[0])) == []
+        assert len(list(store.planned(runs[2]))) == 4
+
+
+def replace_source(record: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(record, source="sf")

@@ -306,3 +306,7 @@ class RuntimeSettings(ConfigModel):
     progress_seconds: Annotated[float, Field(ge=0, le=3600)] = 30
     """Without a terminal (the service, a cron job), how often a long run logs its progress
     (0: at every page)."""
+    planned_records_kept: Annotated[int, Field(ge=1)] = 100
+    """The records each run planned to write (``crm-kpi runs show``) are kept for the newest
+    runs that planned any, this many; older runs keep their report (counts, exclusions,
+    failures)."""

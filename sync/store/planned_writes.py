@@ -64,8 +64,8 @@ def decode_chunk(body: bytes, source: str, object: str) -> Iterator[PlannedRecor
     for row in chunk["records"]:
         key, code, flat = row[0], row[1], row[2]
         values = {names[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
-        failure = row[3:5] if len(row) > 3 else (None, None)
-        yield PlannedRecord(object, key, _NAMES[code], values, *failure, source=source)
+        code_text, message = (row[3], row[4]) if len(row) > 3 else (None, None)
+        yield PlannedRecord(object, key, _NAMES[code], values, code_text, message, source)
 
 
 class PlannedWrites:
@@ -107,8 +107,9 @@ class PlannedWrites:
                 statement.order_by(run_records.c.source, run_records.c.object, run_records.c.seq)
             ).all()
         for seq, chunk_source, chunk_object in chunks:  # one chunk in memory at a time
+            chunk_source, chunk_object = str(chunk_source), str(chunk_object)
             with self._db.read() as connection:
-                body = connection.execute(
+                body: bytes = connection.execute(
                     select(run_records.c.body).where(
                         run_records.c.run_id == run_id,
                         run_records.c.source == chunk_source,
@@ -135,7 +136,7 @@ class PlannedWrites:
         """Drop the planned records of all runs but the newest ``keep_runs`` that have some;
         the number of chunks dropped."""
         with self._db.write() as connection:
-            kept = (
+            kept: list[int] = list(
                 connection.execute(
                     select(run_records.c.run_id)
                     .distinct()

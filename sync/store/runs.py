@@ -124,7 +124,7 @@ class RunRecords:
             if last is not None:
                 statement = statement.where(runs.c.id < last)
             with self._db.read() as connection:
-                ids = connection.execute(statement).scalars().all()
+                ids: list[int] = list(connection.execute(statement).scalars().all())
             if not ids:
                 break
             for run_id in ids:
@@ -148,4 +148,4 @@ def _sources_of(run: Mapping[str, Any]) -> list[str]:
     if run.get("sources"):
         return list(run["sources"])
     report = run.get("report") or {}
-    return [s.get("source") for s in report.get("sources") or () if isinstance(s, dict)]
+    return [str(s.get("source")) for s in report.get("sources") or () if isinstance(s, dict)]
