@@ -22,6 +22,8 @@ RUN useradd --system --uid 10001 --home-dir /app crmkpi && chown crmkpi /app \
     && mkdir /data && chown crmkpi /data
 USER 10001
 ENV PATH=/app/.venv/bin:$PATH
+# One JSON object per log line, for the log collector (runtime.log_format in the config wins).
+ENV CRM_KPI_LOG_FORMAT=json
 
 # The service's HTTP port (runtime.http: {host: 0.0.0.0, port: 8080} in the config): /healthz,
 # /readyz, /metrics and the status page. The health check is plain python (no curl here).

@@ -45,6 +45,9 @@ class Page:
     ``digests``: (record id, digest) of every record, in order: a digest of what the record
     holds but its modification stamps and the worker's own fields, so a record whose only
     change is the worker's own write has the digest it had (empty: not computed).
+    ``total`` is how many records the query this page answers matches in all, when the CRM
+    says so in the same answer (Salesforce's ``totalSize``, HubSpot's search ``total``): the
+    expected count a progress bar shows; None when the CRM does not say.
     """
 
     stream: str
@@ -53,6 +56,7 @@ class Page:
     deleted_ids: list[str] = field(default_factory=list)
     own_values: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     digests: Sequence[tuple[str, str]] = ()
+    total: int | None = None
 
 
 def content_digest(content: Any) -> str:

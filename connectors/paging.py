@@ -36,6 +36,7 @@ __all__ = [
     "AfterPaginator",
     "NextUrlPaginator",
     "Paginator",
+    "SearchPages",
     "follow",
     "stamp_ms",
     "windowed_search",
@@ -156,11 +157,28 @@ def windowed_search(
     stamp_property: str = "hs_lastmodifieddate",
     since_ms: int | None = None,
     page_size: int = 200,
-) -> Iterator[list[dict[str, Any]]]:
+) -> SearchPages:
     """Pages (lists of raw records) of every record matching ``filters`` whose stamp is at
     or after ``since_ms``, in stamp order; see the module doc. ``search(body)`` sends one
-    search request and returns its JSON answer."""
-    return _WindowedSearch(search, properties, filters, stamp_property, page_size).pages(since_ms)
+    search request and returns its JSON answer. The iterator's ``total`` is the first
+    answer's ``total`` (every matching record: the later windows are parts of the first)."""
+    walk = _WindowedSearch(search, properties, filters, stamp_property, page_size)
+    return SearchPages(walk, walk.pages(since_ms))
+
+
+class SearchPages(Iterator[list[dict[str, Any]]]):
+    """The pages of :func:`windowed_search`, and how many records HubSpot said match."""
+
+    def __init__(self, walk: _WindowedSearch, pages: Iterator[list[dict[str, Any]]]) -> None:
+        self._walk = walk
+        self._pages = pages
+
+    @property
+    def total(self) -> int | None:
+        return self._walk.total
+
+    def __next__(self) -> list[dict[str, Any]]:
+        return next(self._pages)
 
 
 class _WindowedSearch:
@@ -177,6 +195,7 @@ class _WindowedSearch:
         self.filters = list(filters)
         self.stamp_property = stamp_property
         self.page_size = page_size
+        self.total: int | None = None  # the first answer's count of matching records
 
     def _body(self, window: list[dict[str, Any]], sort_by: str) -> dict[str, Any]:
         return {
@@ -205,6 +224,8 @@ class _WindowedSearch:
             paginator = AfterPaginator(cap=SEARCH_CAP, page_size=self.page_size)
             first_stamp: int | None = None
             for answer in self._answers(self._body(window, stamp_property), paginator):
+                if self.total is None and isinstance(answer.get("total"), int):
+                    self.total = answer["total"]
                 page: list[dict[str, Any]] = []
                 for record in answer.get("results") or ():
                     stamp = stamp_ms(record, stamp_property)

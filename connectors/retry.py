@@ -111,6 +111,14 @@ class RetryPolicy:
             state.attempt_number,
             self.attempts,
             error,
+            extra={
+                "event": "retry",
+                "wait_seconds": round(wait, 1),
+                "attempt": state.attempt_number,
+                "attempts": self.attempts,
+                "error_code": getattr(error, "code", None),
+                "status": getattr(error, "status", None),
+            },
         )
 
 

@@ -64,6 +64,7 @@ def _register() -> None:
     from crm_kpi_worker.sync.cli_config import config_group
     from crm_kpi_worker.sync.cli_demo import demo_command
     from crm_kpi_worker.sync.cli_explain import explain_command
+    from crm_kpi_worker.sync.cli_runs import runs_group
     from crm_kpi_worker.sync.cli_sandbox import sandbox_group
     from crm_kpi_worker.sync.cli_sync import kpis_group, setup_command, sync_command
 
@@ -73,6 +74,7 @@ def _register() -> None:
     main.add_command(sync_command)
     kpis_group.add_command(explain_command)
     main.add_command(kpis_group)
+    main.add_command(runs_group)
     main.add_command(setup_command)
 
 

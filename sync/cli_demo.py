@@ -99,6 +99,14 @@ def run_demo(
         scenario = next(
             p for p in results.periods if p.kind == "quarter" and p.end == reference_date
         )
+        current = next(
+            (
+                p
+                for p in results.periods
+                if p.kind == "quarter" and p.start <= as_of.date() <= p.end
+            ),
+            None,
+        )
         rows = []
         for row in results.rows:
             user = users.get(row.subject) if row.scope == "rep" else None
@@ -133,6 +141,9 @@ def run_demo(
             "sandbox": sandbox.url,
             "reference_date": reference_date.isoformat(),
             "scenario_quarter": scenario.key,
+            # The quarter as of the run: its open pipeline and coverage (the scenario
+            # quarter is closed: no open pipeline is left in it).
+            "current_quarter": current.key if current is not None else None,
             "as_of": as_of.isoformat(),
             "seconds": round(time.perf_counter() - started, 2),
             "kpis": rows,
@@ -228,31 +239,54 @@ _COLUMNS = (  # (header, KPI key, width, as percent, decimals)
     ("conv.", "conversion_rate", 7, True, 0),
     ("cycle", "sales_cycle_days", 7, False, 1),
     ("demos/wk", "demos_per_week", 9, False, 1),
+)
+
+#: The current quarter's table: what is booked so far, what is left, and the pipeline for it.
+_PIPELINE_COLUMNS = (
+    ("bookings", "bookings_arr", 10, False, 0),
+    ("quota", "quota", 10, False, 0),
+    ("remaining", "quota_remaining", 11, False, 0),
     ("pipeline", "open_pipeline_arr", 10, False, 0),
+    ("weighted", "weighted_pipeline_arr", 10, False, 0),
+    ("commit", "forecast_commit_arr", 10, False, 0),
+    ("coverage", "pipeline_coverage", 10, "x", 2),
 )
 
 
-def _cell(value: float | None, width: int, percent: bool, decimals: int) -> str:
+def _cell(value: float | None, width: int, percent: bool | str, decimals: int) -> str:
     if value is None:
         return f"{'-':>{width}}"
+    if percent == "x":  # a multiple (coverage)
+        return f"{value:>{width - 1}.{decimals}f}x"
     if percent:
         return f"{value * 100:>{width - 1}.0f}%"
     return f"{value:>{width},.{decimals}f}"
 
 
-def _print_table(demo: dict[str, Any]) -> None:
-    quarter = demo["scenario_quarter"]
-    click.echo(f"\nKPIs for the scenario quarter {quarter} (as of {demo['as_of'][:10]}):\n")
-    click.echo("  " + " " * 18 + "".join(f"{h:>{w}}" for h, _, w, _, _ in _COLUMNS))
+def _kpi_rows(demo: dict[str, Any], quarter: str, columns: tuple[Any, ...]) -> None:
+    click.echo("  " + " " * 18 + "".join(f"{h:>{w}}" for h, _, w, _, _ in columns))
     for row in demo["kpis"]:
         if row["period"] != quarter:
             continue
         label = {"org": "Org", "team": f"[{row['subject']}]"}.get(row["scope"], row["subject"])
         cells = "".join(
             _cell(row["kpis"].get(key), width, percent, decimals)
-            for _, key, width, percent, decimals in _COLUMNS
+            for _, key, width, percent, decimals in columns
         )
         click.echo(f"  {label[:18]:<18}{cells}")
+
+
+def _print_table(demo: dict[str, Any]) -> None:
+    quarter = demo["scenario_quarter"]
+    click.echo(f"\nKPIs for the scenario quarter {quarter} (as of {demo['as_of'][:10]}):\n")
+    _kpi_rows(demo, quarter, _COLUMNS)
+    current = demo.get("current_quarter")
+    if current and current != quarter:
+        click.echo(
+            f"\nThe current quarter {current} so far: bookings, what is left of the quota,"
+            " and the open pipeline closing in it\n(coverage = pipeline / remaining quota):\n"
+        )
+        _kpi_rows(demo, current, _PIPELINE_COLUMNS)
     click.echo(
         "\n  '-' is an empty KPI; `crm-kpi demo --format json` gives every KPI"
         " and why a value is empty."
@@ -263,7 +297,8 @@ def _print_table(demo: dict[str, Any]) -> None:
         f"\nRun: pulled {sum(source['pulled'].values()):,} records"
         f" in {source['api_calls']} API calls;"
     )
-    click.echo(f"  excluded {excluded['total']} deals with bad data: {excluded['by_reason']}")
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(excluded["by_reason"].items()))
+    click.echo(f"  excluded {excluded['total']} deals with bad data: {reasons or 'none'}")
     click.echo(f"  {source['unassigned_deals']} deals of unknown owners counted as 'Unassigned'")
     written = demo["written"]
     where = sandbox_for(demo["crm"]).instance
@@ -281,10 +316,40 @@ def _print_table(demo: dict[str, Any]) -> None:
             f" {write['failed']} failed"
         )
     click.echo(f"\nDone in {demo['seconds']} s.")
-    if "kept" in demo:
-        alice = next((r["email"] for r in demo["kpis"] if r["email"]), "REP_EMAIL")
+    _print_next_steps(demo)
+
+
+def _print_next_steps(demo: dict[str, Any]) -> None:
+    """Where to look next: the numbers explained, every run's report, the status page (with
+    ``--keep``, on the kept store and its config)."""
+    quarter = demo["scenario_quarter"]
+    reps = [
+        row
+        for row in demo["kpis"]
+        if row["scope"] == "rep" and row["period"] == quarter and row["email"]
+    ]
+    top = max(reps, key=lambda row: row["kpis"].get("quota_attainment") or 0, default=None)
+    kept = demo.get("kept")
+    config = f" --config {kept['config']}" if kept else ""
+    if kept:
+        click.echo(f"\nThe store stays in {kept['folder']}. Where to look next:")
+    else:
         click.echo(
-            f"\nThe store stays in {demo['kept']['folder']}; explain a number with:\n"
-            f"  crm-kpi kpis explain --config {demo['kept']['config']} --rep {alice}"
-            f" --period {quarter} --kpi quota_attainment"
+            "\nWhere to look next (on your own config and store, or keep the demo's with"
+            " --keep DIR; without it the demo's sandbox and store are gone when it ends):"
         )
+    if top is not None:
+        attainment = top["kpis"].get("quota_attainment")
+        at = f" at {attainment * 100:.0f}%" if attainment is not None else ""
+        click.echo(f"  Which deals put {top['subject']}{at}, and why each counts or not:")
+        click.echo(
+            f"    crm-kpi kpis explain{config} --rep {top['email']} --period {quarter}"
+            " --kpi quota_attainment"
+        )
+    click.echo("  Every run: what it pulled, excluded, and each record it wrote with its values:")
+    click.echo(f"    crm-kpi runs list{config}, then crm-kpi runs show{config} RUN_ID")
+    click.echo("  The status page (last runs, attainment per rep and team, pipeline coverage):")
+    click.echo(
+        "    set runtime.http (e.g. {port: 8080}), run the service (crm-kpi sync),"
+        " open http://127.0.0.1:8080/"
+    )

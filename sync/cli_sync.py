@@ -52,8 +52,25 @@ config_option = click.option(
 )
 
 
-def _progress(message: str) -> None:
-    click.echo(message, err=True)
+def _interactive() -> bool:
+    """Whether stderr is a terminal a person watches (progress bars rather than log lines)."""
+    return sys.stderr.isatty()
+
+
+def _run_progress(config: AppConfig, *, bars: bool) -> Any:
+    """Progress bars on a terminal; else the progress as log lines every few seconds."""
+    from crm_kpi_worker.sync.progress import BarProgress, LogProgress
+
+    if bars:
+        return BarProgress()
+    return LogProgress(config.runtime.progress_seconds)
+
+
+def set_up_logging(config: AppConfig, *, debug: bool) -> None:
+    """The log lines' level and format (``runtime.log_level``, ``runtime.log_format``)."""
+    from crm_kpi_worker.sync.logs import configure_logging, log_format
+
+    configure_logging(config.runtime.log_level, log_format(config.runtime.log_format), debug=debug)
 
 
 def open_store(config: AppConfig, *, read_only: bool = False) -> Any:
@@ -69,8 +86,7 @@ def _more(items: list[Any], run_id: Any) -> None:
     """The line that says how many records the table left out and where they all are."""
     if len(items) > TABLE_ROWS:
         click.echo(
-            f"      … and {len(items) - TABLE_ROWS:,} more (every id: `crm-kpi sync --format json`"
-            f" or run {run_id}'s stored report)"
+            f"      … and {len(items) - TABLE_ROWS:,} more (every id: `crm-kpi runs show {run_id}`)"
         )
 
 
@@ -83,7 +99,8 @@ def print_report(report: dict[str, Any], output: str) -> None:
         pulled = ", ".join(f"{k} {v:,}" for k, v in source["pulled"].items() if v)
         click.echo(f"  {source['source']}: pulled {pulled or 'nothing'}")
         if source["deleted"]:
-            click.echo(f"    deleted in the CRM: {source['deleted']}")
+            deleted = ", ".join(f"{k} {v:,}" for k, v in sorted(source["deleted"].items()))
+            click.echo(f"    deleted in the CRM: {deleted}")
         excluded = source["excluded"]
         if excluded["total"]:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(excluded["by_reason"].items()))
@@ -172,6 +189,18 @@ def _print_readback(source: dict[str, Any]) -> None:
     is_flag=True,
     help="The service waits for the schedule's first time instead of running at start.",
 )
+@click.option(
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="With --once: write every planned record (with its values and what became of it)"
+    " to this file, as CSV or JSON (by its extension, or --output-format).",
+)
+@click.option(
+    "--output-format",
+    type=click.Choice(["csv", "json"]),
+    help="The --output file's format (default: from its extension, else csv).",
+)
 @click.pass_context
 def sync_command(
     ctx: click.Context,
@@ -183,35 +212,56 @@ def sync_command(
     as_of: dt.datetime | None,
     output: str,
     no_initial_run: bool,
+    output_file: Path | None,
+    output_format: str | None,
 ) -> None:
     """Pull, compute the KPIs and write what changed back into the CRM.
 
     SIGTERM or SIGINT stop a run cleanly: it finishes the page or batch in hand, records
-    itself interrupted and exits 0 (within 30 s; a second signal stops at once)."""
+    itself interrupted and exits 0 (within 30 s; a second signal stops at once).
+
+    An interactive --once run shows a progress bar per stream and written object; otherwise
+    (the service, no terminal) the progress goes to the log every runtime.progress_seconds."""
+    from crm_kpi_worker.sync.cli_runs import planned_format, write_planned
     from crm_kpi_worker.sync.exit_codes import Refused, run_exit_code
     from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
     from crm_kpi_worker.sync.stops import StopRequest, stop_on_signals
 
+    if output_file is not None and not once:
+        raise click.UsageError("--output needs --once (the service writes no file)")
+    file_format = planned_format(output_file, output_format) if output_file else None
     config = _load(config_path)
     debug = ctx.find_root().params.get("debug", False)
-    logging.basicConfig(
-        level="DEBUG" if debug else config.runtime.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    set_up_logging(config, debug=debug)
     options = RunOptions(
         full=full, dry_run=dry_run, verify=verify, as_of=as_of or config.runtime.as_of
     )
+    bars = once and _interactive()
 
     def one_run(stop: StopRequest) -> RunResult:
+        progress = _run_progress(config, bars=bars)
         with open_store(config) as store:
-            result = run_once(config, store, options, progress=_progress, stop=stop)
+            try:
+                result = run_once(config, store, options, progress=progress, stop=stop)
+            finally:
+                progress.close()
+            if output_file is not None and file_format is not None:
+                count = write_planned(store, result.run_id, output_file, file_format)
+                click.echo(f"{count:,} planned records written to {output_file}", err=True)
         print_report(result.report(), output)
         return result
 
     if once:
         with stop_on_signals() as stop:
             result = one_run(stop)
+        log.log(
+            logging.INFO if result.status == "completed" else logging.WARNING,
+            "run %s %s%s",
+            result.run_id,
+            result.status.replace("_", " "),
+            f" ({result.interrupted})" if result.interrupted else "",
+            extra={"event": "run_finished", "run_id": result.run_id, **result.counts()},
+        )
         ctx.exit(int(run_exit_code(result.status, lock_lost=result.lock_lost)))
     if config.schedule is None:
         raise Refused("the config has no schedule: add one, or run with --once")
@@ -454,6 +504,8 @@ def setup_command(config_path: Path, dry_run: bool) -> None:
     from crm_kpi_worker.sync.setup import set_up_source
 
     config = _load(config_path)
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
+    set_up_logging(config, debug=debug)
     connectors = {s.name: build_connector(s, config.currency) for s in config.sources}
     # Every source's mapping is checked against its CRM before anything is created.
     problems = [

@@ -40,7 +40,9 @@ from crm_kpi_worker.sync import normalize as norm
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.crm_check import require_known_fields, unmatched_emails
 from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
+from crm_kpi_worker.sync.logs import bind_run, bind_source, log_context
 from crm_kpi_worker.sync.prefetch import prefetched
+from crm_kpi_worker.sync.progress import WRITE, RunProgress, as_run_progress
 from crm_kpi_worker.sync.readback import (
     DriftFinder,
     context_salt,
@@ -52,7 +54,14 @@ from crm_kpi_worker.sync.readback import (
 from crm_kpi_worker.sync.run_budget import budget_report
 from crm_kpi_worker.sync.stops import RunStopped, StopRequest
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
-from crm_kpi_worker.sync.store import HeldLocks, KpiRow, Snapshot, Store, StoredPage
+from crm_kpi_worker.sync.store import (
+    HeldLocks,
+    KpiRow,
+    PlannedRecord,
+    Snapshot,
+    Store,
+    StoredPage,
+)
 from crm_kpi_worker.sync.targets import (
     Language,
     ages_as_dates,
@@ -74,7 +83,7 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "crm"
 METADATA_STREAMS = ("stages", "currencies")
 REPLACED_WHOLE = ("quotas",)  # small streams whose every pull replaces the stored set
-Progress = Callable[[str], None]
+Progress = RunProgress
 
 
 @dataclass(frozen=True)
@@ -176,6 +185,21 @@ class RunResult:
             report["interrupted"] = self.interrupted
         return report
 
+    def counts(self) -> dict[str, Any]:
+        """The run's totals over its sources, as numbers (a log line's fields)."""
+        sources = self.sources
+        return {
+            "status": self.status,
+            "sources": [s.name for s in sources],
+            "pulled": sum(sum(s.pulled.values()) for s in sources),
+            "excluded": sum(len(s.exclusions) for s in sources),
+            "planned": sum(p["records_to_write"] for s in sources for p in s.planned),
+            "written": sum(w["records_written"] for s in sources for w in s.writes),
+            "failed": sum(w["failed"] for s in sources for w in s.writes),
+            "api_calls": sum(s.api_calls for s in sources),
+            "seconds": round(sum(sum(s.seconds.values()) for s in sources), 2),
+        }
+
 
 class RunGuard:
     """Between pages and batches: stop when asked or when the lock is lost; keep the report
@@ -202,6 +226,10 @@ class RunGuard:
         if self._stop is not None and self._stop.is_set():
             raise RunStopped(self._stop.reason or "asked to stop")
 
+    @property
+    def run_id(self) -> int:
+        return self._result.run_id
+
     def checkpoint(self) -> None:
         """Store the report as it stands (brief: one small row update per page or chunk of
         writes, next to the page's own transaction)."""
@@ -217,22 +245,24 @@ def run_once(
     options: RunOptions = RunOptions(),
     *,
     connector_factory: ConnectorFactory = build_connector,
-    progress: Progress | None = None,
+    progress: RunProgress | Callable[[str], None] | None = None,
     stop: StopRequest | None = None,
 ) -> RunResult:
     """One pipeline run over every source of the config, holding their run locks.
 
     Raises :class:`~crm_kpi_worker.sync.store.RunInProgress` when another run holds one.
-    With ``stop`` set (a signal), the run ends ``interrupted`` at its next page or batch."""
+    With ``stop`` set (a signal), the run ends ``interrupted`` at its next page or batch.
+    ``progress`` hears the run's notes and counts (``sync.progress``; a callable gets lines)."""
     as_of = options.as_of or dt.datetime.now(dt.UTC)
-    say = progress or (lambda _message: None)
+    say = as_run_progress(progress)
     names = [source.name for source in config.sources]
-    with store.lock_sources(names) as locks:
+    with store.lock_sources(names) as locks, log_context():
         stale = store.interrupt_stale_runs(names)
         if stale:
             log.warning(
                 "run(s) %s had been left running by a process that is gone: marked interrupted",
                 ", ".join(map(str, stale)),
+                extra={"event": "stale_runs_interrupted", "runs": stale},
             )
         run_id = store.start_run(
             as_of,
@@ -241,6 +271,13 @@ def run_once(
         )
         result = RunResult(run_id, as_of, "running", [])
         guard = RunGuard(store, result, stop, locks)
+        bind_run(run_id)
+        log.info(
+            "run %s started as of %s",
+            run_id,
+            as_of.isoformat(),
+            extra={"event": "run_started", "run_id": run_id, "as_of": as_of, "sources": names},
+        )
         try:
             _run_sources(config, store, options, connector_factory, result, guard, say)
             failed = sum(w["failed"] for s in result.sources for w in s.writes)
@@ -257,6 +294,7 @@ def run_once(
             store.finish_run(run_id, result.status, result.report())
             raise
         store.finish_run(run_id, result.status, result.report())
+        store.forget_planned(config.runtime.planned_records_kept)
     return result
 
 
@@ -269,8 +307,10 @@ def _run_sources(
     guard: RunGuard,
     say: Progress,
 ) -> None:
+    bind_source(None)
     for source in config.sources:
         guard.check()
+        bind_source(source.name)  # the lines of this source's pull and writes say so
         report = SourceReport(source.name)
         result.sources.append(report)
         connector = connector_factory(source, config.currency)
@@ -392,13 +432,12 @@ def _pull(
                 store.save_page(stored)
                 guard.checkpoint()
                 guard.check()  # the page is saved with its cursor: a stop here loses nothing
-            if report.pages[stream] % 25 == 0:
-                say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
+            say.advance(source.name, stream, len(page.records), total=page.total)
         if whole is not None and report.pages[stream]:
             store.save_page(_stored(source.name, stream, None, whole))
         if full_started is not None:
             report.swept[stream] = store.finish_full_pull(source.name, stream, full_started)
-        say(f"{source.name}: {stream}: {report.pulled[stream]:,} records pulled")
+        say.finish(source.name, stream)
         report.seconds["pull"] = time.perf_counter() - started
         guard.checkpoint()
         guard.check()
@@ -685,7 +724,8 @@ def _write(
         records_to_write = fields_to_write = unchanged_records = 0
         sample: dict[str, dict[str, Any]] = {}
         outcome = WriteOutcome(object_name)
-        for chunk in _chunks(desired, WRITE_CHUNK):
+        expected = _expected_records(config, source, object_name, results)
+        for seq, chunk in enumerate(_chunks(desired, WRITE_CHUNK)):
             written = store.written(source.name, object_name, keys=[d.key for d in chunk])
             write_plan = plan(
                 chunk,
@@ -707,20 +747,31 @@ def _write(
                 if len(sample) >= 5:
                     break
                 sample[key] = values
-            if dry_run or not write_plan.changes:
-                continue
-            say(f"{source.name}: writing {len(write_plan.changes):,} {object_name} records")
-            stopped = outcome.merge(
-                execute(
+            confirmed: set[str] = set()
+            sent = WriteOutcome(object_name)
+            if not dry_run and write_plan.changes:
+                sent = execute(
                     connector,
                     write_plan,
                     batch_size=batch,
-                    remember=partial(store.record_written, source.name, object_name),
+                    remember=partial(_remember, store, source.name, object_name, confirmed),
                     should_stop=guard.should_stop,
                 )
+            # Every planned record of the chunk, with its values and what became of it.
+            store.save_planned(
+                guard.run_id, source.name, object_name, seq, _planned(write_plan, confirmed, sent)
             )
-            if stopped:
+            say.advance(
+                source.name,
+                WRITE + object_name,
+                len(chunk),
+                total=expected,
+                to_write=len(write_plan.changes),
+                written=len(confirmed),
+            )
+            if outcome.merge(sent):
                 break
+        say.finish(source.name, WRITE + object_name)
         report.planned.append(
             {
                 "object": object_name,
@@ -734,6 +785,47 @@ def _write(
             report.writes.append(outcome.as_report())
         guard.checkpoint()
         guard.check()  # every batch sent so far is remembered: a stop here loses nothing
+
+
+def _expected_records(
+    config: AppConfig, source: Any, object_name: str, results: Results
+) -> int | None:
+    """How many records of ``object_name`` the write compares (a progress bar's total)."""
+    fields = config.kpi_fields_for(source)
+    if fields.scorecard is not None and object_name == fields.scorecard.object:
+        return len(results.rows)
+    if object_name == _deal_object(source.type):
+        return len(results.deals)
+    return None
+
+
+def _remember(
+    store: Store,
+    source: str,
+    object_name: str,
+    confirmed: set[str],
+    values: list[tuple[str, str, Any]],
+) -> None:
+    """Remember what the CRM confirmed (the next run's diff), and which records it was."""
+    store.record_written(source, object_name, values)
+    confirmed.update(key for key, _name, _value in values)
+
+
+def _planned(write_plan: Any, confirmed: set[str], sent: WriteOutcome) -> list[PlannedRecord]:
+    """The plan's records, each written, failed (with the CRM's reason) or only planned (a dry
+    run, or a stop before its batch was sent)."""
+    failures = {failure.key: failure for failure in sent.failures}
+    planned = []
+    for key, values in write_plan.changes.items():
+        if key in confirmed:
+            planned.append(PlannedRecord(write_plan.object, key, "written", values))
+        elif key in failures:
+            failure = failures[key]
+            code, message = failure.error_code, failure.error_message
+            planned.append(PlannedRecord(write_plan.object, key, "failed", values, code, message))
+        else:
+            planned.append(PlannedRecord(write_plan.object, key, "planned", values))
+    return planned
 
 
 def _chunks(items: Iterable[Desired], size: int) -> Iterator[list[Desired]]:

@@ -8,6 +8,7 @@ still saved in order; an error in the producer is raised in the consumer.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Iterator
@@ -48,7 +49,9 @@ def prefetched(items: Iterator[T], *, depth: int = 1, name: str = "prefetch") ->
             if close is not None:
                 close()  # a generator's clean-up runs now, not at garbage collection
 
-    worker = threading.Thread(target=produce, name=name, daemon=True)
+    # The producer's log lines carry the consumer's run id and source (``sync.logs``).
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(produce,), name=name, daemon=True)
     worker.start()
     try:
         while True:

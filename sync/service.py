@@ -22,10 +22,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.exit_codes import ExitCode, failure
+from crm_kpi_worker.sync.logs import fields
 from crm_kpi_worker.sync.stops import StopRequest, stop_on_signals
 
 if TYPE_CHECKING:
@@ -163,6 +162,9 @@ class Service:
                     when(self.backoff.not_before, self._tz),
                     duration(wait),
                     exc_info=log.isEnabledFor(logging.DEBUG),
+                    extra=fields(
+                        "run_failed", outcome=found.code.name.lower(), refused=self.backoff.failures
+                    ),
                 )
                 return
             log.error(
@@ -171,6 +173,7 @@ class Service:
                 found.line,
                 when(self._next_run(), self._tz),
                 exc_info=log.isEnabledFor(logging.DEBUG),
+                extra=fields("run_failed", outcome=found.code.name.lower()),
             )
             return
         self.backoff.reset()
@@ -186,6 +189,7 @@ class Service:
             result.status.replace("_", " "),
             detail,
             when(self._next_run(), self._tz),
+            extra=fields("run_finished", run_id=result.run_id, **result.counts()),
         )
 
 
@@ -263,16 +267,24 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
         server = _status_server(config, scheduler, service)
         then = trigger.get_next_fire_time(None, now)
         start = "first run now, then at " if initial_run else "first run at "
-        click.echo(
-            f"crm-kpi: running {config.schedule.in_words(str(tz))}; {start}{when(then, tz)};"
-            " SIGTERM or Ctrl-C to stop",
-            err=True,
+        log.info(
+            "crm-kpi: running %s; %s%s; SIGTERM or Ctrl-C to stop",
+            config.schedule.in_words(str(tz)),
+            start,
+            when(then, tz),
+            extra=fields(
+                "service_started",
+                schedule=config.schedule.in_words(str(tz)),
+                first_run=(now if initial_run else then),
+                next_run=then,
+            ),
         )
         scheduler.start()
         if server is not None:
-            click.echo(
-                f"crm-kpi: status page at {server.url}/ (also /healthz, /readyz, /metrics)",
-                err=True,
+            log.info(
+                "crm-kpi: status page at %s/ (also /healthz, /readyz, /metrics)",
+                server.url,
+                extra=fields("status_page", url=f"{server.url}/"),
             )
         while not stop.wait(1.0):
             pass
@@ -281,5 +293,5 @@ def serve(config: AppConfig, run: RunOnce, *, initial_run: bool) -> int:
         service.idle.wait()
         if server is not None:
             server.stop()
-    click.echo(f"crm-kpi: stopped ({stop.reason})", err=True)
+    log.info("crm-kpi: stopped (%s)", stop.reason, extra=fields("service_stopped"))
     return int(ExitCode.OK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,19 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ENV = "CRM_KPI_TEST_POSTGRES_URL"
 SESSION = uuid.uuid4().hex[:8]
 _schema_numbers = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A command sets up the root logger for its process (``sync.logs``); in the test process
+    it is put back after each test, so no later test's output holds another's log lines."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def reference_dir() -> Path | None:

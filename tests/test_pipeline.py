@@ -244,7 +244,7 @@ def test_the_report_keeps_every_id_and_its_table_says_how_many_more(
     print_report(report, "table")
     table = capsys.readouterr().out
     assert table.count("\n      failed ") == 2 * 20  # scorecards and deals: 20 lines each
-    where = f"every id: `crm-kpi sync --format json` or run {result.run_id}'s stored report"
+    where = f"every id: `crm-kpi runs show {result.run_id}`"
     assert f"… and {len(excluded) - 20:,} more ({where})" in table
     assert f"… and {deals['failed'] - 20:,} more ({where})" in table
 

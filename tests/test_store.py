@@ -930,14 +930,14 @@ def test_an_upgrade_keeps_the_data_of_the_first_revision(store_url: str) -> None
     assert "kpi_values" not in tables
 
     with Store.open(store_url) as store:
-        assert store.revision == "0004"
+        assert store.revision == "0005"
         assert stored_deals(store, "sf") == [deal("006A")]
         assert store.cursor("sf", "deals") == "kept"
         assert [c.stage_history_stage.decode() for c in store.iter_deal_arrays("sf")] == [["demo"]]
         run = store.start_run(T0, {})  # the later revisions' tables work
         store.save_kpis(run, [kpi("005A", "win_rate", 1)])
     with Store.open(store_url) as store:  # opening again: nothing to do, data still there
-        assert store.revision == "0004"
+        assert store.revision == "0005"
         assert [row.value for row in store.kpis()] == [Decimal("1")]
 
 
@@ -973,7 +973,7 @@ def test_migrations_build_exactly_the_tables_the_code_uses(store_url: str) -> No
     with engine.begin() as connection:
         command.downgrade(alembic_config(connection=connection), "base")
         assert set(sa.inspect(connection).get_table_names()) <= {"alembic_version"}
-        assert migrate(connection) == "0004"
+        assert migrate(connection) == "0005"
     engine.dispose()
 
 

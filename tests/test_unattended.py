@@ -506,6 +506,7 @@ def test_the_service_runs_at_start_says_its_schedule_and_stops_on_sigterm(
     worker = Worker("sync", config=config)
     try:
         start = worker.wait_for_line("crm-kpi: running")
+        start = start[start.index("crm-kpi: running") :]  # after the log line's time and level
         assert re.fullmatch(
             r"crm-kpi: running At 06:00, Monday through Friday \(cron '0 6 \* \* 1-5',"
             r" Europe/Paris\); first run now, then at \d{4}-\d\d-\d\d 06:00:00 CES?T;"

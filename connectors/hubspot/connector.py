@@ -360,7 +360,7 @@ class HubSpotConnector(WritesThroughTargets):
             latest = STAMPS.latest(_stamp_text(record) for record in page)
             value = cursor.advance(latest, last=following is None)
             records = enrich(page) if enrich is not None else page
-            yield Page(stream, records, value)
+            yield Page(stream, records, value, total=pages.total)
             page = following
 
     def deal_properties(self) -> list[str]:
@@ -476,14 +476,15 @@ class HubSpotConnector(WritesThroughTargets):
                     "values": self.mapping.quota_goals,
                 }
             )
-        for page in windowed_search(
+        pages = windowed_search(
             self._search(GOAL_TARGETS),
             properties=GOAL_PROPERTIES,
             filters=filters,
             stamp_property=STAMP,
             page_size=self.page_size,
-        ):
-            yield Page("quotas", page, None)
+        )
+        for page in pages:
+            yield Page("quotas", page, None, total=pages.total)
 
 
 def connect_hubspot(

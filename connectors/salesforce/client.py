@@ -88,7 +88,10 @@ class SalesforceClient(Salesforce):
         return self._mdapi
 
     def _refresh_session(self) -> None:
-        log.info("Salesforce session expired: logging in again")
+        # The library's __init__ logs in through this method too: only a second login is a
+        # renewal worth a line.
+        if self.__dict__.get("session_id"):  # (the library answers any other name)
+            log.info("Salesforce session expired: logging in again")
         super()._refresh_session()
         self._mdapi = None  # its SOAP header holds the old session id
         register_secret(self.session_id)

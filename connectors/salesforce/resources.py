@@ -351,7 +351,16 @@ class QueryPager:
                 latest = STAMPS.latest(r.get(CURSOR_FIELD) for r in records)
                 page_cursor = cursor.advance(latest, last=result.get("done", True) is not False)
             own, digests = self._read_along(records)
-            yield Page(self.query.stream, records, page_cursor, deleted, own, digests)
+            total = result.get("totalSize")
+            yield Page(
+                self.query.stream,
+                records,
+                page_cursor,
+                deleted,
+                own,
+                digests,
+                total=total if isinstance(total, int) else None,
+            )
 
     def _read_along(
         self, records: list[dict[str, Any]]

@@ -348,3 +348,14 @@ class RuntimeSettings(ConfigModel):
     ] = "INFO"
     http: HttpSettings | None = None
     """The service's HTTP port (``crm-kpi sync`` without ``--once``); none when absent."""
+    log_format: Literal["text", "json"] | None = None
+    """``text`` (one line per event) or ``json`` (one JSON object per event); default: the
+    ``CRM_KPI_LOG_FORMAT`` environment variable (the container image sets ``json``), else
+    ``text``."""
+    progress_seconds: Annotated[float, Field(ge=0, le=3600)] = 30
+    """Without a terminal (the service, a cron job), how often a long run logs its progress
+    (0: at every page)."""
+    planned_records_kept: Annotated[int, Field(ge=1)] = 100
+    """The records each run planned to write (``crm-kpi runs show``) are kept for the newest
+    runs that planned any, this many; older runs keep their report (counts, exclusions,
+    failures)."""

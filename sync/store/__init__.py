@@ -19,7 +19,8 @@ Times come from an injectable clock (UTC); money and KPI values stay ``Decimal``
 The rooms: ``facade`` (:class:`Store`), ``engine`` (URLs, connection settings),
 ``migrations``, ``database`` (transactions and bulk statements the parts share), ``schema``
 (tables and codecs), ``page`` and ``pulled`` (the pull's records), ``array_reads`` and
-``arrays`` (the frames' bulk reads), ``kpi_values``, ``write_memory``, ``runs``, ``locks``
+``arrays`` (the frames' bulk reads), ``kpi_values``, ``write_memory``, ``runs``,
+``planned_writes`` (every record each run planned to write, and what became of it), ``locks``
 (one run per source at a time).
 """
 
@@ -35,6 +36,7 @@ from crm_kpi_worker.sync.store.kpi_values import KpiRow, Snapshot
 from crm_kpi_worker.sync.store.locks import HeldLocks
 from crm_kpi_worker.sync.store.migrations import MIGRATIONS_DIR, alembic_config, migrate
 from crm_kpi_worker.sync.store.page import DEAL_COLUMNS, RECORD_KINDS, Exclusion, StoredPage
+from crm_kpi_worker.sync.store.planned_writes import PlannedRecord
 
 __all__ = [
     "DEAL_COLUMNS",
@@ -43,6 +45,7 @@ __all__ = [
     "Exclusion",
     "HeldLocks",
     "KpiRow",
+    "PlannedRecord",
     "RunInProgress",
     "Snapshot",
     "Store",

@@ -29,6 +29,7 @@ from crm_kpi_worker.sync.store.kpi_values import KpiRow, KpiValues, Snapshot
 from crm_kpi_worker.sync.store.locks import HeldLocks, RunLocks
 from crm_kpi_worker.sync.store.migrations import check_revision, migrate
 from crm_kpi_worker.sync.store.page import Exclusion, StoredPage
+from crm_kpi_worker.sync.store.planned_writes import PlannedRecord, PlannedWrites
 from crm_kpi_worker.sync.store.pulled import PulledRecords
 from crm_kpi_worker.sync.store.runs import RunRecords
 from crm_kpi_worker.sync.store.write_memory import WriteMemory
@@ -55,6 +56,7 @@ class Store:
         self._kpis = KpiValues(db)
         self._written = WriteMemory(db)
         self._runs = RunRecords(db)
+        self._planned = PlannedWrites(db)
         self._locks = RunLocks(db)
 
     # ---- lifecycle
@@ -89,7 +91,12 @@ class Store:
             raise StoreError(
                 f"cannot open the state store {redact(sa_url)}: {driver_reason(exc)}"
             ) from exc
-        log.info("state store %s at schema revision %s", redact(sa_url), store.revision)
+        log.info(
+            "state store %s at schema revision %s",
+            redact(sa_url),
+            store.revision,
+            extra={"event": "store_opened", "store": redact(sa_url), "revision": store.revision},
+        )
         return store
 
     @property
@@ -226,6 +233,24 @@ class Store:
         except DBAPIError as exc:
             reason = driver_reason(exc)
             raise StoreError(f"the state store {self.url} does not answer: {reason}") from exc
+
+    # ---- the records each run planned to write (PlannedWrites)
+
+    def save_planned(
+        self, run_id: int, source: str, object: str, seq: int, records: Sequence[PlannedRecord]
+    ) -> None:
+        self._planned.save_planned(run_id, source, object, seq, records)
+
+    def planned(
+        self, run_id: int, source: str | None = None, object: str | None = None
+    ) -> Iterator[PlannedRecord]:
+        return self._planned.planned(run_id, source, object)
+
+    def planned_size(self, run_id: int) -> tuple[int, int]:
+        return self._planned.planned_size(run_id)
+
+    def forget_planned(self, keep_runs: int) -> int:
+        return self._planned.forget_planned(keep_runs)
 
     # ---- one run per source at a time (RunLocks)
 

@@ -123,7 +123,14 @@ class PulledRecords:
                 )
                 .values(full_pull_started=None, updated_at=self._db.clock())
             )
-        log.info("full pull of %s/%s: %d records no longer in the CRM", source, stream, removed)
+        log.log(
+            logging.INFO if removed else logging.DEBUG,
+            "full pull of %s/%s: %d records no longer in the CRM",
+            source,
+            stream,
+            removed,
+            extra={"event": "swept", "source": source, "stream": stream, "removed": removed},
+        )
         return removed
 
     def metadata(self, source: str, key: str) -> Any:

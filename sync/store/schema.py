@@ -35,6 +35,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -71,6 +72,7 @@ __all__ = [
     "quotas",
     "reps",
     "run_locks",
+    "run_records",
     "runs",
     "source_metadata",
     "split_history",
@@ -303,6 +305,20 @@ runs = Table(
     Column("pid", Integer()),
     Column("host", String()),
     Column("sources", Text()),
+)
+
+#: The records each run planned to write and what became of each (written, failed with the
+#: CRM's reason, or only planned), per source and object, in chunks of the writer's: ``body``
+#: is zlib-compressed JSON (see ``run_records``), a few bytes per record.
+run_records = Table(
+    "run_records",
+    metadata,
+    Column("run_id", Integer(), ForeignKey("runs.id"), primary_key=True),
+    Column("source", String(), primary_key=True),
+    Column("object", String(), primary_key=True),
+    Column("seq", Integer(), primary_key=True),
+    Column("records", Integer(), nullable=False),
+    Column("body", LargeBinary(), nullable=False),
 )
 
 #: Who holds the run lock of each source (SQLite: the lease itself; PostgreSQL: who holds
