@@ -384,7 +384,10 @@ def test_the_service_survives_chaos_and_ends_as_an_undisturbed_run(
         assert not unknown, (unknown[:5], len(unknown), in_flight_from)
         twice = {record for record, who in writers.items() if len(who) > 1}
         # The records edited by hand are written again by whichever process repairs them.
-        assert twice <= in_flight | set(edited.items()), sorted(twice - in_flight)[:10]
+        # (Record ids, unique across objects: the sandbox HubSpot logs a custom object by its
+        # name, the config names its type.)
+        allowed = {record_id for _, record_id in in_flight} | set(edited.values())
+        assert {record_id for _, record_id in twice} <= allowed, sorted(twice)[:10]
         assert len(in_flight) <= crm.batch_size
         assert not any(second.pid in who for who in writers.values())
 
