@@ -193,7 +193,8 @@ class BatchRoutes(RecordRoutes):
                 row = self._create(store, values)
             else:
                 self.portal.update(store, row, parsed)
+            assert row is not None
             self.write_log.add(store.name, store.record_id(row))
-            record = self._written(store, [row], [values])[0]  # type: ignore[list-item]
+            record = self._written(store, [row], [values])[0]
             results.append({**record, "new": created})
         return self._batch(results, errors)
