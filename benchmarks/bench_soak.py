@@ -6,7 +6,9 @@ real process, SQLite store) runs on ``schedule.every_seconds`` with a verify pas
 as of one fixed instant, for a few minutes. Its memory (RSS), open file descriptors and threads
 are read from ``/proc`` as each run ends (the service idle, so samples compare like with
 like): the start is the end of its first run (the first write-back and the imports behind it),
-the end is the last run's end; the ratios end/start are the result: flat is about 1.00.
+the end is the last run's end; the ratios end/start are the result: flat is about 1.00. The
+ratio over the second half (end/middle) tells a warm-up (caches filling in the first minutes,
+then a plateau) from a leak (growing all along).
 
     python benchmarks/bench_soak.py                       # 3 minutes on Salesforce
     python benchmarks/bench_soak.py --minutes 10 --crm hubspot
@@ -177,9 +179,13 @@ def print_result(
     for at, values in samples:
         rss, fds, threads = values["rss_mb"], values["fds"], values["threads"]
         print(f"  {at:6.0f}   {rss:8.1f}   {fds:3.0f}   {threads:5.0f}")
+    middle = samples[len(samples) // 2][1]
     for key, label in (("rss_mb", "RSS"), ("fds", "open fds"), ("threads", "threads")):
-        ratio = end[key] / start[key]
-        print(f"  {label}: start {start[key]:.1f}, end {end[key]:.1f}, end/start {ratio:.3f}")
+        ratio, second_half = end[key] / start[key], end[key] / middle[key]
+        print(
+            f"  {label}: start {start[key]:.1f}, end {end[key]:.1f}, end/start {ratio:.3f}"
+            f" (second half: end/middle {second_half:.3f})"
+        )
 
 
 if __name__ == "__main__":
