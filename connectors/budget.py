@@ -68,6 +68,12 @@ class CallBudget:
             self._since_noted = 0
 
     @property
+    def calls_since_noted(self) -> int:
+        """Calls made since the CRM last said its usage (counted on top of it)."""
+        with self._lock:
+            return self._since_noted
+
+    @property
     def ceiling(self) -> int | None:
         """The org's calls of the day the worker never passes (None: limit unknown yet)."""
         usage = self.usage

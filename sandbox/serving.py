@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request, Response
 from crm_kpi_worker.sandbox.faults import FaultPlan, FaultRule
 from crm_kpi_worker.sandbox.tls import LOOPBACK_NAMES, SandboxTLS, make_tls
 
-__all__ = ["AdminRoutes", "LoopbackServer", "Stats"]
+__all__ = ["AdminRoutes", "LoopbackServer", "RecordWrite", "Stats", "WriteLog"]
 
 
 @dataclass
@@ -38,6 +38,49 @@ class Stats:
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "by_route": dict(self.by_route)}
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    """One record written by one API call."""
+
+    object: str
+    record_id: str
+    client: Any  # who sent the call: see WriteLog.identify_client
+
+
+class WriteLog:
+    """Every record the CRM's write calls changed, with who sent each call: tests check that no
+    record was written by two processes. ``client`` is the peer's ``(host, port)``, or what
+    ``identify_client(host, port)`` says, asked as the request arrives (the connection is open
+    then: a test can find the process that holds it)."""
+
+    def __init__(self) -> None:
+        self.entries: list[RecordWrite] = []
+        self.identify_client: Callable[[str, int], Any] | None = None
+        self._lock = threading.Lock()
+        self._serving = threading.local()
+
+    @contextlib.contextmanager
+    def serving(self, environ: dict[str, Any]) -> Any:
+        """Within the block, writes are from the request of ``environ`` (its client is asked
+        for at once: a request held by a slow fault may outlive its sender)."""
+        peer = (str(environ.get("REMOTE_ADDR", "")), int(environ.get("REMOTE_PORT") or 0))
+        identify = self.identify_client
+        self._serving.client = peer if identify is None else identify(*peer)
+        try:
+            yield
+        finally:
+            self._serving.client = None
+
+    def add(self, object: str, record_id: str) -> None:
+        client = getattr(self._serving, "client", None)
+        with self._lock:
+            self.entries.append(RecordWrite(object, record_id, client))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.entries.clear()
 
 
 class AdminRoutes:

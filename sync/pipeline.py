@@ -51,7 +51,12 @@ from crm_kpi_worker.sync.readback import (
     verify_due,
     verify_written,
 )
-from crm_kpi_worker.sync.run_budget import budget_report
+from crm_kpi_worker.sync.run_budget import (
+    budget_report,
+    check_room_to_connect,
+    prime_budget,
+    remember_usage,
+)
 from crm_kpi_worker.sync.stops import RunStopped, StopRequest
 from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
 from crm_kpi_worker.sync.store import (
@@ -313,17 +318,23 @@ def _run_sources(
         bind_source(source.name)  # the lines of this source's pull and writes say so
         report = SourceReport(source.name)
         result.sources.append(report)
-        connector = connector_factory(source, config.currency)
         budget = CallBudget(config.budget.max_share_of_daily_limit, source.name)
-        connector.use_budget(budget)
+        prime_budget(store, source.name, budget, dt.datetime.now(dt.UTC))
         drift = DriftFinder(store, source.name)
+        connector: Connector | None = None
         try:
+            # Logging in and checking the org cost calls the budget cannot see yet: a run
+            # that the remembered usage leaves no room for makes none.
+            check_room_to_connect(budget)
+            connector = connector_factory(source, config.currency)
+            connector.use_budget(budget)
             _run_source(config, store, source, connector, options, result, guard, drift, say)
         except BudgetExhausted as stop:
             report.stopped = stop.detail
             say(f"{source.name}: stopped for the API budget: {stop.detail}")
         finally:
-            report.api_calls = connector.api_calls
+            remember_usage(store, source.name, budget, dt.datetime.now(dt.UTC))
+            report.api_calls = connector.api_calls if connector is not None else 0
             report.drift = drift.report(report.writes)
             report.budget = budget_report(
                 budget, report, config, source, dry_run=options.dry_run or config.write.dry_run

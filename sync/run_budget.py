@@ -1,16 +1,83 @@
 """The run report's ``budget`` entry: the org's daily usage against the worker's share, and
 what the run costs (or, with ``--dry-run``, would cost): pull pages, verify pages, write
-batches."""
+batches; and the usage remembered from one run to the next.
+
+A run's :class:`CallBudget` learns the org's usage from the CRM's answers, so without a memory
+each run's first call would go out unchecked: a service ticking after the share is reached
+would pass it by one call a run. The usage the CRM last said is kept in the store
+(:func:`remember_usage`) and a run starts from it (:func:`prime_budget`) while it is fresher
+than :data:`USAGE_TRUSTED_FOR`; older, the run's first call asks the CRM again (the daily
+count may have fallen back: Salesforce's window is a rolling 24 hours, HubSpot's resets at
+midnight).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
-from crm_kpi_worker.connectors.budget import CallBudget
+from crm_kpi_worker.connectors.budget import ApiUsage, CallBudget
+from crm_kpi_worker.connectors.errors import BudgetExhausted
 from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.store import Store, StoredPage
 
-__all__ = ["budget_report", "describe_budget"]
+__all__ = [
+    "USAGE_TRUSTED_FOR",
+    "budget_report",
+    "check_room_to_connect",
+    "describe_budget",
+    "prime_budget",
+    "remember_usage",
+]
+
+#: How long the usage the CRM last said stands for the org's usage at the start of a run.
+USAGE_TRUSTED_FOR = dt.timedelta(hours=1)
+API_USAGE = "api_usage"
+#: The most calls connecting makes before the run's budget is attached (Salesforce checks the
+#: org's currencies and the integration user's currency).
+CONNECT_CALLS = 2
+
+
+def check_room_to_connect(budget: CallBudget) -> None:
+    """Refuse to connect when the remembered usage leaves fewer calls than connecting makes."""
+    left = budget.allowance
+    if left is None or left >= CONNECT_CALLS:
+        return
+    usage = budget.usage
+    assert usage is not None
+    raise BudgetExhausted(
+        f"source '{budget.source}': the run makes no call: the org had used {usage.used:,}"
+        f" of its {usage.limit:,} daily calls when last seen, and"
+        f" budget.max_share_of_daily_limit ({budget.share:g}) allows {budget.ceiling:,};"
+        " the next run resumes from there",
+        code="BUDGET_EXHAUSTED",
+    )
+
+
+def prime_budget(store: Store, source: str, budget: CallBudget, now: dt.datetime) -> None:
+    """Start ``budget`` from the usage a run saw last, when it is recent enough."""
+    saved = store.metadata(source, API_USAGE)
+    if not isinstance(saved, dict):
+        return
+    try:
+        at = dt.datetime.fromisoformat(str(saved["at"]))
+        usage = ApiUsage(int(saved["used"]), int(saved["limit"]))
+    except (KeyError, TypeError, ValueError):
+        return
+    if dt.timedelta(0) <= now - at < USAGE_TRUSTED_FOR:
+        budget.note(usage)
+
+
+def remember_usage(store: Store, source: str, budget: CallBudget, now: dt.datetime) -> None:
+    """Save the org's usage as the run last knew it (its own calls since included)."""
+    usage = budget.usage
+    if usage is None:
+        return
+    used = usage.used + budget.calls_since_noted
+    saved = {"used": used, "limit": usage.limit, "at": now.isoformat()}
+    store.save_page(StoredPage(source=source, stream="metadata", metadata={API_USAGE: saved}))
+
 
 #: Records per verify page: a Salesforce query page, a HubSpot list page.
 VERIFY_PAGE = {"hubspot": 100}

@@ -1098,6 +1098,11 @@ def test_schedule_rules() -> None:
     every = load(config(schedule={"every_minutes": 30})).schedule
     assert every is not None and every.describe("UTC") == "every 30 minutes"
     assert every.trigger("UTC").interval == dt.timedelta(minutes=30)
+    quick = load(config(schedule={"every_seconds": 2}, write={"verify_every": "10s"}))
+    assert quick.schedule is not None and quick.schedule.describe("UTC") == "every 2 seconds"
+    assert quick.schedule.trigger("UTC").interval == dt.timedelta(seconds=2)
+    assert quick.write.verify_every == dt.timedelta(seconds=10)
+    assert only_problem(config(schedule={"every_seconds": 2, "every_minutes": 1}))[0] == "schedule"
     assert problems(config(schedule={"cron": "0 25 * * *"})) == [
         (
             "schedule.cron",
@@ -1111,7 +1116,8 @@ def test_schedule_rules() -> None:
     )
     assert only_problem(config(schedule={})) == (
         "schedule",
-        "give either cron (e.g. '0 6 * * *') or every_minutes, exactly one",
+        "give either cron (e.g. '0 6 * * *') or every_minutes (or, for tests, every_seconds),"
+        " exactly one",
     )
     assert only_problem(config(schedule={"every_minutes": 5, "timezone": "UTC"})) == (
         "schedule.timezone",

@@ -276,14 +276,30 @@ def test_a_run_stops_cleanly_at_its_share_of_the_daily_limit_and_the_next_resume
             assert report["stopped"] and "max_share_of_daily_limit" in report["stopped"]
             assert sandbox.app.stats.api_calls <= share * 200  # the sandbox counts
             assert report["budget"]["ceiling"] == int(share * 200)
-            # The next day (a new limit), the next run resumes from the stored cursors and
-            # writes the rest.
+            # At once, a run makes no call at all: the usage the last run saw is remembered
+            # (without it, each run's first calls would go out before the CRM says its usage).
+            calls = sandbox.app.stats.api_calls
+            refused = run_once(config, store, RunOptions(as_of=AS_OF))
+            assert refused.status == "stopped_for_budget"
+            assert sandbox.app.stats.api_calls == calls
+            assert "makes no call" in _source(refused)["stopped"]
+            # The next day (a new limit; the remembered usage is old), the next run resumes
+            # from the stored cursors and writes the rest.
             sandbox.app.api_limit = 100_000
             clock.advance(2)
+            _age_remembered_usage(store, config.sources[0].name)
             again = run_once(config, store, RunOptions(as_of=AS_OF))
             assert again.status == "completed"
             pulled_again = _source(again)["pulled"].get("deals", 0)
             assert pulled_again < len(sandbox.org.data.deals)
+
+
+def _age_remembered_usage(store: Store, source: str) -> None:
+    from crm_kpi_worker.sync.run_budget import API_USAGE, USAGE_TRUSTED_FOR
+
+    saved = dict(store.metadata(source, API_USAGE))
+    saved["at"] = (dt.datetime.now(dt.UTC) - USAGE_TRUSTED_FOR).isoformat()
+    store.save_page(StoredPage(source=source, stream="metadata", metadata={API_USAGE: saved}))
 
 
 def test_the_hubspot_budget_reads_the_daily_headers(tmp_path: Path) -> None:

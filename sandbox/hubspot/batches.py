@@ -149,6 +149,7 @@ class BatchRoutes(RecordRoutes):
                 errors.append(failure)
                 continue
             self.portal.update(store, row, parsed)
+            self.write_log.add(store.name, store.record_id(row))
             rows.append(row)
             written.append(item.get("properties") or {})
         if missing:
@@ -192,6 +193,8 @@ class BatchRoutes(RecordRoutes):
                 row = self._create(store, values)
             else:
                 self.portal.update(store, row, parsed)
-            record = self._written(store, [row], [values])[0]  # type: ignore[list-item]
+            assert row is not None
+            self.write_log.add(store.name, store.record_id(row))
+            record = self._written(store, [row], [values])[0]
             results.append({**record, "new": created})
         return self._batch(results, errors)

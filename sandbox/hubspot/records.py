@@ -113,6 +113,7 @@ class RecordRoutes(PortalRoutes):
         values = (body or {}).get("properties") if isinstance(body, dict) else None
         parsed = self.portal.validate(store, values or {})
         self.portal.update(store, row, parsed)
+        self.write_log.add(store.name, store.record_id(row))
         return self._json(self._written(store, [row], [values or {}])[0])
 
     def _written(

@@ -19,6 +19,7 @@ from crm_kpi_worker.sandbox.hubspot.formats import stamp
 from crm_kpi_worker.sandbox.hubspot.objects import ObjectStore
 from crm_kpi_worker.sandbox.hubspot.portal import HubSpotPortal, WriteError
 from crm_kpi_worker.sandbox.serving import Stats as ServedStats
+from crm_kpi_worker.sandbox.serving import WriteLog
 
 JSON_TYPE = "application/json;charset=utf-8"
 
@@ -91,6 +92,7 @@ class PortalRoutes:
     portal: HubSpotPortal
     faults: FaultPlan
     stats: ServedStats
+    write_log: WriteLog
     base_url: str
     _lock: threading.Lock
 

@@ -64,7 +64,7 @@ from crm_kpi_worker.sandbox.hubspot.rate_limits import (
     _Window,
 )
 from crm_kpi_worker.sandbox.hubspot.routes import HubSpotError, not_found
-from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer
+from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer, WriteLog
 from crm_kpi_worker.sandbox.serving import Stats as ServedStats
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class HubSpotSandboxApp(AuthRoutes, RateLimitChecks, MetadataRoutes, BatchRoutes
         self.limits = limits
         self.faults = faults or FaultPlan()
         self.stats = Stats()
+        self.write_log = WriteLog()  # every record written, and by whom (tests)
         self.base_url = "https://127.0.0.1"
         self._lock = threading.Lock()
         self._access_tokens: dict[str, int] = {}  # OAuth access token -> expiry (portal ms)
@@ -164,7 +165,8 @@ class HubSpotSandboxApp(AuthRoutes, RateLimitChecks, MetadataRoutes, BatchRoutes
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
-        response = self.dispatch(request)
+        with self.write_log.serving(environ):
+            response = self.dispatch(request)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:

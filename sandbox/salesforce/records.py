@@ -61,6 +61,7 @@ class RecordRoutes(OrgRoutes):
                         "Cannot deserialize instance of sObject from a non-object value",
                     )
                 self.org.write(table.name, values, user_row=user_row, row=row)
+                self.write_log.add(table.name, record_id)
             except RecordError as exc:
                 raise SalesforceError(400, exc.code, exc.message, exc.fields) from None
         return Response(status=204)

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.salesforce.org import SandboxOrg
 from crm_kpi_worker.sandbox.serving import Stats as ServedStats
+from crm_kpi_worker.sandbox.serving import WriteLog
 
 
 class SalesforceError(Exception):
@@ -45,6 +46,7 @@ class OrgRoutes:
     org: SandboxOrg
     faults: FaultPlan
     stats: ServedStats
+    write_log: WriteLog
     base_url: str
     _lock: threading.Lock
 

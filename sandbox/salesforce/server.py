@@ -57,7 +57,7 @@ from crm_kpi_worker.sandbox.salesforce.sobject_collections import (
 )
 from crm_kpi_worker.sandbox.salesforce.soql import SoqlError
 from crm_kpi_worker.sandbox.salesforce.tooling import ToolingRoutes
-from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer
+from crm_kpi_worker.sandbox.serving import AdminRoutes, LoopbackServer, WriteLog
 from crm_kpi_worker.sandbox.serving import Stats as ServedStats
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class SalesforceSandboxApp(
         self.faults = faults or FaultPlan()
         self.base_url = "https://127.0.0.1"  # set by the server once the port is known
         self.stats = Stats()
+        self.write_log = WriteLog()  # every record written, and by whom (tests)
         self._sessions: dict[str, int] = {}  # access token -> user row
         self._cursors: OrderedDict[str, Cursor] = OrderedDict()
         self._cursor_seq = 0
@@ -233,7 +234,8 @@ class SalesforceSandboxApp(
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
-        response = self.dispatch(request)
+        with self.write_log.serving(environ):
+            response = self.dispatch(request)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:

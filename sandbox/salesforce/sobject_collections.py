@@ -178,6 +178,7 @@ class CollectionRoutes(OrgRoutes):
                     )
                     undo.append(self._undo_for(table, row, values))
                     outcome = self.org.write(table.name, values, user_row=user_row, row=row)
+                    self.write_log.add(table.name, outcome.record_id)
                     result: dict[str, Any] = {
                         "id": outcome.record_id,
                         "success": True,

@@ -58,19 +58,20 @@ class GrantTo(ConfigModel):
     """And every active user of these profiles, by name (e.g. "Sales Manager")."""
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def _duration(value: Any) -> Any:
-    """``1d``, ``12h``, ``30m`` (a whole number and a unit) as a timedelta."""
+    """``1d``, ``12h``, ``30m``, ``45s`` (a whole number and a unit) as a timedelta; seconds
+    are for tests and soak runs with a schedule in seconds."""
     if value is None or isinstance(value, dt.timedelta):
         return value
     match = _DURATION.match(str(value))
     if match is None or int(match.group(1)) == 0:
         raise ValueError(
             f"{value!r} is not a duration; write a whole number and a unit d, h or m,"
-            " e.g. 1d, 12h, 30m (or null: never)"
+            " e.g. 1d, 12h, 30m (s, seconds, for tests; or null: never)"
         )
     return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
@@ -278,6 +279,9 @@ class Schedule(ConfigModel):
     cron: Annotated[str, AfterValidator(_check_cron)] | None = None
     """Standard 5-field crontab expression (day of week 0/7 = Sunday)."""
     every_minutes: Annotated[int, Field(ge=1, le=1440)] | None = None
+    every_seconds: Annotated[int, Field(ge=1, le=86400)] | None = None
+    """A fixed interval in seconds, for tests and soak runs (the chaos test, ``bench_soak``):
+    each run costs API calls, so production schedules use ``cron`` or ``every_minutes``."""
     timezone: TimezoneName | None = None
     """Timezone of the cron expression (default: the fiscal timezone)."""
     run_at_start: bool = True
@@ -286,9 +290,13 @@ class Schedule(ConfigModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Schedule:
-        if (self.cron is None) == (self.every_minutes is None):
-            raise rule("give either cron (e.g. '0 6 * * *') or every_minutes, exactly one")
-        if self.timezone is not None and self.every_minutes is not None:
+        kinds = [k for k in (self.cron, self.every_minutes, self.every_seconds) if k is not None]
+        if len(kinds) != 1:
+            raise rule(
+                "give either cron (e.g. '0 6 * * *') or every_minutes (or, for tests,"
+                " every_seconds), exactly one"
+            )
+        if self.timezone is not None and self.cron is None:
             raise_all(
                 "schedule", [error_at(("timezone",), "timezone applies only to cron schedules")]
             )
@@ -301,11 +309,15 @@ class Schedule(ConfigModel):
             return cron_trigger(self.cron, self.timezone or default_timezone)
         from apscheduler.triggers.interval import IntervalTrigger
 
+        if self.every_seconds is not None:
+            return IntervalTrigger(seconds=self.every_seconds, timezone=ZoneInfo(default_timezone))
         return IntervalTrigger(minutes=self.every_minutes, timezone=ZoneInfo(default_timezone))
 
     def describe(self, default_timezone: str) -> str:
         if self.cron is not None:
             return f"cron '{self.cron}' ({self.timezone or default_timezone})"
+        if self.every_seconds is not None:
+            return f"every {self.every_seconds} second{'s' if self.every_seconds != 1 else ''}"
         return f"every {self.every_minutes} minute{'s' if self.every_minutes != 1 else ''}"
 
     def in_words(self, default_timezone: str) -> str:
