@@ -5,7 +5,9 @@ missed."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from crm_kpi_worker.connectors.errors import BudgetExhausted
 from crm_kpi_worker.connectors.registry import build_connector
 from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+from crm_kpi_worker.sync.cli_runs import _show_csv
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
 from crm_kpi_worker.sync.readback import VERIFIED_AT, same_value
@@ -137,10 +140,22 @@ def test_hand_edits_are_repaired_by_a_verify_run_and_reported_as_drift(crm: Crm)
     assert _source(crm.run())["drift"] == []  # nothing drifted: nothing reported
     key, deal_id, wrote, wrote_deal = _hand_edit_scorecard_and_deal(crm)
 
-    report = _source(crm.run(verify=True))
+    verified = crm.run(verify=True)
+    report = _source(verified)
 
     drift = {d["object"]: d for d in report["drift"]}
     assert drift[crm.card.object]["keys"] == [key]
+    # crm-kpi runs show lists the drifted records with the run's writes (CSV: one row each).
+    out = io.StringIO()
+    _show_csv(crm.store.run(verified.run_id), crm.store.planned(verified.run_id), out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert {(r["object"], r["id"]) for r in rows if r["section"] == "drift"} == {
+        (crm.card.object, key),
+        (crm.deal_object, deal_id),
+    }
+    assert {r["id"] for r in rows if r["section"] == "record" and r["outcome"] == "written"} >= {
+        deal_id
+    }
     assert drift[crm.card.object]["repaired"] == 1
     assert drift[crm.deal_object]["keys"] == [deal_id]
     assert drift[crm.deal_object]["repaired"] == 1
