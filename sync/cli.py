@@ -34,6 +34,12 @@ class CrmKpiGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`crm-kpi runs show 1 | head`): stop quietly, as cat does.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(int(ExitCode.OK))
         except Exception as exc:
             found = failure(exc)
             if ctx.params.get("debug"):

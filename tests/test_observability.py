@@ -431,3 +431,24 @@ def replace_source(record: Any) -> Any:
     from dataclasses import replace
 
     return replace(record, source="sf")
+
+
+def test_runs_show_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """``crm-kpi runs show 1 | head -1``: the closed pipe is no error."""
+    import subprocess
+    import sys
+
+    from crm_kpi_worker.sync.cli_demo import run_demo
+
+    run_demo(reference_date=dt.date(2026, 9, 30), keep=tmp_path)
+    command = [sys.executable, "-m", "crm_kpi_worker", "runs", "show", "1"]
+    command += ["--config", str(tmp_path / "crm-kpi.yaml")]
+    with subprocess.Popen(  # noqa: S603 - our own command line
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().startswith(b"run 1: ")
+        process.stdout.close()  # the reader goes away; the records are more than a pipe holds
+        errors = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 0, errors
+    assert "error" not in errors.lower(), errors
