@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import click
 
-from crm_kpi_worker.sync.cli_sync import _load, config_option, open_store
+from crm_kpi_worker.sync.cli_sync import _load, config_option, open_store, print_source
 
 __all__ = ["planned_format", "runs_group", "write_planned"]
 
@@ -263,7 +263,7 @@ def _show_table(run: Mapping[str, Any], records: Iterable[Any]) -> None:
     if run.get("host"):
         click.echo(f"  ran as pid {run['pid']} on host {run['host']}")
     for source in report.get("sources") or ():
-        _source_table(source)
+        print_source(source, run["id"], limit=None)
     current = None
     count = 0
     for record in records:
@@ -277,43 +277,6 @@ def _show_table(run: Mapping[str, Any], records: Iterable[Any]) -> None:
         count += 1
     if count == 0:
         click.echo("  no planned records stored for this run")
-
-
-def _source_table(source: Mapping[str, Any]) -> None:
-    name = source.get("source")
-    pulled = ", ".join(f"{k} {v:,}" for k, v in (source.get("pulled") or {}).items() if v)
-    click.echo(f"  {name}: pulled {pulled or 'nothing'}")
-    deleted = source.get("deleted") or {}
-    if deleted:
-        click.echo("    deleted in the CRM: " + ", ".join(f"{k} {v:,}" for k, v in deleted.items()))
-    exclusions = source.get("exclusions") or ()
-    click.echo(f"    excluded: {len(exclusions):,}")
-    for item in exclusions:
-        click.echo(f"      {item['type']} {item['id']}: {item['reason']} {item['detail']}")
-    for planned in source.get("planned") or ():
-        click.echo(
-            f"    {planned['object']}: {planned['records_to_write']:,} records to write"
-            f" ({planned['fields_to_write']:,} fields), {planned['unchanged_records']:,} unchanged"
-        )
-    for written in source.get("written") or ():
-        click.echo(
-            f"    {written['object']}: wrote {written['records_written']:,} records"
-            f" ({written['fields_written']:,} fields, {written['created']:,} created),"
-            f" {written['failed']:,} failed"
-        )
-        for failure in written.get("failures") or ():
-            click.echo(f"      failed {failure['key']}: {failure['code']} {failure['message']}")
-    for drift in source.get("drift") or ():
-        click.echo(
-            f"    drift: {drift['object']}: {drift['records']:,} records held other values than"
-            f" the worker wrote; {drift['repaired']:,} repaired"
-        )
-        for key in drift.get("keys") or ():
-            click.echo(f"      {key}")
-    for warning in source.get("warnings") or ():
-        click.echo(f"    warning: {warning}")
-    seconds = ", ".join(f"{k} {v}s" for k, v in (source.get("seconds") or {}).items())
-    click.echo(f"    API calls {source.get('api_calls', 0):,}; {seconds}")
 
 
 # ---- sync --once --output FILE --------------------------------------------------------------

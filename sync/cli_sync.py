@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,11 @@ def open_store(config: AppConfig, *, read_only: bool = False) -> Any:
 TABLE_ROWS = 20  # records listed per list in the table; the json and stored report list all
 
 
-def _more(items: list[Any], run_id: Any) -> None:
+def _more(items: list[Any], run_id: Any, limit: int | None) -> None:
     """The line that says how many records the table left out and where they all are."""
-    if len(items) > TABLE_ROWS:
+    if limit is not None and len(items) > limit:
         click.echo(
-            f"      … and {len(items) - TABLE_ROWS:,} more (every id: `crm-kpi runs show {run_id}`)"
+            f"      … and {len(items) - limit:,} more (every id: `crm-kpi runs show {run_id}`)"
         )
 
 
@@ -96,47 +97,56 @@ def print_report(report: dict[str, Any], output: str) -> None:
         return
     click.echo(f"run {report['run_id']} as of {report['as_of']}: {report['status']}")
     for source in report["sources"]:
-        pulled = ", ".join(f"{k} {v:,}" for k, v in source["pulled"].items() if v)
-        click.echo(f"  {source['source']}: pulled {pulled or 'nothing'}")
-        if source["deleted"]:
-            deleted = ", ".join(f"{k} {v:,}" for k, v in sorted(source["deleted"].items()))
-            click.echo(f"    deleted in the CRM: {deleted}")
-        excluded = source["excluded"]
-        if excluded["total"]:
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(excluded["by_reason"].items()))
-            click.echo(f"    excluded: {excluded['total']} ({reasons})")
-            for item in source["exclusions"][:TABLE_ROWS]:
-                click.echo(f"      {item['type']} {item['id']}: {item['reason']} {item['detail']}")
-            _more(source["exclusions"], report["run_id"])
-        if source["unassigned_deals"]:
-            click.echo(
-                f"    deals of unknown owners, counted as unassigned: {source['unassigned_deals']}"
-            )
-        if not source["planned"]:  # one entry per target object, even when nothing changed
-            click.echo(f"    {NO_KPI_FIELDS}: nothing written to the CRM")
-        for warning in source.get("warnings", ()):
-            click.echo(f"    warning: {warning}")
-        for planned in source["planned"]:
-            click.echo(
-                f"    {planned['object']}: {planned['records_to_write']:,} records to write"
-                f" ({planned['fields_to_write']:,} fields),"
-                f" {planned['unchanged_records']:,} unchanged"
-            )
-        for written in source["written"]:
-            click.echo(
-                f"    {written['object']}: wrote {written['records_written']:,} records"
-                f" ({written['fields_written']:,} fields, {written['created']:,} created),"
-                f" {written['failed']} failed"
-            )
-            for failure in written["failures"][:TABLE_ROWS]:
-                click.echo(f"      failed {failure['key']}: {failure['code']} {failure['message']}")
-            _more(written["failures"], report["run_id"])
-        _print_readback(source)
-        seconds = ", ".join(f"{k} {v}s" for k, v in source["seconds"].items())
-        click.echo(f"    API calls {source['api_calls']:,}; {seconds}")
+        print_source(source, report["run_id"], limit=TABLE_ROWS)
 
 
-def _print_readback(source: dict[str, Any]) -> None:
+def print_source(source: Mapping[str, Any], run_id: Any, *, limit: int | None) -> None:
+    """One source's part of a run report as table lines: ``sync --once`` lists ``limit``
+    records per list, ``crm-kpi runs show`` (``limit`` None) every one."""
+    pulled = ", ".join(f"{k} {v:,}" for k, v in (source.get("pulled") or {}).items() if v)
+    click.echo(f"  {source.get('source')}: pulled {pulled or 'nothing'}")
+    deleted = source.get("deleted") or {}
+    if deleted:
+        counts = ", ".join(f"{k} {v:,}" for k, v in sorted(deleted.items()))
+        click.echo(f"    deleted in the CRM: {counts}")
+    exclusions = list(source.get("exclusions") or ())
+    excluded = source.get("excluded") or {"total": len(exclusions), "by_reason": {}}
+    if excluded["total"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(excluded["by_reason"].items()))
+        click.echo(f"    excluded: {excluded['total']}" + (f" ({reasons})" if reasons else ""))
+        for item in exclusions[:limit]:
+            click.echo(f"      {item['type']} {item['id']}: {item['reason']} {item['detail']}")
+        _more(exclusions, run_id, limit)
+    if source.get("unassigned_deals"):
+        click.echo(
+            f"    deals of unknown owners, counted as unassigned: {source['unassigned_deals']}"
+        )
+    if not source.get("planned"):  # one entry per target object, even when nothing changed
+        click.echo(f"    {NO_KPI_FIELDS}: nothing written to the CRM")
+    for warning in source.get("warnings") or ():
+        click.echo(f"    warning: {warning}")
+    for planned in source.get("planned") or ():
+        click.echo(
+            f"    {planned['object']}: {planned['records_to_write']:,} records to write"
+            f" ({planned['fields_to_write']:,} fields),"
+            f" {planned['unchanged_records']:,} unchanged"
+        )
+    for written in source.get("written") or ():
+        click.echo(
+            f"    {written['object']}: wrote {written['records_written']:,} records"
+            f" ({written['fields_written']:,} fields, {written['created']:,} created),"
+            f" {written['failed']} failed"
+        )
+        failures = list(written.get("failures") or ())
+        for failure in failures[:limit]:
+            click.echo(f"      failed {failure['key']}: {failure['code']} {failure['message']}")
+        _more(failures, run_id, limit)
+    _print_readback(source, run_id, limit)
+    seconds = ", ".join(f"{k} {v}s" for k, v in (source.get("seconds") or {}).items())
+    click.echo(f"    API calls {source.get('api_calls', 0):,}; {seconds}")
+
+
+def _print_readback(source: Mapping[str, Any], run_id: Any, limit: int | None) -> None:
     """Drift repaired, records left unnormalized, the budget (see sync/readback.py)."""
     from crm_kpi_worker.sync.run_budget import describe_budget
 
@@ -152,8 +162,10 @@ def _print_readback(source: dict[str, Any]) -> None:
             f"    drift: {drift['object']}: {drift['records']:,} records held other values"
             f" than the worker wrote; {drift['repaired']:,} repaired"
         )
-        for key in drift["keys"][:TABLE_ROWS]:
+        keys = list(drift.get("keys") or ())
+        for key in keys[:limit]:
             click.echo(f"      {key}")
+        _more(keys, run_id, limit)
     for line in describe_budget(source.get("budget") or {}):
         click.echo(f"    {line}")
     if source.get("stopped"):
