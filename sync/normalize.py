@@ -271,6 +271,46 @@ class Problems(list[tuple[ExclusionReason, str]]):
     def invalid(self, exc: InvalidValue) -> None:
         self.append((ExclusionReason.INVALID_VALUE, str(exc)))
 
+    # The canonical model's rules of a deal, the same for every CRM: each CRM's normalizer
+    # reads the value its own way and hands the reading here.
+
+    def stage_known(self, raw_stage: str | None, known: bool) -> None:
+        """A deal's stage must be one the mapping lists."""
+        if not known:
+            self.append(
+                (
+                    ExclusionReason.UNKNOWN_STAGE,
+                    f"stage {raw_stage!r} is not in the mapping's stages"
+                    if raw_stage
+                    else "the deal has no stage",
+                )
+            )
+
+    def close_date(self, read: Callable[..., dt.date | None], *args: Any) -> dt.date | None:
+        """A deal's close date, ``read(*args)``, which it must have."""
+        try:
+            close_date = read(*args)
+        except InvalidValue as exc:
+            self.invalid(exc)
+            return None
+        if close_date is None:
+            self.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
+        return close_date
+
+    def amount(self, read: Callable[..., Decimal | None], value: Any, field: str) -> Decimal | None:
+        """A deal's amount, ``read(value, field)``, which it must have, not negative."""
+        try:
+            amount = read(value, field)
+        except InvalidValue as exc:
+            self.invalid(exc)
+            return None
+        if amount is None:
+            self.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
+        elif amount < 0:
+            self.invalid(InvalidValue(field, "a negative amount"))
+            return None
+        return amount
+
 
 def normalize(context: NormalizeContext, stream: str, records: Sequence[Any]) -> Normalized:
     """The canonical records and exclusions of one page of ``stream``, by the source's CRM

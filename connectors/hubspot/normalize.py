@@ -328,45 +328,21 @@ def _deal_stage(
 ) -> tuple[str | None, StageMap | None]:
     raw_stage = problems.text(props, mapping.stage)
     stage = mapping.stage_for(raw_stage) if raw_stage else None
-    if stage is None:
-        problems.append(
-            (
-                ExclusionReason.UNKNOWN_STAGE,
-                f"stage {raw_stage!r} is not in the mapping's stages"
-                if raw_stage
-                else "the deal has no stage",
-            )
-        )
+    problems.stage_known(raw_stage, stage is not None)
     return raw_stage, stage
 
 
 def _deal_close_date(
     mapping: HubSpotMapping, props: dict[str, Any], timezone: str, problems: _Problems
 ) -> dt.date | None:
-    try:
-        close_date = read_hs_date(_prop(props, mapping.close_date), mapping.close_date, timezone)
-    except InvalidValue as exc:
-        problems.invalid(exc)
-        return None
-    if close_date is None:
-        problems.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
-    return close_date
+    close_date = _prop(props, mapping.close_date)
+    return problems.close_date(read_hs_date, close_date, mapping.close_date, timezone)
 
 
 def _deal_amount(
     mapping: HubSpotMapping, props: dict[str, Any], problems: _Problems
 ) -> Decimal | None:
-    try:
-        amount = read_decimal(_prop(props, mapping.amount), mapping.amount)
-    except InvalidValue as exc:
-        problems.invalid(exc)
-        return None
-    if amount is None:
-        problems.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
-    elif amount < 0:
-        problems.invalid(InvalidValue(mapping.amount, "a negative amount"))
-        return None
-    return amount
+    return problems.amount(read_decimal, _prop(props, mapping.amount), mapping.amount)
 
 
 def _deal_currency(

@@ -466,45 +466,20 @@ def _deal_stage(
     except InvalidValue as exc:
         problems.invalid(exc)
     stage = _stage_of(mapping, raw_stage)
-    if stage is None:
-        problems.append(
-            (
-                ExclusionReason.UNKNOWN_STAGE,
-                f"stage {raw_stage!r} is not in the mapping's stages"
-                if raw_stage
-                else "the deal has no stage",
-            )
-        )
+    problems.stage_known(raw_stage, stage is not None)
     return raw_stage, stage
 
 
 def _deal_close_date(
     mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields, problems: Problems
 ) -> dt.date | None:
-    try:
-        close_date = read_date(fields.close_date(record), mapping.close_date)
-    except InvalidValue as exc:
-        problems.invalid(exc)
-        return None
-    if close_date is None:
-        problems.append((ExclusionReason.NO_CLOSE_DATE, "the deal has no close date"))
-    return close_date
+    return problems.close_date(read_date, fields.close_date(record), mapping.close_date)
 
 
 def _deal_amount(
     mapping: SalesforceMapping, record: dict[str, Any], fields: _DealFields, problems: Problems
 ) -> Decimal | None:
-    try:
-        amount = read_decimal(fields.amount(record), mapping.amount)
-    except InvalidValue as exc:
-        problems.invalid(exc)
-        return None
-    if amount is None:
-        problems.append((ExclusionReason.NO_AMOUNT, "the deal has no amount"))
-    elif amount < 0:
-        problems.invalid(InvalidValue(mapping.amount, "a negative amount"))
-        return None
-    return amount
+    return problems.amount(read_decimal, fields.amount(record), mapping.amount)
 
 
 def _deal_term(
