@@ -227,6 +227,9 @@ class WritesThroughTargets:
     def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
         return self.writer.update(object, records)
 
+    def write_batch_size(self, count: int, configured: int) -> int:
+        return configured
+
 
 class Connector(Protocol):
     """One CRM source."""
@@ -276,6 +279,11 @@ class Connector(Protocol):
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
     ) -> list[WriteResult]:
         """Create or update records keyed by an external id field (key value -> fields)."""
+        ...
+
+    def write_batch_size(self, count: int, configured: int) -> int:
+        """How many of ``count`` records to write to hand over per ``update``/``upsert`` call
+        (``configured``: the config's batch size): a CRM with a bulk road takes more at once."""
         ...
 
     @property

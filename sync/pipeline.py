@@ -764,7 +764,7 @@ def _write(
                 sent = execute(
                     connector,
                     write_plan,
-                    batch_size=batch,
+                    batch_size=connector.write_batch_size(len(write_plan.changes), batch),
                     remember=partial(_remember, store, source.name, object_name, confirmed),
                     should_stop=guard.should_stop,
                 )

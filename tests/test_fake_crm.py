@@ -157,6 +157,9 @@ class FakeConnector:
             results.append(WriteResult(key, key, True, created=created))
         return results
 
+    def write_batch_size(self, count: int, configured: int) -> int:
+        return configured
+
     @property
     def api_calls(self) -> int:
         return self.crm.calls

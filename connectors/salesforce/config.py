@@ -264,6 +264,19 @@ DEFAULT_LAYOUTS: dict[str, tuple[str, ...]] = {
 }
 
 
+class SalesforceBulk(ConfigModel):
+    """When the worker uses Bulk API 2.0 instead of REST (Salesforce recommends Bulk above
+    about 2,000 records). ``null`` turns a road off."""
+
+    pull_above: Annotated[int, Field(ge=0)] | None = 10_000
+    """A stream whose pull matches more records than this (the first REST page's totalSize
+    says) is pulled by Bulk query jobs instead: a few calls whatever the size, against one per
+    2,000 rows (parents and history rows together) by REST."""
+    write_above: Annotated[int, Field(ge=0)] | None = 2_000
+    """An object with more records to write than this in a chunk of the run is written by a
+    Bulk ingest job instead of sObject Collections (200 records a call)."""
+
+
 class SalesforceSource(SourceBase):
     """A Salesforce org, reached through simple-salesforce."""
 
@@ -290,6 +303,8 @@ class SalesforceSource(SourceBase):
     not named here are never touched."""
     scorecard_tab: bool = True
     """``setup`` gives the scorecard object a tab and a "My scorecards" list view."""
+    bulk: SalesforceBulk = SalesforceBulk()
+    """When pulls and writes go through Bulk API 2.0 (see :class:`SalesforceBulk`)."""
 
     @property
     def is_my_domain(self) -> bool:

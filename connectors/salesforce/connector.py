@@ -46,6 +46,9 @@ from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import soql
 from crm_kpi_worker.connectors.salesforce.access import AccessPlanner
+from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, BulkUnavailable
+from crm_kpi_worker.connectors.salesforce.bulk_pull import BulkPosition, BulkPuller, since_of
+from crm_kpi_worker.connectors.salesforce.bulk_write import IngestWriter
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
 from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceJwt,
@@ -54,6 +57,7 @@ from crm_kpi_worker.connectors.salesforce.config import (
 )
 from crm_kpi_worker.connectors.salesforce.placement import MetadataClient, PlacementPlanner
 from crm_kpi_worker.connectors.salesforce.resources import (
+    BULK_STREAMS,
     OrgFacts,
     QueryPager,
     StreamQueries,
@@ -71,6 +75,8 @@ __all__ = ["SalesforceConnector", "connect_salesforce"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: The object each Bulk-pulled stream reads (activities: the mapping's demo object).
+_STREAM_OBJECTS = {"users": "User", "accounts": "Account", "deals": "Opportunity"}
 
 
 class SalesforceConnector(WritesThroughTargets):
@@ -125,6 +131,10 @@ class SalesforceConnector(WritesThroughTargets):
         self.facts = self._check_org(environ)
         self.queries = StreamQueries(source.mapping, self.settings, self.facts)
         self.writer = CollectionWriter(self.client, self._fetch, self.settings.write_batch_size)
+        self.bulk = BulkApi(self.client, self._fetch)
+        self.ingest = IngestWriter(self.bulk)
+        #: False once the org refused Bulk API 2.0 in this run (REST from then on).
+        self._bulk_ok = True
         self.targets = TargetManager(self.client, self._fetch)
 
     # ---- Connector --------------------------------------------------------------------------
@@ -138,11 +148,87 @@ class SalesforceConnector(WritesThroughTargets):
     def pull(self, stream: str, since: str | None) -> Iterator[Page]:
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
-        cursor = self.queries.cursor_for(since)  # a clear ValueError now, not a bad query later
-        query = self.queries.build(stream, since)
+        # A stored cursor is a stamp, or the position of a Bulk pull that stopped midway.
+        position = BulkPosition.decode(since)  # a clear ValueError now, not a bad query later
+        stamp = since_of(since)
+        cursor = self.queries.cursor_for(stamp)
+        query = self.queries.build(stream, stamp)
         if query is None:
             return iter(())
+        if position is not None and self._bulk_pulls:
+            return self._bulk_or_rest(query, cursor, stamp, position)
+        if query.incremental and self._bulk_pulls and stream in BULK_STREAMS:
+            return self._rest_unless_big(query, cursor, stamp)
         return self._pages(query, cursor if query.incremental else None)
+
+    # ---- the two roads of a pull (REST query pages, Bulk query jobs) -------------------------
+
+    @property
+    def _bulk_pulls(self) -> bool:
+        return self.settings.bulk_pull_above is not None and self._bulk_ok
+
+    def _rest_unless_big(
+        self, query: StreamQuery, cursor: IncrementalCursor, since: str | None
+    ) -> Iterator[Page]:
+        """The first REST page says how many records the pull matches (``totalSize``): above
+        ``bulk.pull_above``, and more pages to come, the pull goes by Bulk instead (that one
+        page is the only call the REST road cost)."""
+        first = self._fetch(
+            lambda: self.client.query(query.soql, include_deleted=query.include_deleted)
+        )
+        total = first.get("totalSize") if isinstance(first, dict) else None
+        limit = self.settings.bulk_pull_above
+        big = isinstance(total, int) and limit is not None and total > limit
+        if big and isinstance(first, dict) and first.get("done") is False:
+            yield from self._bulk_or_rest(query, cursor, since, None)
+            return
+        answers = iter([first])
+
+        def fetch(thunk: Callable[[], Any]) -> Any:
+            answer = next(answers, None)  # the first page, already read
+            return answer if answer is not None else self._fetch(thunk)
+
+        yield from QueryPager(
+            self.client, fetch, query, cursor, server_time=lambda: self._transport.server_time
+        )
+
+    def _bulk_or_rest(
+        self,
+        query: StreamQuery,
+        cursor: IncrementalCursor,
+        since: str | None,
+        position: BulkPosition | None,
+    ) -> Iterator[Page]:
+        """The stream by Bulk query jobs; by REST when the org refuses Bulk (said once)."""
+        bulk = self.queries.bulk(query.stream, since)
+        assert bulk is not None
+        puller = BulkPuller(
+            self.bulk,
+            bulk,
+            _STREAM_OBJECTS.get(query.stream) or self._demo_object(),
+            self.targets.describe,
+            since,
+            position=position,
+            lookback=self.settings.lookback,
+        )
+        try:
+            yield from puller
+        except BulkUnavailable as error:
+            self._bulk_unavailable(error)
+            yield from self._pages(query, cursor)
+
+    def _bulk_unavailable(self, error: BulkUnavailable) -> None:
+        self._bulk_ok = False
+        log.warning(
+            "source %s: Bulk API 2.0 refused (%s): pulling and writing by REST for this run",
+            self.name,
+            error.detail,
+        )
+
+    def _demo_object(self) -> str:
+        demos = self.source.mapping.demos
+        assert demos is not None
+        return demos.object
 
     def _pages(self, query: StreamQuery, cursor: IncrementalCursor | None) -> Iterator[Page]:
         if query.stream == "currencies" and self._currency_page is not None:
@@ -172,10 +258,34 @@ class SalesforceConnector(WritesThroughTargets):
                     return
             raise
 
+    def write_batch_size(self, count: int, configured: int) -> int:
+        """A chunk of more than ``bulk.write_above`` records is one Bulk ingest job."""
+        limit = self.settings.bulk_write_above
+        if limit is not None and self._bulk_ok and count > limit:
+            return count
+        return configured
+
+    def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
+        if self._by_ingest(records):
+            try:
+                return self.ingest.update(object, records)
+            except BulkUnavailable as error:
+                self._bulk_unavailable(error)
+        return self.writer.update(object, records)
+
     def upsert(
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
     ) -> list[WriteResult]:
+        if self._by_ingest(records):
+            try:
+                return self.ingest.upsert(object, external_id, records)
+            except BulkUnavailable as error:
+                self._bulk_unavailable(error)
         return self.writer.upsert(object, external_id, records)
+
+    def _by_ingest(self, records: Mapping[str, Any]) -> bool:
+        limit = self.settings.bulk_write_above
+        return limit is not None and self._bulk_ok and len(records) > limit
 
     def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:
         """The deals query reads the Opportunity fields along, the users query the User ones."""

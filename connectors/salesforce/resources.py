@@ -136,6 +136,10 @@ class StreamQueries:
 
     _ORDER = (CURSOR_FIELD, "Id")
 
+    def _order(self, bulk: bool) -> tuple[str, ...]:
+        # Bulk query jobs take no ORDER BY (it would also disable their PK chunking).
+        return () if bulk else self._ORDER
+
     def _stages(self, since: str | None) -> StreamQuery:
         query = soql.Select("OpportunityStage", STAGE_FIELDS, order_by=("SortOrder", "Id"))
         return StreamQuery("stages", query.soql(), include_deleted=False, incremental=False)
@@ -146,7 +150,7 @@ class StreamQueries:
         query = soql.Select("CurrencyType", CURRENCY_FIELDS, order_by=("IsoCode",))
         return StreamQuery("currencies", query.soql(), include_deleted=False, incremental=False)
 
-    def _users(self, since: str | None) -> StreamQuery:
+    def _users(self, since: str | None, *, bulk: bool = False) -> StreamQuery:
         mapping = self.mapping
         fields = list(USER_FIELDS)
         for extra in (
@@ -158,7 +162,7 @@ class StreamQueries:
                 fields.append(soql.field_path(extra))
         own = self.own_fields.get("user", ())
         fields += [name for name in own if name not in fields]
-        query = soql.Select("User", fields, where=self._window(since), order_by=self._ORDER)
+        query = soql.Select("User", fields, where=self._window(since), order_by=self._order(bulk))
         return StreamQuery(
             "users",
             query.soql(),
@@ -173,13 +177,13 @@ class StreamQueries:
         churn = self.mapping.account_churn_field()
         return None if churn is None else soql.field_path(churn)
 
-    def _accounts(self, since: str | None) -> StreamQuery | None:
+    def _accounts(self, since: str | None, *, bulk: bool = False) -> StreamQuery | None:
         churn = self.account_churn_field()
         if churn is None:
             return None
         where = [f"{churn} != null", *self._window(since)]
         fields = ("Id", "Name", churn, "IsDeleted", CURSOR_FIELD)
-        query = soql.Select("Account", fields, where=where, order_by=self._ORDER)
+        query = soql.Select("Account", fields, where=where, order_by=self._order(bulk))
         return StreamQuery("accounts", query.soql(), include_deleted=True, incremental=True)
 
     def deal_fields(self) -> list[str]:
@@ -230,16 +234,16 @@ class StreamQueries:
         )
         return subqueries
 
-    def _deals(self, since: str | None) -> StreamQuery:
+    def _deals(self, since: str | None, *, bulk: bool = False) -> StreamQuery:
         fields = self.deal_fields()
         own = self.own_fields.get("opportunity", ())
         fields += [name for name in own if name not in fields]
         query = soql.Select(
             "Opportunity",
             fields,
-            subqueries=self.deal_subqueries(),
+            subqueries=() if bulk else self.deal_subqueries(),
             where=self._window(since),
-            order_by=self._ORDER,
+            order_by=self._order(bulk),
         )
         return StreamQuery(
             "deals",
@@ -250,13 +254,57 @@ class StreamQueries:
             volatile=(CURSOR_FIELD, self.mapping.last_modified),
         )
 
+    def bulk(self, stream: str, since: str | None) -> BulkQueries | None:
+        """The stream's pull as Bulk API 2.0 takes it (None: a stream Bulk is not used for).
+
+        Bulk queries take no parent-to-child subquery and no ORDER BY: the deals' stage and
+        close-date history are queries of their own, filtered on the parent's window, joined
+        to the deals by the worker (``bulk_pull``)."""
+        if stream not in BULK_STREAMS:
+            return None
+        rest = self.build(stream, since)
+        if rest is None:
+            return None
+        builder: Callable[..., StreamQuery | None] = getattr(self, f"_{stream}")
+        main = builder(since, bulk=True)
+        assert main is not None
+        children: list[ChildQuery] = []
+        if stream == "deals":
+            children = self._deal_children(since)
+        return BulkQueries(rest, main.soql, tuple(children))
+
+    def _deal_children(self, since: str | None) -> list[ChildQuery]:
+        m = self.mapping
+        parent_window = [f"Opportunity.{clause}" for clause in self._window(since)]
+        tracked = [m.close_date]
+        children = []
+        if m.stage == STANDARD_STAGE_FIELD:
+            stage_fields = ("OpportunityId", *STAGE_HISTORY_FIELDS)
+            query = soql.Select("OpportunityHistory", stage_fields, where=parent_window)
+            children.append(
+                ChildQuery(STAGE_HISTORY, "OpportunityHistory", query.soql(), STAGE_HISTORY_FIELDS)
+            )
+        else:
+            tracked.append(m.stage)
+        condition = (
+            f"Field = {soql.string_literal(tracked[0])}"
+            if len(tracked) == 1
+            else f"Field IN {soql.in_list(tracked)}"
+        )
+        fields = ("OpportunityId", *FIELD_HISTORY_FIELDS)
+        query = soql.Select("OpportunityFieldHistory", fields, where=[condition, *parent_window])
+        children.append(
+            ChildQuery(FIELD_HISTORY, "OpportunityFieldHistory", query.soql(), FIELD_HISTORY_FIELDS)
+        )
+        return children
+
     def read_back(self, object: str, fields: tuple[str, ...]) -> StreamQuery:
         """Every record of ``object`` with ``fields`` (the verify pass), in Id order."""
         names = ["Id", *(name for name in fields if name != "Id")]
         query = soql.Select(soql.api_name(object, "object"), names, order_by=("Id",))
         return StreamQuery("verify", query.soql(), include_deleted=False, incremental=False)
 
-    def _activities(self, since: str | None) -> StreamQuery | None:
+    def _activities(self, since: str | None, *, bulk: bool = False) -> StreamQuery | None:
         demos = self.mapping.demos
         if demos is None:
             return None
@@ -272,7 +320,7 @@ class StreamQueries:
         ]
         where = [f"{type_field} IN {soql.in_list(demos.values)}", *self._window(since)]
         query = soql.Select(
-            soql.api_name(demos.object, "object"), fields, where=where, order_by=self._ORDER
+            soql.api_name(demos.object, "object"), fields, where=where, order_by=self._order(bulk)
         )
         return StreamQuery("activities", query.soql(), include_deleted=True, incremental=True)
 
@@ -294,6 +342,32 @@ class StreamQueries:
     def quotas_without_period(self) -> StreamQuery | None:
         """The quota query without Period fields (an org that hides Period from the user)."""
         return self._quotas(None, with_period=False)
+
+
+#: The streams a Bulk query job can pull (incremental, possibly large); the others are small
+#: and pulled whole by REST every run.
+BULK_STREAMS = ("users", "accounts", "deals", "activities")
+
+
+@dataclass(frozen=True)
+class ChildQuery:
+    """A child relationship of the deals, read by a Bulk query of its own: ``relationship`` is
+    the REST subquery's name (the joined record holds the rows under it, as REST does)."""
+
+    relationship: str
+    sobject: str
+    soql: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BulkQueries:
+    """A stream's Bulk pull: its REST query (for the road not taken and the read-along), the
+    main Bulk SOQL, and the child relationships' queries."""
+
+    rest: StreamQuery
+    main: str
+    children: tuple[ChildQuery, ...] = ()
 
 
 Fetch = Callable[[Callable[[], Any]], Any]
@@ -365,21 +439,7 @@ class QueryPager:
     def _read_along(
         self, records: list[dict[str, Any]]
     ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-        """The own fields' values and the records' digests (see ``connectors.base.Page``)."""
-        query = self.query
-        if query.volatile is None:
-            return {}, []
-        own_fields = query.own_fields
-        leave_out = {*own_fields, *query.volatile}
-        own: dict[str, dict[str, Any]] = {}
-        digests: list[tuple[str, str]] = []
-        for record in records:
-            record_id = str(record.get("Id"))
-            if own_fields:
-                own[record_id] = {name: record.get(name) for name in own_fields}
-            content = [(k, v) for k, v in record.items() if k not in leave_out]
-            digests.append((record_id, content_digest(content)))
-        return own, digests
+        return read_along(self.query, records)
 
     def _complete_children(self, record: dict[str, Any]) -> None:
         results = [
@@ -398,6 +458,26 @@ class QueryPager:
                 "done": True,
                 "records": children,
             }
+
+
+def read_along(
+    query: StreamQuery, records: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+    """The own fields' values and the records' digests of a page of ``query``'s records (see
+    ``connectors.base.Page``), whichever road read them."""
+    if query.volatile is None:
+        return {}, []
+    own_fields = query.own_fields
+    leave_out = {*own_fields, *query.volatile}
+    own: dict[str, dict[str, Any]] = {}
+    digests: list[tuple[str, str]] = []
+    for record in records:
+        record_id = str(record.get("Id"))
+        if own_fields:
+            own[record_id] = {name: record.get(name) for name in own_fields}
+        content = [(k, v) for k, v in record.items() if k not in leave_out]
+        digests.append((record_id, content_digest(content)))
+    return own, digests
 
 
 def _records(result: Any) -> list[dict[str, Any]]:

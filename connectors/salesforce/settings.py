@@ -119,6 +119,10 @@ class SalesforceSettings:
     #: A User date field holding the rep's first selling day (ramp quotas). The config's
     #: mapping has no key for it yet, so it is an option of the connector factory.
     rep_start_date_field: str | None = None
+    #: Pulls matching more records than this go by Bulk API 2.0 (None: never).
+    bulk_pull_above: int | None = None
+    #: Writes of more records than this (in one chunk) go by Bulk ingest (None: never).
+    bulk_write_above: int | None = None
 
     @classmethod
     def from_source(
@@ -139,4 +143,6 @@ class SalesforceSettings:
             lookback=lookback,
             write_batch_size=write_batch_size,
             rep_start_date_field=rep_start_date_field,
+            bulk_pull_above=source.bulk.pull_above,
+            bulk_write_above=source.bulk.write_above,
         )

@@ -40,14 +40,14 @@ from crm_kpi_worker.connectors.errors import (
 )
 from crm_kpi_worker.connectors.salesforce import soql
 
-__all__ = ["CollectionWriter", "TargetManager", "field_metadata"]
+__all__ = ["CollectionWriter", "TargetManager", "field_metadata", "json_value"]
 
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[Callable[[], Any]], Any]
 
 
-def _json_value(value: Any, field: str) -> Any:
+def json_value(value: Any, field: str) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -72,7 +72,7 @@ def _record_body(sobject: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in fields.items():
         if name.lower() in {"id", "attributes"}:
             raise ValueError(f"field {name!r} cannot be set; records are keyed by the caller")
-        body[soql.api_name(name)] = _json_value(value, name)
+        body[soql.api_name(name)] = json_value(value, name)
     return body
 
 

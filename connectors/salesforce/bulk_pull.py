@@ -1,0 +1,267 @@
+"""The Bulk road of a pull: a stream read by Bulk API 2.0 query jobs.
+
+A stream's pull takes this road when it is big (the connector decides: ``connector.py``). Its
+jobs (the main query, and for deals one per history relationship) are created together, so
+Salesforce works on them at the same time; the children's results are read first into a
+:class:`~.bulk_records.ChildSpool`, then the main results page by page (``maxRecords`` rows a
+call), each cut into pages of :data:`PAGE_RECORDS` records for the pipeline, joined to their
+children and shaped as the REST API answers (``bulk_records``).
+
+Cursors. Bulk results come in no particular order, so no page's records say how far the pull
+has come in stamp order. Until the last page, every page's cursor is a *position* (the
+:class:`BulkPosition` token): where the pull started from, its jobs and the locator of the
+results page to read next. A run that stops midway resumes from there: the finished jobs'
+results are read again from that locator (not queried again); if the jobs are gone, or the
+query changed (another config), new jobs start from the same ``since``. The last page's cursor
+is the server's time when the first job was created (or the stored cursor, if later): every
+record changed since then is read again by the next pull (the lookback covers commits in
+flight), and a change that one job's snapshot saw and another's missed is read again too.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from crm_kpi_worker.connectors.base import Page
+from crm_kpi_worker.connectors.errors import ConnectorError
+from crm_kpi_worker.connectors.incremental import IncrementalCursor
+from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, ResultPage
+from crm_kpi_worker.connectors.salesforce.bulk_records import ChildSpool, RecordMaker
+from crm_kpi_worker.connectors.salesforce.resources import BulkQueries, read_along
+from crm_kpi_worker.connectors.salesforce.settings import STAMPS
+
+__all__ = ["BULK_PREFIX", "PAGE_RECORDS", "BulkPosition", "BulkPuller", "since_of"]
+
+log = logging.getLogger(__name__)
+
+#: Stored cursors that are a Bulk pull's position start with this.
+BULK_PREFIX = "bulk:"
+#: Records per page handed to the pipeline (a results page of up to 50,000 rows is cut).
+PAGE_RECORDS = 10_000
+
+Describe = Callable[[str], list[dict[str, Any]] | None]
+
+
+@dataclass
+class BulkPosition:
+    """Where a Bulk pull in progress is (see the module doc); stored as the stream's cursor."""
+
+    since: str | None
+    started: str
+    query: str
+    jobs: dict[str, str] = field(default_factory=dict)
+    locator: str | None = None
+
+    def encode(self) -> str:
+        text = json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        return BULK_PREFIX + base64.urlsafe_b64encode(text.encode()).decode()
+
+    @classmethod
+    def decode(cls, cursor: str | None) -> BulkPosition | None:
+        if cursor is None or not cursor.startswith(BULK_PREFIX):
+            return None
+        try:
+            values = json.loads(base64.urlsafe_b64decode(cursor[len(BULK_PREFIX) :]))
+            position = cls(**values)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"unreadable Bulk pull position in the stored cursor: {error}"
+            ) from None
+        if position.since is not None:
+            STAMPS.parse(position.since)  # a clear ValueError now, not a bad query later
+        STAMPS.parse(position.started)
+        return position
+
+
+def since_of(cursor: str | None) -> str | None:
+    """The stamp a stored cursor reads from (a Bulk position's own ``since``)."""
+    position = BulkPosition.decode(cursor)
+    return position.since if position is not None else cursor
+
+
+def query_digest(queries: BulkQueries) -> str:
+    text = "\n".join([queries.main, *(c.soql for c in queries.children)])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class BulkPuller:
+    """One stream's pull by Bulk query jobs; iterate it for its pages."""
+
+    def __init__(
+        self,
+        api: BulkApi,
+        queries: BulkQueries,
+        sobject: str,
+        describe: Describe,
+        since: str | None,
+        *,
+        position: BulkPosition | None = None,
+        lookback: dt.timedelta,
+    ) -> None:
+        self.api = api
+        self.queries = queries
+        self.sobject = sobject
+        self.describe = describe
+        self.since = since
+        self.lookback = lookback
+        digest = query_digest(queries)
+        self.position = position if position is not None and position.query == digest else None
+        self._digest = digest
+        #: Jobs this pull created or resumed (deleted once every page is handed out).
+        self.jobs: dict[str, str] = {}
+
+    def __iter__(self) -> Iterator[Page]:
+        position = self._resume() or self._start()
+        self.jobs = dict(position.jobs)
+        with ChildSpool() as spool:
+            converters = self._spool_children(position, spool)
+            yield from self._main_pages(position, spool, converters)
+        for job_id in self.jobs.values():
+            self.api.delete("query", job_id)
+
+    # ---- jobs ----------------------------------------------------------------------------------
+
+    def _start(self) -> BulkPosition:
+        queries = self.queries
+        rest = queries.rest
+        main = self.api.create_query(queries.main, include_deleted=rest.include_deleted)
+        jobs = {"main": str(main["id"])}
+        for child in queries.children:
+            job = self.api.create_query(child.soql, include_deleted=False)
+            jobs[child.relationship] = str(job["id"])
+        started = _created(main)
+        log.info(
+            "%s: pulling by Bulk API 2.0 (%d query job%s)",
+            rest.stream,
+            len(jobs),
+            "s" if len(jobs) > 1 else "",
+        )
+        return BulkPosition(self.since, started, self._digest, jobs)
+
+    def _resume(self) -> BulkPosition | None:
+        position = self.position
+        if position is None:
+            return None
+        try:
+            for job_id in position.jobs.values():
+                info = self.api.job("query", job_id)
+                if info.get("state") in ("Failed", "Aborted"):
+                    raise ConnectorError(f"job {job_id} is {info.get('state')}")
+        except ConnectorError as error:
+            log.info(
+                "%s: the Bulk jobs of the stopped pull are gone (%s): new jobs",
+                self.queries.rest.stream,
+                error.detail,
+            )
+            return None
+        log.info(
+            "%s: resuming the Bulk pull of jobs %s",
+            self.queries.rest.stream,
+            ", ".join(position.jobs.values()),
+        )
+        return position
+
+    # ---- children ------------------------------------------------------------------------------
+
+    def _spool_children(
+        self, position: BulkPosition, spool: ChildSpool
+    ) -> dict[str, list[Callable[[str], Any]]]:
+        converters: dict[str, list[Callable[[str], Any]]] = {}
+        for child in self.queries.children:
+            job_id = position.jobs[child.relationship]
+            self.api.wait("query", job_id)
+            maker: RecordMaker | None = None
+            for page in self.api.result_pages(job_id):
+                if maker is None:
+                    maker = RecordMaker(child.sobject, page.header, self.describe)
+                    converters[child.relationship] = [c for _, c in maker.plan[1:]]
+                spool.add(child.relationship, page.header, page.rows)
+        return converters
+
+    # ---- main ----------------------------------------------------------------------------------
+
+    def _main_pages(
+        self,
+        position: BulkPosition,
+        spool: ChildSpool,
+        converters: dict[str, list[Callable[[str], Any]]],
+    ) -> Iterator[Page]:
+        rest = self.queries.rest
+        job_id = position.jobs["main"]
+        info = self.api.wait("query", job_id)
+        total = info.get("numberRecordsProcessed")
+        locator = position.locator
+        maker: RecordMaker | None = None
+        while True:
+            page: ResultPage = self.api.result_page(job_id, locator)
+            if maker is None:
+                maker = RecordMaker(self.sobject, page.header, self.describe)
+            here = BulkPosition(
+                position.since, position.started, position.query, position.jobs, locator
+            ).encode()
+            after = BulkPosition(
+                position.since, position.started, position.query, position.jobs, page.locator
+            ).encode()
+            rows = page.rows
+            for start in range(0, max(len(rows), 1), PAGE_RECORDS):
+                records = maker.records(rows[start : start + PAGE_RECORDS])
+                if self.queries.children:
+                    self._join(records, spool, converters)
+                ends_page = start + PAGE_RECORDS >= len(rows)
+                last = ends_page and page.locator is None
+                cursor = self._final_cursor(position) if last else (after if ends_page else here)
+                deleted = [str(r.get("Id")) for r in records if r.get("IsDeleted") is True]
+                own, digests = read_along(rest, records)
+                yield Page(
+                    rest.stream,
+                    records,
+                    cursor,
+                    deleted,
+                    own,
+                    digests,
+                    total=total if isinstance(total, int) else None,
+                )
+            if page.locator is None:
+                return
+            locator = page.locator
+
+    def _join(
+        self,
+        records: list[dict[str, Any]],
+        spool: ChildSpool,
+        converters: dict[str, list[Callable[[str], Any]]],
+    ) -> None:
+        found = spool.children([str(r.get("Id")) for r in records], converters)
+        relationships = [c.relationship for c in self.queries.children]
+        for record in records:
+            mine = found.get(str(record.get("Id")), {})
+            for relationship in relationships:
+                rows = mine.get(relationship, [])
+                rows.sort(key=lambda row: str(row.get("CreatedDate") or ""))
+                record[relationship] = {"totalSize": len(rows), "done": True, "records": rows}
+
+    def _final_cursor(self, position: BulkPosition) -> str | None:
+        cursor = IncrementalCursor(position.since, STAMPS, lookback=self.lookback)
+        cursor.note_server_time(STAMPS.parse(position.started))
+        return cursor.advance(None, last=True)
+
+
+def _created(job: dict[str, Any]) -> str:
+    """The job's creation time as a stored stamp (Salesforce's createdDate)."""
+    value = job.get("createdDate")
+    if isinstance(value, str):
+        try:
+            return STAMPS.format(STAMPS.parse(value))
+        except ValueError:
+            pass
+    raise ConnectorError(
+        "Salesforce created a Bulk query job without a readable createdDate",
+        code="UNEXPECTED_RESPONSE",
+    )
