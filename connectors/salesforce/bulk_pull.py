@@ -114,7 +114,7 @@ class BulkPuller:
         digest = query_digest(queries)
         self.position = position if position is not None and position.query == digest else None
         self._digest = digest
-        #: Jobs this pull created or resumed (deleted once every page is handed out).
+        #: Jobs this pull created or resumed.
         self.jobs: dict[str, str] = {}
 
     def __iter__(self) -> Iterator[Page]:
@@ -123,8 +123,8 @@ class BulkPuller:
         with ChildSpool() as spool:
             converters = self._spool_children(position, spool)
             yield from self._main_pages(position, spool, converters)
-        for job_id in self.jobs.values():
-            self.api.delete("query", job_id)
+        # The finished jobs are not deleted: that would cost a call each, and Salesforce
+        # drops query results by itself (they count toward DailyBulkV2QueryFileStorageMB).
 
     # ---- jobs ----------------------------------------------------------------------------------
 

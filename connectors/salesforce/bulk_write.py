@@ -88,8 +88,7 @@ class IngestWriter:
                 )
                 for k in records
             ]
-        self.api.delete("ingest", job_id)
-        return results
+        return results  # the job is not deleted: a call saved (Salesforce drops it in time)
 
     def _results(
         self,
