@@ -28,6 +28,9 @@ FAULT_OPTIONS = (
     ("retry_after", "rate_limit: the Retry-After seconds (default 1)"),
     ("delay", "slow: seconds before answering (default 1.0)"),
     ("record_ids", "write_failure: the records that fail (default: any record)"),
+    ("message", "job_failure: the failed job's error message (default: the CRM's usual one)"),
+    ("polls", "slow_job: status polls answered in progress (default 1; null: until cleared)"),
+    ("cut_after", "cut_download: bytes sent before the connection closes (default 1024)"),
 )
 
 

@@ -1,5 +1,6 @@
 """Fault injection for the sandbox CRMs: rate limits, server errors, slow answers, expired
-sessions and per-record write failures, on a schedule the caller controls.
+sessions, per-record write failures, and for asynchronous (Bulk API) jobs a failed job, a job
+that stays in progress, and a result download cut midway, on a schedule the caller controls.
 
 A rule matches requests by method and path (a regular expression searched in the path) and
 fires ``times`` times (``None``: forever), on every ``every``-th match, or with a probability
@@ -15,7 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FaultKind = Literal[
-    "rate_limit", "daily_limit", "server_error", "slow", "expire_session", "write_failure"
+    "rate_limit",
+    "daily_limit",
+    "server_error",
+    "slow",
+    "expire_session",
+    "write_failure",
+    "job_failure",
+    "slow_job",
+    "cut_download",
 ]
 FAULT_KINDS: tuple[str, ...] = (
     "rate_limit",
@@ -24,6 +33,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "slow",
     "expire_session",
     "write_failure",
+    "job_failure",
+    "slow_job",
+    "cut_download",
 )
 
 
@@ -39,6 +51,9 @@ class FaultRule:
     retry_after: int = 1  # rate_limit: the Retry-After seconds
     delay: float = 1.0  # slow: seconds to wait before answering
     record_ids: tuple[str, ...] = ()  # write_failure: these records fail (empty: any record)
+    message: str = ""  # job_failure: the failed job's errorMessage ("": the CRM's usual one)
+    polls: int | None = 1  # slow_job: status polls answered "in progress"; None: until released
+    cut_after: int = 1024  # cut_download: bytes of the body sent before the connection closes
     fired: int = 0
     seen: int = 0
     _pattern: re.Pattern[str] = field(init=False, repr=False)
@@ -50,8 +65,13 @@ class FaultRule:
 
     def release(self) -> None:
         """Let every request held by this slow rule go on at once (tests park a worker on a
-        request, act, then release it)."""
+        request, act, then release it); a job held by a slow_job rule completes at its next
+        status poll."""
         self._released.set()
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -64,6 +84,8 @@ class FaultRule:
             or (self.times is not None and self.times < 0)
         ):
             raise ValueError("every >= 1, 0 <= probability <= 1 and times >= 0 are required")
+        if (self.polls is not None and self.polls < 0) or self.cut_after < 0:
+            raise ValueError("polls (or null) and cut_after must be >= 0")
         self._pattern = re.compile(self.path)
 
     @classmethod
@@ -79,6 +101,9 @@ class FaultRule:
             "retry_after",
             "delay",
             "record_ids",
+            "message",
+            "polls",
+            "cut_after",
         }
         unknown = set(data) - allowed
         if unknown:
@@ -100,6 +125,9 @@ class FaultRule:
             "retry_after": self.retry_after,
             "delay": self.delay,
             "record_ids": list(self.record_ids),
+            "message": self.message,
+            "polls": self.polls,
+            "cut_after": self.cut_after,
             "fired": self.fired,
         }
 

@@ -20,6 +20,9 @@ FAULT_ANSWERS = {
     "slow": "answers after delay seconds (or when a test releases the rule)",
     "expire_session": "401 expired token (an OAuth access token stays revoked: refresh it)",
     "write_failure": "batch write records fail in a 207 answer (record_ids: ids or unique values)",
+    "job_failure": "nothing (the portal has no asynchronous jobs)",
+    "slow_job": "nothing (the portal has no asynchronous jobs)",
+    "cut_download": "nothing (the portal has no asynchronous jobs)",
 }
 
 

@@ -18,7 +18,10 @@ FAULT_ANSWERS = {
     "server_error": "500 UNKNOWN_EXCEPTION, 502/503 SERVER_UNAVAILABLE",
     "slow": "answers after delay seconds (or when a test releases the rule)",
     "expire_session": "logs every session out: 401 INVALID_SESSION_ID",
-    "write_failure": "sObject Collections records fail with UNABLE_TO_LOCK_ROW",
+    "write_failure": "sObject Collections and Bulk ingest records fail with UNABLE_TO_LOCK_ROW",
+    "job_failure": "the Bulk API 2.0 job it creates ends Failed with an errorMessage",
+    "slow_job": "the Bulk API 2.0 job it creates stays InProgress for polls status polls",
+    "cut_download": "a Bulk API 2.0 result download stops after cut_after bytes",
 }
 
 

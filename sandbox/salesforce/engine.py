@@ -504,6 +504,9 @@ class Output:
     nest: list[str]  # relationship names walked (nested objects)
     render: Callable[[np.ndarray, str], list[Any]]  # (rows, API version) -> values
     hops: list[tuple[ReferenceColumn, Table]] = field(default_factory=list)
+    # The field an item selects as it is stored (None for computed items such as
+    # convertCurrency and subqueries): Bulk API CSV pages read its column directly.
+    accessor: Accessor | None = None
 
 
 @dataclass
@@ -658,7 +661,7 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
     expression = 0
     for item in () if query.is_count else query.select:
         expr = item.expr
-        if isinstance(expr, ast.FuncCall) and expr.name in _AGGREGATES:
+        if isinstance(expr, ast.FuncCall) and expr.name in AGGREGATE_FUNCTIONS:
             accessor = resolve(table, expr.args[0].path, ctx) if expr.args else None
             key = item.alias or f"expr{expression}"
             expression += 0 if item.alias else 1
@@ -684,7 +687,7 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
     return Plan(query, table, ctx, where, outputs, order, aggregates)
 
 
-_AGGREGATES = {"count", "count_distinct", "sum", "max", "min", "avg"}
+AGGREGATE_FUNCTIONS = frozenset({"count", "count_distinct", "sum", "max", "min", "avg"})
 
 
 def _field_output(
@@ -698,7 +701,9 @@ def _field_output(
             values = a.column.to_json(target)
             return [None if m else v for v, m in zip(values, missing.tolist(), strict=True)]
 
-        return Output(accessor.definition.name, accessor.relationship_names, render, accessor.hops)
+        return Output(
+            accessor.definition.name, accessor.relationship_names, render, accessor.hops, accessor
+        )
     if len(expr.args) != 1:
         raise QueryError("MALFORMED_QUERY", f"{expr.name}() takes one field")
     accessor = resolve(table, expr.args[0].path, ctx)
@@ -706,7 +711,7 @@ def _field_output(
     if expr.name in {"tolabel", "format"}:
         # Labels equal values in the sandbox (one language per picklist).
         plain = _field_output(table, expr.args[0], None, ctx)
-        return Output(key, plain.nest, plain.render, plain.hops)
+        return Output(key, plain.nest, plain.render, plain.hops, plain.accessor)
     if expr.name == "convertcurrency":
         if accessor.definition.type != "currency" or accessor.hops:
             raise QueryError(
@@ -840,6 +845,21 @@ class QueryResult:
         return self.plan.render(self.rows[start : start + size], version)
 
 
+def plan_query(
+    org: SandboxOrg,
+    text: str,
+    *,
+    include_deleted: bool,
+    today: dt.date,
+    access: UserAccess | None = None,
+) -> Plan:
+    """Parse and check one SOQL query without reading a row (a Bulk API job checks its query
+    when it is created and runs it later); raises as :func:`execute` does."""
+    query = parse(text)
+    with org.lock:
+        return build_plan(query, Context(org, text, today, include_deleted, org.tables, access))
+
+
 def execute(
     org: SandboxOrg,
     text: str,
@@ -850,10 +870,9 @@ def execute(
 ) -> QueryResult:
     """Run one SOQL query; raises QueryError or soql.SoqlError (both carry Salesforce codes).
     With ``access``, only what that user may read exists."""
-    query = parse(text)
+    plan = plan_query(org, text, include_deleted=include_deleted, today=today, access=access)
+    query = plan.query
     with org.lock:
-        ctx = Context(org, text, today, include_deleted, org.tables, access)
-        plan = build_plan(query, ctx)
         rows = plan.rows()
         if query.is_count:
             return QueryResult(plan, rows[:0], len(rows))
@@ -862,4 +881,4 @@ def execute(
         return QueryResult(plan, rows, len(rows))
 
 
-__all__ = ["QueryError", "QueryResult", "execute"]
+__all__ = ["Output", "Plan", "QueryError", "QueryResult", "execute", "plan_query"]

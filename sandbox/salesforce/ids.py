@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import string
 
+import numpy as np
+
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _BASE62_INDEX = {c: i for i, c in enumerate(_BASE62)}
 _SUFFIX_ALPHABET = string.ascii_uppercase + "012345"
 _POD = "Sb0"
 _COUNTER_DIGITS = 9
 MAX_ROWS = 62**_COUNTER_DIGITS - 1
+_BASE62_CODES = np.frombuffer(_BASE62.encode("ascii"), dtype=np.uint8)
+_SUFFIX_CODES = np.frombuffer(_SUFFIX_ALPHABET.encode("ascii"), dtype=np.uint8)
 
 
 def case_safe_suffix(id15: str) -> str:
@@ -40,6 +44,27 @@ def make_id(prefix: str, row: int) -> str:
         digits.append(_BASE62[rest])
     id15 = prefix + _POD + "".join(reversed(digits))
     return id15 + case_safe_suffix(id15)
+
+
+def id_codes(prefix: str, rows: np.ndarray) -> np.ndarray:
+    """``make_id(prefix, row)`` for every row at once, as an ``(n, 18)`` array of ASCII codes
+    (``.view("S18")`` reads them as bytes): a million ids in a fraction of a second, where the
+    scalar form takes seconds (Bulk API result pages are rendered from these)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= MAX_ROWS):
+        raise ValueError("row out of range")
+    places = 62 ** np.arange(_COUNTER_DIGITS - 1, -1, -1, dtype=np.int64)
+    codes = np.empty((len(rows), 18), dtype=np.uint8)
+    head = (prefix + _POD).encode("ascii")
+    codes[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    codes[:, 6:15] = _BASE62_CODES[((rows + 1)[:, None] // places) % 62]
+    upper = ((codes[:, :15] >= ord("A")) & (codes[:, :15] <= ord("Z"))).astype(np.uint8)
+    for chunk in range(3):
+        bits = np.zeros(len(rows), dtype=np.uint8)
+        for position in range(5):
+            bits |= upper[:, chunk * 5 + position] << position
+        codes[:, 15 + chunk] = _SUFFIX_CODES[bits]
+    return codes
 
 
 def is_valid_id(value: str) -> bool:

@@ -456,8 +456,10 @@ class SandboxOrg:
                 tracking.columns[name].set(new, value)
             self._stamp(tracking, new, user_row, creating=True)
 
-    def delete(self, sobject: str, record_id: str, *, user_row: int) -> None:
-        """Move a record to the recycle bin (IsDeleted = true; visible to queryAll)."""
+    def delete(self, sobject: str, record_id: str, *, user_row: int, hard: bool = False) -> None:
+        """Move a record to the recycle bin (IsDeleted = true; visible to queryAll); ``hard``
+        (Bulk API's hardDelete): delete it and its cascade for good, as setup objects always
+        are."""
         with self.lock:
             table = self.table(sobject)
             access = self.access_for(user_row)
@@ -485,12 +487,17 @@ class SandboxOrg:
             assert isinstance(deleted, BoolColumn)
             deleted.data[row] = True
             self._stamp(table, row, user_row, creating=False)
+            if hard:
+                table.removed.add(row)
             for rel in table.sobject.children.values():
                 child = self.tables[rel.child.lower()]
                 fk = child.columns[rel.field.lower()]
                 child_deleted = child.columns.get("isdeleted")
                 if isinstance(fk, ReferenceColumn) and isinstance(child_deleted, BoolColumn):
-                    child_deleted.data[: child.size][fk.data[: child.size] == row] = True
+                    cascade = np.flatnonzero(fk.data[: child.size] == row)
+                    child_deleted.data[cascade] = True
+                    if hard:
+                        child.removed.update(cascade.tolist())
 
     def find_row(self, table: Table, record_id: str, *, include_deleted: bool = False) -> int:
         try:

@@ -8,8 +8,9 @@ Run it standalone (``crm-kpi sandbox salesforce``) or in-process::
         sf.query_all("SELECT Id FROM Opportunity")
 
 The app (:class:`SalesforceSandboxApp`) routes each request to a handler of one of its route
-groups: ``login.py``, ``queries.py``, ``records.py``, ``sobject_collections.py`` and
-``tooling.py`` (their shared plumbing in ``routes.py``).
+groups: ``login.py``, ``queries.py``, ``records.py``, ``sobject_collections.py``,
+``tooling.py``, ``metadata_api.py`` and Bulk API 2.0's ``bulk_query.py`` and
+``bulk_ingest.py`` (their shared plumbing in ``routes.py`` and ``bulk_jobs.py``).
 
 Logins reach it through a ``requests`` session whose transport adapter sends
 ``https://{login,test,<domain>}.salesforce.com`` to the sandbox and trusts its throwaway CA.
@@ -36,6 +37,9 @@ from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan
 from crm_kpi_worker.sandbox.salesforce import engine
+from crm_kpi_worker.sandbox.salesforce.bulk_ingest import BulkIngestRoutes, ingest_rules
+from crm_kpi_worker.sandbox.salesforce.bulk_jobs import BulkJobStore, BulkLimits
+from crm_kpi_worker.sandbox.salesforce.bulk_query import BulkQueryRoutes, query_rules
 from crm_kpi_worker.sandbox.salesforce.login import (
     DEFAULT_CREDENTIALS,
     Credentials,
@@ -81,11 +85,13 @@ class SalesforceSandboxApp(
     CollectionRoutes,
     ToolingRoutes,
     MetadataRoutes,
+    BulkQueryRoutes,
+    BulkIngestRoutes,
     AdminRoutes,
 ):
     """The WSGI application: routing, API accounting, faults, and the small REST resources
     (versions, limits, describes). Logins and sessions, queries, single records, collections,
-    the Tooling API and the Metadata API are its route groups, one module each."""
+    the Tooling API, the Metadata API and Bulk API 2.0 are its route groups, one module each."""
 
     def __init__(
         self,
@@ -95,6 +101,7 @@ class SalesforceSandboxApp(
         api_limit: int = DEFAULT_API_LIMIT,
         jwt_public_key: bytes | None = None,
         faults: FaultPlan | None = None,
+        bulk_limits: BulkLimits | None = None,
     ) -> None:
         self.org = org
         self.credentials = credentials
@@ -110,6 +117,7 @@ class SalesforceSandboxApp(
         self._lock = threading.Lock()
         self.metadata = MetadataStore()
         seed_layouts(org, self.metadata)
+        self.bulk = BulkJobStore(org, bulk_limits or BulkLimits())
         self.url_map = Map(
             [
                 Rule(
@@ -227,6 +235,8 @@ class SalesforceSandboxApp(
                 ),
                 Rule("/_sandbox/stats", endpoint="admin_stats", methods=["GET"]),
                 Rule("/_sandbox/expire-sessions", endpoint="admin_expire", methods=["POST"]),
+                *query_rules(),
+                *ingest_rules(),
             ]
         )
 
@@ -349,7 +359,7 @@ class SalesforceSandboxApp(
 
     def on_resources(self, request: Request, user_row: int, version: str) -> Response:
         base = f"/services/data/v{version}"
-        names = ["sobjects", "query", "queryAll", "limits", "composite", "tooling"]
+        names = ["sobjects", "query", "queryAll", "limits", "composite", "tooling", "jobs"]
         return self._json({name: f"{base}/{name}" for name in names})
 
     def on_limits(self, request: Request, user_row: int, version: str) -> Response:
@@ -357,8 +367,7 @@ class SalesforceSandboxApp(
         return self._json(
             {
                 "DailyApiRequests": {"Max": self.api_limit, "Remaining": remaining},
-                "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
-                "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
+                **self.bulk.limits_json(),
                 "DataStorageMB": {"Max": 1024, "Remaining": 1024},
                 "ConcurrentAsyncGetReportInstances": {"Max": 200, "Remaining": 200},
             }
@@ -413,10 +422,12 @@ class SalesforceSandbox(LoopbackServer):
         fault_seed: int = 0,
         clock: Callable[[], float] = time.time,
         enforce_field_security: bool = True,
+        bulk_limits: BulkLimits | None = None,
     ) -> None:
         """``enforce_field_security``: each session sees and writes only what its user's
         profile and permission sets grant (object and field-level security), as on Salesforce;
-        on by default (off only for tests of something else on fields nobody granted)."""
+        on by default (off only for tests of something else on fields nobody granted).
+        ``bulk_limits``: the Bulk API allocations (Salesforce's by default)."""
         tls = self._prepare(host, workdir, "crm-kpi-sandbox-")
         self.jwt_key_path, public_key = _make_jwt_key(self.workdir)
         self.org = SandboxOrg(dataset, clock=clock, enforce_field_security=enforce_field_security)
@@ -426,6 +437,7 @@ class SalesforceSandbox(LoopbackServer):
             api_limit=api_limit,
             jwt_public_key=public_key,
             faults=FaultPlan(fault_seed),
+            bulk_limits=bulk_limits,
         )
         self.credentials = credentials
         org = self.org

@@ -1,6 +1,7 @@
 """The sandbox Salesforce's sObject Collections (``composite/sobjects``): create, update,
 upsert and delete up to 200 records a call, record by record or all-or-none (an all-or-none
-batch with a failure takes its writes back), and retrieve by ids."""
+batch with a failure takes its writes back), and retrieve by ids. Each record is written by
+``record_writes.RecordWriter``, as Bulk API 2.0 ingest jobs write theirs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.sandbox.salesforce.org import RecordError
+from crm_kpi_worker.sandbox.salesforce.record_writes import RecordWriter, pop_record_id
 from crm_kpi_worker.sandbox.salesforce.routes import OrgRoutes, SalesforceError
 from crm_kpi_worker.sandbox.salesforce.store import FieldValueError
 
@@ -32,6 +34,7 @@ class CollectionRoutes(OrgRoutes):
                     f"ids: between 1 and {MAX_COLLECTION_RECORDS} ids are required",
                 )
             results = []
+            writer = self._writer(request, user_row)
             for record_id in ids:
                 table = next(
                     (t for t in self.org.tables.values() if t.sobject.key_prefix == record_id[:3]),
@@ -40,7 +43,7 @@ class CollectionRoutes(OrgRoutes):
                 try:
                     if table is None:
                         raise RecordError("MALFORMED_ID", f"invalid record id: {record_id}", ["Id"])
-                    self.org.delete(table.name, record_id, user_row=user_row)
+                    writer.delete(table.name, record_id)
                     results.append({"id": record_id, "success": True, "errors": []})
                 except RecordError as exc:
                     results.append({"id": record_id, "success": False, "errors": [exc.as_result()]})
@@ -145,6 +148,7 @@ class CollectionRoutes(OrgRoutes):
         all_or_none = bool(body.get("allOrNone", False))
         records: list[dict[str, Any]] = body["records"]
         results: list[dict[str, Any] | None] = [None] * len(records)
+        writer = self._writer(request, user_row)
         with self.org.lock:
             undo: list[Callable[[], None]] = []
             failed = False
@@ -160,25 +164,16 @@ class CollectionRoutes(OrgRoutes):
                     failed = True
                     continue
                 values = {k: v for k, v in record.items() if k != "attributes"}
-                record_id = values.pop("id", None) or values.pop("Id", None)
+                record_id = pop_record_id(values)
                 try:
-                    table = self.org.table(sobject_name)
-                    if table is None:
-                        raise RecordError(
-                            "INVALID_TYPE", f"sObject type '{sobject_name}' is not supported."
-                        )
-                    fault = self.faults.failing_record(record_id, request.method, request.path)
-                    if fault is not None:
-                        raise RecordError(
-                            "UNABLE_TO_LOCK_ROW",
-                            "unable to obtain exclusive access to this record or 1 records",
-                        )
-                    row, values = self._target_row(
-                        table, values, record_id, creating=creating, ext_field=ext_field
+                    outcome = writer.save(
+                        sobject_name,
+                        values,
+                        record_id,
+                        creating=creating,
+                        ext_field=ext_field,
+                        before_write=lambda t, r, v: undo.append(self._undo_for(t, r, v)),
                     )
-                    undo.append(self._undo_for(table, row, values))
-                    outcome = self.org.write(table.name, values, user_row=user_row, row=row)
-                    self.write_log.add(table.name, outcome.record_id)
                     result: dict[str, Any] = {
                         "id": outcome.record_id,
                         "success": True,
@@ -211,45 +206,11 @@ class CollectionRoutes(OrgRoutes):
                 ]
         return [r for r in results if r is not None]
 
-    def _target_row(
-        self,
-        table: Any,
-        values: dict[str, Any],
-        record_id: str | None,
-        *,
-        creating: bool,
-        ext_field: str | None,
-    ) -> tuple[int | None, dict[str, Any]]:
-        """The row one record of a collection writes (None: a new one), and its values (an
-        upsert's key field is not written again)."""
-        if ext_field is not None:
-            key = next((v for k, v in values.items() if k.lower() == ext_field.lower()), None)
-            if key is None:
-                raise RecordError(
-                    "REQUIRED_FIELD_MISSING",
-                    f"Required fields are missing: [{ext_field}]",
-                    [ext_field],
-                )
-            rows = self.org.find_by_external_id(table, ext_field, str(key))
-            if len(rows) > 1:
-                raise RecordError(
-                    "DUPLICATE_EXTERNAL_ID",
-                    f"{ext_field}: more than one record found for external id"
-                    f" field: {[table.id_of(r) for r in rows]}",
-                    [ext_field],
-                )
-            row = rows[0] if rows else None
-            if row is not None:
-                values = {k: v for k, v in values.items() if k.lower() != ext_field.lower()}
-        elif creating:
-            if record_id:
-                raise RecordError("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
-            row = None
-        else:
-            if not record_id:
-                raise RecordError("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
-            row = self.org.find_row(table, record_id)
-        return row, values
+    def _writer(self, request: Request, user_row: int) -> RecordWriter:
+        """Writes for this request's user; fault rules match this request."""
+        return RecordWriter(
+            self.org, self.faults, self.write_log, user_row, request.method, request.path
+        )
 
     def _undo_for(self, table: Any, row: int | None, values: dict[str, Any]) -> Callable[[], None]:
         """How to take back one write of an allOrNone batch (history rows included)."""
