@@ -24,6 +24,7 @@ from conftest import write_demo_config
 from stored_rows import live_deal_ids, stored_deals
 
 from crm_kpi_worker.sandbox.faults import FaultRule
+from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
 from crm_kpi_worker.sync.store import Store
 
@@ -97,12 +98,32 @@ def _state(store_path: Path, sandbox: SalesforceSandbox) -> dict[str, Any]:
     }
 
 
+#: The Bulk road for pulls and writes of more than 1,000 records; pages of 5 x 200 records,
+#: results pages of 20 x 200 rows (the 5,000 deals take two).
+BULK = "    page_size: 200\n    bulk: {pull_above: 1000, write_above: 1000}\n"
+#: The first Bulk job of a fresh sandbox: the deals' (users and accounts are one REST page).
+DEALS_JOB = make_id("750", 1)
+
+
+def _with_bulk(config: Path) -> Path:
+    text = config.read_text(encoding="utf-8")
+    marker = "    ca_bundle: "
+    at = text.index(marker)
+    config.write_text(text[:at] + BULK + text[at:], encoding="utf-8")
+    return config
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("where", "path", "nth"),
+    ("where", "path", "nth", "bulk"),
     [
-        ("in the middle of the deal pull", "/query(All)?/01g", 2),  # parked on the 3rd deals page
-        ("in the middle of the write-back", "/composite/sobjects", 6),  # on the 6th batch
+        # parked on the 3rd deals page
+        ("in the middle of the deal pull", "/query(All)?/01g", 2, False),
+        ("in the middle of the write-back", "/composite/sobjects", 6, False),  # on the 6th batch
+        # the Bulk road: parked on the 2nd results page of the deals job (pages saved before)
+        ("in the middle of the Bulk deal pull", f"/jobs/query/{DEALS_JOB}/results", 2, True),
+        # parked on the upload of the deals' ingest job
+        ("in the middle of the Bulk write-back", "/jobs/ingest/[^/]+/batches", 1, True),
     ],
 )
 def test_killed_run_resumes_to_the_same_state(
@@ -111,12 +132,15 @@ def test_killed_run_resumes_to_the_same_state(
     where: str,
     path: str,
     nth: int,
+    bulk: bool,
 ) -> None:
     crashed, clean = sandboxes
     (tmp_path / "crashed").mkdir()
     (tmp_path / "clean").mkdir()
     crashed_config = write_demo_config(crashed, tmp_path / "crashed")
     clean_config = write_demo_config(clean, tmp_path / "clean")
+    if bulk:
+        _with_bulk(crashed_config)
     for config in (crashed_config, clean_config):
         _finish(_cli("setup", config=config))
 
@@ -149,8 +173,11 @@ def test_killed_run_resumes_to_the_same_state(
     with Store.open(f"sqlite:///{tmp_path / 'crashed' / 'store.sqlite'}") as store:
         stored = len(live_deal_ids(store, "sandbox"))
         written = len(store.written("sandbox", "Opportunity"))
+        cards = len(store.written("sandbox", "KPI_Scorecard__c"))
     if "pull" in where:  # the first page is saved, the rest is not
         assert 0 < stored < live and written == 0
+    elif bulk:  # everything pulled, the scorecards written, the deals' job in flight
+        assert stored == live and written == 0 and cards > 0
     else:  # everything pulled, some batches written
         assert stored == live and 0 < written < 4 * live
 

@@ -40,6 +40,7 @@ from crm_kpi_worker.connectors.retry import RetryPolicy
 
 __all__ = [
     "BULK_UNAVAILABLE_CODES",
+    "RESULT_PAGES_PER_PAGE",
     "BulkApi",
     "BulkJobFailed",
     "BulkUnavailable",
@@ -53,9 +54,9 @@ Fetch = Callable[[Callable[[], Any]], Any]
 #: Seconds between two polls of a job: short at first (small jobs finish in seconds), then
 #: the last value over and over.
 POLL_PAUSES = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
-#: Rows per results page: Salesforce's documented maximum page size for query results is
-#: bounded by the response size; 50,000 keeps a page of deals to some tens of MB.
-MAX_RECORDS = 50_000
+#: Rows per results page (``maxRecords``), in REST pages of the source: 40,000 rows at the
+#: default page size of 2,000, a page of deals of some tens of MB.
+RESULT_PAGES_PER_PAGE = 20
 #: Error codes that mean "this org or user cannot use Bulk API 2.0" (not "this query is
 #: wrong"): the connector falls back to REST for the run.
 BULK_UNAVAILABLE_CODES = frozenset(
@@ -113,7 +114,7 @@ class BulkApi:
         sleep: Callable[[float], None] = time.sleep,
         max_wait_seconds: float = 3600.0,
         retry_policy: RetryPolicy | None = None,
-        max_records: int = MAX_RECORDS,
+        max_records: int = RESULT_PAGES_PER_PAGE * 2000,
     ) -> None:
         self.client = client
         self.fetch = fetch

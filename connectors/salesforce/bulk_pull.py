@@ -4,8 +4,8 @@ A stream's pull takes this road when it is big (the connector decides: ``connect
 jobs (the main query, and for deals one per history relationship) are created together, so
 Salesforce works on them at the same time; the children's results are read first into a
 :class:`~.bulk_records.ChildSpool`, then the main results page by page (``maxRecords`` rows a
-call), each cut into pages of :data:`PAGE_RECORDS` records for the pipeline, joined to their
-children and shaped as the REST API answers (``bulk_records``).
+call), each cut into pages of :data:`PAGES_PER_PAGE` times the source's page size for the
+pipeline, joined to their children and shaped as the REST API answers (``bulk_records``).
 
 Cursors. Bulk results come in no particular order, so no page's records say how far the pull
 has come in stamp order. Until the last page, every page's cursor is a *position* (the
@@ -35,18 +35,25 @@ from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, ResultPage
 from crm_kpi_worker.connectors.salesforce.bulk_records import ChildSpool, RecordMaker
 from crm_kpi_worker.connectors.salesforce.resources import BulkQueries, read_along
-from crm_kpi_worker.connectors.salesforce.settings import STAMPS
+from crm_kpi_worker.connectors.salesforce.settings import (
+    CONVERTED_AMOUNT,
+    CONVERTED_QUOTA_AMOUNT,
+    STAMPS,
+)
 
-__all__ = ["BULK_PREFIX", "PAGE_RECORDS", "BulkPosition", "BulkPuller", "since_of"]
+__all__ = ["BULK_PREFIX", "PAGES_PER_PAGE", "BulkPosition", "BulkPuller", "since_of"]
 
 log = logging.getLogger(__name__)
 
 #: Stored cursors that are a Bulk pull's position start with this.
 BULK_PREFIX = "bulk:"
-#: Records per page handed to the pipeline (a results page of up to 50,000 rows is cut).
-PAGE_RECORDS = 10_000
+#: Records per page handed to the pipeline, in REST pages (a results page of up to 40,000
+#: rows is cut into pages of ``PAGES_PER_PAGE * page_size`` records: 10,000 by default).
+PAGES_PER_PAGE = 5
 
 Describe = Callable[[str], list[dict[str, Any]] | None]
+#: Columns that are no field of the object: ``convertCurrency(...)`` aliases.
+CONVERTED_TYPES = {CONVERTED_AMOUNT: "currency", CONVERTED_QUOTA_AMOUNT: "currency"}
 
 
 @dataclass
@@ -104,6 +111,7 @@ class BulkPuller:
         *,
         position: BulkPosition | None = None,
         lookback: dt.timedelta,
+        page_records: int = 10_000,
     ) -> None:
         self.api = api
         self.queries = queries
@@ -111,6 +119,7 @@ class BulkPuller:
         self.describe = describe
         self.since = since
         self.lookback = lookback
+        self.page_records = page_records
         digest = query_digest(queries)
         self.position = position if position is not None and position.query == digest else None
         self._digest = digest
@@ -134,7 +143,7 @@ class BulkPuller:
         main = self.api.create_query(queries.main, include_deleted=rest.include_deleted)
         jobs = {"main": str(main["id"])}
         for child in queries.children:
-            job = self.api.create_query(child.soql, include_deleted=False)
+            job = self.api.create_query(child.soql, include_deleted=rest.include_deleted)
             jobs[child.relationship] = str(job["id"])
         started = _created(main)
         log.info(
@@ -202,7 +211,7 @@ class BulkPuller:
         while True:
             page: ResultPage = self.api.result_page(job_id, locator)
             if maker is None:
-                maker = RecordMaker(self.sobject, page.header, self.describe)
+                maker = RecordMaker(self.sobject, page.header, self.describe, types=CONVERTED_TYPES)
             here = BulkPosition(
                 position.since, position.started, position.query, position.jobs, locator
             ).encode()
@@ -210,11 +219,12 @@ class BulkPuller:
                 position.since, position.started, position.query, position.jobs, page.locator
             ).encode()
             rows = page.rows
-            for start in range(0, max(len(rows), 1), PAGE_RECORDS):
-                records = maker.records(rows[start : start + PAGE_RECORDS])
+            size = self.page_records
+            for start in range(0, max(len(rows), 1), size):
+                records = maker.records(rows[start : start + size])
                 if self.queries.children:
                     self._join(records, spool, converters)
-                ends_page = start + PAGE_RECORDS >= len(rows)
+                ends_page = start + size >= len(rows)
                 last = ends_page and page.locator is None
                 cursor = self._final_cursor(position) if last else (after if ends_page else here)
                 deleted = [str(r.get("Id")) for r in records if r.get("IsDeleted") is True]
@@ -243,7 +253,10 @@ class BulkPuller:
         for record in records:
             mine = found.get(str(record.get("Id")), {})
             for relationship in relationships:
-                rows = mine.get(relationship, [])
+                rows = mine.get(relationship)
+                if not rows:
+                    record[relationship] = None  # REST's answer for a subquery without rows
+                    continue
                 rows.sort(key=lambda row: str(row.get("CreatedDate") or ""))
                 record[relationship] = {"totalSize": len(rows), "done": True, "records": rows}
 

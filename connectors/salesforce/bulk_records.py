@@ -68,10 +68,19 @@ def converter_for(field_type: str | None) -> Convert:
 class RecordMaker:
     """Turns the rows of one query's CSV into REST-shaped records (see the module doc)."""
 
-    def __init__(self, sobject: str, header: Sequence[str], describe: Describe) -> None:
+    def __init__(
+        self,
+        sobject: str,
+        header: Sequence[str],
+        describe: Describe,
+        *,
+        types: dict[str, str] | None = None,
+    ) -> None:
         self.sobject = sobject
         self.header = list(header)
         self._describe = describe
+        #: Column -> describe type, for columns that are no field (aliases).
+        self._known = {name.lower(): kind for name, kind in (types or {}).items()}
         self._types: dict[str, dict[str, Any]] = {}
         self.plan = [self._column(name) for name in self.header]
 
@@ -84,6 +93,8 @@ class RecordMaker:
 
     def _column(self, name: str) -> tuple[tuple[str, ...], Convert]:
         path = tuple(name.split("."))
+        if name.lower() in self._known:
+            return path, converter_for(self._known[name.lower()])
         sobject = self.sobject
         for relationship in path[:-1]:
             target = next(

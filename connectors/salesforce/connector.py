@@ -46,8 +46,17 @@ from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.connectors.salesforce import soql
 from crm_kpi_worker.connectors.salesforce.access import AccessPlanner
-from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, BulkUnavailable
-from crm_kpi_worker.connectors.salesforce.bulk_pull import BulkPosition, BulkPuller, since_of
+from crm_kpi_worker.connectors.salesforce.bulk import (
+    RESULT_PAGES_PER_PAGE,
+    BulkApi,
+    BulkUnavailable,
+)
+from crm_kpi_worker.connectors.salesforce.bulk_pull import (
+    PAGES_PER_PAGE,
+    BulkPosition,
+    BulkPuller,
+    since_of,
+)
 from crm_kpi_worker.connectors.salesforce.bulk_write import IngestWriter
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
 from crm_kpi_worker.connectors.salesforce.config import (
@@ -131,7 +140,9 @@ class SalesforceConnector(WritesThroughTargets):
         self.facts = self._check_org(environ)
         self.queries = StreamQueries(source.mapping, self.settings, self.facts)
         self.writer = CollectionWriter(self.client, self._fetch, self.settings.write_batch_size)
-        self.bulk = BulkApi(self.client, self._fetch)
+        self.bulk = BulkApi(
+            self.client, self._fetch, max_records=RESULT_PAGES_PER_PAGE * self.settings.page_size
+        )
         self.ingest = IngestWriter(self.bulk)
         #: False once the org refused Bulk API 2.0 in this run (REST from then on).
         self._bulk_ok = True
@@ -210,6 +221,7 @@ class SalesforceConnector(WritesThroughTargets):
             since,
             position=position,
             lookback=self.settings.lookback,
+            page_records=PAGES_PER_PAGE * self.settings.page_size,
         )
         try:
             yield from puller

@@ -1,0 +1,160 @@
+"""Bulk CSV rows made into REST-shaped records, the child spool, the stored Bulk position, the
+CSV cells of ingest, and the Bulk queries the connector builds (no subquery, no ORDER BY)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from crm_kpi_worker.config import path_of
+from crm_kpi_worker.connectors.salesforce.bulk import parse_csv
+from crm_kpi_worker.connectors.salesforce.bulk_pull import BulkPosition, since_of
+from crm_kpi_worker.connectors.salesforce.bulk_records import ChildSpool, RecordMaker
+from crm_kpi_worker.connectors.salesforce.bulk_write import _error, csv_value
+from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
+from crm_kpi_worker.connectors.salesforce.resources import OrgFacts, StreamQueries
+from crm_kpi_worker.connectors.salesforce.settings import SalesforceSettings
+from crm_kpi_worker.sync.config_loader import load_config
+
+DESCRIBE: dict[str, list[dict[str, Any]]] = {
+    "Opportunity": [
+        {"name": "Id", "type": "id"},
+        {"name": "Amount", "type": "currency"},
+        {"name": "IsDeleted", "type": "boolean"},
+        {"name": "Probability", "type": "percent"},
+        {"name": "CloseDate", "type": "date"},
+        {
+            "name": "AccountId",
+            "type": "reference",
+            "relationshipName": "Account",
+            "referenceTo": ["Account"],
+        },
+    ],
+    "Account": [{"name": "Churn_Date__c", "type": "date"}, {"name": "Score__c", "type": "int"}],
+}
+
+
+def describe(sobject: str) -> list[dict[str, Any]] | None:
+    return DESCRIBE.get(sobject)
+
+
+def test_csv_values_become_the_json_types_rest_answers() -> None:
+    header, rows = parse_csv(
+        b'"Id","Amount","IsDeleted","Probability","CloseDate"\n'
+        b'"006A","1200.5","false","25","2026-03-31"\n'
+        b'"006B","","true","","",\n'
+    )
+    records = RecordMaker("Opportunity", header, describe).records(rows)
+    assert records[0] == {
+        "Id": "006A",
+        "Amount": 1200.5,
+        "IsDeleted": False,
+        "Probability": 25.0,
+        "CloseDate": "2026-03-31",
+    }
+    assert records[1]["Amount"] is None and records[1]["IsDeleted"] is True
+    assert records[1]["CloseDate"] is None
+
+
+def test_dotted_columns_nest_and_an_empty_relationship_is_null() -> None:
+    header = ["Id", "Account.Churn_Date__c", "Account.Score__c"]
+    maker = RecordMaker("Opportunity", header, describe)
+    records = maker.records([["006A", "2026-01-15", "7"], ["006B", "", ""]])
+    assert records[0]["Account"] == {"Churn_Date__c": "2026-01-15", "Score__c": 7}
+    assert records[1]["Account"] is None
+
+
+def test_a_value_of_the_wrong_shape_is_left_as_text_for_the_normalizer_to_report() -> None:
+    records = RecordMaker("Opportunity", ["Id", "Amount"], describe).records([["006A", "lots"]])
+    assert records[0]["Amount"] == "lots"
+
+
+def test_the_spool_joins_children_by_parent_and_deletes_its_file() -> None:
+    spool = ChildSpool()
+    path = spool.path
+    header = ["OpportunityId", "StageName", "CreatedDate"]
+    rows = [
+        ["006A", "Prospecting", "2026-01-01T00:00:00.000Z"],
+        ["006B", "Qualification", "2026-01-02T00:00:00.000Z"],
+        ["006A", "Closed Won", "2026-02-01T00:00:00.000Z"],
+    ]
+    assert spool.add("OpportunityHistories", header, rows) == 3
+    text = [lambda v: v, lambda v: v]
+    found = spool.children(["006A", "006C"], {"OpportunityHistories": text})
+    assert sorted(r["StageName"] for r in found["006A"]["OpportunityHistories"]) == [
+        "Closed Won",
+        "Prospecting",
+    ]
+    assert "006C" not in found and "006B" not in found
+    spool.close()
+    assert not os.path.exists(path)
+
+
+def test_a_bulk_position_round_trips_and_reads_from_its_since() -> None:
+    position = BulkPosition(
+        since="2026-01-01T00:00:00.000+0000",
+        started="2026-02-01T10:00:00.000+0000",
+        query="abc",
+        jobs={"main": "750A", "OpportunityHistories": "750B"},
+        locator="MTAwMDA",
+    )
+    stored = position.encode()
+    assert BulkPosition.decode(stored) == position
+    assert since_of(stored) == "2026-01-01T00:00:00.000+0000"
+    assert since_of("2026-01-01T00:00:00.000+0000") == "2026-01-01T00:00:00.000+0000"
+    assert BulkPosition.decode(None) is None
+
+
+def test_an_unreadable_bulk_position_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unreadable Bulk pull position"):
+        BulkPosition.decode("bulk:not-base64-json")
+
+
+def test_ingest_cells() -> None:
+    assert csv_value(None, "X") == "#N/A"  # clears the field
+    assert csv_value(True, "X") == "true"
+    assert csv_value(Decimal("0.25"), "X") == "0.25"
+    assert csv_value(dt.date(2026, 3, 31), "X") == "2026-03-31"
+    assert csv_value(dt.datetime(2026, 3, 31, 12, tzinfo=dt.UTC), "X") == "2026-03-31T12:00:00.000Z"
+    with pytest.raises(ValueError, match="not a finite number"):
+        csv_value(float("nan"), "X")
+
+
+def test_a_failed_result_error_is_split_into_code_and_message() -> None:
+    assert _error("FIELD_CUSTOM_VALIDATION_EXCEPTION:Quota must be positive:Quota__c") == (
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+        "Quota must be positive",
+    )
+    assert _error("UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record:--") == (
+        "UNABLE_TO_LOCK_ROW",
+        "unable to obtain exclusive access to this record",
+    )
+
+
+def _queries() -> StreamQueries:
+    config = load_config(path_of("demo-salesforce.yaml"))
+    source = config.sources[0]
+    assert isinstance(source, SalesforceSource)
+    facts = OrgFacts(False, None, None, convert_in_query=False)
+    return StreamQueries(source.mapping, SalesforceSettings.from_source(source), facts)
+
+
+def test_bulk_deal_queries_have_no_subquery_nor_order_and_children_follow_the_window() -> None:
+    queries = _queries()
+    bulk = queries.bulk("deals", "2026-01-01T00:10:00.000+0000")
+    assert bulk is not None
+    assert "ORDER BY" not in bulk.main and "(SELECT" not in bulk.main
+    assert "SystemModstamp >= 2026-01-01T00:05:00Z" in bulk.main  # the lookback applies
+    assert [c.relationship for c in bulk.children] == ["OpportunityHistories", "Histories"]
+    for child in bulk.children:
+        assert "ORDER BY" not in child.soql
+        assert "Opportunity.SystemModstamp >= 2026-01-01T00:05:00Z" in child.soql
+        assert child.soql.startswith(f"SELECT OpportunityId, {', '.join(child.fields)} FROM")
+    full = queries.bulk("deals", None)
+    assert full is not None and "WHERE" not in full.main
+    assert all("Opportunity.SystemModstamp" not in c.soql for c in full.children)
+    assert queries.bulk("stages", None) is None and queries.bulk("quotas", None) is None
