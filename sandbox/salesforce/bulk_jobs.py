@@ -188,7 +188,6 @@ class BulkJobStore:
 
     def __init__(self, org: SandboxOrg, limits: BulkLimits) -> None:
         self.org = org
-        self.limits = limits
         self.query_jobs = RollingAllocation(limits.query_jobs, org.now_ms)
         self.query_storage_kb = RollingAllocation(limits.query_storage_kb, org.now_ms)
         self.batches = RollingAllocation(limits.batches, org.now_ms)
