@@ -2,11 +2,14 @@
 
 For each size it starts ``crm-kpi sandbox salesforce --deals N --port 0`` as its own process
 (so its memory is measured alone), pages through every opportunity with simple-salesforce's
-``query_all_iter`` and prints: start-up time, pages, API calls against the minimum
-(ceil(N / 2000)), rows per second served, and the server's peak resident memory.
+``query_all_iter`` (``--bulk``: a Bulk API 2.0 queryAll job, read with ``sf.bulk2`` in sets
+of 50,000) and prints: start-up time, pages, API calls against the minimum (REST:
+ceil(N / 2000); Bulk: ceil(N / 50,000) plus the job's creation and one status poll), the
+calls by route, rows per second served, and the server's peak resident memory.
 
     python benchmarks/bench_sandbox_salesforce.py               # 200k and 1M
     python benchmarks/bench_sandbox_salesforce.py --deals 20000  # a quick run
+    python benchmarks/bench_sandbox_salesforce.py --bulk        # the same through Bulk API 2.0
 
 Only loopback traffic; the server stops at the end.
 """
@@ -14,6 +17,8 @@ Only loopback traffic; the server stops at the end.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import math
 import os
 import sys
@@ -30,6 +35,7 @@ FIELDS = (
     " ForecastCategoryName, Probability, IsClosed, IsWon, CreatedDate, SystemModstamp"
 )
 PAGE_SIZE = 2000
+BULK_SET_SIZE = 50_000
 
 
 @dataclass
@@ -41,9 +47,13 @@ class Result:
     api_calls: int
     pull_s: float
     server_peak_mb: float
+    by_route: dict[str, int]
+    bulk: bool = False
 
     @property
     def minimum_calls(self) -> int:
+        if self.bulk:  # create the job, poll it once, then one request per result set
+            return 2 + math.ceil(self.deals / BULK_SET_SIZE)
         return math.ceil(self.deals / PAGE_SIZE)
 
     def lines(self) -> list[str]:
@@ -53,6 +63,8 @@ class Result:
             f"  rows served            {self.rows:>10,} in {self.pages} pages",
             f"  API calls              {self.api_calls:>10,} (minimum {self.minimum_calls:,};"
             f" ratio {self.api_calls / self.minimum_calls:.3f})",
+            "  calls by route         "
+            + ", ".join(f"{route} {n}" for route, n in sorted(self.by_route.items())),
             f"  pull wall time         {self.pull_s:8.2f} s",
             f"  rows/s served          {self.rows / self.pull_s:>10,.0f}",
             f"  server peak memory     {self.server_peak_mb:8.1f} MB"
@@ -60,7 +72,7 @@ class Result:
         ]
 
 
-def run(deals: int) -> Result:
+def run(deals: int, *, bulk: bool = False) -> Result:
     started = time.perf_counter()
     with sandbox_process("salesforce", "--deals", str(deals)) as sandbox:
         url, ca_path = sandbox.url, sandbox.ca_path
@@ -71,24 +83,37 @@ def run(deals: int) -> Result:
         sf = Salesforce(
             username="demo@sandbox.local", password="demo", security_token="", session=session
         )
+        before = sandbox.stats()["by_route"]
         pull_started = time.perf_counter()
-        rows = sum(
-            1 for _ in sf.query_all_iter(f"SELECT {FIELDS} FROM Opportunity", include_deleted=True)
-        )
+        soql = f"SELECT {FIELDS} FROM Opportunity"
+        if bulk:
+            sets = sf.bulk2.Opportunity.query_all(soql, max_records=BULK_SET_SIZE, wait=0.05)
+            rows = sum(sum(1 for _ in csv.reader(io.StringIO(text))) - 1 for text in sets)
+        else:
+            rows = sum(1 for _ in sf.query_all_iter(soql, include_deleted=True))
         pull = time.perf_counter() - pull_started
-        stats = sandbox.stats()
-        pages = stats["by_route"].get("query_all", 0) + stats["by_route"].get("query_more", 0)
-        return Result(deals, startup, rows, pages, pages, pull, sandbox.peak_rss_mb())
+        by_route = {
+            route: n - before.get(route, 0)
+            for route, n in sandbox.stats()["by_route"].items()
+            if n > before.get(route, 0)
+        }
+        pages = by_route.get("bulk_query_results", 0) + by_route.get("query_all", 0)
+        pages += by_route.get("query_more", 0)
+        calls = sum(by_route.values())
+        return Result(
+            deals, startup, rows, pages, calls, pull, sandbox.peak_rss_mb(), by_route, bulk
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, action="append", help="sizes to run (repeatable)")
+    parser.add_argument("--bulk", action="store_true", help="pull through Bulk API 2.0")
     args = parser.parse_args(argv)
     sizes = args.deals or [200_000, 1_000_000]
     print(f"sandbox Salesforce benchmark (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
     for size in sizes:
-        result = run(size)
+        result = run(size, bulk=args.bulk)
         for line in result.lines():
             print(line)
         if result.rows != size:

@@ -444,6 +444,17 @@ def test_versions_before_47_and_results_in_another_version(
     assert other.status_code == 409
 
 
+def test_a_15_character_job_id_and_the_seven_day_lifespan() -> None:
+    now = [1_800_000_000.0]
+    with SalesforceSandbox.start(seed=7, clock=lambda: now[0]) as sandbox:
+        http = BulkHttp(sandbox, sandbox.client())
+        done = http.query_job("SELECT Id FROM User")["id"]
+        assert http.finish("query", done[:15])["id"] == done  # as Salesforce accepts ids
+        now[0] += 7 * 24 * 3600 + 1
+        http.query_job("SELECT Id FROM User")  # finished jobs older than 7 days go
+        assert http.get(f"query/{done}").status_code == 404
+
+
 # ---- job lists -------------------------------------------------------------------------------
 
 

@@ -170,7 +170,7 @@ def _cells(output: engine.Output, rows: np.ndarray, plan: engine.Plan, version: 
     owner = accessor.hops[-1][1] if accessor.hops else plan.table
     cells = _column_cells(accessor.column, target, owner)
     cells[missing] = b""
-    return cells.tolist()  # type: ignore[no-any-return]
+    return list(cells.tolist())
 
 
 def _column_cells(column: Column, rows: np.ndarray, owner: Table) -> np.ndarray:

@@ -47,7 +47,9 @@ __all__ = [
 
 JOB_KEY_PREFIX = "750"
 DAY_MS = 24 * 3600 * 1000
+JOB_LIFESPAN_MS = 7 * DAY_MS  # finished jobs older than this are deleted
 LIST_PAGE_SIZE = 1000  # jobs per page of GET /jobs/query and /jobs/ingest
+LIST_LOCATOR_PREFIX = "01gSb00000JobList"  # a page's queryLocator: this, "-", its first job
 KB = 1024
 
 
@@ -116,7 +118,8 @@ class JobHold:
 
 @dataclass(eq=False)
 class BulkJob:
-    """One job; the job kinds add their own properties and work (``run``)."""
+    """One job; the job kinds (``QueryJob``, ``IngestJob``) add their own properties and
+    answers, their routes the work that completes them."""
 
     kind = "abstract"  # "query" or "ingest": the URL segment
     job_type = "abstract"  # V2Query or V2Ingest
@@ -149,13 +152,12 @@ class BulkJob:
 
     def common(self, org: SandboxOrg) -> dict[str, Any]:
         """The properties every job answer starts with, in Salesforce's order."""
-        created = ms_to_json_one(self.created_ms)
         return {
             "id": self.id,
             "operation": self.operation,
             "object": self.object,
             "createdById": org.user_id(self.created_by),
-            "createdDate": created,
+            "createdDate": ms_to_json_one(self.created_ms),
             "systemModstamp": ms_to_json_one(self.modstamp_ms or self.created_ms),
             "state": self.state,
         }
@@ -186,7 +188,6 @@ class BulkJobStore:
 
     def __init__(self, org: SandboxOrg, limits: BulkLimits) -> None:
         self.org = org
-        self.limits = limits
         self.query_jobs = RollingAllocation(limits.query_jobs, org.now_ms)
         self.query_storage_kb = RollingAllocation(limits.query_storage_kb, org.now_ms)
         self.batches = RollingAllocation(limits.batches, org.now_ms)
@@ -200,7 +201,16 @@ class BulkJobStore:
             return make_id(JOB_KEY_PREFIX, self._sequence)
 
     def add(self, job: BulkJob) -> BulkJob:
+        """Keep a new job; jobs done for more than seven days go, as on Salesforce."""
+        horizon = self.org.now_ms() - JOB_LIFESPAN_MS
         with self._lock:
+            expired = [
+                j.id
+                for j in self._jobs.values()
+                if j.state in TERMINAL_STATES and (j.modstamp_ms or j.created_ms) < horizon
+            ]
+            for job_id in expired:
+                del self._jobs[job_id]
             self._jobs[job.id] = job
         return job
 
@@ -228,11 +238,8 @@ class BulkJobStore:
         """Up to LIST_PAGE_SIZE jobs of ``kind`` from ``start`` (oldest first) and where the
         next page starts (None: the last page)."""
         with self._lock:
-            jobs = [
-                j
-                for j in self._jobs.values()
-                if j.kind == kind and self.visible(j, user_row) and keep(j)
-            ]
+            jobs = list(self._jobs.values())
+        jobs = [j for j in jobs if j.kind == kind and self.visible(j, user_row) and keep(j)]
         end = start + LIST_PAGE_SIZE
         return jobs[start:end], (end if end < len(jobs) else None)
 
@@ -385,9 +392,6 @@ def list_start(locator: str | None) -> int:
     return int(start)
 
 
-LIST_LOCATOR_PREFIX = "01gSb00000JobList"
-
-
 def list_body(
     jobs: list[BulkJob], next_start: int | None, org: SandboxOrg, base: str
 ) -> dict[str, Any]:
@@ -429,6 +433,6 @@ def ms_to_json_one(ms: int) -> str:
 
 def _id15_to_18(job_id: str) -> str:
     """Salesforce accepts a 15-character id where it takes an 18-character one."""
-    if len(job_id) != 15:
+    if len(job_id) != 15 or not job_id.isalnum():
         return job_id
     return job_id + case_safe_suffix(job_id)

@@ -494,10 +494,10 @@ class SandboxOrg:
                 fk = child.columns[rel.field.lower()]
                 child_deleted = child.columns.get("isdeleted")
                 if isinstance(fk, ReferenceColumn) and isinstance(child_deleted, BoolColumn):
-                    cascade = np.flatnonzero(fk.data[: child.size] == row)
-                    child_deleted.data[cascade] = True
+                    children = np.flatnonzero(fk.data[: child.size] == row)
+                    child_deleted.data[children] = True
                     if hard:
-                        child.removed.update(cascade.tolist())
+                        child.removed.update(children.tolist())
 
     def find_row(self, table: Table, record_id: str, *, include_deleted: bool = False) -> int:
         try:

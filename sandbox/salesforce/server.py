@@ -502,6 +502,7 @@ class SalesforceSandbox(LoopbackServer):
 
 
 __all__ = [
+    "BulkLimits",
     "Credentials",
     "SalesforceError",
     "SalesforceSandbox",
