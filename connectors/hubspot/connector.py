@@ -466,9 +466,9 @@ class HubSpotConnector(WritesThroughTargets):
         while body is not None:
             following = next(bodies, None)
             last = following is None
+            # Every page, even one the filter empties: a page is a call (the run's budget).
             records = [r for r in body.get("results") or () if isinstance(r, dict) and keep(r)]
-            if records or last:
-                yield Page(stream, records, cursor.advance(None, last=last), total=total)
+            yield Page(stream, records, cursor.advance(None, last=last), total=total)
             body = following
 
     def _incremental(
