@@ -37,6 +37,7 @@ __all__ = [
     "NextUrlPaginator",
     "Paginator",
     "SearchPages",
+    "answered_properties",
     "follow",
     "stamp_ms",
     "windowed_search",
@@ -137,6 +138,11 @@ ID_PROPERTY = "hs_object_id"
 Search = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def answered_properties(properties: Sequence[str], stamp_property: str) -> list[str]:
+    """The properties a HubSpot pull asks for: ``properties``, the stamp and the id (once)."""
+    return list(dict.fromkeys([*properties, stamp_property, ID_PROPERTY]))
+
+
 def stamp_ms(record: dict[str, Any], stamp_property: str) -> int:
     """A search result's modification stamp in epoch ms (its ``updatedAt`` if the property is
     missing)."""
@@ -191,7 +197,7 @@ class _WindowedSearch:
         page_size: int,
     ) -> None:
         self.search = search
-        self.wanted = list(dict.fromkeys([*properties, stamp_property, ID_PROPERTY]))
+        self.wanted = answered_properties(properties, stamp_property)
         self.filters = list(filters)
         self.stamp_property = stamp_property
         self.page_size = page_size

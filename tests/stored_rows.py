@@ -131,6 +131,16 @@ def stored_activities(
     return sorted(((row["owner_id"], row["start"]) for row in _rows(store, statement)), key=str)
 
 
+def stored_table(
+    store: Store, table: sa.Table, source: str, *, leave_out: Collection[str] = ("seen_at",)
+) -> list[dict[str, Any]]:
+    """Every row ``table`` holds for ``source``, in key order, without the columns
+    ``leave_out`` (by default the bookkeeping instant that differs between equal pulls)."""
+    names = [column.name for column in table.c if column.name not in leave_out]
+    statement = select_where_source(table, names, source).order_by(*table.primary_key.columns)
+    return [dict(row) for row in _rows(store, statement)]
+
+
 def stored_metadata(store: Store, source: str, key: str) -> Any | None:
     statement = select_where_source(source_metadata, ["value"], source).where(
         source_metadata.c.key == key

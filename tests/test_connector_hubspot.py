@@ -79,7 +79,7 @@ def connect(
 
 def test_a_rate_limit_answer_is_waited_out_as_retry_after_says(sandbox: HubSpotSandbox) -> None:
     sleeps = Sleeps()
-    connector = connect(sandbox, sleeps)
+    connector = connect(sandbox, sleeps, full_pull="search")
     sandbox.faults.add(FaultRule(kind="rate_limit", path="/search", times=2, retry_after=3))
     pages = list(connector.pull("deals", None))
     assert sum(len(p.records) for p in pages) > 0
@@ -97,7 +97,7 @@ def test_a_server_error_is_retried_with_backoff(sandbox: HubSpotSandbox) -> None
 
 def test_the_daily_limit_stops_the_run_without_retrying(sandbox: HubSpotSandbox) -> None:
     sleeps = Sleeps()
-    connector = connect(sandbox, sleeps)
+    connector = connect(sandbox, sleeps, full_pull="search")
     sandbox.faults.add(FaultRule(kind="daily_limit", path="/search", times=1))
     with pytest.raises(DailyLimitExceeded, match="daily API limit is used up"):
         list(connector.pull("deals", None))
@@ -178,7 +178,9 @@ def test_the_sliding_window_paces_calls_without_sleeping_for_real() -> None:
 
 
 def test_the_connector_paces_searches_at_the_configured_rate(sandbox: HubSpotSandbox) -> None:
-    connector = connect(sandbox, rate_limits={"search_per_second": 2, "per_10_seconds": 100})
+    connector = connect(
+        sandbox, rate_limits={"search_per_second": 2, "per_10_seconds": 100}, full_pull="search"
+    )
     clock = [0.0]
     waits: list[float] = []
 

@@ -688,8 +688,11 @@ def test_batch_read_caps_with_history(sb, client) -> None:
     assert len(batch.read({"inputs": ids, "properties": ["amount"]}).results) == 60
     with pytest.raises(DealsApiException):
         batch.read({"inputs": ids * 2})
-    page = client.crm.deals.basic_api.get_page(limit=100, properties_with_history=["dealstage"])
-    assert len(page.results) == 50
+    with pytest.raises(DealsApiException) as failure:
+        client.crm.deals.basic_api.get_page(limit=100, properties_with_history=["dealstage"])
+    assert failure.value.status == 400  # a list page with history holds 50 at most
+    page = client.crm.deals.basic_api.get_page(limit=50, properties_with_history=["dealstage"])
+    assert len(page.results) == 50 and page.results[0].properties_with_history["dealstage"]
 
 
 def test_batch_create_and_archive(fresh, clock) -> None:

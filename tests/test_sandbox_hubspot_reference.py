@@ -393,6 +393,99 @@ def test_error_envelopes_match_the_error_model(wire, sandbox) -> None:
     _check(body, "Error", models, "Error")
 
 
+# ---- the list endpoint a full pull pages through -------------------------------------------
+
+
+def _get_page(wire: dict[str, Any]) -> dict[str, Any]:
+    return next(
+        op
+        for g, a, op in _operations(wire)
+        if (g, a, op["client_method"]) == ("crm/objects", "basic_api", "get_page")
+    )
+
+
+def test_the_list_endpoint_pages_every_live_record_once_in_the_clients_model(wire, sandbox) -> None:
+    """``limit`` above 100 is served as 100, ``after`` follows ``paging.next.after`` in id
+    order, ``properties`` chooses the properties, ``archived`` the side; every answer is the
+    client's model."""
+    op = _get_page(wire)
+    assert op["query_params"] == [
+        "limit", "after", "properties", "propertiesWithHistory", "associations", "archived",
+    ]  # fmt: skip
+    models = wire["crm/objects"]["models"]
+    model = op["response_models"]["200"]
+    caller = Caller(sandbox)
+    store = sandbox.portal.store("deals")
+    ids: list[str] = []
+    params: dict[str, Any] = {"limit": "500", "properties": ["amount", "dealstage"]}
+    params["archived"] = "False"
+    while True:
+        response = caller.send(op, {"objectType": "deals"}, params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        _check(body, model, models, "list")
+        results = body["results"]
+        assert len(results) == 100 or "paging" not in body
+        assert all(set(r["properties"]) == {"amount", "dealstage"} for r in results)
+        assert all(r["archived"] is False for r in results)
+        ids += [r["id"] for r in results]
+        if "paging" not in body:
+            break
+        params["after"] = body["paging"]["next"]["after"]
+    live = [store.record_id(row) for row in range(store.size) if not store.archived[row]]
+    assert ids == live  # every live deal once, in id order
+    archived = caller.send(op, {"objectType": "deals"}, params={"archived": "True"}).json()
+    assert [r["id"] for r in archived["results"]] == [
+        store.record_id(row) for row in range(store.size) if store.archived[row]
+    ]
+
+
+def test_a_list_page_with_property_history_holds_50_at_most(wire, sandbox) -> None:
+    op = _get_page(wire)
+    caller = Caller(sandbox)
+    params = {"limit": "50", "properties": ["closedate"], "propertiesWithHistory": ["closedate"]}
+    answer = caller.send(op, {"objectType": "deals"}, params=params)
+    assert answer.status_code == 200
+    body = answer.json()
+    _check(body, op["response_models"]["200"], wire["crm/objects"]["models"], "history")
+    assert len(body["results"]) == 50
+    assert all(r["propertiesWithHistory"]["closedate"] for r in body["results"])
+    refused = caller.send(op, {"objectType": "deals"}, params={**params, "limit": "51"})
+    assert refused.status_code == 400  # HubSpot/hubspot-api-python#143
+    error = refused.json()
+    assert error.pop("status") == "error" and error["category"] == "VALIDATION_ERROR"
+    _check(error, "Error", wire["crm/deals"]["models"], "Error")
+
+
+def test_list_calls_count_under_the_general_limit_not_the_search_limit() -> None:
+    ticks = _Ticks()
+    limits = RateLimits(search_per_second=1, burst_per_10s=3, daily=None, monotonic=ticks)
+    with HubSpotSandbox.start(seed=11, limits=limits) as running:
+        caller = Caller(running)
+        listing = {"http_method": "GET", "path": "/crm/v3/objects/deals"}
+        searching = {"http_method": "POST", "path": "/crm/v3/objects/deals/search"}
+        assert caller.send(searching, {}, json={"limit": 1}).status_code == 200
+        answers = [caller.send(listing, {}, params={"limit": "1"}) for _ in range(4)]
+        # The search used the search second; the lists the 10 seconds' 3, no more.
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert answers[3].json()["policyName"] == "TEN_SECONDLY_ROLLING"
+        assert answers[0].headers["X-HubSpot-RateLimit-Max"] == "3"
+        assert answers[2].headers["X-HubSpot-RateLimit-Remaining"] == "0"
+        ticks.now += 1.0  # a new second for search; the 10 seconds still full
+        assert caller.send(searching, {}, json={"limit": 1}).status_code == 200
+        assert caller.send(listing, {}, params={"limit": "1"}).status_code == 429
+        ticks.now += 10.0
+        assert caller.send(listing, {}, params={"limit": "1"}).status_code == 200
+
+
+class _Ticks:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 # ---- updates of definitions, with the real client ------------------------------------------
 
 

@@ -198,11 +198,18 @@ class HubSpotSource(SourceBase):
     auth: HubSpotAuth
     base_url: ApiUrl = "https://api.hubapi.com"
     page_size: Annotated[int, Field(ge=10, le=200)] = 200
-    """Records per search page (HubSpot's search answers at most 200; list endpoints, used
-    for owners and archived deals, at most 100, so they take min(page_size, 100))."""
+    """Records per search page (HubSpot's search answers at most 200). A full pull through the
+    list endpoint takes min(page_size, 100), 50 with close_date_history; the owners and
+    archived-deals lists take 100."""
     rate_limits: HubSpotRateLimits = Field(default_factory=lambda: HubSpotRateLimits())
     """How fast the worker calls the portal; it also slows down on HubSpot's rate headers and
     429 answers."""
+    full_pull: Literal["auto", "search", "list"] = "auto"
+    """How a full pull (first run, ``sync --full``) reads deals, churned companies and demo
+    activities: ``auto``, through the list endpoint when that is faster at ``rate_limits``
+    (100 a call under the general limit, against search's 200 a call at 5 a second; see
+    connectors/hubspot/roads.py); ``search`` always; ``list`` whenever the property list fits
+    a URL. Incremental pulls always search."""
     mapping: HubSpotMapping
 
     def describe_endpoint(self) -> str:

@@ -20,11 +20,24 @@ activities meetings (calls, tasks)   search (type in the demo values), increment
 quotas     goal targets              search, whole, with quota_source: crm
 ========== ========================= =====================================================
 
+A full pull (no cursor) of accounts, deals or activities may take the list endpoint instead
+(``GET /crm/v3/objects/{type}``, 100 a page, 50 with the close-date history in the same
+answer, the search filters applied on the client) when that is faster at the paced limits:
+:mod:`.roads` says when, and falls back to search when the property list would make the URL
+too long.
+
 Incremental streams search ``hs_lastmodifieddate >= cursor - lookback`` in stamp order, 200 a
 page (the largest search page), windowed past the 10,000-result cap (:mod:`.search`). A page's
 cursor is the largest stamp read so far; the last page's is the server's time when the pull
 started if that is later (as for Salesforce), and the lookback (5 minutes) covers HubSpot's
 search index lag (new writes show in search after a few seconds).
+
+The list road reads records in id order, not stamp order, so a record changed during the pull
+may have been read before the change while a later page holds a newer stamp: its pages carry no
+cursor but the last, whose cursor is the server's time before the pull began (never the
+largest stamp read), so the next incremental pull re-reads every change made during it. A
+list pull that stops midway left no cursor: the next run pulls in full again, and its sweep
+runs as the search road's does.
 
 Archiving a deal does not change its ``hs_lastmodifieddate`` and search never returns archived
 records, so an incremental deal pull first lists archived deals (``GET
@@ -32,13 +45,14 @@ records, so an incremental deal pull first lists archived deals (``GET
 the cursor as deleted. A full pull does not need to: its sweep drops whatever it no longer
 sees.
 
-Property lists travel in POST bodies (search, batch read), never in URLs (HubSpot answers
-414 to long URLs).
+Property lists travel in POST bodies (search, batch read); only the list road puts them in a
+URL, and only when the URL stays short (HubSpot answers 414 to long ones: :mod:`.roads`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -63,6 +77,16 @@ from crm_kpi_worker.connectors.hubspot.readback import (
     values_by_key,
     with_own_values,
 )
+from crm_kpi_worker.connectors.hubspot.roads import (
+    HISTORY_BATCH,
+    LIST_PAGE,
+    MAX_LIST_REQUEST,
+    Keep,
+    RoadTimes,
+    client_filter,
+    list_page,
+    list_request_chars,
+)
 from crm_kpi_worker.connectors.hubspot.search import STAMPS, to_ms, windowed_search
 from crm_kpi_worker.connectors.hubspot.settings import DATE_ENTERED_PREFIX as DATE_ENTERED
 from crm_kpi_worker.connectors.hubspot.settings import STAMP
@@ -70,7 +94,7 @@ from crm_kpi_worker.connectors.hubspot.setup import plan_hubspot_setup
 from crm_kpi_worker.connectors.hubspot.transport import Answer, Bucket, HubSpotTransport
 from crm_kpi_worker.connectors.hubspot.writes import BatchWriter, TargetManager
 from crm_kpi_worker.connectors.incremental import DEFAULT_LOOKBACK, IncrementalCursor
-from crm_kpi_worker.connectors.paging import AfterPaginator, follow
+from crm_kpi_worker.connectors.paging import AfterPaginator, answered_properties, follow
 from crm_kpi_worker.connectors.retry import RetryPolicy
 from crm_kpi_worker.sync.config.money import CurrencySettings
 
@@ -78,10 +102,6 @@ __all__ = ["DEFAULT_LOOKBACK", "HubSpotConnector", "connect_hubspot"]
 
 log = logging.getLogger(__name__)
 
-#: List endpoints (owners, archived deals) answer at most 100 records a page.
-LIST_PAGE = 100
-#: Batch read with propertiesWithHistory takes at most 50 ids.
-HISTORY_BATCH = 50
 DEALS = "deals"
 COMPANIES = "companies"
 GOAL_TARGETS = "goal_targets"
@@ -167,7 +187,7 @@ class HubSpotConnector(WritesThroughTargets):
                 {"propertyName": self.mapping.churn_date, "operator": "HAS_PROPERTY"}
             ]
             properties = ["name", "createdate", self.mapping.churn_date]
-            return self._incremental(COMPANIES, properties, filters, cursor)
+            return self._records(COMPANIES, properties, filters, cursor, "accounts")
         if stream == "deals":
             return self._deals(cursor)
         if stream == "activities":
@@ -178,7 +198,7 @@ class HubSpotConnector(WritesThroughTargets):
                 {"propertyName": demos.type_field, "operator": "IN", "values": list(demos.values)}
             ]
             properties = [demos.type_field, demos.owner_field, demos.start_field]
-            return self._incremental(demos.object, properties, filters, cursor)
+            return self._records(demos.object, properties, filters, cursor, "activities")
         if stream == "quotas":
             return self._quotas()
         return iter(())  # currencies: see the module doc
@@ -327,17 +347,139 @@ class HubSpotConnector(WritesThroughTargets):
                     record.setdefault("archived", archived)
                 yield Page("users", records, None)
 
+    def _records(
+        self,
+        object_type: str,
+        properties: Sequence[str],
+        filters: Sequence[dict[str, Any]],
+        cursor: IncrementalCursor,
+        stream: str,
+        *,
+        history: Sequence[str] = (),
+    ) -> Iterator[Page]:
+        """The pages of a searched stream: the list road for a full pull when
+        :meth:`_list_road` takes it, else search (``history``: properties whose history each
+        record carries, by batch read on the search road)."""
+        if cursor.start is None:
+            # The properties search answers (the stamp and id included), asked of the list too.
+            answered = answered_properties(properties, STAMP)
+            road = self._list_road(object_type, answered, filters, stream, history)
+            if road is not None:
+                keep, limit, total = road
+                yield from self._listed(
+                    object_type, answered, keep, cursor, stream, history, limit, total
+                )
+                return
+        enrich = functools.partial(self._with_history, object_type, history) if history else None
+        yield from self._incremental(object_type, properties, filters, cursor, stream, enrich)
+
+    def _list_road(
+        self,
+        object_type: str,
+        properties: Sequence[str],
+        filters: Sequence[dict[str, Any]],
+        stream: str,
+        history: Sequence[str],
+    ) -> tuple[Keep, int, int] | None:
+        """(client filter, page size, expected total) when a full pull of ``object_type``
+        takes the list road (``full_pull`` and :mod:`.roads`), None when it searches."""
+        setting = self.source.full_pull
+        keep = client_filter(filters) if setting != "search" else None
+        if keep is None:
+            return None
+        limit = list_page(self.page_size, history=bool(history))
+        chars = list_request_chars(self.source.base_url, object_type, properties, history, limit)
+        if chars > MAX_LIST_REQUEST:
+            log.info(
+                "%s: %s: the full pull searches: the list endpoint's URL would hold %d"
+                " characters (%d properties), more than the %d HubSpot is sure to take",
+                self.name,
+                stream,
+                chars,
+                len(properties),
+                MAX_LIST_REQUEST,
+            )
+            return None
+        windows = self.transport.windows
+        times = RoadTimes.at(
+            search_per_second=windows["search"].rate,
+            api_per_second=windows["api"].rate,
+            search_page=self.page_size,
+            list_page=limit,
+            history=bool(history),
+        )
+        if setting == "auto" and not times.list_can_win:
+            return None
+        matching = self._count(object_type, filters)
+        everything = self._count(object_type, ()) if filters else matching
+        if setting == "auto" and times.faster(matching, everything) == "search":
+            return None
+        log.info(
+            "%s: %s: the full pull lists all %d %s (%d match): %.2f s, against %.2f s by"
+            " search, at the paced limits",
+            self.name,
+            stream,
+            everything,
+            object_type,
+            matching,
+            times.list * everything / 1000,
+            times.search * matching / 1000,
+        )
+        return keep, limit, matching
+
+    def _count(self, object_type: str, filters: Sequence[dict[str, Any]]) -> int:
+        """How many records ``filters`` match (search's ``total``; one search of one record)."""
+        body = {
+            "filterGroups": [{"filters": list(filters)}] if filters else [],
+            "properties": ["hs_object_id"],
+            "limit": 1,
+        }
+        total = self._search(object_type)(body).get("total")
+        return total if isinstance(total, int) else 0
+
+    def _listed(
+        self,
+        object_type: str,
+        properties: Sequence[str],
+        keep: Keep,
+        cursor: IncrementalCursor,
+        stream: str,
+        history: Sequence[str],
+        limit: int,
+        total: int,
+    ) -> Iterator[Page]:
+        """A full pull through the list endpoint, the records search would have answered
+        (``keep``); only the last page carries a cursor (see the module doc)."""
+        options: dict[str, Any] = {"limit": limit, "properties": list(properties)}
+        if history:
+            options["properties_with_history"] = list(history)
+        cursor.note_server_time(self.transport.server_time)
+        bodies = self._list(
+            f"GET /crm/v3/objects/{object_type}",
+            self.apis.objects_basic.get_page,
+            object_type,
+            archived=False,
+            **options,
+        )
+        body: dict[str, Any] | None = next(bodies)
+        cursor.note_server_time(self.transport.server_time)
+        while body is not None:
+            following = next(bodies, None)
+            last = following is None
+            # Every page, even one the filter empties: a page is a call (the run's budget).
+            records = [r for r in body.get("results") or () if isinstance(r, dict) and keep(r)]
+            yield Page(stream, records, cursor.advance(None, last=last), total=total)
+            body = following
+
     def _incremental(
         self,
         object_type: str,
         properties: Sequence[str],
         filters: Sequence[dict[str, Any]],
         cursor: IncrementalCursor,
-        stream: str | None = None,
-        *,
+        stream: str,
         enrich: Any = None,
     ) -> Iterator[Page]:
-        stream = stream or {COMPANIES: "accounts"}.get(object_type, "activities")
         # The server's clock before the first search (the latest answer's), else the first
         # search's own.
         cursor.note_server_time(self.transport.server_time)
@@ -405,9 +547,9 @@ class HubSpotConnector(WritesThroughTargets):
             archived = self._archived(DEALS, cursor.start)
             if archived:
                 yield Page("deals", [], None, deleted_ids=archived)
-        enrich = self._with_close_date_history if mapping.close_date_history else None
+        history = (mapping.close_date,) if mapping.close_date_history else ()
         volatile = (STAMP, mapping.last_modified)
-        for page in self._incremental(DEALS, properties, filters, cursor, "deals", enrich=enrich):
+        for page in self._records(DEALS, properties, filters, cursor, "deals", history=history):
             yield with_own_values(page, self._own_deal_fields, volatile)
 
     def _archived(self, object_type: str, since: dt.datetime) -> list[str]:
@@ -434,24 +576,25 @@ class HubSpotConnector(WritesThroughTargets):
                     ids.append(str(record["id"]))
         return ids
 
-    def _with_close_date_history(self, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The page's deals with ``propertiesWithHistory`` of the close date (batch read, 50
-        ids a call)."""
-        name = self.mapping.close_date
+    def _with_history(
+        self, object_type: str, names: Sequence[str], page: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The page's records with ``propertiesWithHistory`` of ``names`` (batch read, 50 ids
+        a call)."""
         by_id = {str(r.get("id")): r for r in page}
         ids = list(by_id)
-        what = f"POST /crm/v3/objects/{DEALS}/batch/read"
+        what = f"POST /crm/v3/objects/{object_type}/batch/read"
         for start in range(0, len(ids), HISTORY_BATCH):
             body = {
                 "inputs": [{"id": i} for i in ids[start : start + HISTORY_BATCH]],
-                "properties": [name],
-                "propertiesWithHistory": [name],
+                "properties": list(names),
+                "propertiesWithHistory": list(names),
             }
             answer = self._call(
                 "api",
                 what,
                 self.apis.objects_batch.read,
-                DEALS,
+                object_type,
                 body,
                 archived=False,
                 statuses=(200, 207),

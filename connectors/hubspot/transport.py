@@ -89,6 +89,11 @@ class SlidingWindow:
                 self.waited += wait
                 self._sleep(wait)
 
+    @property
+    def rate(self) -> float:
+        """Calls a second this window lets through in the long run."""
+        return self.limit / self.period
+
     def lower_to(self, limit: int, period: float) -> None:
         """Follow a stricter limit the portal announced (never a looser one)."""
         if limit >= 1 and period > 0 and limit / period < self.limit / self.period:

@@ -24,6 +24,21 @@ MAX_PAGE = 100
 MAX_PAGE_WITH_HISTORY = 50
 
 
+def _list_limit(asked: int, *, history: bool) -> int:
+    """A list page's size: at most 100 records (more is served as 100); with property history
+    more than 50 is refused with a 400, as HubSpot does (HubSpot/hubspot-api-python#143; the
+    message is the sandbox's own: HubSpot's was not recorded there)."""
+    if asked < 1:
+        raise bad_request("limit must be at least 1", limit=[str(asked)])
+    if history and asked > MAX_PAGE_WITH_HISTORY:
+        raise bad_request(
+            f"limit must be at most {MAX_PAGE_WITH_HISTORY} when propertiesWithHistory is"
+            f" requested, got {asked}",
+            limit=[str(asked)],
+        )
+    return min(asked, MAX_PAGE)
+
+
 class RecordRoutes(PortalRoutes):
     """Records one at a time and their search; how written records are echoed."""
 
@@ -49,10 +64,7 @@ class RecordRoutes(PortalRoutes):
             return self._json(self._written(store, [row], [values])[0], 201)
         args = request.args
         history = _list_arg(args, "propertiesWithHistory")
-        cap = MAX_PAGE_WITH_HISTORY if history else MAX_PAGE
-        limit = min(_int_arg(args.get("limit"), 10, "limit"), cap)
-        if limit < 1:
-            raise bad_request("limit must be at least 1", limit=[str(limit)])
+        limit = _list_limit(_int_arg(args.get("limit"), 10, "limit"), history=bool(history))
         archived = _bool_arg(args.get("archived"))
         rows = np.flatnonzero(store.archived if archived else ~store.archived)
         after = args.get("after")
