@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from crm_kpi_worker.sandbox.salesforce import describe
 from crm_kpi_worker.sandbox.salesforce import soql_ast as ast
 from crm_kpi_worker.sandbox.salesforce.access import UserAccess
 from crm_kpi_worker.sandbox.salesforce.date_literals import date_literal_range
@@ -210,7 +211,13 @@ class Filter:
 
     def _left(self, left: ast.FieldRef | ast.FuncCall) -> tuple[Accessor, str | None]:
         if isinstance(left, ast.FieldRef):
-            return resolve(self.table, left.path, self.ctx), None
+            accessor = resolve(self.table, left.path, self.ctx)
+            if not describe.filterable(accessor.definition):
+                raise QueryError(
+                    "INVALID_FIELD",
+                    f"field '{accessor.definition.name}' can not be filtered in query call",
+                )
+            return accessor, None
         if left.name not in _DATE_FUNCTIONS or len(left.args) != 1:
             raise QueryError(
                 "MALFORMED_QUERY",
@@ -679,6 +686,11 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
     order = []
     for item in query.order_by:
         accessor = resolve(table, item.field.path, ctx)
+        if not describe.sortable(accessor.definition):
+            raise QueryError(
+                "INVALID_FIELD",
+                f"field '{accessor.definition.name}' can not be sorted in a query call",
+            )
         nulls_last = item.nulls_last if item.nulls_last is not None else item.descending
         order.append((accessor, item.descending, nulls_last))
     outputs: list[Output] = []

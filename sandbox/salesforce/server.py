@@ -35,7 +35,7 @@ from werkzeug.wrappers import Request, Response
 from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan
-from crm_kpi_worker.sandbox.salesforce import engine
+from crm_kpi_worker.sandbox.salesforce import describe, engine
 from crm_kpi_worker.sandbox.salesforce.login import (
     DEFAULT_CREDENTIALS,
     Credentials,
@@ -372,7 +372,7 @@ class SalesforceSandboxApp(
                 "encoding": "UTF-8",
                 "maxBatchSize": MAX_COLLECTION_RECORDS,
                 "sobjects": [
-                    t.sobject.summary(base)
+                    describe.global_entry(t.sobject, base)
                     for t in self.org.tables.values()
                     if access is None or access.can_read_object(t)
                 ],
@@ -383,13 +383,16 @@ class SalesforceSandboxApp(
         table = self._table(sobject, user_row)
         access = self.org.access_for(user_row)
         with self.org.lock:
-            body = table.sobject.describe(f"/services/data/v{version}", {})
-            if access is not None:  # the fields the user cannot read do not exist for them
-                body["fields"] = [
-                    f
-                    for f, d in zip(body["fields"], table.sobject.fields.values(), strict=True)
-                    if access.can_read_field(table, d)
-                ]
+            # The fields the user cannot read do not exist for them.
+            fields = [
+                d
+                for d in table.sobject.fields.values()
+                if access is None or access.can_read_field(table, d)
+            ]
+            sobjects = {name: t.sobject for name, t in self.org.tables.items()}
+            body = describe.describe_sobject(
+                table.sobject, f"/services/data/v{version}", self.base_url, sobjects, fields
+            )
         return self._json(body)
 
 
