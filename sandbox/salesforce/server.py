@@ -40,6 +40,7 @@ from crm_kpi_worker.sandbox.salesforce.login import (
     DEFAULT_CREDENTIALS,
     Credentials,
     LoginRoutes,
+    RefreshTokens,
     _make_jwt_key,
 )
 from crm_kpi_worker.sandbox.salesforce.metadata_api import (
@@ -105,6 +106,7 @@ class SalesforceSandboxApp(
         self.stats = Stats()
         self.write_log = WriteLog()  # every record written, and by whom (tests)
         self._sessions: dict[str, int] = {}  # access token -> user row
+        self.refresh_tokens = RefreshTokens.of(credentials, org.admin_row)
         self._cursors: OrderedDict[str, Cursor] = OrderedDict()
         self._cursor_seq = 0
         self._lock = threading.Lock()
@@ -122,6 +124,7 @@ class SalesforceSandboxApp(
                 Rule("/services/Soap/u/<version>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/Soap/u/<version>/<org>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
+                Rule("/services/oauth2/revoke", endpoint="oauth_revoke", methods=["GET", "POST"]),
                 Rule("/services/data", endpoint="versions", methods=["GET"], strict_slashes=False),
                 Rule(
                     "/services/data/v<version>",
@@ -227,6 +230,7 @@ class SalesforceSandboxApp(
                 ),
                 Rule("/_sandbox/stats", endpoint="admin_stats", methods=["GET"]),
                 Rule("/_sandbox/expire-sessions", endpoint="admin_expire", methods=["POST"]),
+                Rule("/_sandbox/refresh-tokens", endpoint="admin_refresh_tokens", methods=["POST"]),
             ]
         )
 
@@ -264,7 +268,7 @@ class SalesforceSandboxApp(
             return handler(request, **args)
         if endpoint == "metadata":  # SOAP: its own session header, faults and accounting
             return handler(request, **args)
-        if endpoint.startswith("admin_") or endpoint == "versions":
+        if endpoint.startswith("admin_") or endpoint in {"versions", "oauth_revoke"}:
             return handler(request, **args)  # no session needed, not counted (as Salesforce)
         try:
             self._check_version(args.get("version"))
@@ -483,6 +487,10 @@ class SalesforceSandbox(LoopbackServer):
         yield f"  every active user logs in with their Username and password {creds.password}"
         yield f"  OAuth client id / secret: {creds.client_id} / {creds.client_secret}"
         yield f"  JWT bearer: consumer key {creds.client_id}, private key {self.jwt_key_path}"
+        yield (
+            f"  refresh tokens: {creds.refresh_token or 'none yet'}; more from POST"
+            f" {self.url}/_sandbox/refresh-tokens, revoked at /services/oauth2/revoke"
+        )
         yield f"  login_url for a config: {self.url}"
         data = self.org.data
         yield (
