@@ -127,6 +127,16 @@ def _auth(sandbox: SalesforceSandbox, method: str) -> tuple[dict[str, Any], dict
             {"method": method, "client_id": "sandbox", "client_secret": {"env": "SECRET"}},
             {"SECRET": "sandbox"},
         )
+    if method == "refresh_token":
+        return (
+            {
+                "method": method,
+                "client_id": "sandbox",
+                "client_secret": {"env": "SECRET"},
+                "refresh_token": {"env": "REFRESH"},
+            },
+            {"SECRET": "sandbox", "REFRESH": sandbox.app.issue_refresh_token()},
+        )
     token = sandbox.app.new_session(sandbox.org.admin_row)
     return (
         {"method": "session", "session_id": {"env": "SID"}, "instance_url": sandbox.url},
@@ -135,7 +145,8 @@ def _auth(sandbox: SalesforceSandbox, method: str) -> tuple[dict[str, Any], dict
 
 
 @pytest.mark.parametrize(
-    "method", ["password", "oauth_password", "jwt", "client_credentials", "session"]
+    "method",
+    ["password", "oauth_password", "jwt", "client_credentials", "refresh_token", "session"],
 )
 def test_every_auth_method_logs_in_and_pulls(sandbox: SalesforceSandbox, method: str) -> None:
     auth, environ = _auth(sandbox, method)

@@ -839,12 +839,20 @@ class ChildQuery:
     child: Table
     fk: Column
     plan: Plan
+    _index: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False)
+
+    def by_parent(self) -> tuple[np.ndarray, np.ndarray]:
+        """The child rows in parent order, and their parent rows: sorted once per query, as
+        every page of it asks again (a query's pages read the child rows it started with)."""
+        if self._index is None:
+            parents_of_children = _parents(self.fk, self.child, self.parent)
+            order = np.argsort(parents_of_children, kind="stable")
+            self._index = (order, parents_of_children[order])
+        return self._index
 
     def select(self, rows: np.ndarray) -> ChildSelection:
         query, ctx, child = self.plan.query, self.plan.ctx, self.child
-        parents_of_children = _parents(self.fk, child, self.parent)
-        order = np.argsort(parents_of_children, kind="stable")
-        sorted_parents = parents_of_children[order]
+        order, sorted_parents = self.by_parent()
         starts = np.searchsorted(sorted_parents, rows, "left")
         ends = np.searchsorted(sorted_parents, rows, "right")
         counts = ends - starts
