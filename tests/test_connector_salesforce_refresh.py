@@ -146,5 +146,5 @@ def test_the_app_secret_can_be_left_out_when_the_app_does_not_require_it() -> No
         connector = connect(sandbox, environ={"CRM_KPI_SF_REFRESH_TOKEN": token}, auth=auth)
         assert len(list(connector.pull("stages", None))) == 1
         login = connector.client._salesforce_login_partial
-        assert isinstance(login, RefreshTokenLogin)
-        assert token not in repr(login) and "sandbox" in repr(login)
+        assert isinstance(login.func, RefreshTokenLogin)
+        assert token not in repr(login) and "RefreshTokenLogin(client_id=" in repr(login)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,7 +81,8 @@ class SalesforceClient(Salesforce):
             kwargs.update(session_id=session_id, instance=instance)
         super().__init__(**kwargs)
         if login is not None:
-            self._salesforce_login_partial = login  # the library's renewal calls it
+            # The library's renewal calls it (it holds its own flows as partials).
+            self._salesforce_login_partial = partial(login)
         if pinned_instance:
             self._use_instance(pinned_instance)
         self._generate_headers()  # __init__ sets headers without calling it

@@ -70,7 +70,7 @@ def _build_users(org: SandboxOrg) -> None:
     first = [*users.first_name, "Sandbox"]
     last = [*users.last_name, "Admin"]
     emails = [*users.email, ADMIN_USERNAME]
-    ro = dict(createable=False, updateable=False)
+    ro: dict[str, Any] = dict(createable=False, updateable=False)
     # FirstName and LastName are the components of the compound Name.
     name: dict[str, Any] = dict(compound_field_name="Name", extra_type_info="personname")
     table.add(
