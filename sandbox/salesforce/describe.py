@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from crm_kpi_worker.sandbox.salesforce.permissions import is_permissionable
+from crm_kpi_worker.sandbox.salesforce.permissions import SYSTEM_FIELDS, is_permissionable
 from crm_kpi_worker.sandbox.salesforce.store import (
     NUMBER_TYPES,
     STRING_TYPES,
@@ -54,8 +54,6 @@ _SOAP_TYPES = {
 }
 #: Types whose values are not filtered, sorted, grouped or aggregated in SOQL.
 _UNQUERYABLE_TYPES = {"textarea", "anyType", "address", "location"}
-#: Compound fields (an address, a location) are read whole; only their components are written.
-COMPOUND_TYPES = {"address", "location"}
 
 
 def filterable(definition: FieldDef) -> bool:
@@ -102,7 +100,7 @@ def describe_field(definition: FieldDef, cascades: bool = False) -> dict[str, An
         "defaultValue": False if kind == "boolean" else None,
         "defaultValueFormula": None,
         "defaultedOnCreate": kind == "boolean"
-        or definition.name in _SYSTEM_FIELDS
+        or definition.name.lower() in SYSTEM_FIELDS
         or definition.default_on_create is not None,
         "dependentPicklist": False,
         "deprecatedAndHidden": False,
@@ -148,17 +146,6 @@ def describe_field(definition: FieldDef, cascades: bool = False) -> dict[str, An
         "updateable": definition.updateable,
         "writeRequiresMasterRead": False,
     }
-
-
-_SYSTEM_FIELDS = {
-    "Id",
-    "IsDeleted",
-    "CreatedDate",
-    "CreatedById",
-    "LastModifiedDate",
-    "LastModifiedById",
-    "SystemModstamp",
-}
 
 
 def _deletable(sobject: SObjectDef) -> bool:
