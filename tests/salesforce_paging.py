@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from crm_kpi_worker.sandbox.salesforce.engine import CHILD_BATCH_SIZE
+from crm_kpi_worker.sandbox.salesforce.subqueries import CHILD_BATCH_SIZE
 
 __all__ = [
     "child_calls",

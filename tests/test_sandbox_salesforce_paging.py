@@ -13,9 +13,9 @@ import pytest
 from salesforce_paging import inlined_rows, pages_of
 from simple_salesforce import Salesforce
 
-from crm_kpi_worker.sandbox.salesforce.engine import CHILD_BATCH_SIZE
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+from crm_kpi_worker.sandbox.salesforce.subqueries import CHILD_BATCH_SIZE
 
 HISTORY_QUERY = (
     "SELECT Id, (SELECT StageName FROM OpportunityHistories ORDER BY CreatedDate),"

@@ -2,7 +2,7 @@
 cursors (query locators) that ``nextRecordsUrl`` continues.
 
 How many records a page holds is :class:`engine.QueryResult`'s rule (child records count
-toward the batch size). A child result holding more than ``engine.CHILD_BATCH_SIZE`` records
+toward the batch size). A child result holding more than ``CHILD_BATCH_SIZE`` records
 is cut there: ``done: false``, its ``totalSize`` all of that parent's children, and a
 ``nextRecordsUrl`` of its own (a ``/query/`` locator, as Salesforce's) that serves the rest in
 batches. The cursors of child results do not count toward the open cursors a session may keep
@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.sandbox.salesforce import engine
 from crm_kpi_worker.sandbox.salesforce.routes import OrgRoutes, SalesforceError
+from crm_kpi_worker.sandbox.salesforce.subqueries import CHILD_BATCH_SIZE
 
 DEFAULT_BATCH_SIZE = 2000
 MIN_BATCH_SIZE = 200
@@ -178,7 +179,7 @@ class QueryRoutes(OrgRoutes):
         """Cut ``record``'s child result ``key`` after ``CHILD_BATCH_SIZE`` records; the rest
         wait behind a cursor of their own."""
         children = record.get(key)
-        if children is None or len(children["records"]) <= engine.CHILD_BATCH_SIZE:
+        if children is None or len(children["records"]) <= CHILD_BATCH_SIZE:
             return
         every = children["records"]
         cursor_id = self._open_cursor(ChildRecords(every), token, batch_size)
@@ -186,9 +187,9 @@ class QueryRoutes(OrgRoutes):
             "totalSize": len(every),
             "done": False,
             "nextRecordsUrl": (
-                f"/services/data/v{version}/{endpoint}/{cursor_id}-{engine.CHILD_BATCH_SIZE}"
+                f"/services/data/v{version}/{endpoint}/{cursor_id}-{CHILD_BATCH_SIZE}"
             ),
-            "records": every[: engine.CHILD_BATCH_SIZE],
+            "records": every[:CHILD_BATCH_SIZE],
         }
 
     def _expire_cursors(self) -> None:
