@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import requests
 from click.testing import CliRunner
 
 from crm_kpi_worker.sandbox.generator import generate
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_sandbox_salesforce  # noqa: E402 - the benchmark script, run as the CLI's client
+from sandbox_process import sandbox_process  # noqa: E402 - the benchmarks' sandbox process
 
 
 def test_standalone_sandbox_serves_every_page_to_the_real_client() -> None:
@@ -25,11 +27,41 @@ def test_standalone_sandbox_serves_every_page_to_the_real_client() -> None:
     # keeps the benchmark script working.
     result = bench_sandbox_salesforce.run(5000)
     assert result.rows == 5000  # queryAll: deleted rows included
-    assert result.pages == result.api_calls == result.minimum_calls == 3
+    data = generate(seed=42, deals=5000)
+    assert result.child_rows == len(data.stage_changes) + len(data.close_date_changes)
+    # The histories' rows count toward each page's 2,000: the documented minimum, which whole
+    # opportunities a page reach here (ceil(5,000 / 2,000) would be 3).
+    assert result.minimum_calls == -(-(5000 + result.child_rows) // 2000) > 3
+    assert result.pages == result.api_calls == result.minimum_calls
     assert result.server_peak_mb > 0
     lines = result.lines()
     assert lines[0] == "deals 5,000"
-    assert "ratio 1.000" in lines[3]
+    assert "ratio 1.000" in lines[3] and "child records count toward the batch" in lines[3]
+
+
+def test_the_standalone_sandbox_honours_the_refresh_tokens_it_gives() -> None:
+    token = "5Aep861-given-on-the-command-line"
+    with sandbox_process("salesforce", "--refresh-token", token) as sandbox:
+        assert f"refresh tokens: {token}; more from POST {sandbox.url}/_sandbox/refresh-tokens" in (
+            sandbox.banner
+        )
+        issued = requests.post(
+            f"{sandbox.url}/_sandbox/refresh-tokens", verify=sandbox.ca_path, timeout=30
+        )
+        assert issued.status_code == 201
+        for refresh_token in (token, issued.json()["refresh_token"]):
+            answer = requests.post(
+                f"{sandbox.url}/services/oauth2/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "client_id": "sandbox",
+                    "client_secret": "sandbox",
+                    "refresh_token": refresh_token,
+                },
+                verify=sandbox.ca_path,
+                timeout=30,
+            )
+            assert answer.status_code == 200 and "refresh_token" not in answer.json()
 
 
 def test_reference_date_must_be_a_quarter_end() -> None:

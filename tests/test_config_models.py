@@ -203,6 +203,13 @@ def test_unknown_source_type_and_auth_method_suggest_the_right_one() -> None:
             {"method": "session", "session_id": {"env": "SID"}},
             [("sources[0].auth.instance_url", "missing required key 'instance_url'")],
         ),
+        (
+            {"method": "refresh_token", "client_secret": {"env": "S"}},
+            [
+                ("sources[0].auth.client_id", "missing required key 'client_id'"),
+                ("sources[0].auth.refresh_token", "missing required key 'refresh_token'"),
+            ],
+        ),
     ],
 )
 def test_each_salesforce_auth_method_requires_its_keys(
@@ -225,6 +232,13 @@ def test_every_salesforce_auth_method_loads() -> None:
         },
         {"method": "jwt", "client_id": "c", "username": "u", "private_key": {"file": "k.pem"}},
         {"method": "client_credentials", "client_id": "c", "client_secret": {"env": "S"}},
+        {
+            "method": "refresh_token",
+            "client_id": {"env": "C"},
+            "client_secret": {"env": "S"},
+            "refresh_token": {"file": "/run/secrets/sf-refresh-token"},
+        },
+        {"method": "refresh_token", "client_id": "c", "refresh_token": {"env": "RT"}},
         {
             "method": "session",
             "session_id": {"env": "SID"},
@@ -387,6 +401,26 @@ def test_secret_forms(password: object, message: str) -> None:
     assert path.startswith("sources[0].auth.password")
     assert found == message
     assert "hunter2-secret" not in found
+
+
+def test_a_refresh_token_is_a_secret() -> None:
+    data = config()
+    source(data)["auth"] = {
+        "method": "refresh_token",
+        "client_id": "c",
+        "client_secret": "written-in-the-file",
+        "refresh_token": "5Aep861-written-in-the-file",
+    }
+    found = problems(data)
+    assert [path for path, _ in found] == [
+        "sources[0].auth.client_secret",
+        "sources[0].auth.refresh_token",
+    ]
+    assert all(m.startswith("a secret is never written in the file") for _, m in found)
+    assert "written-in-the-file" not in repr(found)
+    source(data)["auth"]["client_secret"] = {"env": "S"}
+    source(data)["auth"]["refresh_token"] = {"env": "RT", "default": "5Aep861-default"}
+    assert only_problem(data)[0] == "sources[0].auth.refresh_token.default"  # not loopback
 
 
 def test_a_setting_accepts_text_value_env_and_file() -> None:

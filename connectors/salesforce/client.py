@@ -4,8 +4,11 @@
   timeout on every call, and, when ``login_url`` is set, routes sending
   ``login``/``test``/``<domain>.salesforce.com`` to it), with :class:`RetryingAdapter` around
   its transport: the one retry policy, and the API call count (logins excluded).
-- The five auth methods of the config map onto simple-salesforce's own login flows; secrets
-  are resolved only here, handed to the library, and registered so no error shows them.
+- The auth methods of the config map onto simple-salesforce's own login flows; the refresh
+  token flow, which the library lacks, is its token login with a ``refresh_token`` grant,
+  given to the client as its way of logging in, so an expired session is renewed by the
+  library's own path like the others. Secrets are resolved only here, handed to the library,
+  and registered so no error shows them.
 - :class:`SalesforceClient` adds three things to ``simple_salesforce.Salesforce``: the
   ``Sforce-Query-Options: batchSize`` header on every call (kept across re-logins), an
   instance pinned by the config's ``instance_url``, and exactly one retry after a re-login
@@ -15,12 +18,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from simple_salesforce import Salesforce
+from simple_salesforce.login import token_login
 
 from crm_kpi_worker.connectors.errors import register_secret
 from crm_kpi_worker.connectors.failures import ErrorWording
@@ -31,6 +36,7 @@ from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceJwt,
     SalesforceOAuthPassword,
     SalesforcePassword,
+    SalesforceRefreshToken,
     SalesforceSession,
     SalesforceSource,
 )
@@ -50,14 +56,33 @@ def is_login(request: requests.PreparedRequest) -> bool:
     return any(path.startswith(prefix) for prefix in LOGIN_PATHS)
 
 
+#: A login flow: (session id, instance host[:port]) of a new session.
+Login = Callable[[], tuple[str, str]]
+
+
 class SalesforceClient(Salesforce):
     """``simple_salesforce.Salesforce`` with the additions listed in the module doc."""
 
-    def __init__(self, *, page_size: int, pinned_instance: str | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        page_size: int,
+        pinned_instance: str | None,
+        login: Login | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``login``: a flow the library does not have, (session id, instance) on each call;
+        it logs in now and renews an expired session."""
         # Set before the library's __init__, which logs in and builds headers.
         self._page_size = page_size
         self._pinned_instance = pinned_instance
+        if login is not None:
+            session_id, instance = login()
+            kwargs.update(session_id=session_id, instance=instance)
         super().__init__(**kwargs)
+        if login is not None:
+            # The library's renewal calls it (it holds its own flows as partials).
+            self._salesforce_login_partial = partial(login)
         if pinned_instance:
             self._use_instance(pinned_instance)
         self._generate_headers()  # __init__ sets headers without calling it
@@ -137,9 +162,14 @@ def _secret(ref: Any, environ: Mapping[str, str] | None) -> str:
     return value
 
 
-def _login_arguments(source: SalesforceSource, environ: Mapping[str, str] | None) -> dict[str, Any]:
-    """simple-salesforce keyword arguments selecting the login flow of ``source.auth``."""
+def _login_arguments(
+    source: SalesforceSource, environ: Mapping[str, str] | None, session: requests.Session
+) -> dict[str, Any]:
+    """simple-salesforce keyword arguments selecting the login flow of ``source.auth`` (or
+    :class:`SalesforceClient`'s ``login`` for a flow the library does not have)."""
     auth = source.auth
+    if isinstance(auth, SalesforceRefreshToken):
+        return {"login": RefreshTokenLogin(source, auth, environ, session)}
     if isinstance(auth, SalesforcePassword):
         arguments: dict[str, Any] = {
             "username": auth.username.resolve(environ).get_secret_value(),
@@ -182,6 +212,47 @@ def _login_arguments(source: SalesforceSource, environ: Mapping[str, str] | None
     raise TypeError(f"unsupported Salesforce auth method {type(auth).__name__}")
 
 
+class RefreshTokenLogin:
+    """The OAuth 2.0 refresh token flow (``grant_type=refresh_token``) through the library's
+    token login, so its answers and errors (``SalesforceAuthenticationFailed``) are those of
+    the library's own OAuth flows. Salesforce answers a new access token each time and keeps
+    the refresh token; its repr shows no secret."""
+
+    def __init__(
+        self,
+        source: SalesforceSource,
+        auth: SalesforceRefreshToken,
+        environ: Mapping[str, str] | None,
+        session: requests.Session,
+    ) -> None:
+        self.client_id = auth.client_id.resolve(environ).get_secret_value()
+        self.domain = source.domain
+        self.token_url = f"https://{source.domain}.salesforce.com/services/oauth2/token"
+        self.session = session
+        self._form = {
+            "grant_type": "refresh_token",
+            "client_id": self.client_id,
+            "refresh_token": _secret(auth.refresh_token, environ),
+        }
+        if auth.client_secret is not None:
+            self._form["client_secret"] = _secret(auth.client_secret, environ)
+
+    def __call__(self) -> tuple[str, str]:
+        session_id, instance = token_login(
+            self.token_url,
+            self._form,
+            self.domain,
+            self.client_id,
+            None,
+            self.session.proxies,
+            session=self.session,
+        )
+        return str(session_id), str(instance)
+
+    def __repr__(self) -> str:
+        return f"RefreshTokenLogin(client_id={self.client_id!r}, token_url={self.token_url!r})"
+
+
 def login_routes(source: SalesforceSource) -> dict[str, str]:
     """Login hosts sent to ``login_url`` (none when it is not set)."""
     if source.login_url is None:
@@ -210,7 +281,7 @@ def open_client(
     )
     session.mount("https://", transport)
     session.mount("http://", transport)
-    arguments = _login_arguments(source, environ)
+    arguments = _login_arguments(source, environ, session)
     pinned = None
     if source.instance_url is not None and not isinstance(source.auth, SalesforceSession):
         pinned = urlsplit(source.instance_url).netloc

@@ -43,6 +43,7 @@ __all__ = [
     "SalesforceMapping",
     "SalesforceOAuthPassword",
     "SalesforcePassword",
+    "SalesforceRefreshToken",
     "SalesforceSession",
     "SalesforceSource",
     "target_name_problem",
@@ -138,6 +139,19 @@ class SalesforceClientCredentials(AuthBase):
     secret_fields: ClassVar[tuple[str, ...]] = ("client_secret",)
 
 
+class SalesforceRefreshToken(AuthBase):
+    """OAuth 2.0 refresh token flow: a refresh token the integration user granted a connected
+    app (through its web server or user-agent flow, once, in a browser); each login and each
+    renewal of an expired session trades it for a new access token."""
+
+    method: Literal["refresh_token"]
+    client_id: Setting
+    client_secret: Secret | None = None
+    """Needed unless the connected app turns off "Require Secret for Refresh Token Flow"."""
+    refresh_token: Secret
+    secret_fields: ClassVar[tuple[str, ...]] = ("client_secret", "refresh_token")
+
+
 class SalesforceSession(AuthBase):
     """An existing session id (e.g. from an SFDX login) and the instance it belongs to."""
 
@@ -152,6 +166,7 @@ SalesforceAuth = Annotated[
     | SalesforceOAuthPassword
     | SalesforceJwt
     | SalesforceClientCredentials
+    | SalesforceRefreshToken
     | SalesforceSession,
     TaggedUnion(
         "method",
@@ -160,6 +175,7 @@ SalesforceAuth = Annotated[
             "oauth_password": SalesforceOAuthPassword,
             "jwt": SalesforceJwt,
             "client_credentials": SalesforceClientCredentials,
+            "refresh_token": SalesforceRefreshToken,
             "session": SalesforceSession,
         },
         "Salesforce auth method",

@@ -1,6 +1,6 @@
 """The Salesforce connector: :class:`connectors.base.Connector` over simple-salesforce.
 
-Connecting logs in (any of the config's five auth methods) and checks, before anything is
+Connecting logs in (any of the config's auth methods) and checks, before anything is
 pulled, that the configured currency conversion can work: with ``conversion: crm`` in a
 multi-currency org, ``convertCurrency()`` converts into the integration user's currency,
 which must be the reporting currency. That check costs one or two API calls (CurrencyType,
@@ -61,6 +61,7 @@ from crm_kpi_worker.connectors.salesforce.bulk_write import IngestWriter
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
 from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceJwt,
+    SalesforceRefreshToken,
     SalesforceSession,
     SalesforceSource,
 )
@@ -111,13 +112,13 @@ class SalesforceConnector(WritesThroughTargets):
         except SalesforceAuthenticationFailed as exc:
             raise AuthenticationFailed(
                 f"source '{source.name}': login with auth method '{source.auth.method}' was"
-                f" refused: {exc.code}: {exc.auth_message}",
+                f" refused: {exc.code}: {exc.auth_message}{_refusal_hint(source, exc.code)}",
                 code=str(exc.code) if exc.code else None,
             ) from None
         except AuthenticationFailed as exc:
             raise AuthenticationFailed(
                 f"source '{source.name}': login with auth method '{source.auth.method}' was"
-                f" refused: {exc.detail}",
+                f" refused: {_refusal(exc)}{_refusal_hint(source, exc.code)}",
                 status=exc.status,
                 code=exc.code,
             ) from None
@@ -376,6 +377,17 @@ class SalesforceConnector(WritesThroughTargets):
             return thunk()
         except SalesforceError as exc:
             raise self._translate(exc) from None
+        except SessionExpired:
+            raise
+        except AuthenticationFailed as exc:
+            # The session expired and the login endpoint refused the new login (an OAuth
+            # flow: the transport types its answer).
+            raise AuthenticationFailed(
+                f"source '{self.name}': logging in again was refused:"
+                f" {_refusal(exc)}{_refusal_hint(self.source, exc.code)}",
+                status=exc.status,
+                code=exc.code,
+            ) from None
 
     def _translate(self, exc: SalesforceError) -> ConnectorError:
         content = exc.content
@@ -397,7 +409,7 @@ class SalesforceConnector(WritesThroughTargets):
         if isinstance(exc, SalesforceAuthenticationFailed):
             return AuthenticationFailed(
                 f"source '{self.name}': logging in again was refused: {exc.code}:"
-                f" {exc.auth_message}",
+                f" {exc.auth_message}{_refusal_hint(self.source, exc.code)}",
                 code=str(exc.code) if exc.code else None,
             )
         return RequestRejected(
@@ -467,6 +479,21 @@ class SalesforceConnector(WritesThroughTargets):
         records = answer.get("records") or []
         value = records[0].get("DefaultCurrencyIsoCode") if records else None
         return value if isinstance(value, str) else None
+
+
+def _refusal(exc: AuthenticationFailed) -> str:
+    """The login endpoint's own words (the transport's "login refused: " said already)."""
+    return exc.detail.removeprefix("login refused: ")
+
+
+def _refusal_hint(source: SalesforceSource, code: object) -> str:
+    """What to do about a refused login, when the refusal says more than its own words."""
+    if isinstance(source.auth, SalesforceRefreshToken) and code == "invalid_grant":
+        return (
+            "; the refresh token was revoked or has expired: authorize the connected app"
+            " again and give the new refresh token in auth.refresh_token"
+        )
+    return ""
 
 
 def _all_records(answer: Any) -> list[dict[str, Any]]:

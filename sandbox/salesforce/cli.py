@@ -38,6 +38,12 @@ FAULT_ANSWERS = {
 @click.option("--password", default="demo", show_default=True)
 @click.option("--client-id", default="sandbox", show_default=True)
 @click.option("--client-secret", default="sandbox", show_default=True)
+@click.option(
+    "--refresh-token",
+    default=None,
+    help="A refresh token the org honours for the integration user (more can be issued with"
+    " POST /_sandbox/refresh-tokens).",
+)
 def sandbox_salesforce(
     host: str,
     port: int,
@@ -52,6 +58,7 @@ def sandbox_salesforce(
     password: str,
     client_id: str,
     client_secret: str,
+    refresh_token: str | None,
 ) -> None:
     """Serve a sandbox Salesforce org over HTTPS until interrupted.
 
@@ -68,7 +75,9 @@ def sandbox_salesforce(
             port=port,
             api_limit=api_limit,
             workdir=workdir,
-            credentials=Credentials(username, password, client_id, client_secret),
+            credentials=Credentials(
+                username, password, client_id, client_secret, refresh_token=refresh_token
+            ),
         ),
         seed=seed,
         deals=deals,

@@ -64,7 +64,9 @@ def _build_accounts(org: SandboxOrg) -> None:
     accounts = org.data.accounts
     deals = org.data.deals
     n = len(accounts)
-    table = org.new_table(SObjectDef("Account", "Account", "Accounts", "001"), n)
+    table = org.new_table(
+        SObjectDef("Account", "Account", "Accounts", "001", layoutable=True, mergeable=True), n
+    )
     org.add_is_deleted(table, np.zeros(n, dtype=bool))
     table.add(
         StringColumn(
@@ -88,11 +90,18 @@ def _build_accounts(org: SandboxOrg) -> None:
     table.add(
         StringColumn.from_values(FieldDef("Industry", "picklist", "Industry"), accounts.industry)
     )
-    table.add(
-        StringColumn.from_values(
-            FieldDef("BillingCountry", "string", "Billing Country", length=80), accounts.country
-        )
+    country = StringColumn.from_values(
+        FieldDef(
+            "BillingCountry",
+            "string",
+            "Billing Country",
+            length=80,
+            compound_field_name="BillingAddress",
+        ),
+        accounts.country,
     )
+    table.add(country)
+    table.add(_address_column("BillingAddress", "Billing Address", country))
     table.add(org.corporate_currency("Account Currency", n))
     table.add(
         DateColumn(
@@ -110,10 +119,37 @@ def _build_accounts(org: SandboxOrg) -> None:
     org.add_audit_fields(table, accounts.created_at, accounts.last_modified, by=org.admin_row)
 
 
+def _address_column(name: str, label: str, country: StringColumn) -> ComputedColumn:
+    """A compound address read whole (its components are the fields written); the sandbox
+    keeps only the country of an address."""
+
+    def json(rows: np.ndarray) -> list[Any]:
+        return [
+            None
+            if value is None
+            else {
+                "city": None,
+                "country": value,
+                "geocodeAccuracy": None,
+                "latitude": None,
+                "longitude": None,
+                "postalCode": None,
+                "state": None,
+                "street": None,
+            }
+            for value in country.to_json(rows)
+        ]
+
+    definition = FieldDef(name, "address", label, createable=False, updateable=False)
+    return ComputedColumn(definition, "address", country.vector, json)
+
+
 def _build_opportunities(org: SandboxOrg) -> None:
     deals = org.data.deals
     n = len(deals)
-    table = org.new_table(SObjectDef("Opportunity", "Opportunity", "Opportunities", "006"), n)
+    table = org.new_table(
+        SObjectDef("Opportunity", "Opportunity", "Opportunities", "006", layoutable=True), n
+    )
     org.add_is_deleted(table, deals.is_deleted)
     org.add_reference(table, "AccountId", "Account", "Account", deals.account)
     account_names = org.tables["account"].columns["name"]
@@ -392,6 +428,7 @@ def _build_field_history(org: SandboxOrg) -> None:
     table = _history_table(
         org, "OpportunityFieldHistory", "Opportunity Field History", "017", changes.deal
     )
+    table.sobject.associate = ("History", "Opportunity")  # the field history of opportunities
     ro = dict(createable=False, updateable=False)
     table.add(
         StringColumn.from_values(
@@ -419,7 +456,7 @@ def _build_field_history(org: SandboxOrg) -> None:
 def _build_events(org: SandboxOrg) -> None:
     activities = org.data.activities
     n = len(activities)
-    table = org.new_table(SObjectDef("Event", "Event", "Events", "00U"), n)
+    table = org.new_table(SObjectDef("Event", "Event", "Events", "00U", layoutable=True), n)
     org.add_is_deleted(table, np.zeros(n, dtype=bool))
     kinds = [EVENT_TYPES[key] for key in ds.ACTIVITY_KINDS]
     table.add(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from crm_kpi_worker.sandbox.salesforce import describe
 from crm_kpi_worker.sandbox.salesforce import soql_ast as ast
 from crm_kpi_worker.sandbox.salesforce.access import UserAccess
 from crm_kpi_worker.sandbox.salesforce.date_literals import date_literal_range
@@ -29,6 +30,11 @@ from crm_kpi_worker.sandbox.salesforce.store import (
     ReferenceColumn,
     StringColumn,
     Table,
+)
+from crm_kpi_worker.sandbox.salesforce.subqueries import (
+    CHILD_BATCH_SIZE,
+    ChildQuery,
+    ChildSelection,
 )
 
 MAX_OFFSET = 2000
@@ -204,7 +210,13 @@ class Filter:
 
     def _left(self, left: ast.FieldRef | ast.FuncCall) -> tuple[Accessor, str | None]:
         if isinstance(left, ast.FieldRef):
-            return resolve(self.table, left.path, self.ctx), None
+            accessor = resolve(self.table, left.path, self.ctx)
+            if not describe.filterable(accessor.definition):
+                raise QueryError(
+                    "INVALID_FIELD",
+                    f"field '{accessor.definition.name}' can not be filtered in query call",
+                )
+            return accessor, None
         if left.name not in _DATE_FUNCTIONS or len(left.args) != 1:
             raise QueryError(
                 "MALFORMED_QUERY",
@@ -507,6 +519,7 @@ class Output:
     # The field an item selects as it is stored (None for computed items such as
     # convertCurrency and subqueries): Bulk API CSV pages read its column directly.
     accessor: Accessor | None = None
+    children: ChildQuery | None = None  # a relationship subquery's rows and their rendering
 
 
 @dataclass
@@ -545,10 +558,23 @@ class Plan:
             keys.append(groups)
         return rows[np.lexsort(keys)]
 
-    def render(self, rows: np.ndarray, version: str) -> list[dict[str, Any]]:
+    def render(
+        self,
+        rows: np.ndarray,
+        version: str,
+        selected: dict[int, ChildSelection] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The records of ``rows``; ``selected``: child rows already chosen for them, by output
+        position (a page chooses them to count them, and renders what it counted)."""
         if self.aggregates:
             return [self.aggregate(rows)]
-        columns = [(output, output.render(rows, version)) for output in self.outputs]
+        columns = []
+        for position, output in enumerate(self.outputs):
+            if output.children is not None and selected and position in selected:
+                values = output.children.render(selected[position], len(rows), version)
+            else:
+                values = output.render(rows, version)
+            columns.append((output, values))
         nested_targets: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, Table]] = {}
         for output in self.outputs:
             for depth in range(1, len(output.nest) + 1):
@@ -607,6 +633,14 @@ class Plan:
             records.append(record)
         return records
 
+    def select_children(self, rows: np.ndarray) -> dict[int, ChildSelection]:
+        """The child rows of ``rows`` for each relationship subquery, by output position."""
+        return {
+            position: output.children.select(rows)
+            for position, output in enumerate(self.outputs)
+            if output.children is not None
+        }
+
     def aggregate(self, rows: np.ndarray) -> dict[str, Any]:
         record: dict[str, Any] = {"attributes": {"type": "AggregateResult"}}
         for key, call, accessor in self.aggregates:
@@ -654,6 +688,11 @@ def build_plan(query: ast.Query, ctx: Context, table: Table | None = None) -> Pl
     order = []
     for item in query.order_by:
         accessor = resolve(table, item.field.path, ctx)
+        if not describe.sortable(accessor.definition):
+            raise QueryError(
+                "INVALID_FIELD",
+                f"field '{accessor.definition.name}' can not be sorted in a query call",
+            )
         nulls_last = item.nulls_last if item.nulls_last is not None else item.descending
         order.append((accessor, item.descending, nulls_last))
     outputs: list[Output] = []
@@ -769,65 +808,12 @@ def _child_output(table: Table, query: ast.Query, ctx: Context) -> Output:
     plan = build_plan(query, ctx, child)
     if plan.aggregates:
         raise QueryError("MALFORMED_QUERY", "aggregate functions are not allowed in subqueries")
-    fk = child.columns[relationship.field.lower()]
+    children = ChildQuery(table, child, child.columns[relationship.field.lower()], plan)
 
     def render(rows: np.ndarray, version: str) -> list[Any]:
-        parents_of_children = _parents(fk, child, table)
-        order = np.argsort(parents_of_children, kind="stable")
-        sorted_parents = parents_of_children[order]
-        starts = np.searchsorted(sorted_parents, rows, "left")
-        ends = np.searchsorted(sorted_parents, rows, "right")
-        counts = ends - starts
-        if not counts.sum():
-            return [None] * len(rows)
-        group = np.repeat(np.arange(len(rows)), counts)
-        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        child_rows = order[np.repeat(starts, counts) + offsets]
-        if not ctx.include_deleted and child.sobject.has_is_deleted:
-            alive = ~child.columns["isdeleted"].vector(child_rows)[0]
-            child_rows, group = child_rows[alive], group[alive]
-        if plan.where is not None and len(child_rows):
-            keep = plan.where.mask(plan.where.condition, child_rows)
-            child_rows, group = child_rows[keep], group[keep]
-        sort_index = _child_sort(plan, child_rows, group)
-        child_rows, group = child_rows[sort_index], group[sort_index]
-        if query.offset or query.limit is not None:
-            size = np.bincount(group, minlength=len(rows))
-            rank = np.arange(len(group)) - np.repeat(np.cumsum(size) - size, size)
-            keep = rank >= (query.offset or 0)
-            if query.limit is not None:
-                keep &= rank < (query.offset or 0) + query.limit
-            child_rows, group = child_rows[keep], group[keep]
-        records = plan.render(child_rows, version)
-        grouped: list[list[dict[str, Any]]] = [[] for _ in range(len(rows))]
-        for record, owner in zip(records, group.tolist(), strict=True):
-            grouped[owner].append(record)
-        return [
-            {"totalSize": len(items), "done": True, "records": items} if items else None
-            for items in grouped
-        ]
+        return children.render(children.select(rows), len(rows), version)
 
-    return Output(relationship.name, [], render)
-
-
-def _child_sort(plan: Plan, rows: np.ndarray, group: np.ndarray) -> np.ndarray:
-    keys: list[np.ndarray] = [rows]
-    for accessor, descending, nulls_last in reversed(plan.order):
-        values, null = accessor.sort_keys(rows)
-        values = np.where(null, 0, values)
-        keys.append(-values if descending else values)
-        keys.append(~null if not nulls_last else null)
-    keys.append(group)
-    return np.lexsort(keys)
-
-
-def _parents(fk: Column, child: Table, parent: Table) -> np.ndarray:
-    rows = np.arange(child.size)
-    if isinstance(fk, PolymorphicReferenceColumn):
-        code = fk.prefixes.index(parent.sobject.key_prefix)
-        return np.where(fk.codes[rows] == code, fk.rows[rows], -1).astype(np.int64)
-    assert isinstance(fk, ReferenceColumn)
-    return fk.data[rows].astype(np.int64)
+    return Output(relationship.name, [], render, children=children)
 
 
 # ---- entry point ----------------------------------------------------------------------------
@@ -835,14 +821,42 @@ def _parents(fk: Column, child: Table, parent: Table) -> np.ndarray:
 
 @dataclass
 class QueryResult:
+    """A query's answer, served a batch at a time (``query``, then ``queryMore``).
+
+    Batches follow Salesforce's documented rule for the batch size (the REST API's Query
+    Options header, the SOAP API's QueryOptions): child records of relationship subqueries
+    count toward it, and a batch may hold fewer records than asked. A batch takes parent rows
+    while the parents plus the child records inlined in them stay within the batch size, and
+    always at least one parent (a parent with more children than the batch size is served
+    alone). A parent inlines at most ``CHILD_BATCH_SIZE`` child records per subquery (the rest
+    follow that child result's own ``nextRecordsUrl``, see ``queries.py``), so that is what it
+    counts. ``total`` stays the number of parent rows.
+    """
+
     plan: Plan
     rows: np.ndarray  # every row of the answer, in order (empty for COUNT())
     total: int
 
-    def page(self, start: int, size: int, version: str) -> list[dict[str, Any]]:
+    def page(self, start: int, size: int, version: str) -> tuple[list[dict[str, Any]], int]:
+        """The records of the batch starting at row ``start`` of at most ``size`` records
+        (children counted), and the row the next batch starts at."""
         if self.plan.aggregates:
-            return [self.plan.aggregate(self.rows)] if start == 0 else []
-        return self.plan.render(self.rows[start : start + size], version)
+            return ([self.plan.aggregate(self.rows)] if start == 0 else []), len(self.rows)
+        window = self.rows[start : start + size]  # every parent costs one record at least
+        if not len(window):
+            return [], start
+        selected = self.plan.select_children(window)
+        cost = np.ones(len(window), dtype=np.int64)
+        for selection in selected.values():
+            cost += np.minimum(selection.counts(len(window)), CHILD_BATCH_SIZE)
+        taken = max(1, int(np.searchsorted(np.cumsum(cost), size, side="right")))
+        rows = window[:taken]
+        chosen = {key: selection.of_first(taken) for key, selection in selected.items()}
+        return self.plan.render(rows, version, chosen), start + taken
+
+    def child_keys(self) -> list[str]:
+        """The record keys holding relationship subqueries' results."""
+        return [output.key for output in self.plan.outputs if output.children is not None]
 
 
 def plan_query(

@@ -1,13 +1,24 @@
 """The sandbox Salesforce's logins and sessions: SOAP ``login()``, the OAuth token endpoint
-(password, client credentials and JWT bearer grants), the sessions they issue, the check of a
-request's session, and the key pair of the JWT bearer flow."""
+(password, client credentials, JWT bearer and refresh token grants), token revocation, the
+sessions they issue, the check of a request's session, and the key pair of the JWT bearer flow.
+
+Refresh tokens come from the web server or user-agent flows on Salesforce, which need a
+browser; the sandbox issues them instead: one given in its credentials
+(``Credentials.refresh_token``, for the integration user) and any number from
+``POST /_sandbox/refresh-tokens`` (``{"username": ...}``, the integration user by default).
+They live until revoked (``POST /services/oauth2/revoke``), which also ends the sessions they
+opened; expiring sessions (``/_sandbox/expire-sessions``, the ``expire_session`` fault)
+leaves them valid, as Salesforce's session timeout does.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import secrets
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -35,6 +46,12 @@ class Credentials:
     password: str = DEFAULT_PASSWORD
     client_id: str = DEFAULT_CLIENT_ID
     client_secret: str = DEFAULT_CLIENT_SECRET
+    #: A refresh token the org honours for the integration user from the start (None: only
+    #: the ones issued by ``/_sandbox/refresh-tokens``).
+    refresh_token: str | None = None
+    #: The connected app's "Require Secret for Refresh Token Flow": off, a refresh token
+    #: grant may leave client_secret out (a wrong one is still refused).
+    refresh_needs_secret: bool = True
 
     def __repr__(self) -> str:  # the sandbox's defaults are public; custom ones may not be
         return f"Credentials(username={self.username!r}, client_id={self.client_id!r})"
@@ -43,11 +60,49 @@ class Credentials:
 DEFAULT_CREDENTIALS = Credentials()
 
 
+@dataclass
+class RefreshTokens:
+    """The refresh tokens the org honours (token -> user row), and the sessions each opened."""
+
+    users: dict[str, int] = field(default_factory=dict)
+    sessions: dict[str, set[str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def of(cls, credentials: Credentials, admin_row: int) -> RefreshTokens:
+        tokens = cls()
+        if credentials.refresh_token:
+            tokens.users[credentials.refresh_token] = admin_row
+        return tokens
+
+    def issue(self, user_row: int) -> str:
+        token = f"5Aep861{secrets.token_urlsafe(64)}"
+        with self.lock:
+            self.users[token] = user_row
+        return token
+
+    def user_of(self, token: str) -> int | None:
+        with self.lock:
+            return self.users.get(token)
+
+    def opened(self, token: str, session: str) -> None:
+        with self.lock:
+            self.sessions.setdefault(token, set()).add(session)
+
+    def revoke(self, token: str) -> set[str] | None:
+        """Forget ``token``: the sessions it opened (None: not a refresh token)."""
+        with self.lock:
+            if self.users.pop(token, None) is None:
+                return None
+            return self.sessions.pop(token, set())
+
+
 class LoginRoutes(OrgRoutes):
     """Logins (not counted as API calls) and the sessions they open."""
 
     credentials: Credentials
     jwt_public_key: bytes | None
+    refresh_tokens: RefreshTokens
     _sessions: dict[str, int]  # access token -> user row
 
     def _authenticate(self, request: Request) -> int:
@@ -157,49 +212,113 @@ class LoginRoutes(OrgRoutes):
         return Response(body, status=200, content_type="text/xml;charset=UTF-8")
 
     def on_oauth_token(self, request: Request) -> Response:
-        form = request.form
-        grant = form.get("grant_type", "")
-        user_row: int | None = self.org.admin_row
-        if grant == "password":
-            if (
-                form.get("client_id") != self.credentials.client_id
-                or form.get("client_secret") != self.credentials.client_secret
-            ):
-                return _oauth_error("invalid_client_id", "client identifier invalid")
-            user_row = self.login_user(form.get("username"), form.get("password"))
-            if user_row is None:
-                return _oauth_error("invalid_grant", "authentication failure")
-        elif grant == "client_credentials":
-            scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-            try:
-                client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
-            except ValueError:
-                client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-            if scheme.lower() != "basic":
-                client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-            if client_id != self.credentials.client_id or secret != self.credentials.client_secret:
-                return _oauth_error("invalid_client", "invalid client credentials")
-        elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            problem, user_row = self._check_jwt(form.get("assertion", ""))
-            if problem is not None:
-                return _oauth_error("invalid_grant", problem)
-        else:
+        grant = request.form.get("grant_type", "")
+        check = _GRANTS.get(grant)
+        if check is None:
             return _oauth_error("unsupported_grant_type", "grant type not supported")
-        assert user_row is not None
-        token = self.new_session(user_row)
-        issued = str(self.org.now_ms())
+        outcome = check(self, request)
+        if isinstance(outcome, Response):
+            return outcome
+        token = self.new_session(outcome)
         body: dict[str, Any] = {
             "access_token": token,
             "instance_url": self.base_url,
-            "id": f"https://login.salesforce.com/id/{ORG_ID}/{make_id('005', user_row)}",
+            "id": f"https://login.salesforce.com/id/{ORG_ID}/{make_id('005', outcome)}",
             "token_type": "Bearer",
-            "issued_at": issued,
+            "issued_at": str(self.org.now_ms()),
         }
+        if grant == "refresh_token":
+            # The new access token only: the refresh token stays the one the client holds.
+            self.refresh_tokens.opened(request.form["refresh_token"], token)
+            body["scope"] = "api refresh_token"
         if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             body["scope"] = "api"
         else:
             body["signature"] = base64.b64encode(secrets.token_bytes(32)).decode()
         return self._json(body)
+
+    def _password_grant(self, request: Request) -> int | Response:
+        form = request.form
+        if (
+            form.get("client_id") != self.credentials.client_id
+            or form.get("client_secret") != self.credentials.client_secret
+        ):
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        user_row = self.login_user(form.get("username"), form.get("password"))
+        if user_row is None:
+            return _oauth_error("invalid_grant", "authentication failure")
+        return user_row
+
+    def _client_credentials_grant(self, request: Request) -> int | Response:
+        form = request.form
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
+        except ValueError:
+            client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        if scheme.lower() != "basic":
+            client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        if client_id != self.credentials.client_id or secret != self.credentials.client_secret:
+            return _oauth_error("invalid_client", "invalid client credentials")
+        return self.org.admin_row
+
+    def _jwt_grant(self, request: Request) -> int | Response:
+        problem, user_row = self._check_jwt(request.form.get("assertion", ""))
+        if problem is not None:
+            return _oauth_error("invalid_grant", problem)
+        assert user_row is not None
+        return user_row
+
+    def _refresh_token_grant(self, request: Request) -> int | Response:
+        """OAuth 2.0 refresh token flow: the connected app's consumer key, its secret (unless
+        the app does not require it for this flow) and a refresh token the org honours."""
+        form = request.form
+        if form.get("client_id") != self.credentials.client_id:
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        secret = form.get("client_secret")
+        if (secret is None and self.credentials.refresh_needs_secret) or (
+            secret is not None and secret != self.credentials.client_secret
+        ):
+            return _oauth_error("invalid_client", "invalid client credentials")
+        user_row = self.refresh_tokens.user_of(form.get("refresh_token", ""))
+        if user_row is None:
+            return _oauth_error("invalid_grant", "expired access/refresh token")
+        return user_row
+
+    def issue_refresh_token(self, username: str | None = None) -> str:
+        """A refresh token for the integration user or the active user named ``username``
+        (ValueError when there is none)."""
+        if username is None or username == self.credentials.username:
+            return self.refresh_tokens.issue(self.org.admin_row)
+        user_row = self.user_by_username(username)
+        if user_row is None:
+            raise ValueError(f"no active user has the username {username!r}")
+        return self.refresh_tokens.issue(user_row)
+
+    def on_oauth_revoke(self, request: Request) -> Response:
+        """``/services/oauth2/revoke``: a refresh token (and the sessions it opened) or one
+        access token; 400 ``invalid_token`` for anything else."""
+        token = request.form.get("token") or request.args.get("token") or ""
+        sessions = self.refresh_tokens.revoke(token)
+        with self._lock:
+            if sessions is None and self._sessions.pop(token, None) is None:
+                return _oauth_error("invalid_token", "invalid token")
+            for session in sessions or ():
+                self._sessions.pop(session, None)
+        return Response(status=200)
+
+    def on_admin_refresh_tokens(self, request: Request) -> Response:
+        """``POST /_sandbox/refresh-tokens`` ``{"username": ...}`` (optional): a new refresh
+        token for that user (the integration user by default)."""
+        try:
+            body = json.loads(request.get_data(as_text=True) or "{}")
+            username = body.get("username") if isinstance(body, dict) else None
+            token = self.issue_refresh_token(username)
+        except (ValueError, AttributeError) as exc:
+            return self._json({"error": str(exc)}, 400)
+        return self._json(
+            {"refresh_token": token, "username": username or self.credentials.username}, 201
+        )
 
     def _check_jwt(self, assertion: str) -> tuple[str | None, int | None]:
         """(the problem, None) or (None, the user row the assertion's subject names)."""
@@ -232,6 +351,14 @@ class LoginRoutes(OrgRoutes):
     def on_admin_expire(self, request: Request) -> Response:
         self.expire_sessions()
         return Response(status=204)
+
+
+_GRANTS: dict[str, Callable[[LoginRoutes, Request], int | Response]] = {
+    "password": LoginRoutes._password_grant,
+    "client_credentials": LoginRoutes._client_credentials_grant,
+    "urn:ietf:params:oauth:grant-type:jwt-bearer": LoginRoutes._jwt_grant,
+    "refresh_token": LoginRoutes._refresh_token_grant,
+}
 
 
 def _soap_fault(code: str, message: str) -> Response:

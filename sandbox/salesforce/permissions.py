@@ -60,7 +60,8 @@ UNSECURED_OBJECTS = frozenset(
 STANDARD_PERMISSIONABLE_OBJECTS = frozenset({"account", "opportunity"})
 # Objects whose read access is another object's.
 ACCESS_FOLLOWS = {"opportunityhistory": "opportunity", "opportunityfieldhistory": "opportunity"}
-_SYSTEM_FIELDS = frozenset(
+#: Fields the org sets itself (lower case): no field-level security, defaulted on create.
+SYSTEM_FIELDS = frozenset(
     {
         "id",
         "isdeleted",
@@ -99,7 +100,7 @@ def is_permissionable(definition: FieldDef) -> bool:
     return (
         definition.type != "id"
         and not definition.name_field
-        and definition.name.lower() not in _SYSTEM_FIELDS
+        and definition.name.lower() not in SYSTEM_FIELDS
         and (definition.nillable or definition.type == "boolean")
     )
 

@@ -1,5 +1,13 @@
 """The sandbox Salesforce's SOQL resources: ``query`` and ``queryAll``, their pages, and the
-cursors (query locators) that ``nextRecordsUrl`` continues."""
+cursors (query locators) that ``nextRecordsUrl`` continues.
+
+How many records a page holds is :class:`engine.QueryResult`'s rule (child records count
+toward the batch size). A child result holding more than ``CHILD_BATCH_SIZE`` records
+is cut there: ``done: false``, its ``totalSize`` all of that parent's children, and a
+``nextRecordsUrl`` of its own (a ``/query/`` locator, as Salesforce's) that serves the rest in
+batches. The cursors of child results do not count toward the open cursors a session may keep
+(they belong to the query that made them) and go when read to the end or idle.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from crm_kpi_worker.sandbox.salesforce import engine
 from crm_kpi_worker.sandbox.salesforce.routes import OrgRoutes, SalesforceError
+from crm_kpi_worker.sandbox.salesforce.subqueries import CHILD_BATCH_SIZE
 
 DEFAULT_BATCH_SIZE = 2000
 MIN_BATCH_SIZE = 200
@@ -21,11 +30,33 @@ MAX_CURSORS_PER_SESSION = 10
 
 
 @dataclass
+class ChildRecords:
+    """One parent's child result, for the cursor that serves what the parent did not inline."""
+
+    records: list[dict[str, Any]]
+
+    @property
+    def total(self) -> int:
+        return len(self.records)
+
+    def page(self, start: int, size: int, version: str) -> tuple[list[dict[str, Any]], int]:
+        end = min(start + size, len(self.records))
+        return self.records[start:end], end
+
+    def child_keys(self) -> list[str]:
+        return []
+
+
+@dataclass
 class Cursor:
-    result: engine.QueryResult
+    result: engine.QueryResult | ChildRecords
     token: str
     batch_size: int
     used_at: float
+
+    @property
+    def is_child(self) -> bool:
+        return isinstance(self.result, ChildRecords)
 
 
 class QueryRoutes(OrgRoutes):
@@ -95,7 +126,7 @@ class QueryRoutes(OrgRoutes):
 
     def _page(
         self,
-        result: engine.QueryResult,
+        result: engine.QueryResult | ChildRecords,
         start: int,
         batch_size: int,
         version: str,
@@ -104,27 +135,62 @@ class QueryRoutes(OrgRoutes):
         cursor_id: str | None,
     ) -> Response:
         with self.org.lock:
-            records = result.page(start, batch_size, version)
-        end = start + batch_size
-        done = result.plan.aggregates != [] or end >= len(result.rows)
+            records, end = result.page(start, batch_size, version)
+        rows = result.rows if isinstance(result, engine.QueryResult) else result.records
+        done = end >= len(rows)
         body: dict[str, Any] = {"totalSize": result.total, "done": done}
         if not done:
-            with self._lock:
-                if cursor_id is None:
-                    self._cursor_seq += 1
-                    cursor_id = f"01gSb{self._cursor_seq:010d}"
-                    self._cursors[cursor_id] = Cursor(result, token, batch_size, time.monotonic())
-                    self._limit_cursors(token)
-                else:
+            if cursor_id is None:
+                cursor_id = self._open_cursor(result, token, batch_size)
+            else:
+                with self._lock:
                     self._cursors[cursor_id].used_at = time.monotonic()
                     self._cursors.move_to_end(cursor_id)
             body["nextRecordsUrl"] = f"/services/data/v{version}/{endpoint}/{cursor_id}-{end}"
         elif cursor_id is not None:
             with self._lock:
                 self._cursors.pop(cursor_id, None)
+        for key in result.child_keys():
+            for record in records:
+                self._cut_children(record, key, token, batch_size, version, endpoint)
         body["records"] = records
         self.stats.rows_served += len(records)
         return self._json(body)
+
+    def _open_cursor(
+        self, result: engine.QueryResult | ChildRecords, token: str, batch_size: int
+    ) -> str:
+        with self._lock:
+            self._cursor_seq += 1
+            cursor_id = f"01gSb{self._cursor_seq:010d}"
+            self._cursors[cursor_id] = Cursor(result, token, batch_size, time.monotonic())
+            self._limit_cursors(token)
+        return cursor_id
+
+    def _cut_children(
+        self,
+        record: dict[str, Any],
+        key: str,
+        token: str,
+        batch_size: int,
+        version: str,
+        endpoint: str,
+    ) -> None:
+        """Cut ``record``'s child result ``key`` after ``CHILD_BATCH_SIZE`` records; the rest
+        wait behind a cursor of their own."""
+        children = record.get(key)
+        if children is None or len(children["records"]) <= CHILD_BATCH_SIZE:
+            return
+        every = children["records"]
+        cursor_id = self._open_cursor(ChildRecords(every), token, batch_size)
+        record[key] = {
+            "totalSize": len(every),
+            "done": False,
+            "nextRecordsUrl": (
+                f"/services/data/v{version}/{endpoint}/{cursor_id}-{CHILD_BATCH_SIZE}"
+            ),
+            "records": every[:CHILD_BATCH_SIZE],
+        }
 
     def _expire_cursors(self) -> None:
         now = time.monotonic()
@@ -132,7 +198,7 @@ class QueryRoutes(OrgRoutes):
             del self._cursors[key]
 
     def _limit_cursors(self, token: str) -> None:
-        mine = [k for k, c in self._cursors.items() if c.token == token]
+        mine = [k for k, c in self._cursors.items() if c.token == token and not c.is_child]
         for key in mine[: max(0, len(mine) - MAX_CURSORS_PER_SESSION)]:
             del self._cursors[key]
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from werkzeug.wrappers import Request, Response
 
+from crm_kpi_worker.sandbox.salesforce.describe import global_entry
 from crm_kpi_worker.sandbox.salesforce.org import RecordError
 from crm_kpi_worker.sandbox.salesforce.routes import OrgRoutes, SalesforceError
 
@@ -22,7 +23,7 @@ class RecordRoutes(OrgRoutes):
         if request.method == "GET":
             return self._json(
                 {
-                    "objectDescribe": table.sobject.summary(f"/services/data/v{version}"),
+                    "objectDescribe": global_entry(table.sobject, f"/services/data/v{version}"),
                     "recentItems": [],
                 }
             )

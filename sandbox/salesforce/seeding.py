@@ -9,7 +9,7 @@ from other columns (an Opportunity's Name) are computed only for the rows asked 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,29 +65,40 @@ def seed_org(org: SandboxOrg) -> None:
 def _build_users(org: SandboxOrg) -> None:
     users = org.data.users
     n = len(users) + 1  # + the API user the sandbox credentials log in as
-    sobject = SObjectDef("User", "User", "Users", "005", createable=False)
+    sobject = SObjectDef("User", "User", "Users", "005", createable=False, layoutable=True)
     table = org.new_table(sobject, n)
     first = [*users.first_name, "Sandbox"]
     last = [*users.last_name, "Admin"]
     emails = [*users.email, ADMIN_USERNAME]
-    ro = dict(createable=False, updateable=False)
+    ro: dict[str, Any] = dict(createable=False, updateable=False)
+    # FirstName and LastName are the components of the compound Name.
+    name: dict[str, Any] = dict(compound_field_name="Name", extra_type_info="personname")
     table.add(
         StringColumn.from_values(
             FieldDef("Username", "string", "Username", nillable=False, length=80, **ro), emails
         )
     )
     table.add(
-        StringColumn.from_values(FieldDef("FirstName", "string", "First Name", length=40), first)
+        StringColumn.from_values(
+            FieldDef("FirstName", "string", "First Name", length=40, **name), first
+        )
     )
     table.add(
         StringColumn.from_values(
-            FieldDef("LastName", "string", "Last Name", nillable=False, length=80), last
+            FieldDef("LastName", "string", "Last Name", nillable=False, length=80, **name), last
         )
     )
     table.add(
         StringColumn.from_values(
             FieldDef(
-                "Name", "string", "Full Name", nillable=False, length=121, name_field=True, **ro
+                "Name",
+                "string",
+                "Full Name",
+                nillable=False,
+                length=121,
+                name_field=True,
+                extra_type_info="personname",
+                **ro,
             ),
             [f"{f} {la}" for f, la in zip(first, last, strict=True)],
         )

@@ -36,7 +36,7 @@ from werkzeug.wrappers import Request, Response
 from crm_kpi_worker.connectors.http import build_session
 from crm_kpi_worker.sandbox.dataset import Dataset
 from crm_kpi_worker.sandbox.faults import FaultPlan
-from crm_kpi_worker.sandbox.salesforce import engine
+from crm_kpi_worker.sandbox.salesforce import describe, engine
 from crm_kpi_worker.sandbox.salesforce.bulk_ingest import BulkIngestRoutes, ingest_rules
 from crm_kpi_worker.sandbox.salesforce.bulk_jobs import BulkJobStore, BulkLimits
 from crm_kpi_worker.sandbox.salesforce.bulk_query import BulkQueryRoutes, query_rules
@@ -44,6 +44,7 @@ from crm_kpi_worker.sandbox.salesforce.login import (
     DEFAULT_CREDENTIALS,
     Credentials,
     LoginRoutes,
+    RefreshTokens,
     _make_jwt_key,
 )
 from crm_kpi_worker.sandbox.salesforce.metadata_api import (
@@ -112,6 +113,7 @@ class SalesforceSandboxApp(
         self.stats = Stats()
         self.write_log = WriteLog()  # every record written, and by whom (tests)
         self._sessions: dict[str, int] = {}  # access token -> user row
+        self.refresh_tokens = RefreshTokens.of(credentials, org.admin_row)
         self._cursors: OrderedDict[str, Cursor] = OrderedDict()
         self._cursor_seq = 0
         self._lock = threading.Lock()
@@ -130,6 +132,7 @@ class SalesforceSandboxApp(
                 Rule("/services/Soap/u/<version>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/Soap/u/<version>/<org>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
+                Rule("/services/oauth2/revoke", endpoint="oauth_revoke", methods=["GET", "POST"]),
                 Rule("/services/data", endpoint="versions", methods=["GET"], strict_slashes=False),
                 Rule(
                     "/services/data/v<version>",
@@ -237,6 +240,7 @@ class SalesforceSandboxApp(
                 Rule("/_sandbox/expire-sessions", endpoint="admin_expire", methods=["POST"]),
                 *query_rules(),
                 *ingest_rules(),
+                Rule("/_sandbox/refresh-tokens", endpoint="admin_refresh_tokens", methods=["POST"]),
             ]
         )
 
@@ -274,7 +278,7 @@ class SalesforceSandboxApp(
             return handler(request, **args)
         if endpoint == "metadata":  # SOAP: its own session header, faults and accounting
             return handler(request, **args)
-        if endpoint.startswith("admin_") or endpoint == "versions":
+        if endpoint.startswith("admin_") or endpoint in {"versions", "oauth_revoke"}:
             return handler(request, **args)  # no session needed, not counted (as Salesforce)
         try:
             self._check_version(args.get("version"))
@@ -381,7 +385,7 @@ class SalesforceSandboxApp(
                 "encoding": "UTF-8",
                 "maxBatchSize": MAX_COLLECTION_RECORDS,
                 "sobjects": [
-                    t.sobject.summary(base)
+                    describe.global_entry(t.sobject, base)
                     for t in self.org.tables.values()
                     if access is None or access.can_read_object(t)
                 ],
@@ -392,13 +396,16 @@ class SalesforceSandboxApp(
         table = self._table(sobject, user_row)
         access = self.org.access_for(user_row)
         with self.org.lock:
-            body = table.sobject.describe(f"/services/data/v{version}", {})
-            if access is not None:  # the fields the user cannot read do not exist for them
-                body["fields"] = [
-                    f
-                    for f, d in zip(body["fields"], table.sobject.fields.values(), strict=True)
-                    if access.can_read_field(table, d)
-                ]
+            # The fields the user cannot read do not exist for them.
+            fields = [
+                d
+                for d in table.sobject.fields.values()
+                if access is None or access.can_read_field(table, d)
+            ]
+            sobjects = {name: t.sobject for name, t in self.org.tables.items()}
+            body = describe.describe_sobject(
+                table.sobject, f"/services/data/v{version}", self.base_url, sobjects, fields
+            )
         return self._json(body)
 
 
@@ -492,6 +499,10 @@ class SalesforceSandbox(LoopbackServer):
         yield f"  every active user logs in with their Username and password {creds.password}"
         yield f"  OAuth client id / secret: {creds.client_id} / {creds.client_secret}"
         yield f"  JWT bearer: consumer key {creds.client_id}, private key {self.jwt_key_path}"
+        yield (
+            f"  refresh tokens: {creds.refresh_token or 'none yet'}; more from POST"
+            f" {self.url}/_sandbox/refresh-tokens, revoked at /services/oauth2/revoke"
+        )
         yield f"  login_url for a config: {self.url}"
         data = self.org.data
         yield (

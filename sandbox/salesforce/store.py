@@ -80,62 +80,32 @@ class FieldDef:
     help_text: str | None = None
     name_field: bool = False
     default_on_create: Any = None  # value a create gets when it does not set the field
+    #: The compound field this one is a component of (BillingCountry: BillingAddress).
+    compound_field_name: str | None = None
+    #: Salesforce's extra type information (a person's name: ``personname``).
+    extra_type_info: str | None = None
 
-    def describe(self) -> dict[str, Any]:
-        soap = {
-            "id": "tns:ID",
-            "reference": "tns:ID",
-            "boolean": "xsd:boolean",
-            "date": "xsd:date",
-            "datetime": "xsd:dateTime",
-            "int": "xsd:int",
-        }.get(self.type, "xsd:double" if self.type in NUMBER_TYPES else "xsd:string")
-        return {
-            "aggregatable": self.type not in {"textarea"},
-            "autoNumber": False,
-            "byteLength": self.length * 3 if self.type in STRING_TYPES else 0,
-            "calculated": self.calculated,
-            "caseSensitive": False,
-            "createable": self.createable,
-            "custom": self.custom,
-            "defaultValue": False if self.type == "boolean" else None,
-            "defaultedOnCreate": self.type == "boolean"
-            or self.name in _SYSTEM_FIELDS
-            or self.default_on_create is not None,
-            "digits": 9 if self.type == "int" else 0,
-            "externalId": self.external_id,
-            "filterable": self.type != "textarea",
-            "groupable": self.type not in NUMBER_TYPES - {"int"} | {"textarea", "datetime"},
-            "idLookup": self.type == "id" or self.external_id,
-            "inlineHelpText": self.help_text,
-            "label": self.label,
-            "length": self.length,
-            "name": self.name,
-            "nameField": self.name_field,
-            "nillable": self.nillable,
-            "picklistValues": [value.describe() for value in self.picklist],
-            "precision": self.precision,
-            "referenceTo": list(self.reference_to),
-            "relationshipName": self.relationship_name,
-            "restrictedPicklist": False,
-            "scale": self.scale,
-            "soapType": soap,
-            "sortable": self.type != "textarea",
-            "type": self.type,
-            "unique": self.unique,
-            "updateable": self.updateable,
-        }
+    def __post_init__(self) -> None:
+        # Salesforce's sizes for a field of the type when its definition gives none.
+        if not self.length:
+            self.length = _DEFAULT_LENGTHS.get(self.type, 0)
+        if not self.precision and self.type in _DEFAULT_PRECISIONS:
+            self.precision, self.scale = _DEFAULT_PRECISIONS[self.type]
 
 
-_SYSTEM_FIELDS = {
-    "Id",
-    "IsDeleted",
-    "CreatedDate",
-    "CreatedById",
-    "LastModifiedDate",
-    "LastModifiedById",
-    "SystemModstamp",
+_DEFAULT_LENGTHS = {
+    "string": 255,
+    "picklist": 255,
+    "combobox": 255,
+    "textarea": 255,
+    "url": 255,
+    "email": 80,
+    "phone": 40,
+    "anyType": 255,
+    "id": 18,
+    "reference": 18,
 }
+_DEFAULT_PRECISIONS = {"currency": (18, 2), "double": (18, 0), "percent": (3, 0)}
 
 
 @dataclass(frozen=True)
@@ -157,6 +127,11 @@ class SObjectDef:
     createable: bool = True
     updateable: bool = True
     hard_delete: bool = False  # deleted for good, no recycle bin (setup objects)
+    layoutable: bool | None = None  # see is_layoutable (None: custom objects are)
+    mergeable: bool = False  # records can be merged (accounts)
+    #: (entity type, parent object) of an object that belongs to another, e.g. a field
+    #: history: ("History", "Opportunity").
+    associate: tuple[str, str] | None = None
 
     def add_field(self, definition: FieldDef) -> FieldDef:
         self.fields[definition.name.lower()] = definition
@@ -176,55 +151,11 @@ class SObjectDef:
     def has_is_deleted(self) -> bool:
         return "isdeleted" in self.fields
 
-    def summary(self, base: str) -> dict[str, Any]:
-        return {
-            "activateable": False,
-            "createable": self.createable,
-            "custom": self.custom,
-            "customSetting": False,
-            "deletable": self.createable,
-            "deprecatedAndHidden": False,
-            "feedEnabled": False,
-            "keyPrefix": self.key_prefix,
-            "label": self.label,
-            "labelPlural": self.label_plural,
-            "layoutable": True,
-            "mergeable": False,
-            "mruEnabled": False,
-            "name": self.name,
-            "queryable": True,
-            "replicateable": True,
-            "retrieveable": True,
-            "searchable": True,
-            "triggerable": True,
-            "undeletable": self.has_is_deleted,
-            "updateable": self.updateable,
-            "urls": {
-                "sobject": f"{base}/sobjects/{self.name}",
-                "describe": f"{base}/sobjects/{self.name}/describe",
-                "rowTemplate": f"{base}/sobjects/{self.name}/{{ID}}",
-            },
-        }
-
-    def describe(self, base: str, tables: dict[str, SObjectDef]) -> dict[str, Any]:
-        children = [
-            {
-                "cascadeDelete": True,
-                "childSObject": rel.child,
-                "deprecatedAndHidden": False,
-                "field": rel.field,
-                "relationshipName": rel.name,
-                "restrictedDelete": False,
-            }
-            for rel in self.children.values()
-        ]
-        return {
-            **self.summary(base),
-            "childRelationships": children,
-            "fields": [definition.describe() for definition in self.fields.values()],
-            "recordTypeInfos": [],
-            "supportedScopes": [{"label": "All", "name": "everything"}],
-        }
+    @property
+    def is_layoutable(self) -> bool:
+        """An object users work with in the app (page layouts, search, recent items,
+        triggers): the standard ones marked so, and every custom object."""
+        return self.custom if self.layoutable is None else self.layoutable
 
 
 # ---- columns --------------------------------------------------------------------------------
