@@ -36,7 +36,7 @@ def test_standalone_sandbox_serves_every_page_to_the_real_client() -> None:
     assert result.server_peak_mb > 0
     lines = result.lines()
     assert lines[0] == "deals 5,000"
-    assert "ratio 1.000" in lines[3] and "child records count toward the batch" in lines[3]
+    assert "ratio 1.000" in lines[3] and "child records count toward the batch" in lines[4]
 
 
 def test_the_standalone_sandbox_honours_the_refresh_tokens_it_gives() -> None:
