@@ -119,13 +119,19 @@ def grant_fields(
     sf.PermissionSetAssignment.create({"AssigneeId": me, "PermissionSetId": permission_set})
 
 
-def write_demo_config(sandbox: SalesforceSandbox, folder: Path) -> Path:
-    """The shipped demo config, pointed at ``sandbox``, with its store in ``folder``."""
+#: Source settings of a demo config that keeps every pull and write on REST (query pages,
+#: sObject Collections), for tests of what those calls do.
+REST_ONLY = "    bulk: {pull_above: null, write_above: null}\n"
+
+
+def write_demo_config(sandbox: SalesforceSandbox, folder: Path, source_extra: str = "") -> Path:
+    """The shipped demo config, pointed at ``sandbox``, with its store in ``folder``;
+    ``source_extra``: more settings of the source (indented lines, e.g. :data:`REST_ONLY`)."""
     text = path_of("demo-salesforce.yaml").read_text(encoding="utf-8")
     text = text.replace("login_url: https://127.0.0.1:0", f"login_url: {sandbox.url}")
     text = text.replace(
         "instance_url: https://127.0.0.1:0",
-        f"instance_url: {sandbox.url}\n    ca_bundle: {sandbox.ca_path}",
+        f"instance_url: {sandbox.url}\n{source_extra}    ca_bundle: {sandbox.ca_path}",
     )
     text = text.replace(
         "url: sqlite:///crm-kpi-demo.sqlite", f"url: sqlite:///{folder / 'store.sqlite'}"

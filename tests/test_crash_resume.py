@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_demo_config
+from conftest import REST_ONLY, write_demo_config
 from stored_rows import live_deal_ids, stored_deals
 
 from crm_kpi_worker.sandbox.faults import FaultRule
@@ -101,16 +101,9 @@ def _state(store_path: Path, sandbox: SalesforceSandbox) -> dict[str, Any]:
 #: The Bulk road for pulls and writes of more than 1,000 records; pages of 5 x 200 records,
 #: results pages of 20 x 200 rows (the 5,000 deals take two).
 BULK = "    page_size: 200\n    bulk: {pull_above: 1000, write_above: 1000}\n"
+ROADS = {True: BULK, False: REST_ONLY}
 #: The first Bulk job of a fresh sandbox: the deals' (users and accounts are one REST page).
 DEALS_JOB = make_id("750", 1)
-
-
-def _with_bulk(config: Path) -> Path:
-    text = config.read_text(encoding="utf-8")
-    marker = "    ca_bundle: "
-    at = text.index(marker)
-    config.write_text(text[:at] + BULK + text[at:], encoding="utf-8")
-    return config
 
 
 @pytest.mark.slow
@@ -137,10 +130,9 @@ def test_killed_run_resumes_to_the_same_state(
     crashed, clean = sandboxes
     (tmp_path / "crashed").mkdir()
     (tmp_path / "clean").mkdir()
-    crashed_config = write_demo_config(crashed, tmp_path / "crashed")
-    clean_config = write_demo_config(clean, tmp_path / "clean")
-    if bulk:
-        _with_bulk(crashed_config)
+    # The crashed run takes the road under test; the clean one REST: both end the same.
+    crashed_config = write_demo_config(crashed, tmp_path / "crashed", ROADS[bulk])
+    clean_config = write_demo_config(clean, tmp_path / "clean", REST_ONLY)
     for config in (crashed_config, clean_config):
         _finish(_cli("setup", config=config))
 

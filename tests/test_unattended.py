@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_demo_config
+from conftest import REST_ONLY, write_demo_config
 
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
@@ -126,7 +126,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _config(sandbox: SalesforceSandbox, folder: Path, store_url: str, extra: str = "") -> Path:
-    path = write_demo_config(sandbox, folder)
+    # REST roads: the tests park the worker on query pages and Collections batches.
+    path = write_demo_config(sandbox, folder, REST_ONLY)
     text = path.read_text(encoding="utf-8")
     text = text.replace(f"url: sqlite:///{folder / 'store.sqlite'}", f"url: '{store_url}'")
     path.write_text(text + extra, encoding="utf-8")
