@@ -23,8 +23,7 @@ from crm_kpi_worker.sync.config import AppConfig, SourceBase, StageMap
 from crm_kpi_worker.sync.config_loader import read_quota_csv
 from crm_kpi_worker.sync.model import DealType, Quota, QuotaSource, Rep
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.store.arrays import NULL as NULL_TEXT
-from crm_kpi_worker.sync.store.arrays import Coded, DealArrays, first_seen_codes
+from crm_kpi_worker.sync.store.arrays import Coded, DealArrays
 
 UNASSIGNED_ID = "unassigned"
 _NAT = np.datetime64("NaT", "D")
@@ -148,8 +147,8 @@ def build_input(store: Store, config: AppConfig, source: SourceBase, as_of: dt.d
         credited={str(t) for t in mapping.deal_types.quota_credited},
     )
     parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=50_000)]
-    account_ids: list[str] = []
     arrays = None
+    accounts = kf.Accounts.empty()
     # The demos are read (their query runs without the GIL) while the deals are put in order
     # here: nothing else uses the store or the day converter meanwhile.
     with ThreadPoolExecutor(1, thread_name_prefix="frames-activities") as pool:
@@ -158,17 +157,10 @@ def build_input(store: Store, config: AppConfig, source: SourceBase, as_of: dt.d
             # Deals in id order (the engine adds amounts up in frame order: the same order,
             # the same float sums), accounts numbered in first-seen order along it.
             order = _id_order(np.concatenate([part.pop("id_key") for part in parts]))
-            arrays = {key: np.concatenate([part[key] for part in parts])[order] for key in parts[0]}
-            arrays["account"], account_ids = _accounts(arrays.pop("account_key"))
+            arrays = {key: _joined([part[key] for part in parts], order) for key in parts[0]}
+            arrays["account"], churn = _accounts(arrays.pop("account"), arrays.pop("account_churn"))
+            accounts = kf.Accounts(churn=churn)
         activities = reading.result()
-    churn = {a.id: a.churn_date for a in store.accounts(name) if a.churn_date is not None}
-    churn_days = np.full(len(account_ids), _NAT)
-    if churn:
-        rows = [(i, day) for i, a in enumerate(account_ids) if (day := churn.get(a)) is not None]
-        if rows:
-            index, days = zip(*rows, strict=True)
-            churn_days[list(index)] = _dates(days)
-    accounts = kf.Accounts(churn=churn_days)
     if arrays is None:
         deals = kf.Deals(id=[], owner=[], created=[], close=[], is_won=[], is_lost=[], arr=[])
         owner = np.zeros(0, dtype=np.int32)
@@ -253,30 +245,35 @@ _FORECAST_INDEX = {k: i for i, k in enumerate(kf.FORECAST_CATEGORIES)}
 _EPOCH_DAY = np.datetime64("0001-01-01", "D")
 
 
-def _id_order(keys: np.ndarray) -> np.ndarray:
+def _id_order(keys: np.ndarray) -> np.ndarray | None:
     """The permutation sorting ids given as zero-padded bytes (``S`` dtype) in byte order,
-    which is SQLite's (binary) order of text keys."""
-    if not len(keys):
-        return np.zeros(0, dtype=np.int64)
+    which is SQLite's (binary) order of text keys; None when they are in that order."""
+    if len(keys) < 2 or bool((keys[1:] > keys[:-1]).all()):
+        return None
     width = -(-keys.dtype.itemsize // 8) * 8
     words = keys.astype(f"S{width}").view(">u8").reshape(len(keys), -1)
     return np.lexsort(tuple(words[:, k] for k in range(words.shape[1] - 1, -1, -1)))
 
 
-def _accounts(keys: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def _joined(pieces: list[np.ndarray], order: np.ndarray | None) -> np.ndarray:
+    """The chunks' pieces of one column, one after the other, then put in ``order``."""
+    joined = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    return joined if order is None else joined[order]
+
+
+def _accounts(numbers: np.ndarray, churn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per deal, its account's row (-1 = none), accounts numbered in first-seen order; and
-    the account ids of the rows."""
-    if not len(keys):
-        return np.zeros(0, dtype=np.int32), []
-    width = -(-keys.dtype.itemsize // 8) * 8
-    padded = keys.astype(f"S{width}")
-    codes, first = first_seen_codes(padded.view(np.uint8).reshape(len(keys), width))
-    names = [key.decode() for key in padded[first].tolist()]
-    if NULL_TEXT in names:  # deals without an account
-        none = names.index(NULL_TEXT)
-        del names[none]
-        codes = np.where(codes == none, -1, codes - (codes > none)).astype(np.int32)
-    return codes, names
+    the churn date of each row's account (from the deals' account numbers and churn dates)."""
+    present = np.flatnonzero(numbers >= 0)
+    rows = np.full(len(numbers), -1, dtype=np.int32)
+    if not len(present):
+        return rows, np.zeros(0, dtype="datetime64[D]")
+    _, first, inverse = np.unique(numbers[present], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    rows[present] = rank[inverse.reshape(-1)]
+    return rows, churn[present[first[order]]]
 
 
 def _lookup(column: Coded, convert: Any, dtype: Any = np.int32) -> np.ndarray:
@@ -361,7 +358,8 @@ def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
         "is_won": is_won,
         "is_lost": is_lost,
         "arr": chunk.arr,
-        "account_key": chunk.account_key,
+        "account": chunk.account,
+        "account_churn": chunk.account_churn,
         "cycle_start": cycle_start,
         "stage_known": stage_known,
         "credited": _lookup(deal_types, lambda t: str(t) in ctx.credited, bool),

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from crm_kpi_worker.sync.bulk import gc_paused
 from crm_kpi_worker.sync.model import Account, Quota, Rep
 from crm_kpi_worker.sync.store.database import Database, chunks
+from crm_kpi_worker.sync.store.frame_copy import FrameCopy
 from crm_kpi_worker.sync.store.page import (
     ACTIVITY_ROW,
     DEAL_ROW,
@@ -50,6 +51,7 @@ class PulledRecords:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._frames = FrameCopy(db)
 
     # ---- cursors and full pulls
 
@@ -113,6 +115,7 @@ class PulledRecords:
                         exclusions.c.record_id.in_(select(table.c.id).where(unseen)),
                     )
                 )
+                self._frames.forget(connection, kind, source, select(table.c.id).where(unseen))
                 removed += connection.execute(delete(table).where(unseen)).rowcount
             connection.execute(
                 update(sync_cursors)
@@ -202,6 +205,19 @@ class PulledRecords:
             self._update_ids(connection, kind, source, ids, is_deleted=True, seen_at=seen)
         for kind, ids in prepared.seen_ids.items():
             self._update_ids(connection, kind, source, ids, seen_at=seen)
+        self._frames.refresh(
+            connection,
+            source,
+            deal_ids=[
+                *(row[1] for row in prepared.deals),
+                *(deal_id for texts in prepared.detached_histories.values() for deal_id in texts),
+                *prepared.deleted.get("deal", ()),
+            ],
+            activity_ids=[
+                *(row[1] for row in prepared.activities),
+                *prepared.deleted.get("activity", ()),
+            ],
+        )
         if prepared.quotas is not None:
             connection.execute(delete(quotas).where(quotas.c.source == source))
             if prepared.quotas:

@@ -65,6 +65,10 @@ __all__ = [
     "encode_stage_history",
     "exclusions",
     "forecast_snapshots",
+    "frame_activities",
+    "frame_deals",
+    "frame_rebuilds",
+    "frame_texts",
     "iso_instant",
     "kpi_history",
     "kpi_values",
@@ -390,6 +394,47 @@ pulled_digests = Table(
     _key("record_id"),
     Column("digest", String(), nullable=False),
 )
+
+# ---- The KPI frames' compact copy (see ``frame_copy``): what the frames read of each live
+# deal and activity, as fixed-width binary (``frame_codec``), texts as numbers per family.
+
+#: Per source and family (``owner``, ``account``, ``stage``, ``deal_type``,
+#: ``forecast_category``): the number standing for each text in the compact rows.
+frame_texts = Table(
+    "frame_texts",
+    metadata,
+    _key("source"),
+    _key("family"),
+    Column("code", Integer(), primary_key=True, autoincrement=False),
+    Column("text", String(), nullable=False),
+    Index("ux_frame_texts_text", "source", "family", "text", unique=True),
+)
+
+#: One row per live deal (``frame_codec.DEAL_HEAD`` and its histories). SQLite keeps it in
+#: id order (no rowid): the frames read it in id order, without sorting.
+frame_deals = Table(
+    "frame_deals",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("row", LargeBinary(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: One row per live activity (``frame_codec.ACTIVITY_ROW``).
+frame_activities = Table(
+    "frame_activities",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("kind", String(), nullable=False),
+    Column("row", LargeBinary(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: Sources whose compact copy must be built again from their pulled rows (a migration that
+#: adds or changes it lists them); the store does it when it opens, before anything reads it.
+frame_rebuilds = Table("frame_rebuilds", metadata, _key("source"))
 
 #: Pulled record tables by record kind: the kinds of StoredPage.deleted/seen_ids and of
 #: Exclusion.record_type.

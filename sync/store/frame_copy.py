@@ -1,0 +1,352 @@
+"""The KPI frames' compact copy: its upkeep, in the transactions that change the pulled rows.
+
+``frame_deals`` and ``frame_activities`` hold, per live deal and activity, exactly what the
+KPI frames read, as fixed-width binary (:mod:`.frame_codec`), texts as numbers per family
+(``frame_texts``): the frames read a million deals in a few aggregate queries and no text
+parsing (:mod:`.array_reads`). The copy is always *derived from the stored rows*: after a page
+has changed deals or activities, :meth:`FrameCopy.refresh` reads those rows back (as the
+bulk text read of :mod:`.arrays` parses them) and writes their copy, in the same transaction,
+so the copy can never disagree with them. A migration that adds or changes the copy lists the
+stored sources in ``frame_rebuilds``; :meth:`FrameCopy.rebuild_pending` builds theirs when the
+store opens, in the migration's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import (
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy.engine import Connection
+
+from crm_kpi_worker.sync.store.arrays import (
+    NULL,
+    RS,
+    Coded,
+    IrregularChunkError,
+    StoredActivities,
+    StoredDeals,
+    parse_activities,
+    parse_activity_rows,
+    parse_deal_rows,
+    parse_deals,
+)
+from crm_kpi_worker.sync.store.database import Database, DriverStatement, chunks
+from crm_kpi_worker.sync.store.errors import StoreError
+from crm_kpi_worker.sync.store.frame_codec import (
+    ACTIVITY_ROW,
+    CLOSE_ENTRY,
+    DEAL_HEAD,
+    STAGE_ENTRY,
+    day_numbers,
+    encode_activities,
+    encode_deals,
+)
+from crm_kpi_worker.sync.store.schema import (
+    activities,
+    deals,
+    frame_activities,
+    frame_deals,
+    frame_rebuilds,
+    frame_texts,
+)
+
+__all__ = ["FrameCopy"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_REFRESH_IDS = 5_000  # ids read back per query when refreshing
+_REBUILD_ROWS = 50_000  # rows per chunk when rebuilding a source
+
+
+class FrameCopy:
+    """Writes the compact copy (see the module's docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def refresh(
+        self,
+        connection: Connection,
+        source: str,
+        deal_ids: Collection[str] = (),
+        activity_ids: Collection[str] = (),
+    ) -> None:
+        """The copy of these deals and activities made equal to their stored rows: written
+        for the live ones, removed for the others (deleted, or not stored)."""
+        for table, ids, write in (
+            (frame_deals, deal_ids, self._write_deals),
+            (frame_activities, activity_ids, self._write_activities),
+        ):
+            for some in chunks(sorted(set(ids)), _REFRESH_IDS):
+                live: set[str] = set()
+                for parsed in self._stored(connection, table, source, some):
+                    write(connection, source, parsed)  # type: ignore[operator]
+                    live.update(parsed.id)
+                gone = [deal_id for deal_id in some if deal_id not in live]
+                if gone:
+                    connection.execute(
+                        delete(table).where(
+                            table.c.source == source, self._db.ids_match(table.c.id, gone)
+                        )
+                    )
+
+    def forget(self, connection: Connection, kind: str, source: str, ids: Any) -> None:
+        """Remove the copy of the deals (``kind`` "deal") or activities ("activity") whose
+        ids the select ``ids`` gives (rows about to be deleted); other kinds have none."""
+        table = {"deal": frame_deals, "activity": frame_activities}.get(kind)
+        if table is not None:
+            connection.execute(delete(table).where(table.c.source == source, table.c.id.in_(ids)))
+
+    def rebuild_pending(self, connection: Connection) -> None:
+        """Build the copy of every source listed in ``frame_rebuilds`` from its stored rows."""
+        pending = connection.execute(select(frame_rebuilds.c.source)).scalars().all()
+        for source in pending:
+            log.info(
+                "building the KPI frames' copy of source %s from its stored rows",
+                source,
+                extra={"event": "frame_copy_rebuild", "source": source},
+            )
+            for table in (frame_deals, frame_activities):
+                connection.execute(delete(table).where(table.c.source == source))
+            for parsed in self._stored(connection, frame_deals, source):
+                self._write_deals(connection, source, parsed)  # type: ignore[arg-type]
+            for parsed in self._stored(connection, frame_activities, source):
+                self._write_activities(connection, source, parsed)  # type: ignore[arg-type]
+            connection.execute(delete(frame_rebuilds).where(frame_rebuilds.c.source == source))
+
+    @staticmethod
+    def require_built(connection: Connection) -> None:
+        """Refuse a store whose copy was not built yet (opened read-only after a migration
+        that did not run through Store.open)."""
+        if connection.execute(select(frame_rebuilds.c.source).limit(1)).first() is not None:
+            raise StoreError(
+                "the state store's KPI frames copy has not been built since it was migrated,"
+                " and the store is opened read-only: run `crm-kpi sync --once` (which builds it)"
+                " with write access first"
+            )
+
+    # ---- writing
+
+    def _write_deals(self, connection: Connection, source: str, parsed: StoredDeals) -> None:
+        number = _TextNumbers(self._db, connection, source)
+        head = np.zeros(len(parsed), dtype=DEAL_HEAD)
+        head["created_at"] = parsed.created_at.astype("datetime64[us]").view(np.int64)
+        head["arr"] = parsed.arr
+        head["probability"] = parsed.probability
+        head["close_date"] = day_numbers(parsed.close_date)
+        head["owner"] = number("owner", parsed.owner_id)
+        head["account"] = number("account", parsed.account_id)
+        head["stage"] = number("stage", parsed.stage)
+        head["deal_type"] = number("deal_type", parsed.deal_type)
+        head["forecast_category"] = number("forecast_category", parsed.forecast_category)
+        head["flags"] = parsed.is_won.astype(np.int32) + 2 * parsed.is_closed.astype(np.int32)
+        head["stages"] = np.diff(parsed.stage_history_offsets)
+        head["close_dates"] = np.diff(parsed.close_date_history_offsets)
+        stages = np.zeros(len(parsed.stage_history_entered_at), dtype=STAGE_ENTRY)
+        entered = parsed.stage_history_entered_at.astype("datetime64[us]")
+        stages["entered_at"] = entered.view(np.int64)
+        stages["stage"] = number("stage", parsed.stage_history_stage)
+        close_dates = np.zeros(len(parsed.close_date_history_old), dtype=CLOSE_ENTRY)
+        close_dates["old"] = day_numbers(parsed.close_date_history_old)
+        close_dates["new"] = day_numbers(parsed.close_date_history_new)
+        rows = encode_deals(head, stages, close_dates)
+        self._db.upsert_tuples(
+            connection,
+            frame_deals,
+            ("source", "id", "row"),
+            [(source, deal_id, row) for deal_id, row in zip(parsed.id, rows, strict=True)],
+        )
+
+    def _write_activities(
+        self, connection: Connection, source: str, parsed: StoredActivities
+    ) -> None:
+        number = _TextNumbers(self._db, connection, source)
+        rows = np.zeros(len(parsed), dtype=ACTIVITY_ROW)
+        rows["start"] = parsed.start.astype("datetime64[us]").view(np.int64)
+        rows["owner"] = number("owner", parsed.owner_id)
+        kinds = parsed.kind.decode()
+        self._db.upsert_tuples(
+            connection,
+            frame_activities,
+            ("source", "id", "kind", "row"),
+            [
+                (source, activity_id, kind, row)
+                for activity_id, kind, row in zip(
+                    parsed.id, kinds, encode_activities(rows), strict=True
+                )
+            ],
+        )
+
+    # ---- reading the stored rows back, parsed
+
+    def _stored(
+        self, connection: Connection, copy: Table, source: str, ids: Sequence[str] | None = None
+    ) -> Iterator[StoredDeals | StoredActivities]:
+        """The live rows of the source (``ids`` only, when given) behind the copy table
+        ``copy``, parsed in chunks."""
+        if copy is frame_deals:
+            table, expressions = deals, self._deal_texts()
+            parse: Callable[..., Any] = parse_deals
+            parse_rows: Callable[..., Any] = parse_deal_rows
+        else:
+            table, expressions = activities, self._activity_texts()
+            parse, parse_rows = parse_activities, parse_activity_rows
+        where = ~table.c.is_deleted
+        if ids is not None:
+            where = and_(where, self._db.ids_match(table.c.id, ids))
+        for n, texts, rows in self._text_chunks(connection, table, source, where, expressions, ids):
+            try:
+                yield parse(n, texts)
+            except IrregularChunkError:  # a value holds a separator: value by value
+                yield parse_rows(rows())
+
+    def _deal_texts(self) -> list[Any]:
+        c = deals.c
+        return [
+            c.id,
+            func.coalesce(c.owner_id, literal(NULL, String())),
+            func.coalesce(c.account_id, literal(NULL, String())),
+            c.stage,
+            c.deal_type,
+            c.forecast_category,
+            self._instant_text(c.created_at),
+            func.coalesce(self._date_text(c.close_date), ""),
+            self._text(cast(c.is_won, Integer()) + 2 * cast(c.is_closed, Integer())),
+            func.coalesce(self._text(c.arr), "nan"),
+            func.coalesce(self._text(c.probability), "nan"),
+            func.coalesce(c.stage_history, ""),
+            func.coalesce(c.close_date_history, ""),
+        ]
+
+    def _activity_texts(self) -> list[Any]:
+        c = activities.c
+        return [
+            c.id,
+            func.coalesce(c.owner_id, literal(NULL, String())),
+            c.kind,
+            self._instant_text(c.start),
+        ]
+
+    def _instant_text(self, column: Any) -> Any:
+        """SQL giving an instant column as the store's SQLite text (fixed-width UTC ISO)."""
+        if self._db.backend == "sqlite":
+            return column
+        return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+    def _text(self, expression: Any) -> Any:
+        """Numbers as text: SQLite's group_concat does it itself (and decimals are text)."""
+        return expression if self._db.backend == "sqlite" else cast(expression, String())
+
+    def _date_text(self, column: Any) -> Any:
+        return column if self._db.backend == "sqlite" else func.to_char(column, "YYYY-MM-DD")
+
+    def _text_chunks(
+        self,
+        connection: Connection,
+        table: Table,
+        source: str,
+        where: Any,
+        expressions: list[Any],
+        ids: Sequence[str] | None,
+    ) -> Iterator[tuple[int, list[str], Callable[[], Sequence[Sequence[str]]]]]:
+        """Per chunk of the source's rows matching ``where``: its size, one RS-joined text
+        per expression, and a function giving the chunk's rows instead (for the rare chunk
+        whose texts do not split back). SQLite joins them itself (``group_concat``): over
+        the ``ids`` given in one go, else over rowid ranges; PostgreSQL's rows are joined
+        here."""
+        if self._db.backend != "sqlite":
+            statement = select(*expressions).where(table.c.source == source, where)
+            for fetched in self._db.fetch_rows(connection, statement, _REBUILD_ROWS):
+                texts = [RS.join(values) for values in zip(*fetched, strict=True)]
+                yield len(fetched), texts, lambda fetched=fetched: fetched  # type: ignore[misc]
+            return
+        aggregates = (func.count(), *(func.group_concat(e, RS) for e in expressions))
+        if ids is not None:
+            span = and_(table.c.source == source, where)
+        else:
+            # "+source": the rowid range must drive the scan, not the (source, id) index.
+            rowid = literal_column(f"{table.name}.rowid", Integer())
+            unindexed_source = literal_column(f"+{table.name}.source", String()) == source
+            span = and_(unindexed_source, where, rowid.between(bindparam("low"), bindparam("high")))
+        aggregate = DriverStatement(connection, select(*aggregates).where(span))
+        plain = DriverStatement(connection, select(*expressions).where(span))
+
+        def chunk(bounds: dict[str, int] | None = None) -> Any:
+            n, *texts = connection.exec_driver_sql(aggregate.sql, aggregate.params(bounds)).one()
+            if n:
+                yield (
+                    n,
+                    texts,
+                    lambda: connection.exec_driver_sql(plain.sql, plain.params(bounds)).all(),
+                )
+
+        if ids is not None:
+            yield from chunk()
+            return
+        low, high = connection.execute(
+            select(func.min(rowid), func.max(rowid)).select_from(table)
+        ).one()
+        for start in range(low, (high or 0) + 1, _REBUILD_ROWS) if low is not None else ():
+            yield from chunk({"low": start, "high": start + _REBUILD_ROWS - 1})
+
+
+class _TextNumbers:
+    """The numbers of texts per family (``frame_texts``), new texts numbered on the way."""
+
+    def __init__(self, db: Database, connection: Connection, source: str) -> None:
+        self._db = db
+        self._connection = connection
+        self._source = source
+        self._known: dict[str, dict[str, int]] = {}  # family -> text -> number
+
+    def __call__(self, family: str, column: Coded) -> np.ndarray:
+        """Per row of ``column``, its text's number (-1 for None)."""
+        known = self._known.setdefault(family, {})
+        texts = [value for value in column.values if value is not None and value not in known]
+        if texts:
+            known.update(self._numbered(family, texts))
+            self._add(family, [text for text in dict.fromkeys(texts) if text not in known])
+        table = np.array([-1 if v is None else known[v] for v in column.values], dtype=np.int32)
+        return table[column.codes] if len(table) else np.zeros(len(column.codes), np.int32)
+
+    def _numbered(self, family: str, texts: list[str]) -> dict[str, int]:
+        statement = select(frame_texts.c.text, frame_texts.c.code).where(
+            frame_texts.c.source == self._source,
+            frame_texts.c.family == family,
+            self._db.ids_match(frame_texts.c.text, texts),
+        )
+        return {text: code for text, code in self._connection.execute(statement)}
+
+    def _add(self, family: str, texts: list[str]) -> None:
+        """Number new texts after the family's last number."""
+        if not texts:
+            return
+        top = self._connection.execute(
+            select(func.max(frame_texts.c.code)).where(
+                frame_texts.c.source == self._source, frame_texts.c.family == family
+            )
+        ).scalar()
+        first = 0 if top is None else top + 1
+        rows = [
+            {"source": self._source, "family": family, "code": first + i, "text": text}
+            for i, text in enumerate(texts)
+        ]
+        self._connection.execute(insert(frame_texts), rows)
+        self._known[family].update((row["text"], row["code"]) for row in rows)
