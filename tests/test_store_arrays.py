@@ -223,7 +223,6 @@ def concatenated(chunks: list[DealArrays]) -> dict[str, list[Any]]:
             s = slice(c.stage_history_offsets[i], c.stage_history_offsets[i + 1])
             h = slice(c.close_date_history_offsets[i], c.close_date_history_offsets[i + 1])
             out[deal_id] = {
-                "id_key": c.id_key[i],
                 "owner_id": owner[i],
                 "account": int(c.account[i]),
                 "account_churn": c.account_churn[i],
@@ -263,7 +262,6 @@ def test_deal_arrays_hold_what_the_stored_rows_hold(store: Store) -> None:
         accounts: dict[int, str | None] = {-1: None}  # number -> account id
         for d in reference:
             row = got[d.id]
-            assert row["id_key"] == d.id.encode()
             assert row["owner_id"] == d.owner_id
             # One number per account id (-1: none), and that account's churn date.
             assert accounts.setdefault(row["account"], d.account_id) == d.account_id

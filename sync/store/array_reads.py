@@ -15,7 +15,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from sqlalchemy import LargeBinary, String, Table, and_, bindparam, cast, func, literal, select
+from sqlalchemy import (
+    LargeBinary,
+    String,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.engine import Connection
 
 from crm_kpi_worker.sync.bulk import gc_paused
@@ -24,8 +35,6 @@ from crm_kpi_worker.sync.store.arrays import (
     Coded,
     DealArrays,
     IrregularChunkError,
-    id_keys,
-    joined_id_keys,
     offsets_of,
 )
 from crm_kpi_worker.sync.store.database import Database, DriverStatement
@@ -120,13 +129,13 @@ class ArrayReads:
                 ids = ids_text.split(RS)
                 if len(ids) != n:
                     raise IrregularChunkError(f"id: {len(ids)} values for {n} rows")
-                return _deal_arrays(ids, joined_id_keys(ids_text, n), blob, lengths, texts, churn)
+                return _deal_arrays(ids, blob, lengths, texts, churn)
 
             def parse_rows(fetched: Sequence[Sequence[Any]]) -> DealArrays:
                 ids = [row[0] for row in fetched]
                 blobs = [bytes(row[1]) for row in fetched]
                 lengths = np.array([len(blob) for blob in blobs], dtype=np.int64)
-                return _deal_arrays(ids, id_keys(ids), b"".join(blobs), lengths, texts, churn)
+                return _deal_arrays(ids, b"".join(blobs), lengths, texts, churn)
 
             yield from self._parsed(chunks, parse, parse_rows)
 
@@ -176,29 +185,44 @@ class ArrayReads:
                 yield connection
 
     def _account_churn(self, connection: Connection, source: str) -> _Churn:
-        """Churn dates of the source's live accounts, by their number in the copy."""
-        statement = (
-            select(frame_texts.c.code, accounts.c.churn_date)
-            .select_from(
-                frame_texts.join(
-                    accounts,
-                    and_(
-                        accounts.c.source == frame_texts.c.source,
-                        accounts.c.id == frame_texts.c.text,
-                    ),
-                )
-            )
-            .where(
+        """Churn dates of the source's live accounts, by their number in the copy: the few
+        churned accounts first, then their numbers (a join would be run by SQLite from every
+        numbered account)."""
+        churned = select(accounts.c.id, self._date_text(accounts.c.churn_date)).where(
+            self._unindexed_source(accounts, source),
+            accounts.c.churn_date.is_not(None),
+            ~accounts.c.is_deleted,
+        )
+        day_of = {
+            account: day
+            for rows in self._db.fetch_rows(connection, churned)
+            for account, day in rows
+        }
+        numbers: list[int] = []
+        if day_of:
+            numbered = select(frame_texts.c.code, frame_texts.c.text).where(
                 frame_texts.c.source == source,
                 frame_texts.c.family == "account",
-                accounts.c.churn_date.is_not(None),
-                ~accounts.c.is_deleted,
+                self._db.ids_match(frame_texts.c.text, list(day_of)),
             )
+            found = [row for rows in self._db.fetch_rows(connection, numbered) for row in rows]
+            numbers = [code for code, _ in found]
+            dates = [day_of[text] for _, text in found]
+        return _Churn(
+            np.array(numbers, dtype=np.int64),
+            np.array(dates if numbers else [], dtype="datetime64[D]").reshape(-1),
         )
-        found = connection.execute(statement).all()
-        numbers = np.array([code for code, _ in found], dtype=np.int64)
-        churn = np.array([day for _, day in found], dtype="datetime64[D]").reshape(-1)
-        return _Churn(numbers, churn)
+
+    def _unindexed_source(self, table: Table, source: str) -> Any:
+        """``table.source == source``, on SQLite without its (source, id) index: a scan of
+        the table, not an index walk fetching each row."""
+        if self._db.backend == "sqlite":
+            return literal_column(f"+{table.name}.source", String()) == source
+        return table.c.source == source
+
+    def _date_text(self, column: Any) -> Any:
+        """A date column as ISO text (numpy reads it; SQLite stores it so)."""
+        return column if self._db.backend == "sqlite" else func.to_char(column, "YYYY-MM-DD")
 
     def _parsed(
         self,
@@ -357,7 +381,6 @@ class _Churn:
 
 def _deal_arrays(
     ids: list[str],
-    id_key: np.ndarray,
     blob: bytes | None,
     lengths: np.ndarray,
     texts: _Texts,
@@ -368,7 +391,6 @@ def _deal_arrays(
     account = head["account"].astype(np.int32)
     return DealArrays(
         id=ids,
-        id_key=id_key,
         owner_id=texts.coded("owner", head["owner"], nullable=True),
         stage=texts.coded("stage", head["stage"]),
         deal_type=texts.coded("deal_type", head["deal_type"]),

@@ -41,7 +41,6 @@ __all__ = [
     "coded",
     "first_seen_codes",
     "id_keys",
-    "joined_id_keys",
     "offsets_of",
     "parse_activities",
     "parse_activity_rows",
@@ -121,7 +120,6 @@ class StoredDeals(DealColumns):
 class DealArrays(DealColumns):
     """A chunk of live deals as the KPI frames read them (:meth:`Store.iter_deal_arrays`)."""
 
-    id_key: np.ndarray  # the ids' UTF-8 bytes, zero-padded (S dtype): sorts as SQLite does
     account: np.ndarray  # int32: one number per account id, the same within a read; -1 = none
     account_churn: np.ndarray  # datetime64[D]: the (live) account's churn date; NaT = none
 
@@ -271,11 +269,6 @@ def id_keys(values: list[str]) -> np.ndarray:
     """Texts as their UTF-8 bytes, zero-padded (``S`` dtype): they sort as SQLite sorts
     text (and as Python sorts str)."""
     return np.array([value.encode() for value in values], dtype=bytes).reshape(-1)
-
-
-def joined_id_keys(text: str, n: int) -> np.ndarray:
-    """:func:`id_keys` of the ``n`` values of an RS-joined text, without a str per value."""
-    return _Fields.split(text, n, _ONLY_RS).keys()
 
 
 def coded(values: list[str], *, nullable: bool = False) -> Coded:

@@ -93,7 +93,7 @@ class Database:
         self.backend: str = engine.dialect.name
         self.insert = sqlite_dialect.insert if self.backend == "sqlite" else pg_dialect.insert
         self.driver = DriverValues(self.backend)
-        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None]] = {}
+        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None]] = {}  # by table, columns
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -156,6 +156,34 @@ class Database:
         sql, order = self._upsert_sql(
             table, columns, (lambda statement: updates(table, statement)) if updates else None
         )
+        if order is None:
+            connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+        elif order == columns:
+            connection.exec_driver_sql(sql, rows)
+        else:
+            pick = itemgetter(*(columns.index(name) for name in order))
+            connection.exec_driver_sql(sql, [pick(row) for row in rows])
+
+    def insert_tuples(
+        self,
+        connection: Connection,
+        table: Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """Insert rows of driver values given as tuples in ``columns`` order, through the
+        driver's own executemany (see :meth:`upsert_many`)."""
+        if not rows:
+            return
+        cache_key = (table.name, columns, "insert")
+        compiled = self._compiled.get(cache_key)
+        if compiled is None:
+            statement = table.insert().compile(
+                dialect=self.engine.dialect, column_keys=list(columns)
+            )
+            order = tuple(statement.positiontup or ()) if statement.positional else None
+            compiled = self._compiled[cache_key] = (str(statement), order)
+        sql, order = compiled
         if order is None:
             connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
         elif order == columns:

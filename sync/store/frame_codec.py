@@ -86,18 +86,18 @@ def encode_deals(head: np.ndarray, stages: np.ndarray, close_dates: np.ndarray) 
     ends = np.cumsum(words)
     starts = ends - words
     out = np.empty(int(ends[-1]) if n else 0, dtype="<i4")
-    _put(out, starts, _as_words(head, DEAL_HEAD, _HEAD_WORDS))
+    _put(out, starts, _records(head, DEAL_HEAD))
     first_stage = starts + _HEAD_WORDS
     _put(
         out,
         _entry_starts(first_stage, stage_counts, _STAGE_WORDS),
-        _as_words(stages, STAGE_ENTRY, _STAGE_WORDS),
+        _records(stages, STAGE_ENTRY),
     )
     first_close = first_stage + _STAGE_WORDS * stage_counts
     _put(
         out,
         _entry_starts(first_close, close_counts, _CLOSE_WORDS),
-        _as_words(close_dates, CLOSE_ENTRY, _CLOSE_WORDS),
+        _records(close_dates, CLOSE_ENTRY),
     )
     raw = out.tobytes()
     return [raw[_WORD * a : _WORD * b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
@@ -117,20 +117,16 @@ def decode_deals(blob: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarr
     size = lengths // _WORD
     ends = np.cumsum(size)
     starts = ends - size
-    head = _take(words, starts, _HEAD_WORDS, DEAL_HEAD)
+    head = _take(words, starts, DEAL_HEAD)
     stage_counts = head["stages"].astype(np.int64)
     close_counts = head["close_dates"].astype(np.int64)
     expected = _HEAD_WORDS + _STAGE_WORDS * stage_counts + _CLOSE_WORDS * close_counts
     if (stage_counts < 0).any() or (close_counts < 0).any() or (expected != size).any():
         raise CorruptRowError("frame_deals: a row's length does not match its entry counts")
     first_stage = starts + _HEAD_WORDS
-    stages = _take(
-        words, _entry_starts(first_stage, stage_counts, _STAGE_WORDS), _STAGE_WORDS, STAGE_ENTRY
-    )
+    stages = _take(words, _entry_starts(first_stage, stage_counts, _STAGE_WORDS), STAGE_ENTRY)
     first_close = first_stage + _STAGE_WORDS * stage_counts
-    close_dates = _take(
-        words, _entry_starts(first_close, close_counts, _CLOSE_WORDS), _CLOSE_WORDS, CLOSE_ENTRY
-    )
+    close_dates = _take(words, _entry_starts(first_close, close_counts, _CLOSE_WORDS), CLOSE_ENTRY)
     return head, stages, close_dates
 
 
@@ -146,8 +142,8 @@ def decode_activities(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=ACTIVITY_ROW)
 
 
-def _as_words(records: np.ndarray, dtype: np.dtype, width: int) -> np.ndarray:
-    return np.ascontiguousarray(records, dtype=dtype).view("<i4").reshape(-1, width)
+def _records(records: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(records, dtype=dtype)
 
 
 def _entry_starts(firsts: np.ndarray, counts: np.ndarray, width: int) -> np.ndarray:
@@ -160,12 +156,21 @@ def _entry_starts(firsts: np.ndarray, counts: np.ndarray, width: int) -> np.ndar
     return np.repeat(firsts - width * before, counts) + width * np.arange(total)
 
 
-def _put(out: np.ndarray, starts: np.ndarray, words: np.ndarray) -> None:
+def _windows(words: np.ndarray, size: int) -> np.ndarray:
+    """``words`` seen as ``size``-byte items, one starting at each word (overlapping):
+    indexing them with word positions reads or writes whole records in one step (as plain
+    bytes: numpy copies those far faster than records with fields)."""
+    count = len(words) - size // _WORD + 1
+    return np.ndarray((max(count, 0),), dtype=f"V{size}", buffer=words, strides=(_WORD,))
+
+
+def _put(out: np.ndarray, starts: np.ndarray, records: np.ndarray) -> None:
     if len(starts):
-        out[starts[:, None] + np.arange(words.shape[1])] = words
+        size = records.dtype.itemsize
+        _windows(out, size)[starts] = records.view(f"V{size}")
 
 
-def _take(words: np.ndarray, starts: np.ndarray, width: int, dtype: np.dtype) -> np.ndarray:
+def _take(words: np.ndarray, starts: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if not len(starts):
         return np.zeros(0, dtype=dtype)
-    return words[starts[:, None] + np.arange(width)].view(dtype).reshape(-1)
+    return _windows(words, dtype.itemsize)[starts].view(dtype)

@@ -4,6 +4,7 @@ commit-forecast snapshots. Values stay exact ``Decimal``."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable
 
-from crm_kpi_worker.sync.store.database import Database, chunks
+from crm_kpi_worker.sync.store.database import Database
 from crm_kpi_worker.sync.store.runs import RunRecords
 from crm_kpi_worker.sync.store.schema import (
     KPI_KEY,
@@ -88,32 +89,24 @@ class KpiValues:
 
     def save_kpis(self, run_id: int, rows: Iterable[KpiRow]) -> None:
         """Store the run's KPI values: the latest value per key, plus a history row for every
-        key whose value changed (or appeared). Diffed in SQL, so memory stays flat however
-        many rows stream in; a key given twice keeps its last value."""
+        key whose value changed (or appeared); a key given twice keeps its last value.
+
+        The run's values (a few per rep, team and period, not per deal) go to a temporary
+        table in one executemany, and are diffed against the stored ones in SQL."""
         now = self._db.clock()
+        stored_form = kpi_text if self._db.backend == "sqlite" else _kpi_value
+        values = {row.key: stored_form(row.value) for row in rows}
         incoming = _kpi_incoming()
         with self._db.write() as connection:
             RunRecords.require_run(connection, run_id)
             connection.execute(CreateTable(incoming, if_not_exists=True))
             connection.execute(delete(incoming))
-            decimal = self._db.driver.decimal
-            for chunk in chunks(rows, 10_000):
-                self._db.upsert_many(
-                    connection,
-                    incoming,
-                    [
-                        {
-                            "source": row.source,
-                            "scope": row.scope,
-                            "subject": row.subject,
-                            "period_kind": row.period_kind,
-                            "period_key": row.period_key,
-                            "kpi": row.kpi,
-                            "value": decimal(_kpi_value(row.value)),
-                        }
-                        for row in chunk
-                    ],
-                )
+            self._db.insert_tuples(
+                connection,
+                incoming,
+                (*KPI_KEY, "value"),
+                [(*key, value) for key, value in values.items()],
+            )
             same_key = and_(*(kpi_values.c[name] == incoming.c[name] for name in KPI_KEY))
             changed = (
                 select(
@@ -130,11 +123,14 @@ class KpiValues:
                     )
                 )
             )
-            connection.execute(
+            recorded = connection.execute(
                 insert(kpi_history).from_select(
                     [*KPI_KEY, "value", "run_id", "recorded_at"], changed
                 )
             )
+            if not recorded.rowcount:  # nothing changed: the latest values stand
+                connection.execute(delete(incoming))
+                return
             latest = self._db.insert(kpi_values).from_select(
                 [*KPI_KEY, "value", "run_id", "changed_at"],
                 select(
@@ -227,12 +223,31 @@ def _kpi_value(value: Any) -> Decimal | None:
     return Decimal(format(number, "f")) if number else Decimal(0)
 
 
+def kpi_text(value: Any) -> str | None:
+    """``str(_kpi_value(value))``, the form SQLite stores, made directly from the text of the
+    floats and ints the engine gives (a float's shortest repr, without trailing zeros, is
+    its canonical decimal); anything else through :func:`_kpi_value`."""
+    kind = type(value)
+    if kind is float and value and math.isfinite(value):
+        text = repr(value)
+        if "e" not in text:
+            whole, _, fraction = text.partition(".")
+            fraction = fraction.rstrip("0")
+            return f"{whole}.{fraction}" if fraction else whole
+    elif kind is int:
+        return str(value)
+    elif value is None:
+        return None
+    canonical = _kpi_value(value)
+    return None if canonical is None else str(canonical)
+
+
 def _kpi_incoming() -> Table:
-    """The per-connection temporary table save_kpis diffs through."""
+    """The per-connection temporary table save_kpis diffs through (keys made unique before)."""
     return Table(
         "kpi_incoming",
         MetaData(),
-        *(Column(name, String(), primary_key=True) for name in KPI_KEY),
+        *(Column(name, String(), nullable=False) for name in KPI_KEY),
         Column("value", ExactDecimal()),
         prefixes=["TEMPORARY"],
     )
