@@ -24,7 +24,6 @@ from sqlalchemy import (
     cast,
     func,
     literal,
-    literal_column,
     select,
 )
 from sqlalchemy.engine import Connection
@@ -45,7 +44,12 @@ from crm_kpi_worker.sync.store.frame_codec import (
     decode_activities,
     decode_deals,
 )
-from crm_kpi_worker.sync.store.schema import accounts, frame_activities, frame_deals, frame_texts
+from crm_kpi_worker.sync.store.schema import (
+    frame_accounts,
+    frame_activities,
+    frame_deals,
+    frame_texts,
+)
 
 __all__ = ["ArrayReads"]
 
@@ -53,8 +57,8 @@ _END = object()
 _NAT = np.datetime64("NaT", "D")
 _FAMILIES = ("owner", "stage", "deal_type", "forecast_category")
 
-#: Per chunk: its size, the aggregated values, and a function giving the chunk's rows instead.
-_Chunk = tuple[int, list[Any], Callable[[], Sequence[Sequence[Any]]]]
+#: Per chunk: the aggregated values, and a function giving the chunk's rows instead.
+_Chunk = tuple[list[Any], Callable[[], Sequence[Sequence[Any]]]]
 
 
 class _ReadAhead:
@@ -119,11 +123,10 @@ class ArrayReads:
                 rows,
             )
 
-            def parse(n: int, values: list[Any]) -> DealArrays:
+            def parse(values: list[Any]) -> DealArrays:
                 ids_text, lengths_text, blob = values
                 lengths = np.fromstring(lengths_text, dtype=np.int64, sep=",")
-                if len(lengths) != n:
-                    raise IrregularChunkError(f"lengths: {len(lengths)} values for {n} rows")
+                n = len(lengths)
                 if len(blob or b"") != int(lengths.sum()):
                     raise IrregularChunkError("rows: the joined bytes are not the rows' bytes")
                 ids = ids_text.split(RS)
@@ -163,8 +166,8 @@ class ArrayReads:
                 rows,
             )
 
-            def parse(n: int, values: list[Any]) -> tuple[Coded, np.ndarray]:
-                if len(values[0] or b"") != n * ACTIVITY_ROW.itemsize:
+            def parse(values: list[Any]) -> tuple[Coded, np.ndarray]:
+                if len(values[0]) % ACTIVITY_ROW.itemsize:
                     raise IrregularChunkError("rows: the joined bytes are not the rows' bytes")
                 return arrays(values[0])
 
@@ -185,49 +188,18 @@ class ArrayReads:
                 yield connection
 
     def _account_churn(self, connection: Connection, source: str) -> _Churn:
-        """Churn dates of the source's live accounts, by their number in the copy: the few
-        churned accounts first, then their numbers (a join would be run by SQLite from every
-        numbered account)."""
-        churned = select(accounts.c.id, self._date_text(accounts.c.churn_date)).where(
-            self._unindexed_source(accounts, source),
-            accounts.c.churn_date.is_not(None),
-            ~accounts.c.is_deleted,
+        """Churn dates of the source's live accounts, by their number in the copy."""
+        statement = select(frame_accounts.c.code, frame_accounts.c.churn_date).where(
+            frame_accounts.c.source == source
         )
-        day_of = {
-            account: day
-            for rows in self._db.fetch_rows(connection, churned)
-            for account, day in rows
-        }
-        numbers: list[int] = []
-        if day_of:
-            numbered = select(frame_texts.c.code, frame_texts.c.text).where(
-                frame_texts.c.source == source,
-                frame_texts.c.family == "account",
-                self._db.ids_match(frame_texts.c.text, list(day_of)),
-            )
-            found = [row for rows in self._db.fetch_rows(connection, numbered) for row in rows]
-            numbers = [code for code, _ in found]
-            dates = [day_of[text] for _, text in found]
-        return _Churn(
-            np.array(numbers, dtype=np.int64),
-            np.array(dates if numbers else [], dtype="datetime64[D]").reshape(-1),
-        )
-
-    def _unindexed_source(self, table: Table, source: str) -> Any:
-        """``table.source == source``, on SQLite without its (source, id) index: a scan of
-        the table, not an index walk fetching each row."""
-        if self._db.backend == "sqlite":
-            return literal_column(f"+{table.name}.source", String()) == source
-        return table.c.source == source
-
-    def _date_text(self, column: Any) -> Any:
-        """A date column as ISO text (numpy reads it; SQLite stores it so)."""
-        return column if self._db.backend == "sqlite" else func.to_char(column, "YYYY-MM-DD")
+        found = [row for rows in self._db.fetch_rows(connection, statement) for row in rows]
+        numbers = np.array([code for code, _ in found], dtype=np.int64)
+        return _Churn(numbers, days(np.array([day for _, day in found], dtype=np.int32)))
 
     def _parsed(
         self,
         chunks: Iterator[_Chunk],
-        parse: Callable[[int, list[Any]], Any],
+        parse: Callable[[list[Any]], Any],
         parse_rows: Callable[[Sequence[Sequence[Any]]], Any],
     ) -> Iterator[Any]:
         """Each chunk parsed, while a worker thread already runs the next chunk's query
@@ -235,10 +207,10 @@ class ArrayReads:
         connection is used by one thread at a time."""
         ahead = _ReadAhead(chunks) if self._can_read_ahead() else None
         try:
-            for n, values, chunk_rows in ahead or chunks:
+            for values, chunk_rows in ahead or chunks:
                 with gc_paused():
                     try:
-                        parsed = parse(n, values)
+                        parsed = parse(values)
                     except IrregularChunkError:
                         # An id holds a separator: this chunk row by row, once the
                         # connection is free.
@@ -286,10 +258,10 @@ class ArrayReads:
         rows: int,
     ) -> Iterator[_Chunk]:
         """Per chunk of at most ``rows`` consecutive ids of the source's rows (those matching
-        ``where`` among them): its size, ``aggregates``' values over it, and a function giving
-        its rows of ``plain`` columns instead. Chunks are ranges of the (source, id) key, each
-        found by stepping ``rows`` ids along it: the aggregate then reads one range of the
-        table (SQLite keeps these tables in key order)."""
+        ``where`` among them): ``aggregates``' values over it (chunks without rows are left
+        out), and a function giving its rows of ``plain`` columns instead. Chunks are ranges
+        of the (source, id) key, each found by stepping ``rows`` ids along it: the aggregate
+        then reads one range of the table (SQLite keeps these tables in key order)."""
         c = table.c
         after, upto = bindparam("after", type_=String()), bindparam("upto", type_=String())
         step = (
@@ -302,7 +274,7 @@ class ArrayReads:
         rest = and_(c.source == source, c.id > after, *([where] if where is not None else []))
         statements = {
             bounded: (
-                DriverStatement(connection, select(func.count(), *aggregates).where(span)),
+                DriverStatement(connection, select(*aggregates).where(span)),
                 DriverStatement(connection, select(*plain).where(span)),
             )
             for bounded, span in ((True, and_(rest, c.id <= upto)), (False, rest))
@@ -326,9 +298,9 @@ class ArrayReads:
                     finally:
                         own.close()
 
-                n, *values = cursor.execute(aggregate.sql, aggregate.params(bounds)).fetchone()
-                if n:
-                    yield n, values, chunk_rows
+                values = list(cursor.execute(aggregate.sql, aggregate.params(bounds)).fetchone())
+                if values[0] is not None:  # aggregates of no rows are NULL
+                    yield values, chunk_rows
                 if found is None:
                     return
                 last = found[0]

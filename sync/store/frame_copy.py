@@ -58,8 +58,10 @@ from crm_kpi_worker.sync.store.frame_codec import (
     encode_deals,
 )
 from crm_kpi_worker.sync.store.schema import (
+    accounts,
     activities,
     deals,
+    frame_accounts,
     frame_activities,
     frame_deals,
     frame_rebuilds,
@@ -87,9 +89,14 @@ class FrameCopy:
         source: str,
         deal_ids: Collection[str] = (),
         activity_ids: Collection[str] = (),
+        account_ids: Collection[str] = (),
     ) -> None:
-        """The copy of these deals and activities made equal to their stored rows: written
-        for the live ones, removed for the others (deleted, or not stored)."""
+        """The copy of these deals, activities and accounts made equal to their stored rows:
+        written for the live ones, removed for the others (deleted, or not stored)."""
+        for some in chunks(set(account_ids), _REFRESH_IDS):
+            numbers = _TextNumbers(self._db, connection, source)
+            self._forget_churn(connection, source, list(numbers.existing("account", some).values()))
+            self._write_churn(connection, source, self._churned(connection, source, some))
         for table, ids, write in (
             (frame_deals, deal_ids, self._write_deals),
             (frame_activities, activity_ids, self._write_activities),
@@ -108,11 +115,18 @@ class FrameCopy:
                     )
 
     def forget(self, connection: Connection, kind: str, source: str, ids: Any) -> None:
-        """Remove the copy of the deals (``kind`` "deal") or activities ("activity") whose
-        ids the select ``ids`` gives (rows about to be deleted); other kinds have none."""
+        """Remove the copy of the deals (``kind`` "deal"), activities ("activity") or
+        accounts ("account") whose ids the select ``ids`` gives (rows about to be deleted)."""
         table = {"deal": frame_deals, "activity": frame_activities}.get(kind)
         if table is not None:
             connection.execute(delete(table).where(table.c.source == source, table.c.id.in_(ids)))
+        elif kind == "account":
+            numbers = select(frame_texts.c.code).where(
+                frame_texts.c.source == source,
+                frame_texts.c.family == "account",
+                frame_texts.c.text.in_(ids),
+            )
+            self._forget_churn(connection, source, numbers)
 
     def rebuild_pending(self, connection: Connection) -> None:
         """Build the copy of every source listed in ``frame_rebuilds`` from its stored rows."""
@@ -123,12 +137,13 @@ class FrameCopy:
                 source,
                 extra={"event": "frame_copy_rebuild", "source": source},
             )
-            for table in (frame_deals, frame_activities):
+            for table in (frame_deals, frame_activities, frame_accounts):
                 connection.execute(delete(table).where(table.c.source == source))
             for parsed in self._stored(connection, frame_deals, source):
                 self._write_deals(connection, source, parsed)  # type: ignore[arg-type]
             for parsed in self._stored(connection, frame_activities, source):
                 self._write_activities(connection, source, parsed)  # type: ignore[arg-type]
+            self._write_churn(connection, source, self._churned(connection, source))
             connection.execute(delete(frame_rebuilds).where(frame_rebuilds.c.source == source))
 
     @staticmethod
@@ -193,6 +208,44 @@ class FrameCopy:
                 )
             ],
         )
+
+    def _forget_churn(self, connection: Connection, source: str, numbers: Any) -> None:
+        """Remove the churn dates of these account numbers (a list, or a select of them)."""
+        if isinstance(numbers, list) and not numbers:
+            return
+        connection.execute(
+            delete(frame_accounts).where(
+                frame_accounts.c.source == source, frame_accounts.c.code.in_(numbers)
+            )
+        )
+
+    def _write_churn(
+        self, connection: Connection, source: str, churned: list[tuple[str, Any]]
+    ) -> None:
+        """Store the churn dates of these (account id, churn date) pairs."""
+        if not churned:
+            return
+        numbers = _TextNumbers(self._db, connection, source)
+        codes = numbers.numbers("account", [account for account, _ in churned])
+        dates = np.array([day for _, day in churned], dtype="datetime64[D]").reshape(-1)
+        self._db.upsert_tuples(
+            connection,
+            frame_accounts,
+            ("source", "code", "churn_date"),
+            list(zip([source] * len(codes), codes, day_numbers(dates).tolist(), strict=True)),
+        )
+
+    def _churned(
+        self, connection: Connection, source: str, ids: Sequence[str] | None = None
+    ) -> list[tuple[str, Any]]:
+        """(id, churn date) of the live accounts of the source (``ids`` only) that have one;
+        dates as the driver gives them (ISO text on SQLite)."""
+        statement = select(accounts.c.id, accounts.c.churn_date).where(
+            accounts.c.source == source, accounts.c.churn_date.is_not(None), ~accounts.c.is_deleted
+        )
+        if ids is not None:
+            statement = statement.where(self._db.ids_match(accounts.c.id, ids))
+        return [tuple(row) for rows in self._db.fetch_rows(connection, statement) for row in rows]  # type: ignore[misc]
 
     # ---- reading the stored rows back, parsed
 
@@ -318,13 +371,21 @@ class _TextNumbers:
 
     def __call__(self, family: str, column: Coded) -> np.ndarray:
         """Per row of ``column``, its text's number (-1 for None)."""
-        known = self._known.setdefault(family, {})
-        texts = [value for value in column.values if value is not None and value not in known]
-        if texts:
-            known.update(self._numbered(family, texts))
-            self._add(family, [text for text in dict.fromkeys(texts) if text not in known])
-        table = np.array([-1 if v is None else known[v] for v in column.values], dtype=np.int32)
+        table = np.array(self.numbers(family, column.values), dtype=np.int32)
         return table[column.codes] if len(table) else np.zeros(len(column.codes), np.int32)
+
+    def numbers(self, family: str, texts: Sequence[str | None]) -> list[int]:
+        """Each text's number (-1 for None)."""
+        known = self._known.setdefault(family, {})
+        missing = [text for text in texts if text is not None and text not in known]
+        if missing:
+            known.update(self.existing(family, missing))
+            self._add(family, [text for text in dict.fromkeys(missing) if text not in known])
+        return [-1 if text is None else known[text] for text in texts]
+
+    def existing(self, family: str, texts: Sequence[str]) -> dict[str, int]:
+        """The numbers these texts already have (those that have one)."""
+        return self._numbered(family, list(texts)) if texts else {}
 
     def _numbered(self, family: str, texts: list[str]) -> dict[str, int]:
         statement = select(frame_texts.c.text, frame_texts.c.code).where(

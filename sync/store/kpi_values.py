@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Column,
@@ -40,13 +40,13 @@ from crm_kpi_worker.sync.store.schema import (
 __all__ = ["KpiRow", "KpiValues", "Snapshot"]
 
 
-@dataclass(frozen=True)
-class KpiRow:
+class KpiRow(NamedTuple):
     """One KPI value. ``period_kind``/``period_key`` are '' for KPIs without a period.
 
     ``value`` None is an empty KPI (nothing to divide by). ints and floats are accepted and
     stored as exact decimals; values read back are ``Decimal``. ``run_id``/``changed_at`` are
-    filled on read: the run that set the current value, and when.
+    filled on read: the run that set the current value, and when. (A named tuple: a run
+    makes one per KPI value of every rep, team and period, ~100,000 at a million deals.)
     """
 
     source: str

@@ -17,7 +17,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, upd
 from sqlalchemy.engine import Connection
 
 from crm_kpi_worker.sync.bulk import gc_paused
-from crm_kpi_worker.sync.model import Account, Quota, Rep
+from crm_kpi_worker.sync.model import Account, Quota, QuotaSource, Rep
 from crm_kpi_worker.sync.store.database import Database, chunks
 from crm_kpi_worker.sync.store.frame_copy import FrameCopy
 from crm_kpi_worker.sync.store.page import (
@@ -217,6 +217,10 @@ class PulledRecords:
                 *(row[1] for row in prepared.activities),
                 *prepared.deleted.get("activity", ()),
             ],
+            account_ids=[
+                *(row["id"] for row in prepared.accounts),
+                *prepared.deleted.get("account", ()),
+            ],
         )
         if prepared.quotas is not None:
             connection.execute(delete(quotas).where(quotas.c.source == source))
@@ -342,13 +346,14 @@ class PulledRecords:
         )
         with self._db.read() as connection:
             rows = connection.execute(statement).mappings().all()
+        # Rows the store validated when it saved them (thousands at a million deals).
         return [
-            Quota(
+            Quota.model_construct(
                 rep_id=row["rep_id"],
                 period_start=row["period_start"],
                 period_end=row["period_end"],
                 amount=row["amount"],
-                source=row["quota_source"],
+                source=QuotaSource(row["quota_source"]),
             )
             for row in rows
         ]

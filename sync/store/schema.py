@@ -65,6 +65,7 @@ __all__ = [
     "encode_stage_history",
     "exclusions",
     "forecast_snapshots",
+    "frame_accounts",
     "frame_activities",
     "frame_deals",
     "frame_rebuilds",
@@ -418,6 +419,17 @@ frame_deals = Table(
     _key("source"),
     _key("id"),
     Column("row", LargeBinary(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: The churn date (a day number, as ``frame_codec``'s) of every live account that has one,
+#: by the account's number (family ``account``): the frames' Accounts frame, without a join.
+frame_accounts = Table(
+    "frame_accounts",
+    metadata,
+    _key("source"),
+    Column("code", Integer(), primary_key=True, autoincrement=False),
+    Column("churn_date", Integer(), nullable=False),
     sqlite_with_rowid=False,
 )
 
