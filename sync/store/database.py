@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from operator import itemgetter
@@ -16,8 +16,8 @@ from sqlalchemy import String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Select
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
+from sqlalchemy.sql import Executable, Select
 
 from crm_kpi_worker.sync.store.engine import WRITE_OPTION
 from crm_kpi_worker.sync.store.schema import iso_instant
@@ -67,10 +67,9 @@ class DriverStatement:
     """A statement compiled once for the driver's own cursor: SQL text and its parameters
     (bound values, with some replaced per execution)."""
 
-    def __init__(self, connection: Connection, statement: Select[Any]) -> None:
-        compiled = statement.compile(
-            dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
-        )
+    def __init__(self, connection: Connection | Dialect, statement: Executable) -> None:
+        dialect = connection.dialect if isinstance(connection, Connection) else connection
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         self.sql = str(compiled)
         self._values = dict(compiled.params)
         self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
@@ -94,6 +93,7 @@ class Database:
         self.insert = sqlite_dialect.insert if self.backend == "sqlite" else pg_dialect.insert
         self.driver = DriverValues(self.backend)
         self._compiled: dict[Any, tuple[str, tuple[str, ...] | None]] = {}  # by table, columns
+        self._statements: dict[Hashable, DriverStatement] = {}
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -104,6 +104,32 @@ class Database:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as connection, connection.begin():
             yield connection
+
+    def statement(self, key: Hashable, build: Callable[[], Executable]) -> DriverStatement:
+        """``build()`` compiled once per ``key`` for the driver (run it with :meth:`run`):
+        statements run per page skip SQLAlchemy's compilation."""
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = DriverStatement(self.engine.dialect, build())
+        return found
+
+    @staticmethod
+    def run(
+        connection: Connection, statement: DriverStatement, values: Mapping[str, Any] | None = None
+    ) -> CursorResult[Any]:
+        return connection.exec_driver_sql(statement.sql, statement.params(values))
+
+    def ids_in(self, column: Any, name: str, type_: Any = None) -> Any:
+        """``column IN`` the values bound to ``name`` as one parameter (:meth:`ids_value`),
+        for statements compiled once."""
+        if self.backend == "postgresql":
+            return column == any_(bindparam(name, type_=ARRAY(type_ or String())))
+        values = func.json_each(bindparam(name, type_=String())).table_valued("value")
+        return column.in_(select(values.c.value))
+
+    def ids_value(self, ids: Iterable[Any]) -> Any:
+        """The parameter of :meth:`ids_in` for these values."""
+        return list(ids) if self.backend == "postgresql" else json.dumps(list(ids))
 
     def ids_match(self, column: Any, ids: Sequence[str]) -> Any:
         """``column IN ids`` with one bound parameter whatever the number of ids."""

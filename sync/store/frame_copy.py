@@ -2,20 +2,22 @@
 
 ``frame_deals`` and ``frame_activities`` hold, per live deal and activity, exactly what the
 KPI frames read, as fixed-width binary (:mod:`.frame_codec`), texts as numbers per family
-(``frame_texts``): the frames read a million deals in a few aggregate queries and no text
-parsing (:mod:`.array_reads`). The copy is always *derived from the stored rows*: after a page
-has changed deals or activities, :meth:`FrameCopy.refresh` reads those rows back (as the
-bulk text read of :mod:`.arrays` parses them) and writes their copy, in the same transaction,
-so the copy can never disagree with them. A migration that adds or changes the copy lists the
-stored sources in ``frame_rebuilds``; :meth:`FrameCopy.rebuild_pending` builds theirs when the
-store opens, in the migration's transaction.
+(``frame_texts``), and ``frame_accounts`` the churn dates of the live accounts: the frames
+read a million deals in a few aggregate queries and no text parsing (:mod:`.array_reads`).
+
+The copy is always *derived from the stored rows*: after a page has changed deals, activities
+or accounts, :meth:`FrameCopy.refresh` reads those rows back (parsed as :mod:`.arrays` parses
+the pulled rows' text) and writes their copy, in the same transaction, so the copy can never
+disagree with them. A migration that adds or changes the copy lists the stored sources in
+``frame_rebuilds``; :meth:`FrameCopy.rebuild_pending` builds theirs when the store opens, in
+the migration's transaction. The statements run per page are compiled once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from sqlalchemy import (
@@ -27,7 +29,6 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    insert,
     literal,
     literal_column,
     select,
@@ -46,7 +47,7 @@ from crm_kpi_worker.sync.store.arrays import (
     parse_deal_rows,
     parse_deals,
 )
-from crm_kpi_worker.sync.store.database import Database, DriverStatement, chunks
+from crm_kpi_worker.sync.store.database import Database, chunks
 from crm_kpi_worker.sync.store.errors import StoreError
 from crm_kpi_worker.sync.store.frame_codec import (
     ACTIVITY_ROW,
@@ -72,9 +73,12 @@ __all__ = ["FrameCopy"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _REFRESH_IDS = 5_000  # ids read back per query when refreshing
 _REBUILD_ROWS = 50_000  # rows per chunk when rebuilding a source
+_SOURCE = bindparam("source", type_=String())
+
+#: Per chunk: its size, one RS-joined text per column, and a function giving its rows.
+_TextChunk = tuple[int, list[str], Callable[[], Sequence[Sequence[str]]]]
 
 
 class FrameCopy:
@@ -93,31 +97,33 @@ class FrameCopy:
     ) -> None:
         """The copy of these deals, activities and accounts made equal to their stored rows:
         written for the live ones, removed for the others (deleted, or not stored)."""
+        for kind, ids in (("deal", deal_ids), ("activity", activity_ids)):
+            table = _COPIES[kind]
+            for some in chunks(set(ids), _REFRESH_IDS):
+                live: set[str] = set()
+                for parsed in self._stored(connection, kind, source, some):
+                    self._write(connection, source, parsed)
+                    live.update(parsed.id)
+                gone = [record_id for record_id in some if record_id not in live]
+                if gone:
+                    statement = self._db.statement(
+                        ("frame_copy.delete", kind),
+                        lambda table=table: delete(table).where(  # type: ignore[misc]
+                            table.c.source == _SOURCE, self._db.ids_in(table.c.id, "ids")
+                        ),
+                    )
+                    self._db.run(
+                        connection, statement, {"source": source, "ids": self._db.ids_value(gone)}
+                    )
         for some in chunks(set(account_ids), _REFRESH_IDS):
             numbers = _TextNumbers(self._db, connection, source)
-            self._forget_churn(connection, source, list(numbers.existing("account", some).values()))
+            self._forget_churn(connection, source, numbers.existing("account", some).values())
             self._write_churn(connection, source, self._churned(connection, source, some))
-        for table, ids, write in (
-            (frame_deals, deal_ids, self._write_deals),
-            (frame_activities, activity_ids, self._write_activities),
-        ):
-            for some in chunks(sorted(set(ids)), _REFRESH_IDS):
-                live: set[str] = set()
-                for parsed in self._stored(connection, table, source, some):
-                    write(connection, source, parsed)  # type: ignore[operator]
-                    live.update(parsed.id)
-                gone = [deal_id for deal_id in some if deal_id not in live]
-                if gone:
-                    connection.execute(
-                        delete(table).where(
-                            table.c.source == source, self._db.ids_match(table.c.id, gone)
-                        )
-                    )
 
     def forget(self, connection: Connection, kind: str, source: str, ids: Any) -> None:
         """Remove the copy of the deals (``kind`` "deal"), activities ("activity") or
         accounts ("account") whose ids the select ``ids`` gives (rows about to be deleted)."""
-        table = {"deal": frame_deals, "activity": frame_activities}.get(kind)
+        table = _COPIES.get(kind)
         if table is not None:
             connection.execute(delete(table).where(table.c.source == source, table.c.id.in_(ids)))
         elif kind == "account":
@@ -126,7 +132,11 @@ class FrameCopy:
                 frame_texts.c.family == "account",
                 frame_texts.c.text.in_(ids),
             )
-            self._forget_churn(connection, source, numbers)
+            connection.execute(
+                delete(frame_accounts).where(
+                    frame_accounts.c.source == source, frame_accounts.c.code.in_(numbers)
+                )
+            )
 
     def rebuild_pending(self, connection: Connection) -> None:
         """Build the copy of every source listed in ``frame_rebuilds`` from its stored rows."""
@@ -139,10 +149,9 @@ class FrameCopy:
             )
             for table in (frame_deals, frame_activities, frame_accounts):
                 connection.execute(delete(table).where(table.c.source == source))
-            for parsed in self._stored(connection, frame_deals, source):
-                self._write_deals(connection, source, parsed)  # type: ignore[arg-type]
-            for parsed in self._stored(connection, frame_activities, source):
-                self._write_activities(connection, source, parsed)  # type: ignore[arg-type]
+            for kind in ("deal", "activity"):
+                for parsed in self._stored(connection, kind, source):
+                    self._write(connection, source, parsed)
             self._write_churn(connection, source, self._churned(connection, source))
             connection.execute(delete(frame_rebuilds).where(frame_rebuilds.c.source == source))
 
@@ -158,6 +167,14 @@ class FrameCopy:
             )
 
     # ---- writing
+
+    def _write(
+        self, connection: Connection, source: str, parsed: StoredDeals | StoredActivities
+    ) -> None:
+        if isinstance(parsed, StoredDeals):
+            self._write_deals(connection, source, parsed)
+        else:
+            self._write_activities(connection, source, parsed)
 
     def _write_deals(self, connection: Connection, source: str, parsed: StoredDeals) -> None:
         number = _TextNumbers(self._db, connection, source)
@@ -209,14 +226,19 @@ class FrameCopy:
             ],
         )
 
-    def _forget_churn(self, connection: Connection, source: str, numbers: Any) -> None:
-        """Remove the churn dates of these account numbers (a list, or a select of them)."""
-        if isinstance(numbers, list) and not numbers:
+    def _forget_churn(self, connection: Connection, source: str, numbers: Collection[int]) -> None:
+        """Remove the churn dates of these account numbers."""
+        if not numbers:
             return
-        connection.execute(
-            delete(frame_accounts).where(
-                frame_accounts.c.source == source, frame_accounts.c.code.in_(numbers)
-            )
+        statement = self._db.statement(
+            "frame_copy.forget_churn",
+            lambda: delete(frame_accounts).where(
+                frame_accounts.c.source == _SOURCE,
+                self._db.ids_in(frame_accounts.c.code, "codes", Integer()),
+            ),
+        )
+        self._db.run(
+            connection, statement, {"source": source, "codes": self._db.ids_value(numbers)}
         )
 
     def _write_churn(
@@ -235,40 +257,104 @@ class FrameCopy:
             list(zip([source] * len(codes), codes, day_numbers(dates).tolist(), strict=True)),
         )
 
+    # ---- reading the stored rows back
+
     def _churned(
         self, connection: Connection, source: str, ids: Sequence[str] | None = None
     ) -> list[tuple[str, Any]]:
         """(id, churn date) of the live accounts of the source (``ids`` only) that have one;
         dates as the driver gives them (ISO text on SQLite)."""
-        statement = select(accounts.c.id, accounts.c.churn_date).where(
-            accounts.c.source == source, accounts.c.churn_date.is_not(None), ~accounts.c.is_deleted
+        statement = self._db.statement(
+            ("frame_copy.churned", ids is None),
+            lambda: select(accounts.c.id, accounts.c.churn_date).where(
+                accounts.c.source == _SOURCE,
+                accounts.c.churn_date.is_not(None),
+                ~accounts.c.is_deleted,
+                *([] if ids is None else [self._db.ids_in(accounts.c.id, "ids")]),
+            ),
         )
+        values = {"source": source}
         if ids is not None:
-            statement = statement.where(self._db.ids_match(accounts.c.id, ids))
-        return [tuple(row) for rows in self._db.fetch_rows(connection, statement) for row in rows]  # type: ignore[misc]
-
-    # ---- reading the stored rows back, parsed
+            values["ids"] = self._db.ids_value(ids)
+        return [tuple(row) for row in self._db.run(connection, statement, values)]  # type: ignore[misc]
 
     def _stored(
-        self, connection: Connection, copy: Table, source: str, ids: Sequence[str] | None = None
+        self, connection: Connection, kind: str, source: str, ids: Sequence[str] | None = None
     ) -> Iterator[StoredDeals | StoredActivities]:
-        """The live rows of the source (``ids`` only, when given) behind the copy table
-        ``copy``, parsed in chunks."""
-        if copy is frame_deals:
-            table, expressions = deals, self._deal_texts()
-            parse: Callable[..., Any] = parse_deals
-            parse_rows: Callable[..., Any] = parse_deal_rows
-        else:
-            table, expressions = activities, self._activity_texts()
-            parse, parse_rows = parse_activities, parse_activity_rows
-        where = ~table.c.is_deleted
-        if ids is not None:
-            where = and_(where, self._db.ids_match(table.c.id, ids))
-        for n, texts, rows in self._text_chunks(connection, table, source, where, expressions, ids):
+        """The live deals or activities (``kind``) of the source, ``ids`` only when given,
+        parsed in chunks."""
+        parse: Callable[..., Any] = parse_deals if kind == "deal" else parse_activities
+        parse_rows: Callable[..., Any] = parse_deal_rows if kind == "deal" else parse_activity_rows
+        for n, texts, rows in self._text_chunks(connection, kind, source, ids):
             try:
                 yield parse(n, texts)
             except IrregularChunkError:  # a value holds a separator: value by value
                 yield parse_rows(rows())
+
+    def _text_chunks(
+        self, connection: Connection, kind: str, source: str, ids: Sequence[str] | None
+    ) -> Iterator[_TextChunk]:
+        """Per chunk of the source's live rows (``ids`` only, when given): its size, one
+        RS-joined text per column, and a function giving the chunk's rows instead (for the
+        rare chunk whose texts do not split back). SQLite joins them itself
+        (``group_concat``): over the ``ids`` given in one go, else over rowid ranges.
+        PostgreSQL's rows are joined here."""
+        table, expressions = (
+            (deals, self._deal_texts()) if kind == "deal" else (activities, self._activity_texts())
+        )
+        live = and_(table.c.source == _SOURCE, ~table.c.is_deleted)
+        values: dict[str, Any] = {"source": source}
+        if ids is not None:
+            live = and_(live, self._db.ids_in(table.c.id, "ids"))
+            values["ids"] = self._db.ids_value(ids)
+        if self._db.backend != "sqlite":
+            if ids is None:  # a whole source: a server-side cursor, chunk by chunk
+                whole = select(*expressions).where(live).params(source=source)
+                fetched_chunks = self._db.fetch_rows(connection, whole, _REBUILD_ROWS)
+            else:
+                plain = self._db.statement(
+                    ("frame_copy.rows", kind), lambda: select(*expressions).where(live)
+                )
+                fetched_chunks = iter([self._db.run(connection, plain, values).all()])
+            for fetched in fetched_chunks:
+                if fetched:
+                    texts = [RS.join(column) for column in zip(*fetched, strict=True)]
+                    yield len(fetched), texts, lambda fetched=fetched: fetched  # type: ignore[misc]
+            return
+        if ids is None:
+            # Rowid ranges ("+source": the range must drive the scan, not the source's index).
+            rowid = literal_column(f"{table.name}.rowid", Integer())
+            live = and_(
+                literal_column(f"+{table.name}.source", String()) == _SOURCE,
+                ~table.c.is_deleted,
+                rowid.between(bindparam("low"), bindparam("high")),
+            )
+        shape = ("frame_copy.texts", kind, ids is None)
+        aggregate = self._db.statement(
+            (*shape, "aggregate"),
+            lambda: select(func.count(), *(func.group_concat(e, RS) for e in expressions)).where(
+                live
+            ),
+        )
+        plain = self._db.statement((*shape, "rows"), lambda: select(*expressions).where(live))
+
+        def chunk(values: dict[str, Any]) -> Iterator[_TextChunk]:
+            n, *texts = self._db.run(connection, aggregate, values).one()
+            if n:
+                yield n, texts, lambda: self._db.run(connection, plain, values).all()
+
+        if ids is not None:
+            yield from chunk(values)
+            return
+        low, high = connection.execute(
+            select(
+                func.min(literal_column("rowid")), func.max(literal_column("rowid"))
+            ).select_from(table)
+        ).one()
+        if low is None:
+            return
+        for start in range(low, high + 1, _REBUILD_ROWS):
+            yield from chunk({**values, "low": start, "high": start + _REBUILD_ROWS - 1})
 
     def _deal_texts(self) -> list[Any]:
         c = deals.c
@@ -310,58 +396,13 @@ class FrameCopy:
     def _date_text(self, column: Any) -> Any:
         return column if self._db.backend == "sqlite" else func.to_char(column, "YYYY-MM-DD")
 
-    def _text_chunks(
-        self,
-        connection: Connection,
-        table: Table,
-        source: str,
-        where: Any,
-        expressions: list[Any],
-        ids: Sequence[str] | None,
-    ) -> Iterator[tuple[int, list[str], Callable[[], Sequence[Sequence[str]]]]]:
-        """Per chunk of the source's rows matching ``where``: its size, one RS-joined text
-        per expression, and a function giving the chunk's rows instead (for the rare chunk
-        whose texts do not split back). SQLite joins them itself (``group_concat``): over
-        the ``ids`` given in one go, else over rowid ranges; PostgreSQL's rows are joined
-        here."""
-        if self._db.backend != "sqlite":
-            statement = select(*expressions).where(table.c.source == source, where)
-            for fetched in self._db.fetch_rows(connection, statement, _REBUILD_ROWS):
-                texts = [RS.join(values) for values in zip(*fetched, strict=True)]
-                yield len(fetched), texts, lambda fetched=fetched: fetched  # type: ignore[misc]
-            return
-        aggregates = (func.count(), *(func.group_concat(e, RS) for e in expressions))
-        if ids is not None:
-            span = and_(table.c.source == source, where)
-        else:
-            # "+source": the rowid range must drive the scan, not the (source, id) index.
-            rowid = literal_column(f"{table.name}.rowid", Integer())
-            unindexed_source = literal_column(f"+{table.name}.source", String()) == source
-            span = and_(unindexed_source, where, rowid.between(bindparam("low"), bindparam("high")))
-        aggregate = DriverStatement(connection, select(*aggregates).where(span))
-        plain = DriverStatement(connection, select(*expressions).where(span))
 
-        def chunk(bounds: dict[str, int] | None = None) -> Any:
-            n, *texts = connection.exec_driver_sql(aggregate.sql, aggregate.params(bounds)).one()
-            if n:
-                yield (
-                    n,
-                    texts,
-                    lambda: connection.exec_driver_sql(plain.sql, plain.params(bounds)).all(),
-                )
-
-        if ids is not None:
-            yield from chunk()
-            return
-        low, high = connection.execute(
-            select(func.min(rowid), func.max(rowid)).select_from(table)
-        ).one()
-        for start in range(low, (high or 0) + 1, _REBUILD_ROWS) if low is not None else ():
-            yield from chunk({"low": start, "high": start + _REBUILD_ROWS - 1})
+_COPIES: dict[str, Table] = {"deal": frame_deals, "activity": frame_activities}
 
 
 class _TextNumbers:
-    """The numbers of texts per family (``frame_texts``), new texts numbered on the way."""
+    """The numbers of texts per family (``frame_texts``), new texts numbered on the way;
+    remembered for one write (in its transaction)."""
 
     def __init__(self, db: Database, connection: Connection, source: str) -> None:
         self._db = db
@@ -383,31 +424,38 @@ class _TextNumbers:
             self._add(family, [text for text in dict.fromkeys(missing) if text not in known])
         return [-1 if text is None else known[text] for text in texts]
 
-    def existing(self, family: str, texts: Sequence[str]) -> dict[str, int]:
+    def existing(self, family: str, texts: Collection[str]) -> dict[str, int]:
         """The numbers these texts already have (those that have one)."""
-        return self._numbered(family, list(texts)) if texts else {}
-
-    def _numbered(self, family: str, texts: list[str]) -> dict[str, int]:
-        statement = select(frame_texts.c.text, frame_texts.c.code).where(
-            frame_texts.c.source == self._source,
-            frame_texts.c.family == family,
-            self._db.ids_match(frame_texts.c.text, texts),
+        if not texts:
+            return {}
+        statement = self._db.statement(
+            "frame_copy.numbers",
+            lambda: select(frame_texts.c.text, frame_texts.c.code).where(
+                frame_texts.c.source == _SOURCE,
+                frame_texts.c.family == bindparam("family", type_=String()),
+                self._db.ids_in(frame_texts.c.text, "texts"),
+            ),
         )
-        return {text: code for text, code in self._connection.execute(statement)}
+        values = {"source": self._source, "family": family, "texts": self._db.ids_value(texts)}
+        return dict(self._db.run(self._connection, statement, values).all())  # type: ignore[arg-type]
 
     def _add(self, family: str, texts: list[str]) -> None:
         """Number new texts after the family's last number."""
         if not texts:
             return
-        top = self._connection.execute(
-            select(func.max(frame_texts.c.code)).where(
-                frame_texts.c.source == self._source, frame_texts.c.family == family
-            )
+        statement = self._db.statement(
+            "frame_copy.last_number",
+            lambda: select(func.max(frame_texts.c.code)).where(
+                frame_texts.c.source == _SOURCE,
+                frame_texts.c.family == bindparam("family", type_=String()),
+            ),
+        )
+        top = self._db.run(
+            self._connection, statement, {"source": self._source, "family": family}
         ).scalar()
         first = 0 if top is None else top + 1
-        rows = [
-            {"source": self._source, "family": family, "code": first + i, "text": text}
-            for i, text in enumerate(texts)
-        ]
-        self._connection.execute(insert(frame_texts), rows)
-        self._known[family].update((row["text"], row["code"]) for row in rows)
+        rows = [(self._source, family, first + i, text) for i, text in enumerate(texts)]
+        self._db.insert_tuples(
+            self._connection, frame_texts, ("source", "family", "code", "text"), rows
+        )
+        self._known[family].update((text, code) for _, _, code, text in rows)
