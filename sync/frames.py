@@ -93,14 +93,7 @@ class LocalDays:
             found[found] = self._hours[position[found]] == hours[found]
             if not found.all():
                 new = hours[~found]
-                offsets = [
-                    _HOUR_US
-                    // 3600
-                    * int(
-                        dt.datetime.fromtimestamp(h * 3600, tz=self.tz).utcoffset().total_seconds()
-                    )  # type: ignore[union-attr]
-                    for h in new.tolist()
-                ]
+                offsets = [_offset_us(self.tz, hour) for hour in new.tolist()]
                 merged = np.concatenate((self._hours, new))
                 order = np.argsort(merged, kind="stable")
                 self._hours = merged[order]
@@ -111,6 +104,14 @@ class LocalDays:
 
 _HOUR_US = 3_600_000_000
 _DAY_US = 24 * _HOUR_US
+
+
+def _offset_us(tz: ZoneInfo, hour: int) -> int:
+    """The UTC offset of ``tz`` at the start of the UTC hour ``hour``, in microseconds."""
+    offset = dt.datetime.fromtimestamp(hour * 3600, tz=tz).utcoffset()
+    if offset is None:  # an aware datetime always has one
+        raise ValueError(f"{tz}: no UTC offset at hour {hour}")
+    return offset // dt.timedelta(microseconds=1)
 
 
 def _dates(values: Sequence[dt.date | None]) -> np.ndarray:

@@ -321,8 +321,8 @@ class _Texts:
             frame_texts.c.source == source, frame_texts.c.family.in_(_FAMILIES)
         )
         values: dict[str, list[str | None]] = {family: [] for family in _FAMILIES}
-        for family, code, text in connection.execute(statement):
-            numbered = values[family]
+        for family, code, text in connection.execute(statement).tuples():
+            numbered = values[str(family)]
             numbered.extend([None] * (code + 1 - len(numbered)))
             numbered[code] = text
         return cls(values)

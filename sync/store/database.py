@@ -10,14 +10,15 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from contextlib import contextmanager
 from itertools import islice
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
-from sqlalchemy.sql import Executable, Select
+from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from crm_kpi_worker.sync.store.engine import WRITE_OPTION
 from crm_kpi_worker.sync.store.schema import iso_instant
@@ -67,9 +68,12 @@ class DriverStatement:
     """A statement compiled once for the driver's own cursor: SQL text and its parameters
     (bound values, with some replaced per execution)."""
 
-    def __init__(self, connection: Connection | Dialect, statement: Executable) -> None:
+    def __init__(self, connection: Connection | Dialect, statement: ClauseElement) -> None:
         dialect = connection.dialect if isinstance(connection, Connection) else connection
-        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        compiled = cast(
+            SQLCompiler,
+            statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}),
+        )
         self.sql = str(compiled)
         self._values = dict(compiled.params)
         self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
@@ -105,7 +109,7 @@ class Database:
         with self.engine.connect() as connection, connection.begin():
             yield connection
 
-    def statement(self, key: Hashable, build: Callable[[], Executable]) -> DriverStatement:
+    def statement(self, key: Hashable, build: Callable[[], ClauseElement]) -> DriverStatement:
         """``build()`` compiled once per ``key`` for the driver (run it with :meth:`run`):
         statements run per page skip SQLAlchemy's compilation."""
         found = self._statements.get(key)

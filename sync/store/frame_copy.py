@@ -140,7 +140,7 @@ class FrameCopy:
 
     def rebuild_pending(self, connection: Connection) -> None:
         """Build the copy of every source listed in ``frame_rebuilds`` from its stored rows."""
-        pending = connection.execute(select(frame_rebuilds.c.source)).scalars().all()
+        pending: list[str] = list(connection.execute(select(frame_rebuilds.c.source)).scalars())
         for source in pending:
             log.info(
                 "building the KPI frames' copy of source %s from its stored rows",
@@ -276,7 +276,8 @@ class FrameCopy:
         values = {"source": source}
         if ids is not None:
             values["ids"] = self._db.ids_value(ids)
-        return [tuple(row) for row in self._db.run(connection, statement, values)]  # type: ignore[misc]
+        rows: Sequence[Any] = self._db.run(connection, statement, values).all()
+        return [(row[0], row[1]) for row in rows]
 
     def _stored(
         self, connection: Connection, kind: str, source: str, ids: Sequence[str] | None = None
@@ -308,6 +309,7 @@ class FrameCopy:
             live = and_(live, self._db.ids_in(table.c.id, "ids"))
             values["ids"] = self._db.ids_value(ids)
         if self._db.backend != "sqlite":
+            fetched_chunks: Iterator[Sequence[Any]]
             if ids is None:  # a whole source: a server-side cursor, chunk by chunk
                 whole = select(*expressions).where(live).params(source=source)
                 fetched_chunks = self._db.fetch_rows(connection, whole, _REBUILD_ROWS)
@@ -339,13 +341,17 @@ class FrameCopy:
         plain = self._db.statement((*shape, "rows"), lambda: select(*expressions).where(live))
 
         def chunk(values: dict[str, Any]) -> Iterator[_TextChunk]:
-            n, *texts = self._db.run(connection, aggregate, values).one()
+            row = self._db.run(connection, aggregate, values).one()
+            n: int = row[0]
+            texts: list[str] = list(row[1:])
             if n:
                 yield n, texts, lambda: self._db.run(connection, plain, values).all()
 
         if ids is not None:
             yield from chunk(values)
             return
+        low: int | None
+        high: int | None
         low, high = connection.execute(
             select(
                 func.min(literal_column("rowid")), func.max(literal_column("rowid"))

@@ -3,7 +3,8 @@
 
 :meth:`PulledRecords.save_page` writes everything of one page and the stream's new cursor in
 ONE transaction: a page that fails changes nothing, so a crash resumes from the last saved
-cursor without loss or double counting.
+cursor without loss or double counting. The KPI frames' compact copy of the deals, activities
+and accounts the page changed is brought in line in that same transaction (``frame_copy``).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ Storage conventions, the same on SQLite and PostgreSQL:
 - Dates are dates (``date`` on PostgreSQL; ``YYYY-MM-DD`` text on SQLite).
 - A deal's stage history and close-date history live on the deal row as compact text (one
   column each, see :func:`encode_stage_history`): one row per deal keeps ``save_page`` to one
-  upsert per deal and lets the bulk read (``Store.iter_deal_arrays``) take a million deals
-  without a join (benchmarks/bench_store.py measured this against a child table).
+  upsert per deal and lets the compact copy of the KPI frames (``frame_*`` tables) be built
+  from it without a join (benchmarks/bench_store.py measured this against a child table).
 """
 
 from __future__ import annotations
@@ -412,7 +412,7 @@ frame_texts = Table(
 )
 
 #: One row per live deal (``frame_codec.DEAL_HEAD`` and its histories). SQLite keeps it in
-#: id order (no rowid): the frames read it in id order, without sorting.
+#: id order (no rowid): the frames read it in ranges of ids, and need not sort it.
 frame_deals = Table(
     "frame_deals",
     metadata,
