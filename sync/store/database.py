@@ -178,13 +178,18 @@ class Database:
         rows: Sequence[tuple[Any, ...]],
         *,
         updates: Callable[[Table, Any], dict[str, Any]] | None = None,
+        changed: str | None = None,
     ) -> None:
         """:meth:`upsert_many` of rows given as tuples of driver values in ``columns`` order
-        (no dict per row; the hot path of save_page)."""
+        (no dict per row; the hot path of save_page). ``changed``: a column; a stored row is
+        updated only where it differs (``IS DISTINCT FROM``) from the given value."""
         if not rows:
             return
         sql, order = self._upsert_sql(
-            table, columns, (lambda statement: updates(table, statement)) if updates else None
+            table,
+            columns,
+            (lambda statement: updates(table, statement)) if updates else None,
+            changed,
         )
         if order is None:
             connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
@@ -227,10 +232,11 @@ class Database:
         table: Table,
         columns: tuple[str, ...],
         updates: Callable[[Any], dict[str, Any]] | None,
+        changed: str | None = None,
     ) -> tuple[str, tuple[str, ...] | None]:
         """The upsert of ``columns`` on the table's primary key, compiled once: SQL text and
         its positional parameter order (None: named parameters)."""
-        cache_key = (table.name, columns)
+        cache_key = (table.name, columns, changed)
         compiled = self._compiled.get(cache_key)
         if compiled is None:
             keys = [column.name for column in table.primary_key]
@@ -238,9 +244,14 @@ class Database:
             set_ = {name: statement.excluded[name] for name in columns if name not in keys}
             if updates is not None:
                 set_.update(updates(statement))
-            upsert = statement.on_conflict_do_update(index_elements=keys, set_=set_).compile(
-                dialect=self.engine.dialect, column_keys=list(columns)
+            where = (
+                None
+                if changed is None
+                else table.c[changed].is_distinct_from(statement.excluded[changed])
             )
+            upsert = statement.on_conflict_do_update(
+                index_elements=keys, set_=set_, where=where
+            ).compile(dialect=self.engine.dialect, column_keys=list(columns))
             order = tuple(upsert.positiontup or ()) if upsert.positional else None
             if set(order or upsert.params) != set(columns):
                 raise AssertionError(f"{table.name}: parameters {list(upsert.params)} != {columns}")

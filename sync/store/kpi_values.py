@@ -11,26 +11,15 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    Column,
-    MetaData,
-    String,
-    Table,
-    and_,
-    delete,
     insert,
-    literal,
     or_,
     select,
-    true,
 )
-from sqlalchemy.schema import CreateTable
 
 from crm_kpi_worker.sync.store.database import Database
 from crm_kpi_worker.sync.store.runs import RunRecords
 from crm_kpi_worker.sync.store.schema import (
     KPI_KEY,
-    ExactDecimal,
-    UtcDateTime,
     forecast_snapshots,
     kpi_history,
     kpi_values,
@@ -91,67 +80,34 @@ class KpiValues:
         """Store the run's KPI values: the latest value per key, plus a history row for every
         key whose value changed (or appeared); a key given twice keeps its last value.
 
-        The run's values (a few per rep, team and period, not per deal) go to a temporary
-        table in one executemany, and are diffed against the stored ones in SQL."""
+        One upsert of the run's values (a few per rep, team and period, not per deal) that
+        changes only the values that differ, stamping them with the run and this instant;
+        the history rows are then those stamps, copied in SQL."""
         now = self._db.clock()
+        stamp = self._db.driver.instant(now)
         stored_form = kpi_text if self._db.backend == "sqlite" else _kpi_value
         values = {row.key: stored_form(row.value) for row in rows}
-        incoming = _kpi_incoming()
         with self._db.write() as connection:
             RunRecords.require_run(connection, run_id)
-            connection.execute(CreateTable(incoming, if_not_exists=True))
-            connection.execute(delete(incoming))
-            self._db.insert_tuples(
-                connection,
-                incoming,
-                (*KPI_KEY, "value"),
-                [(*key, value) for key, value in values.items()],
-            )
-            same_key = and_(*(kpi_values.c[name] == incoming.c[name] for name in KPI_KEY))
-            changed = (
-                select(
-                    *(incoming.c[name] for name in KPI_KEY),
-                    incoming.c.value,
-                    literal(run_id),
-                    literal(now, UtcDateTime()),
-                )
-                .select_from(incoming.outerjoin(kpi_values, same_key))
-                .where(
-                    or_(
-                        kpi_values.c.source.is_(None),
-                        kpi_values.c.value.is_distinct_from(incoming.c.value),
-                    )
-                )
-            )
-            recorded = connection.execute(
-                insert(kpi_history).from_select(
-                    [*KPI_KEY, "value", "run_id", "recorded_at"], changed
-                )
-            )
-            if not recorded.rowcount:  # nothing changed: the latest values stand
-                connection.execute(delete(incoming))
+            if not values:
                 return
-            latest = self._db.insert(kpi_values).from_select(
-                [*KPI_KEY, "value", "run_id", "changed_at"],
-                select(
-                    *(incoming.c[name] for name in KPI_KEY),
-                    incoming.c.value,
-                    literal(run_id),
-                    literal(now, UtcDateTime()),
-                ).where(true()),  # SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+            self._db.upsert_tuples(
+                connection,
+                kpi_values,
+                (*KPI_KEY, "value", "run_id", "changed_at"),
+                [(*key, value, run_id, stamp) for key, value in values.items()],
+                changed="value",
             )
-            connection.execute(
-                latest.on_conflict_do_update(
-                    index_elements=list(KPI_KEY),
-                    set_={
-                        "value": latest.excluded.value,
-                        "run_id": latest.excluded.run_id,
-                        "changed_at": latest.excluded.changed_at,
-                    },
-                    where=kpi_values.c.value.is_distinct_from(latest.excluded.value),
-                )
+            sources = sorted({key[0] for key in values})
+            columns = [*KPI_KEY, "value", "run_id"]
+            stamped = select(
+                *(kpi_values.c[name] for name in columns), kpi_values.c.changed_at
+            ).where(
+                kpi_values.c.source.in_(sources),
+                kpi_values.c.run_id == run_id,
+                kpi_values.c.changed_at == now,
             )
-            connection.execute(delete(incoming))
+            connection.execute(insert(kpi_history).from_select([*columns, "recorded_at"], stamped))
 
     def kpis(
         self, source: str | None = None, *, rep: str | None = None, period: str | None = None
@@ -240,14 +196,3 @@ def kpi_text(value: Any) -> str | None:
         return None
     canonical = _kpi_value(value)
     return None if canonical is None else str(canonical)
-
-
-def _kpi_incoming() -> Table:
-    """The per-connection temporary table save_kpis diffs through (keys made unique before)."""
-    return Table(
-        "kpi_incoming",
-        MetaData(),
-        *(Column(name, String(), nullable=False) for name in KPI_KEY),
-        Column("value", ExactDecimal()),
-        prefixes=["TEMPORARY"],
-    )
