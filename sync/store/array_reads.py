@@ -321,8 +321,9 @@ class _Texts:
             frame_texts.c.source == source, frame_texts.c.family.in_(_FAMILIES)
         )
         values: dict[str, list[str | None]] = {family: [] for family in _FAMILIES}
-        for family, code, text in connection.execute(statement).tuples():
-            numbered = values[str(family)]
+        for row in connection.execute(statement):
+            family, code, text = str(row[0]), int(row[1]), str(row[2])
+            numbered = values[family]
             numbered.extend([None] * (code + 1 - len(numbered)))
             numbered[code] = text
         return cls(values)
