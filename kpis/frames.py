@@ -156,6 +156,8 @@ def _floats(frame: str, name: str, values: Any, n: int) -> np.ndarray:
 
 
 def _objects(frame: str, name: str, values: Any, n: int) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype == object and values.ndim == 1:
+        return _length(frame, name, values.copy(), n)  # a million ids: no list in between
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
     return _length(frame, name, out, n)

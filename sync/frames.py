@@ -10,6 +10,7 @@ config. Vectorised: a million deals take seconds, not minutes.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,8 +24,7 @@ from crm_kpi_worker.sync.config import AppConfig, SourceBase, StageMap
 from crm_kpi_worker.sync.config_loader import read_quota_csv
 from crm_kpi_worker.sync.model import DealType, Quota, QuotaSource, Rep
 from crm_kpi_worker.sync.store import Store
-from crm_kpi_worker.sync.store.arrays import NULL as NULL_TEXT
-from crm_kpi_worker.sync.store.arrays import Coded, DealArrays, first_seen_codes
+from crm_kpi_worker.sync.store.arrays import Coded, DealArrays, id_keys
 
 UNASSIGNED_ID = "unassigned"
 _NAT = np.datetime64("NaT", "D")
@@ -57,21 +57,23 @@ class LocalDays:
     """UTC instants (datetime64, NaT allowed) to calendar dates in ``tz``, vectorised.
 
     The UTC offset is looked up once per distinct UTC hour, and remembered across calls (a
-    million deals span a few tens of thousands of hours).
+    million deals span a few tens of thousands of hours); threads may share one.
     """
 
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
         self._hours = np.zeros(0, dtype=np.int64)  # sorted
-        self._offsets = np.zeros(0, dtype=np.int64)  # seconds, per hour above
+        self._offsets = np.zeros(0, dtype=np.int64)  # microseconds, per hour above
+        self._lock = threading.Lock()
 
     def __call__(self, instants: np.ndarray) -> np.ndarray:
         micros = instants.astype("datetime64[us]").view(np.int64)
         missing = np.isnat(instants)
-        seconds = np.where(missing, 0, micros) // 1_000_000
-        hours = seconds // 3600
-        if not len(hours):
+        if missing.any():
+            micros = np.where(missing, 0, micros)
+        if not len(micros):
             return np.zeros(0, dtype="datetime64[D]")
+        hours = micros // _HOUR_US
         low, high = int(hours.min()), int(hours.max())
         if high - low <= 2 * len(hours) + 10_000:
             # A dense table over the span: no sort of the values.
@@ -79,26 +81,37 @@ class LocalDays:
         else:
             distinct, inverse = np.unique(hours, return_inverse=True)
             offsets = self._offsets_of(distinct)[inverse.reshape(-1)]
-        days = ((seconds + offsets) // 86_400).astype("datetime64[D]")
+        # floor((micros + offset) / day) is the local day of floor(micros / 1 s) + offset.
+        days = ((micros + offsets) // _DAY_US).astype("datetime64[D]")
         days[missing] = _NAT
         return days
 
     def _offsets_of(self, hours: np.ndarray) -> np.ndarray:
-        position = np.searchsorted(self._hours, hours)
-        found = position < len(self._hours)
-        found[found] = self._hours[position[found]] == hours[found]
-        if not found.all():
-            new = hours[~found]
-            offsets = [
-                int(dt.datetime.fromtimestamp(h * 3600, tz=self.tz).utcoffset().total_seconds())  # type: ignore[union-attr]
-                for h in new.tolist()
-            ]
-            merged = np.concatenate((self._hours, new))
-            order = np.argsort(merged, kind="stable")
-            self._hours = merged[order]
-            self._offsets = np.concatenate((self._offsets, np.array(offsets, np.int64)))[order]
+        with self._lock:
             position = np.searchsorted(self._hours, hours)
-        return self._offsets[position]
+            found = position < len(self._hours)
+            found[found] = self._hours[position[found]] == hours[found]
+            if not found.all():
+                new = hours[~found]
+                offsets = [_offset_us(self.tz, hour) for hour in new.tolist()]
+                merged = np.concatenate((self._hours, new))
+                order = np.argsort(merged, kind="stable")
+                self._hours = merged[order]
+                self._offsets = np.concatenate((self._offsets, np.array(offsets, np.int64)))[order]
+                position = np.searchsorted(self._hours, hours)
+            return self._offsets[position]
+
+
+_HOUR_US = 3_600_000_000
+_DAY_US = 24 * _HOUR_US
+
+
+def _offset_us(tz: ZoneInfo, hour: int) -> int:
+    """The UTC offset of ``tz`` at the start of the UTC hour ``hour``, in microseconds."""
+    offset = dt.datetime.fromtimestamp(hour * 3600, tz=tz).utcoffset()
+    if offset is None:  # an aware datetime always has one
+        raise ValueError(f"{tz}: no UTC offset at hour {hour}")
+    return offset // dt.timedelta(microseconds=1)
 
 
 def _dates(values: Sequence[dt.date | None]) -> np.ndarray:
@@ -147,28 +160,25 @@ def build_input(store: Store, config: AppConfig, source: SourceBase, as_of: dt.d
         reaching_cycle=stages_reaching(mapping.stages, cycle_stage) if cycle_stage else None,
         credited={str(t) for t in mapping.deal_types.quota_credited},
     )
-    parts = [_deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=50_000)]
-    account_ids: list[str] = []
     arrays = None
-    # The demos are read (their query runs without the GIL) while the deals are put in order
-    # here: nothing else uses the store or the day converter meanwhile.
+    accounts = kf.Accounts.empty()
+    # The demos are read in a worker thread while the deals are read and put in order here:
+    # both reads mostly run in the database, without the GIL.
     with ThreadPoolExecutor(1, thread_name_prefix="frames-activities") as pool:
-        reading = pool.submit(_activities, store, name, mapping, rep_index, unassigned, context)
+        reading = pool.submit(
+            _activities, store, name, mapping, rep_index, unassigned, context.days
+        )
+        parts = [
+            _deal_arrays(chunk, context) for chunk in store.iter_deal_arrays(name, rows=50_000)
+        ]
         if parts:
             # Deals in id order (the engine adds amounts up in frame order: the same order,
             # the same float sums), accounts numbered in first-seen order along it.
-            order = _id_order(np.concatenate([part.pop("id_key") for part in parts]))
-            arrays = {key: np.concatenate([part[key] for part in parts])[order] for key in parts[0]}
-            arrays["account"], account_ids = _accounts(arrays.pop("account_key"))
+            order = _id_order(_joined([part["id"] for part in parts], None))
+            arrays = {key: _joined([part[key] for part in parts], order) for key in parts[0]}
+            arrays["account"], churn = _accounts(arrays.pop("account"), arrays.pop("account_churn"))
+            accounts = kf.Accounts(churn=churn)
         activities = reading.result()
-    churn = {a.id: a.churn_date for a in store.accounts(name) if a.churn_date is not None}
-    churn_days = np.full(len(account_ids), _NAT)
-    if churn:
-        rows = [(i, day) for i, a in enumerate(account_ids) if (day := churn.get(a)) is not None]
-        if rows:
-            index, days = zip(*rows, strict=True)
-            churn_days[list(index)] = _dates(days)
-    accounts = kf.Accounts(churn=churn_days)
     if arrays is None:
         deals = kf.Deals(id=[], owner=[], created=[], close=[], is_won=[], is_lost=[], arr=[])
         owner = np.zeros(0, dtype=np.int32)
@@ -211,7 +221,7 @@ def _activities(
     mapping: Any,
     rep_index: dict[str, int],
     unassigned: int,
-    context: _DealContext,
+    local_days: LocalDays,
 ) -> kf.Activities:
     """The Activities frame (demos)."""
     if mapping.demos is None:
@@ -219,7 +229,7 @@ def _activities(
     owners, days = [], []
     for owner_ids, starts in store.iter_activity_arrays(name, "demo"):
         owners.append(_lookup(owner_ids, lambda v: rep_index.get(v, unassigned)))
-        days.append(context.days(starts))
+        days.append(local_days(starts))
     return kf.Activities(
         owner=np.concatenate(owners) if owners else np.zeros(0, np.int32),
         day=np.concatenate(days) if days else np.zeros(0, "datetime64[D]"),
@@ -253,30 +263,37 @@ _FORECAST_INDEX = {k: i for i, k in enumerate(kf.FORECAST_CATEGORIES)}
 _EPOCH_DAY = np.datetime64("0001-01-01", "D")
 
 
-def _id_order(keys: np.ndarray) -> np.ndarray:
-    """The permutation sorting ids given as zero-padded bytes (``S`` dtype) in byte order,
-    which is SQLite's (binary) order of text keys."""
-    if not len(keys):
-        return np.zeros(0, dtype=np.int64)
+def _id_order(ids: np.ndarray) -> np.ndarray | None:
+    """The permutation sorting ids (an object array of str) in the bytes' order of their
+    UTF-8, which is SQLite's (binary) order of text keys and Python's order of str; None
+    when they are in that order already (as SQLite reads them)."""
+    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return None
+    keys = id_keys(ids.tolist())
     width = -(-keys.dtype.itemsize // 8) * 8
     words = keys.astype(f"S{width}").view(">u8").reshape(len(keys), -1)
     return np.lexsort(tuple(words[:, k] for k in range(words.shape[1] - 1, -1, -1)))
 
 
-def _accounts(keys: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def _joined(pieces: list[np.ndarray], order: np.ndarray | None) -> np.ndarray:
+    """The chunks' pieces of one column, one after the other, then put in ``order``."""
+    joined = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    return joined if order is None else joined[order]
+
+
+def _accounts(numbers: np.ndarray, churn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per deal, its account's row (-1 = none), accounts numbered in first-seen order; and
-    the account ids of the rows."""
-    if not len(keys):
-        return np.zeros(0, dtype=np.int32), []
-    width = -(-keys.dtype.itemsize // 8) * 8
-    padded = keys.astype(f"S{width}")
-    codes, first = first_seen_codes(padded.view(np.uint8).reshape(len(keys), width))
-    names = [key.decode() for key in padded[first].tolist()]
-    if NULL_TEXT in names:  # deals without an account
-        none = names.index(NULL_TEXT)
-        del names[none]
-        codes = np.where(codes == none, -1, codes - (codes > none)).astype(np.int32)
-    return codes, names
+    the churn date of each row's account (from the deals' account numbers and churn dates)."""
+    present = np.flatnonzero(numbers >= 0)
+    rows = np.full(len(numbers), -1, dtype=np.int32)
+    if not len(present):
+        return rows, np.zeros(0, dtype="datetime64[D]")
+    _, first, inverse = np.unique(numbers[present], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    rows[present] = rank[inverse.reshape(-1)]
+    return rows, churn[present[first[order]]]
 
 
 def _lookup(column: Coded, convert: Any, dtype: Any = np.int32) -> np.ndarray:
@@ -353,7 +370,6 @@ def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
     ids = np.empty(n, dtype=object)
     ids[:] = chunk.id
     return {
-        "id_key": chunk.id_key,
         "id": ids,
         "owner": owner,
         "created": created,
@@ -361,7 +377,8 @@ def _deal_arrays(chunk: DealArrays, ctx: _DealContext) -> dict[str, np.ndarray]:
         "is_won": is_won,
         "is_lost": is_lost,
         "arr": chunk.arr,
-        "account_key": chunk.account_key,
+        "account": chunk.account,
+        "account_churn": chunk.account_churn,
         "cycle_start": cycle_start,
         "stage_known": stage_known,
         "credited": _lookup(deal_types, lambda t: str(t) in ctx.credited, bool),

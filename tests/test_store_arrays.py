@@ -31,6 +31,7 @@ from crm_kpi_worker.sync.model import (
 from crm_kpi_worker.sync.store import Store
 from crm_kpi_worker.sync.store.arrays import RS, DealArrays, IrregularChunkError, _floats
 from crm_kpi_worker.sync.store.schema import deals as deals_table
+from crm_kpi_worker.sync.store.schema import frame_rebuilds
 
 SOURCE = "sandbox"  # the demo config's source
 PARIS = ZoneInfo("Europe/Paris")
@@ -222,9 +223,9 @@ def concatenated(chunks: list[DealArrays]) -> dict[str, list[Any]]:
             s = slice(c.stage_history_offsets[i], c.stage_history_offsets[i + 1])
             h = slice(c.close_date_history_offsets[i], c.close_date_history_offsets[i + 1])
             out[deal_id] = {
-                "id_key": c.id_key[i],
                 "owner_id": owner[i],
-                "account_key": c.account_key[i],
+                "account": int(c.account[i]),
+                "account_churn": c.account_churn[i],
                 "stage": stage[i],
                 "deal_type": dtype[i],
                 "forecast_category": forecast[i],
@@ -252,17 +253,24 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def test_deal_arrays_hold_what_the_stored_rows_hold(store: Store) -> None:
-    reference = stored_deals(store, SOURCE)
-    for rows in (2, 7, 20_000):
-        got = concatenated(list(store.iter_deal_arrays(SOURCE, rows=rows)))
+def assert_arrays_hold_the_stored_rows(
+    store: Store, source: str = SOURCE, chunk_rows: tuple[int, ...] = (20_000,)
+) -> None:
+    """The frames' reads (the store's compact copy) hold exactly the live deals and demo
+    activities the pulled rows hold, read in chunks of each of ``chunk_rows``."""
+    reference = stored_deals(store, source)
+    churn = {a.id: a.churn_date for a in store.accounts(source)}
+    for rows in chunk_rows:
+        got = concatenated(list(store.iter_deal_arrays(source, rows=rows)))
         assert sorted(got) == sorted(d.id for d in reference)
+        accounts: dict[int, str | None] = {-1: None}  # number -> account id
         for d in reference:
             row = got[d.id]
-            assert row["id_key"] == d.id.encode()
             assert row["owner_id"] == d.owner_id
-            account = d.account_id
-            assert row["account_key"] == (b"\x1f" if account is None else account.encode())
+            # One number per account id (-1: none), and that account's churn date.
+            assert accounts.setdefault(row["account"], d.account_id) == d.account_id
+            expected_churn = churn.get(d.account_id) if d.account_id else None
+            assert row["account_churn"].tolist() == expected_churn, d.id
             for name in ("stage", "is_won", "is_closed"):
                 assert row[name] == getattr(d, name), name
             assert row["deal_type"] == d.deal_type.value
@@ -274,27 +282,32 @@ def test_deal_arrays_hold_what_the_stored_rows_hold(store: Store) -> None:
                 value = getattr(d, name)
                 expected = np.nan if value is None else float(value)
                 assert np.array_equal(row[name], expected, equal_nan=True), name
-            changes, fields = stored_history(store, SOURCE, d.id)
+            changes, fields = stored_history(store, source, d.id)
             assert row["stages"] == [(c.stage, naive_utc(c.entered_at)) for c in changes]
             assert row["slips"] == [
                 (f.old_value, f.new_value) for f in fields if f.field == "close_date"
             ]
+        owners, starts = [], []
+        for coded, start in store.iter_activity_arrays(source, "demo", rows=rows):
+            owners += coded.decode()
+            starts += start.tolist()
+        assert sorted(zip(owners, starts, strict=True), key=str) == sorted(
+            ((owner, naive_utc(start)) for owner, start in stored_activities(store, source)),
+            key=str,
+        )
 
 
-def test_activity_arrays_hold_what_activities_hold(store: Store) -> None:
-    reference = stored_activities(store, SOURCE)
-    owners, starts = [], []
-    for coded, start in store.iter_activity_arrays(SOURCE, "demo", rows=2):
-        owners += coded.decode()
-        starts += start.tolist()
-    assert sorted(zip(owners, starts, strict=True), key=str) == sorted(
-        ((owner, naive_utc(start)) for owner, start in reference), key=str
-    )
+def test_deal_arrays_hold_what_the_stored_rows_hold(store: Store) -> None:
+    assert_arrays_hold_the_stored_rows(store, SOURCE, chunk_rows=(2, 7, 20_000))
+    assert list(store.iter_deal_arrays("nowhere")) == []
+    assert list(store.iter_activity_arrays("nowhere")) == []
 
 
 def test_an_instant_in_another_text_format_is_read_value_by_value(tmp_path: Any) -> None:
-    # Written by hand (or by an older version) without the fixed width: parsed one by one.
-    with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
+    # Written by hand (or by an older version) without the fixed width: when the copy is
+    # built from such rows (here after a migration listed the source), parsed one by one.
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    with Store.open(url) as store:
         fill(store)
         with store._engine.begin() as connection:  # a test's backdoor
             connection.execute(
@@ -305,6 +318,8 @@ def test_an_instant_in_another_text_format_is_read_value_by_value(tmp_path: Any)
             connection.exec_driver_sql(
                 "UPDATE deals SET created_at = '2026-03-28T23:30:00Z' WHERE id = '006B'"
             )
+            connection.execute(sa.insert(frame_rebuilds).values(source=SOURCE))
+    with Store.open(url) as store:
         got = concatenated(list(store.iter_deal_arrays(SOURCE)))
     assert got["006A"]["stages"] == [("demo", dt.datetime(2026, 3, 29, 1, 0))]
     assert got["006B"]["created_at"] == np.datetime64("2026-03-28T23:30:00")

@@ -10,8 +10,10 @@ Guarantees:
   transaction: a page that fails changes nothing, so a crash resumes from the last saved
   cursor without loss or double counting.
 - The KPI frames read a million deals through :meth:`Store.iter_deal_arrays` /
-  :meth:`Store.iter_activity_arrays`: numpy arrays parsed in bulk from one text per column
-  and chunk (:mod:`.arrays`), without pydantic or SQLAlchemy row objects in between.
+  :meth:`Store.iter_activity_arrays`, from a compact copy of exactly what they need
+  (``frame_*`` tables: fixed-width binary rows, texts as numbers), kept up by ``save_page``
+  in the page's transaction (:mod:`.frame_copy`): numpy reads each chunk of rows in place
+  (:mod:`.frame_codec`), without pydantic or SQLAlchemy row objects in between.
 - The URL's password never reaches a log line, an error message or ``repr``.
 
 Times come from an injectable clock (UTC); money and KPI values stay ``Decimal``.
@@ -21,7 +23,7 @@ The rooms: ``facade`` (:class:`Store`), ``engine`` (URLs, connection settings),
 (tables and codecs), ``page`` and ``pulled`` (the pull's records), ``array_reads`` and
 ``arrays`` (the frames' bulk reads), ``kpi_values``, ``write_memory``, ``runs``,
 ``planned_writes`` (every record each run planned to write, and what became of it), ``locks``
-(one run per source at a time).
+(one run per source at a time), ``frame_copy`` and ``frame_codec`` (the frames' compact copy).
 """
 
 from crm_kpi_worker.sync.store.engine import normalise_url

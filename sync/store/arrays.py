@@ -1,13 +1,15 @@
-"""Deal columns as numpy arrays, parsed in bulk from the text the store's bulk read returns.
+"""Deal and activity columns as numpy arrays: the types the KPI frames read, and the bulk
+parsing of the pulled rows' text that the compact copy is built from.
 
-:meth:`Store.iter_deal_arrays <crm_kpi_worker.sync.store.Store.iter_deal_arrays>` reads a chunk
-of deals as ONE text value per column: the chunk's values joined with :data:`RS` (SQLite's
-``group_concat``; on PostgreSQL the rows of a server-side cursor joined in Python), NULL text
-as :data:`NULL`. This module turns those texts into arrays without a Python object per value
-where it can: instants and dates are fixed-width ISO text parsed by numpy (``datetime64``),
-histories are split on the bytes with numpy, repeated texts (owners, stages...) come back
-dictionary-encoded (:class:`Coded`). Amounts go through Python's ``float`` of their exact
-decimal text: the same double as ``float(Decimal(text))``.
+The frames read :class:`DealArrays` from the store's compact copy (``frame_copy``), which is
+built from the deals and activities tables: :func:`parse_deals` / :func:`parse_activities` turn
+a chunk of their rows, read as ONE text value per column (the chunk's values joined with
+:data:`RS`: SQLite's ``group_concat``; on PostgreSQL rows joined in Python; NULL text as
+:data:`NULL`), into arrays without a Python object per value where they can: instants and
+dates are fixed-width ISO text parsed by numpy (``datetime64``), histories are split on the
+bytes with numpy, repeated texts (owners, stages...) come back dictionary-encoded
+(:class:`Coded`). Amounts go through numpy's float parser, the same double as
+``float(Decimal(text))``.
 
 Anything that does not have the expected shape (a separator inside a value, an instant not
 in the store's own format) is parsed value by value instead, with the same results.
@@ -26,17 +28,24 @@ import numpy as np
 from crm_kpi_worker.sync.store.schema import split_history
 
 __all__ = [
+    "ACTIVITY_TEXT_COLUMNS",
+    "DEAL_TEXT_COLUMNS",
     "NULL",
     "RS",
-    "TEXT_COLUMNS",
     "Coded",
     "DealArrays",
+    "DealColumns",
     "IrregularChunkError",
-    "activity_arrays",
-    "activity_arrays_from_rows",
-    "deal_arrays",
-    "deal_arrays_from_rows",
+    "StoredActivities",
+    "StoredDeals",
+    "coded",
     "first_seen_codes",
+    "id_keys",
+    "offsets_of",
+    "parse_activities",
+    "parse_activity_rows",
+    "parse_deal_rows",
+    "parse_deals",
 ]
 
 #: Between the values of one column of a chunk.
@@ -61,7 +70,7 @@ class IrregularChunkError(ValueError):
 class Coded:
     """A dictionary-encoded text column: row ``i`` holds ``values[codes[i]]`` (None = NULL).
 
-    ``values`` are distinct; for deal columns in first-seen order."""
+    ``values`` are distinct."""
 
     codes: np.ndarray  # int32
     values: list[str | None]
@@ -71,17 +80,15 @@ class Coded:
 
 
 @dataclass(frozen=True)
-class DealArrays:
-    """One chunk of live deals as arrays (see :meth:`Store.iter_deal_arrays`).
+class DealColumns:
+    """One chunk of live deals: the columns both the pulled rows and the compact copy give.
 
     Histories are compressed sparse rows: deal ``i``'s entries are ``offsets[i]`` to
     ``offsets[i + 1] - 1``, oldest first.
     """
 
     id: list[str]
-    id_key: np.ndarray  # the ids' UTF-8 bytes, zero-padded (S dtype): sorts as SQLite does
     owner_id: Coded
-    account_key: np.ndarray  # account ids as bytes like id_key; NULL (no account) = b"\x1f"
     stage: Coded
     deal_type: Coded  # the enum values
     forecast_category: Coded
@@ -102,8 +109,36 @@ class DealArrays:
         return len(self.id)
 
 
-#: The texts deal_arrays takes, in this order (Store builds one SQL expression per name).
-TEXT_COLUMNS: tuple[str, ...] = (
+@dataclass(frozen=True)
+class StoredDeals(DealColumns):
+    """A chunk of the deals table's live rows, parsed (what the compact copy is built from)."""
+
+    account_id: Coded  # None = no account
+
+
+@dataclass(frozen=True)
+class DealArrays(DealColumns):
+    """A chunk of live deals as the KPI frames read them (:meth:`Store.iter_deal_arrays`)."""
+
+    account: np.ndarray  # int32: one number per account id, the same within a read; -1 = none
+    account_churn: np.ndarray  # datetime64[D]: the (live) account's churn date; NaT = none
+
+
+@dataclass(frozen=True)
+class StoredActivities:
+    """A chunk of the activities table's live rows, parsed."""
+
+    id: list[str]
+    owner_id: Coded  # None = no owner
+    kind: Coded
+    start: np.ndarray  # datetime64[us], UTC
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+
+#: The texts parse_deals takes, in this order (the store builds one SQL expression per name).
+DEAL_TEXT_COLUMNS: tuple[str, ...] = (
     "id",
     "owner_id",
     "account_id",
@@ -119,10 +154,13 @@ TEXT_COLUMNS: tuple[str, ...] = (
     "close_date_history",
 )
 
+#: The texts parse_activities takes, in this order.
+ACTIVITY_TEXT_COLUMNS: tuple[str, ...] = ("id", "owner_id", "kind", "start")
 
-def deal_arrays(n: int, texts: list[str]) -> DealArrays:
-    """A chunk of ``n`` deals from the joined texts of :data:`TEXT_COLUMNS`."""
-    column = dict(zip(TEXT_COLUMNS, texts, strict=True))
+
+def parse_deals(n: int, texts: list[str]) -> StoredDeals:
+    """A chunk of ``n`` deals from the joined texts of :data:`DEAL_TEXT_COLUMNS`."""
+    column = dict(zip(DEAL_TEXT_COLUMNS, texts, strict=True))
 
     def fields(name: str) -> _Fields:
         return _Fields.split(column[name], n, _ONLY_RS)
@@ -130,20 +168,17 @@ def deal_arrays(n: int, texts: list[str]) -> DealArrays:
     def floats(name: str) -> np.ndarray:
         return _floats(column[name], n, name)
 
-    ids = column["id"].split(RS)
-    if len(ids) != n:
-        raise IrregularChunkError(f"id: {len(ids)} values for {n} deals")
+    ids = _split(column["id"], n, "id")
     flags = fields("flags")
     if not (flags.lengths == 1).all():
         raise IrregularChunkError("flags: not one digit each")
     digits = flags.windows(1)[flags.starts].view(np.uint8) - ord("0")
     stage_offsets, stage_names, entered_at = stage_history(column["stage_history"], n)
     close_offsets, old, new = close_date_history(column["close_date_history"], n)
-    return DealArrays(
+    return StoredDeals(
         id=ids,
-        id_key=fields("id").keys(),
         owner_id=fields("owner_id").coded(nullable=True),
-        account_key=fields("account_id").keys(),
+        account_id=fields("account_id").coded(nullable=True),
         stage=fields("stage").coded(),
         deal_type=fields("deal_type").coded(),
         forecast_category=fields("forecast_category").coded(),
@@ -162,20 +197,17 @@ def deal_arrays(n: int, texts: list[str]) -> DealArrays:
     )
 
 
-def deal_arrays_from_rows(rows: Sequence[Sequence[str]]) -> DealArrays:
-    """The same from rows of :data:`TEXT_COLUMNS` texts, value by value (any text)."""
+def parse_deal_rows(rows: Sequence[Sequence[str]]) -> StoredDeals:
+    """The same from rows of :data:`DEAL_TEXT_COLUMNS` texts, value by value (any text)."""
     n = len(rows)
-    columns = dict(zip(TEXT_COLUMNS, (list(c) for c in zip(*rows, strict=True)), strict=True))
-    if not columns:
-        columns = {name: [] for name in TEXT_COLUMNS}
+    columns = _columns(DEAL_TEXT_COLUMNS, rows)
     flags = np.array(columns["flags"], dtype=np.int8).reshape(-1)
     stage_counts, stage_fields = split_history(columns["stage_history"], 2)
     close_counts, close_fields = split_history(columns["close_date_history"], 3)
-    return DealArrays(
+    return StoredDeals(
         id=columns["id"],
-        id_key=_bytes(columns["id"]),
         owner_id=coded(columns["owner_id"], nullable=True),
-        account_key=_bytes(columns["account_id"]),
+        account_id=coded(columns["account_id"], nullable=True),
         stage=coded(columns["stage"]),
         deal_type=coded(columns["deal_type"]),
         forecast_category=coded(columns["forecast_category"]),
@@ -185,30 +217,57 @@ def deal_arrays_from_rows(rows: Sequence[Sequence[str]]) -> DealArrays:
         is_closed=(flags & 2).astype(bool),
         arr=np.fromiter(map(float, columns["arr"]), dtype=np.float64, count=n),
         probability=np.fromiter(map(float, columns["probability"]), dtype=np.float64, count=n),
-        stage_history_offsets=_offsets(np.array(stage_counts, dtype=np.int64)),
+        stage_history_offsets=offsets_of(np.array(stage_counts, dtype=np.int64)),
         stage_history_stage=coded(stage_fields[0::2]),
         stage_history_entered_at=_instants_one_by_one(stage_fields[1::2]),
-        close_date_history_offsets=_offsets(np.array(close_counts, dtype=np.int64)),
+        close_date_history_offsets=offsets_of(np.array(close_counts, dtype=np.int64)),
         close_date_history_old=dates(close_fields[0::3]),
         close_date_history_new=dates(close_fields[1::3]),
     )
 
 
-def activity_arrays(n: int, texts: list[str]) -> tuple[Coded, np.ndarray]:
-    """Owner ids and start instants of ``n`` activities from their joined texts."""
-    owner, start = (_Fields.split(text, n, _ONLY_RS) for text in texts)
-    return owner.coded(nullable=True), start.instants()
+def parse_activities(n: int, texts: list[str]) -> StoredActivities:
+    """A chunk of ``n`` activities from the joined texts of :data:`ACTIVITY_TEXT_COLUMNS`."""
+    column = dict(zip(ACTIVITY_TEXT_COLUMNS, texts, strict=True))
+    owner, kind, start = (
+        _Fields.split(column[name], n, _ONLY_RS) for name in ("owner_id", "kind", "start")
+    )
+    return StoredActivities(
+        id=_split(column["id"], n, "id"),
+        owner_id=owner.coded(nullable=True),
+        kind=kind.coded(),
+        start=start.instants(),
+    )
 
 
-def activity_arrays_from_rows(rows: Sequence[Sequence[str]]) -> tuple[Coded, np.ndarray]:
-    owners = [row[0] for row in rows]
-    return coded(owners, nullable=True), _instants_one_by_one([row[1] for row in rows])
+def parse_activity_rows(rows: Sequence[Sequence[str]]) -> StoredActivities:
+    columns = _columns(ACTIVITY_TEXT_COLUMNS, rows)
+    return StoredActivities(
+        id=columns["id"],
+        owner_id=coded(columns["owner_id"], nullable=True),
+        kind=coded(columns["kind"]),
+        start=_instants_one_by_one(columns["start"]),
+    )
+
+
+def _split(text: str, n: int, name: str) -> list[str]:
+    values = text.split(RS)
+    if len(values) != n:
+        raise IrregularChunkError(f"{name}: {len(values)} values for {n} rows")
+    return values
+
+
+def _columns(names: tuple[str, ...], rows: Sequence[Sequence[str]]) -> dict[str, list[str]]:
+    columns = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in names]
+    return dict(zip(names, columns, strict=True))
 
 
 # ---- columns
 
 
-def _bytes(values: list[str]) -> np.ndarray:
+def id_keys(values: list[str]) -> np.ndarray:
+    """Texts as their UTF-8 bytes, zero-padded (``S`` dtype): they sort as SQLite sorts
+    text (and as Python sorts str)."""
     return np.array([value.encode() for value in values], dtype=bytes).reshape(-1)
 
 
@@ -284,7 +343,7 @@ def stage_history(text: str, n: int) -> tuple[np.ndarray, Coded, np.ndarray]:
         counts = np.array(counts_list, dtype=np.int64)
         stages = coded(values[0::2])
         entered = _instants_one_by_one(values[1::2])
-    return _offsets(counts), stages, entered
+    return offsets_of(counts), stages, entered
 
 
 def close_date_history(text: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -297,7 +356,7 @@ def close_date_history(text: str, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
         counts_list, values = split_history(_deal_texts(text, n), 3)
         counts = np.array(counts_list, dtype=np.int64)
         old, new = dates(values[0::3]), dates(values[1::3])
-    return _offsets(counts), old, new
+    return offsets_of(counts), old, new
 
 
 def _deal_texts(text: str, n: int) -> list[str]:
@@ -307,7 +366,8 @@ def _deal_texts(text: str, n: int) -> list[str]:
     return texts
 
 
-def _offsets(counts: np.ndarray) -> np.ndarray:
+def offsets_of(counts: np.ndarray) -> np.ndarray:
+    """Compressed-row offsets (``len(counts) + 1``) of per-row entry counts."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return offsets

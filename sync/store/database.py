@@ -6,18 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Select
+from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
+from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from crm_kpi_worker.sync.store.engine import WRITE_OPTION
 from crm_kpi_worker.sync.store.schema import iso_instant
@@ -67,9 +68,11 @@ class DriverStatement:
     """A statement compiled once for the driver's own cursor: SQL text and its parameters
     (bound values, with some replaced per execution)."""
 
-    def __init__(self, connection: Connection, statement: Select[Any]) -> None:
-        compiled = statement.compile(
-            dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    def __init__(self, connection: Connection | Dialect, statement: ClauseElement) -> None:
+        dialect = connection.dialect if isinstance(connection, Connection) else connection
+        compiled = cast(
+            SQLCompiler,
+            statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}),
         )
         self.sql = str(compiled)
         self._values = dict(compiled.params)
@@ -93,7 +96,8 @@ class Database:
         self.backend: str = engine.dialect.name
         self.insert = sqlite_dialect.insert if self.backend == "sqlite" else pg_dialect.insert
         self.driver = DriverValues(self.backend)
-        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None]] = {}
+        self._compiled: dict[Any, tuple[str, tuple[str, ...] | None]] = {}  # by table, columns
+        self._statements: dict[Hashable, DriverStatement] = {}
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -104,6 +108,32 @@ class Database:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as connection, connection.begin():
             yield connection
+
+    def statement(self, key: Hashable, build: Callable[[], ClauseElement]) -> DriverStatement:
+        """``build()`` compiled once per ``key`` for the driver (run it with :meth:`run`):
+        statements run per page skip SQLAlchemy's compilation."""
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = DriverStatement(self.engine.dialect, build())
+        return found
+
+    @staticmethod
+    def run(
+        connection: Connection, statement: DriverStatement, values: Mapping[str, Any] | None = None
+    ) -> CursorResult[Any]:
+        return connection.exec_driver_sql(statement.sql, statement.params(values))
+
+    def ids_in(self, column: Any, name: str, type_: Any = None) -> Any:
+        """``column IN`` the values bound to ``name`` as one parameter (:meth:`ids_value`),
+        for statements compiled once."""
+        if self.backend == "postgresql":
+            return column == any_(bindparam(name, type_=ARRAY(type_ or String())))
+        values = func.json_each(bindparam(name, type_=String())).table_valued("value")
+        return column.in_(select(values.c.value))
+
+    def ids_value(self, ids: Iterable[Any]) -> Any:
+        """The parameter of :meth:`ids_in` for these values."""
+        return list(ids) if self.backend == "postgresql" else json.dumps(list(ids))
 
     def ids_match(self, column: Any, ids: Sequence[str]) -> Any:
         """``column IN ids`` with one bound parameter whatever the number of ids."""
@@ -148,14 +178,47 @@ class Database:
         rows: Sequence[tuple[Any, ...]],
         *,
         updates: Callable[[Table, Any], dict[str, Any]] | None = None,
+        changed: str | None = None,
     ) -> None:
         """:meth:`upsert_many` of rows given as tuples of driver values in ``columns`` order
-        (no dict per row; the hot path of save_page)."""
+        (no dict per row; the hot path of save_page). ``changed``: a column; a stored row is
+        updated only where it differs (``IS DISTINCT FROM``) from the given value."""
         if not rows:
             return
         sql, order = self._upsert_sql(
-            table, columns, (lambda statement: updates(table, statement)) if updates else None
+            table,
+            columns,
+            (lambda statement: updates(table, statement)) if updates else None,
+            changed,
         )
+        if order is None:
+            connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+        elif order == columns:
+            connection.exec_driver_sql(sql, rows)
+        else:
+            pick = itemgetter(*(columns.index(name) for name in order))
+            connection.exec_driver_sql(sql, [pick(row) for row in rows])
+
+    def insert_tuples(
+        self,
+        connection: Connection,
+        table: Table,
+        columns: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """Insert rows of driver values given as tuples in ``columns`` order, through the
+        driver's own executemany (see :meth:`upsert_many`)."""
+        if not rows:
+            return
+        cache_key = (table.name, columns, "insert")
+        compiled = self._compiled.get(cache_key)
+        if compiled is None:
+            statement = table.insert().compile(
+                dialect=self.engine.dialect, column_keys=list(columns)
+            )
+            order = tuple(statement.positiontup or ()) if statement.positional else None
+            compiled = self._compiled[cache_key] = (str(statement), order)
+        sql, order = compiled
         if order is None:
             connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
         elif order == columns:
@@ -169,10 +232,11 @@ class Database:
         table: Table,
         columns: tuple[str, ...],
         updates: Callable[[Any], dict[str, Any]] | None,
+        changed: str | None = None,
     ) -> tuple[str, tuple[str, ...] | None]:
         """The upsert of ``columns`` on the table's primary key, compiled once: SQL text and
         its positional parameter order (None: named parameters)."""
-        cache_key = (table.name, columns)
+        cache_key = (table.name, columns, changed)
         compiled = self._compiled.get(cache_key)
         if compiled is None:
             keys = [column.name for column in table.primary_key]
@@ -180,9 +244,14 @@ class Database:
             set_ = {name: statement.excluded[name] for name in columns if name not in keys}
             if updates is not None:
                 set_.update(updates(statement))
-            upsert = statement.on_conflict_do_update(index_elements=keys, set_=set_).compile(
-                dialect=self.engine.dialect, column_keys=list(columns)
+            where = (
+                None
+                if changed is None
+                else table.c[changed].is_distinct_from(statement.excluded[changed])
             )
+            upsert = statement.on_conflict_do_update(
+                index_elements=keys, set_=set_, where=where
+            ).compile(dialect=self.engine.dialect, column_keys=list(columns))
             order = tuple(upsert.positiontup or ()) if upsert.positional else None
             if set(order or upsert.params) != set(columns):
                 raise AssertionError(f"{table.name}: parameters {list(upsert.params)} != {columns}")

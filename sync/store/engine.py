@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import QueuePool
 
 from crm_kpi_worker.sync.store.errors import StoreError, StoreMissing
 
@@ -118,7 +119,12 @@ def connect_engine(url: URL, *, read_only: bool = False) -> Engine:
             raise StoreMissing(
                 f"no state store at {path}: run `crm-kpi sync --once` first to create it"
             )
-        engine = create_engine("sqlite://", creator=lambda: _read_only_sqlite(path))
+        # A pool of connections to the file (not the one-per-thread pool SQLAlchemy gives a
+        # "sqlite://" URL, which closes connections of other threads): the frames read deals
+        # and activities from two threads at once.
+        engine = create_engine(
+            "sqlite://", creator=lambda: _read_only_sqlite(path), poolclass=QueuePool
+        )
         event.listen(engine, "connect", _sqlite_reader_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine

@@ -25,6 +25,7 @@ from crm_kpi_worker.sync.store.arrays import Coded, DealArrays
 from crm_kpi_worker.sync.store.database import Database
 from crm_kpi_worker.sync.store.engine import connect_engine, driver_reason, normalise_url, redact
 from crm_kpi_worker.sync.store.errors import StoreError
+from crm_kpi_worker.sync.store.frame_copy import FrameCopy
 from crm_kpi_worker.sync.store.kpi_values import KpiRow, KpiValues, Snapshot
 from crm_kpi_worker.sync.store.locks import HeldLocks, RunLocks
 from crm_kpi_worker.sync.store.migrations import check_revision, migrate
@@ -80,9 +81,11 @@ class Store:
             if read_only:
                 with store._db.read() as connection:
                     store.revision = check_revision(connection)
+                    FrameCopy.require_built(connection)
             else:
                 with store._db.write() as connection:
                     store.revision = migrate(connection)
+                    FrameCopy(store._db).rebuild_pending(connection)
         except StoreError:
             engine.dispose()
             raise

@@ -3,7 +3,8 @@
 
 :meth:`PulledRecords.save_page` writes everything of one page and the stream's new cursor in
 ONE transaction: a page that fails changes nothing, so a crash resumes from the last saved
-cursor without loss or double counting.
+cursor without loss or double counting. The KPI frames' compact copy of the deals, activities
+and accounts the page changed is brought in line in that same transaction (``frame_copy``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, select, upd
 from sqlalchemy.engine import Connection
 
 from crm_kpi_worker.sync.bulk import gc_paused
-from crm_kpi_worker.sync.model import Account, Quota, Rep
+from crm_kpi_worker.sync.model import Account, Quota, QuotaSource, Rep
 from crm_kpi_worker.sync.store.database import Database, chunks
+from crm_kpi_worker.sync.store.frame_copy import FrameCopy
 from crm_kpi_worker.sync.store.page import (
     ACTIVITY_ROW,
     DEAL_ROW,
@@ -50,6 +52,7 @@ class PulledRecords:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._frames = FrameCopy(db)
 
     # ---- cursors and full pulls
 
@@ -113,6 +116,7 @@ class PulledRecords:
                         exclusions.c.record_id.in_(select(table.c.id).where(unseen)),
                     )
                 )
+                self._frames.forget(connection, kind, source, select(table.c.id).where(unseen))
                 removed += connection.execute(delete(table).where(unseen)).rowcount
             connection.execute(
                 update(sync_cursors)
@@ -202,6 +206,23 @@ class PulledRecords:
             self._update_ids(connection, kind, source, ids, is_deleted=True, seen_at=seen)
         for kind, ids in prepared.seen_ids.items():
             self._update_ids(connection, kind, source, ids, seen_at=seen)
+        self._frames.refresh(
+            connection,
+            source,
+            deal_ids=[
+                *(row[1] for row in prepared.deals),
+                *(deal_id for texts in prepared.detached_histories.values() for deal_id in texts),
+                *prepared.deleted.get("deal", ()),
+            ],
+            activity_ids=[
+                *(row[1] for row in prepared.activities),
+                *prepared.deleted.get("activity", ()),
+            ],
+            account_ids=[
+                *(row["id"] for row in prepared.accounts),
+                *prepared.deleted.get("account", ()),
+            ],
+        )
         if prepared.quotas is not None:
             connection.execute(delete(quotas).where(quotas.c.source == source))
             if prepared.quotas:
@@ -326,13 +347,14 @@ class PulledRecords:
         )
         with self._db.read() as connection:
             rows = connection.execute(statement).mappings().all()
+        # Rows the store validated when it saved them (thousands at a million deals).
         return [
-            Quota(
+            Quota.model_construct(
                 rep_id=row["rep_id"],
                 period_start=row["period_start"],
                 period_end=row["period_end"],
                 amount=row["amount"],
-                source=row["quota_source"],
+                source=QuotaSource(row["quota_source"]),
             )
             for row in rows
         ]

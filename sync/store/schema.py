@@ -14,8 +14,8 @@ Storage conventions, the same on SQLite and PostgreSQL:
 - Dates are dates (``date`` on PostgreSQL; ``YYYY-MM-DD`` text on SQLite).
 - A deal's stage history and close-date history live on the deal row as compact text (one
   column each, see :func:`encode_stage_history`): one row per deal keeps ``save_page`` to one
-  upsert per deal and lets the bulk read (``Store.iter_deal_arrays``) take a million deals
-  without a join (benchmarks/bench_store.py measured this against a child table).
+  upsert per deal and lets the compact copy of the KPI frames (``frame_*`` tables) be built
+  from it without a join (benchmarks/bench_store.py measured this against a child table).
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ __all__ = [
     "encode_stage_history",
     "exclusions",
     "forecast_snapshots",
+    "frame_accounts",
+    "frame_activities",
+    "frame_deals",
+    "frame_rebuilds",
+    "frame_texts",
     "iso_instant",
     "kpi_history",
     "kpi_values",
@@ -390,6 +395,58 @@ pulled_digests = Table(
     _key("record_id"),
     Column("digest", String(), nullable=False),
 )
+
+# ---- The KPI frames' compact copy (see ``frame_copy``): what the frames read of each live
+# deal and activity, as fixed-width binary (``frame_codec``), texts as numbers per family.
+
+#: Per source and family (``owner``, ``account``, ``stage``, ``deal_type``,
+#: ``forecast_category``): the number standing for each text in the compact rows.
+frame_texts = Table(
+    "frame_texts",
+    metadata,
+    _key("source"),
+    _key("family"),
+    Column("code", Integer(), primary_key=True, autoincrement=False),
+    Column("text", String(), nullable=False),
+    Index("ux_frame_texts_text", "source", "family", "text", unique=True),
+)
+
+#: One row per live deal (``frame_codec.DEAL_HEAD`` and its histories). SQLite keeps it in
+#: id order (no rowid): the frames read it in ranges of ids, and need not sort it.
+frame_deals = Table(
+    "frame_deals",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("row", LargeBinary(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: The churn date (a day number, as ``frame_codec``'s) of every live account that has one,
+#: by the account's number (family ``account``): the frames' Accounts frame, without a join.
+frame_accounts = Table(
+    "frame_accounts",
+    metadata,
+    _key("source"),
+    Column("code", Integer(), primary_key=True, autoincrement=False),
+    Column("churn_date", Integer(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: One row per live activity (``frame_codec.ACTIVITY_ROW``).
+frame_activities = Table(
+    "frame_activities",
+    metadata,
+    _key("source"),
+    _key("id"),
+    Column("kind", String(), nullable=False),
+    Column("row", LargeBinary(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: Sources whose compact copy must be built again from their pulled rows (a migration that
+#: adds or changes it lists them); the store does it when it opens, before anything reads it.
+frame_rebuilds = Table("frame_rebuilds", metadata, _key("source"))
 
 #: Pulled record tables by record kind: the kinds of StoredPage.deleted/seen_ids and of
 #: Exclusion.record_type.
