@@ -292,9 +292,7 @@ def sync_command(
             )
         )
     if not config_path.is_file():
-        raise click.BadParameter(
-            f"File '{config_path}' does not exist.", param_hint="'--config'"
-        )
+        raise click.BadParameter(f"File '{config_path}' does not exist.", param_hint="'--config'")
     config = _load(config_path)
     debug = ctx.find_root().params.get("debug", False)
     set_up_logging(config, debug=debug)

@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_shutdown, worker_shutting_down
+from celery.signals import setup_logging, worker_process_shutdown, worker_shutting_down
 
 from crm_kpi_worker.sync.scale.control import RunKey
 from crm_kpi_worker.sync.scale.runner import LOCK_RETRIES, LOCK_RETRY_SECONDS, SourceRunner
@@ -83,6 +83,13 @@ def run_source(self: Task, tenant: str, source: str, due_at: str) -> str:
     if outcome.action == "continue":
         publish(key)  # the next slice, at the end of the queue
     return outcome.action
+
+
+@setup_logging.connect
+def _keep_own_logging(**_: Any) -> None:
+    """The command set up the log lines (``sync.logs``: text or JSON, secrets scrubbed); with
+    a receiver here, Celery leaves logging alone and its own lines go through the same
+    handler."""
 
 
 @worker_shutting_down.connect
