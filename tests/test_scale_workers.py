@@ -19,7 +19,6 @@ import collections
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
