@@ -34,8 +34,9 @@ log = logging.getLogger("crm_kpi_worker.scale")
 
 TICK_SECONDS = 5.0
 STANDBY_SECONDS = 5.0
-#: How far back the first due time of a cron schedule is looked for (a weekly one included).
-CRON_LOOKBACK = dt.timedelta(days=8)
+#: How far back the first due time of a cron schedule is looked for: a week and a day (a
+#: weekly one included), then, for a sparse one, a year and a month.
+CRON_LOOKBACKS = (dt.timedelta(days=8), dt.timedelta(days=400))
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 Clock = Callable[[], dt.datetime]
@@ -71,7 +72,17 @@ def _last_cron_fire(
 ) -> dt.datetime | None:
     assert config.schedule is not None
     trigger = config.schedule.trigger(str(config.fiscal.tz))
-    start = latest + dt.timedelta(microseconds=1) if latest is not None else now - CRON_LOOKBACK
+    if latest is not None:
+        return _cron_fire_since(trigger, latest + dt.timedelta(microseconds=1), now)
+    for lookback in CRON_LOOKBACKS:
+        found = _cron_fire_since(trigger, now - lookback, now)
+        if found is not None:
+            return found
+    return None
+
+
+def _cron_fire_since(trigger: Any, start: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+    """The trigger's last fire time in [start, now]."""
     found: dt.datetime | None = None
     previous = None
     while True:
