@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -113,7 +114,7 @@ def test_two_pacers_of_one_bucket_space_their_calls_as_one(control: ControlStore
     # slot or two go at once and are not in the list).
     ordered = sorted(slots)
     assert len(ordered) >= 18
-    assert min(b - a for a, b in zip(ordered, ordered[1:], strict=False)) > 0.19
+    assert min(b - a for a, b in itertools.pairwise(ordered)) > 0.19
     assert ordered[-1] - ordered[0] > 0.2 * (len(ordered) - 1) - 0.05
 
 
