@@ -168,7 +168,7 @@ class ControlStore:
 
     def latest_due(self, tenant: str, source: str) -> dt.datetime | None:
         with self.engine.connect() as connection:
-            found = connection.execute(
+            found: dt.datetime | None = connection.execute(
                 select(func.max(scheduled_runs.c.due_at)).where(
                     scheduled_runs.c.tenant == tenant, scheduled_runs.c.source == source
                 )
@@ -305,14 +305,18 @@ class ControlStore:
         fresh = org_usage.c.noted_at > func.now() - trusted_for
         ceiling = func.floor(share * org_usage.c.daily_limit)
         room = org_usage.c.used + org_usage.c.calls_since + 1 <= ceiling
-        stmt = insert(org_usage).values(org=org, calls_since=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["org"],
-            set_={"calls_since": org_usage.c.calls_since + 1},
-            where=(org_usage.c.daily_limit.is_(None) | ~fresh | room),
-        ).returning(org_usage)
+        counted = (
+            insert(org_usage)
+            .values(org=org, calls_since=1)
+            .on_conflict_do_update(
+                index_elements=["org"],
+                set_={"calls_since": org_usage.c.calls_since + 1},
+                where=(org_usage.c.daily_limit.is_(None) | ~fresh | room),
+            )
+            .returning(org_usage)
+        )
         with self._write() as connection:
-            row = connection.execute(stmt).first()
+            row = connection.execute(counted).first()
             if row is not None:
                 return True, row
             return False, connection.execute(
@@ -326,13 +330,17 @@ class ControlStore:
         database's clock, shared by every worker); the seconds to wait for it."""
         gap = dt.timedelta(seconds=interval)
         now = func.clock_timestamp()
-        stmt = insert(rate_pacing).values(bucket=bucket, next_at=now + gap)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["bucket"],
-            set_={"next_at": func.greatest(rate_pacing.c.next_at, now) + gap},
-        ).returning(func.extract("epoch", rate_pacing.c.next_at - gap - now))
+        taken = (
+            insert(rate_pacing)
+            .values(bucket=bucket, next_at=now + gap)
+            .on_conflict_do_update(
+                index_elements=["bucket"],
+                set_={"next_at": func.greatest(rate_pacing.c.next_at, now) + gap},
+            )
+            .returning(func.extract("epoch", rate_pacing.c.next_at - gap - now))
+        )
         with self._write() as connection:
-            wait = connection.execute(stmt).scalar_one()
+            wait: Any = connection.execute(taken).scalar_one()
         return max(0.0, float(wait))
 
     # ---- the scheduler's leadership
@@ -343,7 +351,7 @@ class ControlStore:
         key = _lock_key(f"{self.deployment.control_schema}:scheduler")
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            held = connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one()
+            held: bool = connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one()
         except SQLAlchemyError:
             connection.invalidate()
             connection.close()

@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from crm_kpi_worker.sync.config import AppConfig
@@ -127,7 +128,7 @@ class Scheduler:
                 skip = None
                 if self.control.pending(tenant.name, source):
                     skip = "the source's previous run was not done"
-                if self.control.enqueue(key, lambda key=key: self._publish(key), skip=skip):
+                if self.control.enqueue(key, partial(self._publish, key), skip=skip):
                     if skip is None:
                         enqueued.append(key)
                         log.info("enqueued the run of %s", key, extra={"event": "run_enqueued"})

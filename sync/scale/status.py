@@ -58,7 +58,7 @@ class DeploymentStatusApp:
             autoescape=select_autoescape(["html"]),
         )
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_StoreCollector(self))  # type: ignore[arg-type]
+        self.registry.register(_StoreCollector(self))
         self._routes = Map(
             [
                 Rule("/", endpoint="index"),
@@ -210,16 +210,16 @@ class _StoreCollector:
             "When the last successful run of the tenant's source finished (Unix time).",
             labels=["tenant", "source"],
         )
-        for tenant in found.tenants:
-            store = app.store(tenant)
+        for each in found.tenants:
+            store = app.store(each)
             if store is None:
                 continue
-            for name in tenant.source_names():
+            for name in each.source_names():
                 finished = store.last_success(name)
                 if finished is not None:
                     if finished.tzinfo is None:
                         finished = finished.replace(tzinfo=dt.UTC)
-                    success.add_metric([tenant.name, name], finished.timestamp())
+                    success.add_metric([each.name, name], finished.timestamp())
         yield success
 
 

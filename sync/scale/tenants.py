@@ -255,6 +255,6 @@ class TenantFiles:
             return cached[1]
         found = TenantSet()
         _add(found, path, folder=self.configs, environ=self._environ)
-        loaded = next(iter([*found.tenants, *found.broken]))
+        loaded: Tenant | BrokenTenant = found.tenants[0] if found.tenants else found.broken[0]
         self._cache[path.stem] = (stamp, loaded)
         return loaded
