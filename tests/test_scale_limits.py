@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,31 +90,41 @@ def test_a_stale_usage_refuses_nothing_until_the_crm_says_it_again(control: Cont
         budget.before_call()
 
 
-def test_two_pacers_of_one_bucket_space_their_calls_as_one(control: ControlStore) -> None:
-    slots: list[float] = []
+def test_two_workers_slots_of_one_bucket_are_spaced_as_one(control: ControlStore) -> None:
+    slots: list[dt.datetime] = []
     guard = threading.Lock()
 
-    def sleep(seconds: float) -> None:  # no real wait: the slot it would wait for is noted
-        with guard:
-            slots.append(time.time() + seconds)
-
-    def calls(pacer: SharedPacer) -> None:
+    def calls() -> None:  # as fast as they come: faster than 5 a second
         for _ in range(10):
-            pacer.acquire()
+            slot, _wait = control.next_slot(f"{ORG}:search", 1.0 / 5)
+            with guard:
+                slots.append(slot)
 
-    pacers = [SharedPacer(control, f"{ORG}:search", 5, 1.0, sleep=sleep) for _ in range(2)]
-    threads = [threading.Thread(target=calls, args=(p,)) for p in pacers]
+    threads = [threading.Thread(target=calls) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
-    # 20 calls, at most 5 in any second: each slot 0.2 s after the one before (the first
-    # slot or two go at once and are not in the list).
-    ordered = sorted(slots)
-    assert len(ordered) >= 18
-    assert min(b - a for a, b in itertools.pairwise(ordered)) > 0.19
-    assert ordered[-1] - ordered[0] > 0.2 * (len(ordered) - 1) - 0.05
+    # 20 calls, 5 a second: each slot exactly 0.2 s after the one before, whoever took it.
+    gaps = {b - a for a, b in itertools.pairwise(sorted(slots))}
+    assert gaps == {dt.timedelta(milliseconds=200)}
+
+
+def test_a_pacer_waits_for_its_slot(control: ControlStore) -> None:
+    waited: list[float] = []
+    pacer = SharedPacer(control, f"{ORG}:api", 10, 1.0, sleep=waited.append)
+
+    for _ in range(3):
+        pacer.acquire()
+
+    assert len(waited) == 2  # the first slot is now; the next ones 0.1 s apart
+    assert 0 < waited[0] <= 0.1 and waited[0] < waited[1] <= 0.2
+    assert pacer.waited == sum(waited)
+    pacer.lower_to(1, 1.0)  # the portal said: 1 a second
+    assert (pacer.limit, pacer.period) == (1, 1.0)
+    pacer.lower_to(100, 1.0)  # a looser limit is not followed
+    assert (pacer.limit, pacer.period) == (1, 1.0)
 
 
 def test_orgs_are_told_apart_without_a_secret(tmp_path: Path) -> None:
@@ -167,7 +176,6 @@ def test_two_tenants_runs_on_one_portal_share_its_budget_and_rate_limits(
             thread.start()
         for thread in threads:
             thread.join()
-        runner.close()
 
         used = int(sandbox.app._daily_used)
     # The share (0.5) of 120 calls: 60; each run alone needs more than 40.

@@ -273,7 +273,7 @@ def worker_command(
     control = ControlStore.open(deployment)
     runner = SourceRunner(deployment, files, control, slice_seconds=slice_seconds)
     for tenant in found.tenants:  # schemas, roles and migrations before the first task
-        runner.store(tenant)
+        runner.store(tenant).close()
     app = configure(broker, queue, runner)
     log.info(
         "crm-kpi worker: %d tenant(s) of %s, queue %s, %d at a time (%s pool)",

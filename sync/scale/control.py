@@ -325,9 +325,10 @@ class ControlStore:
 
     # ---- rate pacing
 
-    def next_slot(self, bucket: str, interval: float) -> float:
+    def next_slot(self, bucket: str, interval: float) -> tuple[dt.datetime, float]:
         """Take the bucket's next call slot, ``interval`` seconds after the one before (the
-        database's clock, shared by every worker); the seconds to wait for it."""
+        database's clock, shared by every worker): its instant, and the seconds to wait for
+        it."""
         gap = dt.timedelta(seconds=interval)
         now = func.clock_timestamp()
         taken = (
@@ -337,11 +338,14 @@ class ControlStore:
                 index_elements=["bucket"],
                 set_={"next_at": func.greatest(rate_pacing.c.next_at, now) + gap},
             )
-            .returning(func.extract("epoch", rate_pacing.c.next_at - gap - now))
+            .returning(
+                rate_pacing.c.next_at - gap,
+                func.extract("epoch", rate_pacing.c.next_at - gap - now),
+            )
         )
         with self._write() as connection:
-            wait: Any = connection.execute(taken).scalar_one()
-        return max(0.0, float(wait))
+            slot, wait = connection.execute(taken).one()
+        return slot, max(0.0, float(wait))
 
     # ---- the scheduler's leadership
 

@@ -129,7 +129,7 @@ class SharedPacer:
         self.waited = 0.0
 
     def acquire(self) -> None:
-        wait = self._control.next_slot(self.bucket, self.period / self.limit)
+        _slot, wait = self._control.next_slot(self.bucket, self.period / self.limit)
         if wait > 0:
             self.waited += wait
             self._sleep(wait)

@@ -69,25 +69,15 @@ class SourceRunner:
         self.control = control
         self.slice_seconds = slice_seconds
         self._connect = connect  # tests: a connector factory in place of the registry's
-        self._stores: dict[str, Store] = {}
-        self._stores_guard = threading.Lock()
         self._running: set[StopRequest] = set()
         self._running_guard = threading.Lock()
 
     # ---- the tenant's store and the run's parts
 
     def store(self, tenant: Tenant) -> Store:
-        with self._stores_guard:
-            store = self._stores.get(tenant.name)
-            if store is None:
-                store = self._stores[tenant.name] = self.deployment.open_store(tenant)
-            return store
-
-    def close(self) -> None:
-        with self._stores_guard:
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
+        """The tenant's store, for one task (closed after it: a worker serving hundreds of
+        tenants holds connections only for the runs in progress)."""
+        return self.deployment.open_store(tenant)
 
     def stop_all(self, reason: str) -> None:
         """Ask every run of this process to stop at its next page or batch (shutdown)."""
@@ -159,14 +149,15 @@ class SourceRunner:
             self._running.add(stop)
         timer.start()
         try:
-            result = run_once(
-                config,
-                self.store(tenant),
-                RunOptions(as_of=config.runtime.as_of),
-                connector_factory=self._connector_factory(tenant),
-                budget_factory=self._budget_factory(tenant),
-                stop=stop,
-            )
+            with self.store(tenant) as store:
+                result = run_once(
+                    config,
+                    store,
+                    RunOptions(as_of=config.runtime.as_of),
+                    connector_factory=self._connector_factory(tenant),
+                    budget_factory=self._budget_factory(tenant),
+                    stop=stop,
+                )
         except RunInProgress as busy:
             if lock_retries_left <= 0:
                 self.control.mark(key, "dropped", detail=str(busy))

@@ -16,10 +16,10 @@ Read-only: only GET and HEAD are answered.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
-import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -50,9 +50,6 @@ class DeploymentStatusApp:
         self.deployment = deployment
         self.tenants = tenants
         self.control = control
-        self._stores: dict[str, Store] = {}
-        self._pages: dict[str, Any] = {}
-        self._guard = threading.Lock()
         self._templates = Environment(
             loader=PackageLoader("crm_kpi_worker.sync.scale", "templates"),
             autoescape=select_autoescape(["html"]),
@@ -68,28 +65,22 @@ class DeploymentStatusApp:
             strict_slashes=False,
         )
 
-    # ---- the tenants' stores, opened read-only once they exist
+    # ---- the tenants' stores: opened read-only for one request (hundreds of tenants hold
+    # no connection between requests), once they exist
 
-    def store(self, tenant: Tenant) -> Store | None:
-        with self._guard:
-            store = self._stores.get(tenant.name)
-            if store is None:
-                try:
-                    store = self.deployment.open_store(tenant, read_only=True)
-                except StoreError as exc:
-                    log.debug("tenant %s: no store to read yet: %s", tenant.name, exc)
-                    return None
-                self._stores[tenant.name] = store
-            return store
+    @contextlib.contextmanager
+    def store(self, tenant: Tenant) -> Iterator[Store | None]:
+        try:
+            store = self.deployment.open_store(tenant, read_only=True)
+        except StoreError as exc:
+            log.debug("tenant %s: no store to read yet: %s", tenant.name, exc)
+            yield None
+            return
+        with store:
+            yield store
 
     def close(self) -> None:
-        with self._guard:
-            for store in self._stores.values():
-                store.close()
-            self._stores.clear()
-            for page in self._pages.values():
-                page.close()
-            self._pages.clear()
+        """Nothing is held between requests (the status server calls this on stop)."""
 
     # ---- WSGI
 
@@ -123,22 +114,18 @@ class DeploymentStatusApp:
         rest = environ.get("PATH_INFO", "")[len(prefix) :]
         if not rest:  # relative links need the trailing slash
             return Response(status=308, headers={"Location": f"{prefix}/"})(environ, start_response)
-        with self._guard:
-            page = self._pages.get(name)
-            if page is None or page.config is not loaded.config:
-                store = self._stores.get(name)
-                page = StatusApp(
-                    loaded.config,
-                    RunMetrics(),
-                    ServiceProbe(lambda: True),
-                    open_store=(lambda: store)
-                    if store is not None
-                    else (lambda: self.deployment.open_store(loaded, read_only=True)),
-                )
-                self._pages[name] = page
+        page = StatusApp(
+            loaded.config,
+            RunMetrics(),
+            ServiceProbe(lambda: True),
+            open_store=lambda: self.deployment.open_store(loaded, read_only=True),
+        )
         environ = {**environ, "SCRIPT_NAME": environ.get("SCRIPT_NAME", "") + prefix}
         environ["PATH_INFO"] = rest
-        return page(environ, start_response)
+        try:
+            return list(page(environ, start_response))  # rendered whole: then closed
+        finally:
+            page.close()
 
     # ---- endpoints
 
@@ -165,19 +152,22 @@ class DeploymentStatusApp:
         return Response(html, mimetype="text/html")
 
     def _tenant_row(self, tenant: Tenant) -> dict[str, Any]:
-        store = self.store(tenant)
         sources = []
-        for name in tenant.source_names():
-            last = store.recent_runs(1, name) if store is not None else []
-            success = store.last_success(name) if store is not None else None
-            sources.append({"name": name, "last": last[0] if last else None, "success": success})
+        with self.store(tenant) as store:
+            opened = store is not None
+            for name in tenant.source_names():
+                last = store.recent_runs(1, name) if store is not None else []
+                success = store.last_success(name) if store is not None else None
+                sources.append(
+                    {"name": name, "last": last[0] if last else None, "success": success}
+                )
         schedule = tenant.config.schedule
         return {
             "name": tenant.name,
             "file": str(tenant.file),
             "schedule": schedule.describe(str(tenant.config.fiscal.tz)) if schedule else None,
             "sources": sources,
-            "store": store is not None,
+            "store": opened,
         }
 
 
@@ -211,15 +201,15 @@ class _StoreCollector:
             labels=["tenant", "source"],
         )
         for each in found.tenants:
-            store = app.store(each)
-            if store is None:
-                continue
-            for name in each.source_names():
-                finished = store.last_success(name)
-                if finished is not None:
-                    if finished.tzinfo is None:
-                        finished = finished.replace(tzinfo=dt.UTC)
-                    success.add_metric([each.name, name], finished.timestamp())
+            with app.store(each) as store:
+                if store is None:
+                    continue
+                for name in each.source_names():
+                    finished = store.last_success(name)
+                    if finished is not None:
+                        if finished.tzinfo is None:
+                            finished = finished.replace(tzinfo=dt.UTC)
+                        success.add_metric([each.name, name], finished.timestamp())
         yield success
 
 

@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import setup_logging, worker_process_shutdown, worker_shutting_down
+from celery.signals import setup_logging, worker_shutting_down
 
 from crm_kpi_worker.sync.scale.control import RunKey
 from crm_kpi_worker.sync.scale.runner import LOCK_RETRIES, LOCK_RETRY_SECONDS, SourceRunner
@@ -98,9 +98,3 @@ def _stop_runs(sig: Any = None, how: Any = None, exitcode: Any = None, **_: Any)
     on in new tasks, which another worker (or this one, restarted) takes."""
     if _runner is not None:
         _runner.stop_all("the worker is shutting down; the run goes on in a new task")
-
-
-@worker_process_shutdown.connect
-def _close_stores(**_: Any) -> None:
-    if _runner is not None:
-        _runner.close()
