@@ -122,6 +122,7 @@ def _start_workers(
     for process, log in started:
         while " ready." not in log.read_text(errors="replace"):
             if process.poll() is not None or time.monotonic() > deadline:
+                _stop(started)
                 raise RuntimeError(f"a worker did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
     return started
@@ -129,7 +130,8 @@ def _start_workers(
 
 def _stop(workers: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
     for process, _ in workers:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
     for process, _ in workers:
         try:
             process.wait(timeout=120)
