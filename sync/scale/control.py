@@ -217,24 +217,35 @@ class ControlStore:
         return inserted is not None
 
     def claim(self, key: RunKey, worker: str) -> str:
-        """A task's delivery takes its run: ``"go"``; ``"done"`` when the run is done already
-        (a duplicate delivery); ``"unknown"`` when no row has the key."""
+        """A task's delivery takes its run: ``"go"``, or ``"done"`` when the run is done
+        already (a duplicate delivery). An upsert: a delivery that arrives before the
+        scheduler's transaction has committed the row waits for it (the primary key's
+        conflict), and a run enqueued by hand (no scheduler) gets its row here."""
+        runs = scheduled_runs.c
+        stmt = insert(scheduled_runs).values(
+            tenant=key.tenant,
+            source=key.source,
+            due_at=key.due_at,
+            state="running",
+            enqueued_at=func.now(),
+            started_at=func.now(),
+            worker=worker,
+            deliveries=1,
+            slices=0,
+        )
+        taken = stmt.on_conflict_do_update(
+            index_elements=["tenant", "source", "due_at"],
+            set_={
+                "state": "running",
+                "worker": worker,
+                "started_at": func.coalesce(runs.started_at, func.now()),
+                "deliveries": runs.deliveries + 1,
+            },
+            where=runs.state.not_in(DONE_STATES),
+        ).returning(runs.state)
         with self._write() as connection:
-            row = connection.execute(
-                update(scheduled_runs)
-                .where(key.where(), scheduled_runs.c.state.not_in(DONE_STATES))
-                .values(
-                    state="running",
-                    worker=worker,
-                    started_at=func.coalesce(scheduled_runs.c.started_at, func.now()),
-                    deliveries=scheduled_runs.c.deliveries + 1,
-                )
-                .returning(scheduled_runs.c.state)
-            ).first()
-            if row is not None:
-                return "go"
-            exists = connection.execute(select(scheduled_runs.c.state).where(key.where())).first()
-        return "done" if exists is not None else "unknown"
+            row = connection.execute(taken).first()
+        return "go" if row is not None else "done"
 
     def mark(self, key: RunKey, state: str, *, next_slice: bool = False, **values: Any) -> None:
         """Set the run's state (and ``status``, ``run_id``, ``detail``); ``next_slice``: the

@@ -116,8 +116,6 @@ class SourceRunner:
         if claimed == "done":
             log.info("run %s: already done, this delivery is dropped", key)
             return Outcome("drop", "already done")
-        if claimed == "unknown":
-            log.warning("run %s: no scheduled run has this key; running it anyway", key)
         loaded = self.tenants.load(key.tenant)
         if not isinstance(loaded, Tenant) or key.source not in loaded.source_names():
             why = (
