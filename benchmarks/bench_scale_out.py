@@ -5,10 +5,11 @@ answering every call 150 ms late (the sandbox's ``slow`` fault): a real CRM's la
 mostly wait on the network. Tenants (one config each, the demo scenario's org: 580 deals,
 about 2,500 activities, first runs: a full pull and every KPI field written) are spread over
 the sandboxes. For each shape, ``workers`` ``crm-kpi worker`` processes (threads pool) with
-``concurrency`` runs each take ``2 x workers x concurrency`` runs (at least 4) from RabbitMQ,
+``concurrency`` runs each take ``3 x workers x concurrency`` runs (at least 6) from RabbitMQ,
 their stores in PostgreSQL (a schema per tenant, emptied before each shape); the time from
 enqueueing to the last run finished gives runs per minute and records pulled per second, and
-the speed-up over one worker running one run at a time.
+the speed-up over one worker running one run at a time; the CPU seconds per run of the workers
+and of the sandboxes (from /proc) give the model's other term.
 
     python benchmarks/bench_scale_out.py                 # 1, 2, 4 workers x 1, 2, 4, 8
     python benchmarks/bench_scale_out.py --workers 1 4 --concurrency 1 8 --latency 0.15
@@ -51,7 +52,11 @@ CLI = str(Path(sys.executable).parent / "crm-kpi")
 PG = os.environ.get("CRM_KPI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP = os.environ.get("CRM_KPI_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 SANDBOXES = {"salesforce": 3, "hubspot": 3}
-WIDTHS = (7, 6, 5, 6, 9, 10, 8)
+#: Runs per run slot (workers x concurrency) of a shape, so its time is a throughput and not
+#: the longest run's; and at least this many runs.
+RUNS_PER_SLOT = 3
+RUNS_MIN = 6
+WIDTHS = (7, 6, 5, 6, 9, 10, 8, 13)
 
 
 @contextlib.contextmanager
@@ -152,6 +157,12 @@ def _records(deployment: Deployment, files: TenantFiles, names: list[str]) -> in
     return total
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
     workers: int,
     concurrency: int,
@@ -160,13 +171,15 @@ def measure(
     files: TenantFiles,
     args: list[str],
     work: Path,
+    sandbox_pids: list[int],
 ) -> dict[str, Any]:
-    runs = max(4, 2 * workers * concurrency)
+    runs = max(RUNS_MIN, RUNS_PER_SLOT * workers * concurrency)
     names = [f"t{index:03d}" for index in range(runs)]
     _empty_stores(deployment, names)
     started = _start_workers(workers, concurrency, args, work)
     try:
         due = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        cpu = [_cpu_seconds(p.pid) for p, _ in started] + [_cpu_seconds(p) for p in sandbox_pids]
         began = time.perf_counter()
         for name in names:
             control.enqueue(
@@ -178,6 +191,8 @@ def measure(
                 break
             time.sleep(0.05)
         seconds = time.perf_counter() - began
+        worker_cpu = sum(_cpu_seconds(p.pid) for p, _ in started) - sum(cpu[: len(started)])
+        sandbox_cpu = sum(_cpu_seconds(p) for p in sandbox_pids) - sum(cpu[len(started) :])
     finally:
         _stop(started)
     failed = [r for r in rows if r["status"] != "completed"]
@@ -191,6 +206,8 @@ def measure(
         "seconds": round(seconds, 1),
         "runs_per_minute": round(runs / seconds * 60, 1),
         "records_per_second": round(records / seconds),
+        "worker_cpu_per_run": round(worker_cpu / runs, 2),
+        "sandbox_cpu_per_run": round(sandbox_cpu / runs, 2),
     }
 
 
@@ -204,7 +221,7 @@ def main() -> None:
     prefix = f"bench_{uuid.uuid4().hex[:6]}_"
     deployment = Deployment(SecretStr(PG), prefix)
     queue = f"crm-kpi-bench-{uuid.uuid4().hex[:6]}"
-    most = max(4, 2 * max(options.workers) * max(options.concurrency))
+    most = max(RUNS_MIN, RUNS_PER_SLOT * max(options.workers) * max(options.concurrency))
     results = []
     with tempfile.TemporaryDirectory(prefix="crm-kpi-bench-scale-") as tmp:
         work = Path(tmp)
@@ -215,6 +232,7 @@ def main() -> None:
             for tenant in files.scan().tenants:  # schemas, roles, migrations: once
                 deployment.open_store(tenant).close()
             configure(AMQP, queue)
+            pids = [sandbox.process.pid for _, sandbox in orgs]
             args = [
                 "--configs", str(folder), "--store-url", PG, "--schema-prefix", prefix,
                 "--broker", AMQP, "--queue", queue, "--slice-seconds", "600",
@@ -223,7 +241,7 @@ def main() -> None:
                 for workers in options.workers:
                     for concurrency in options.concurrency:
                         result = measure(
-                            workers, concurrency, deployment, control, files, args, work
+                            workers, concurrency, deployment, control, files, args, work, pids
                         )
                         results.append(result)
                         print(json.dumps(result), flush=True)
@@ -231,13 +249,14 @@ def main() -> None:
                 _drop(deployment, queue)
     base = results[0]["runs_per_minute"]
     print(f"\nlatency {options.latency * 1000:.0f} ms per call; {os.cpu_count()} cores")
-    heads = ("workers", "x conc", "runs", "s", "runs/min", "records/s", "speed-up")
+    heads = ("workers", "x conc", "runs", "s", "runs/min", "records/s", "speed-up", "CPU s/run")
     print(" ".join(f"{head:>{width}}" for head, width in zip(heads, WIDTHS, strict=True)))
     for r in results:
         print(
             f"{r['workers']:>7} {r['concurrency']:>6} {r['runs']:>5} {r['seconds']:>6}"
             f" {r['runs_per_minute']:>9} {r['records_per_second']:>10}"
             f" {r['runs_per_minute'] / base:>7.1f}x"
+            f" {r['worker_cpu_per_run']:>6} + {r['sandbox_cpu_per_run']:<4}"
         )
 
 
