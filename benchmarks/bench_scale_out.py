@@ -268,14 +268,19 @@ def _drop(deployment: Deployment, queue: str) -> None:
         connection.default_channel.queue_delete(queue)
     engine = sa.create_engine(PG.replace("postgresql://", "postgresql+psycopg://"))
     like = deployment.prefix.replace("_", "\\_") + "%"
-    with engine.begin() as connection:
-        for schema in connection.execute(
+    with engine.connect() as connection:
+        schemas = connection.execute(
             sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": like}
-        ).scalars():
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        for role in connection.execute(
+        ).scalars()
+        roles = connection.execute(
             sa.text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": like}
-        ).scalars():
+        ).scalars()
+        names = list(schemas), list(roles)
+    for schema in names[0]:  # one transaction each: a schema's tables take locks
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with engine.begin() as connection:
+        for role in names[1]:
             connection.execute(sa.text(f'DROP ROLE "{role}"'))
     engine.dispose()
 

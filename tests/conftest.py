@@ -195,11 +195,16 @@ def deployment(pg_admin: sa.Engine) -> Iterator[Any]:
     url = pg_admin.url.render_as_string(hide_password=False)
     yield Deployment(SecretStr(url), prefix)
     like = prefix.replace("_", "\\_") + "%"
-    with pg_admin.begin() as connection:
-        for schema in connection.execute(
-            sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": like}
-        ).scalars():
+    with pg_admin.connect() as connection:
+        schemas = list(
+            connection.execute(
+                sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": like}
+            ).scalars()
+        )
+    for schema in schemas:  # one transaction each: dropping a schema's tables takes locks
+        with pg_admin.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with pg_admin.begin() as connection:
         for role in connection.execute(
             sa.text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": like}
         ).scalars():
