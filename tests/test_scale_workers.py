@@ -247,3 +247,49 @@ def test_twenty_orgs_on_two_workers_end_as_twenty_sequential_runs_despite_a_sigk
         if org.tenant != parked.tenant:
             assert got[org.tenant]["store"]["statuses"] == ["completed"], org.tenant
         _same_as_sequential(got[org.tenant], expected[org.tenant], org.tenant)
+
+
+def test_a_stopped_worker_hands_its_runs_over_at_their_next_page(
+    tmp_path: Path, deployment: Deployment, amqp_url: str
+) -> None:
+    """SIGTERM: the worker's runs stop at their next page, record themselves interrupted and
+    go back to the queue; the worker exits at once; another worker finishes them."""
+    queue = f"crm-kpi-test-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "tenants"
+    args = [*_deployment_args(folder, deployment), *_broker_args(amqp_url, queue)]
+    try:
+        with fleet(folder, 2, extra=SCHEDULE) as orgs:
+            hold = orgs[1].sandbox.faults.add(
+                FaultRule("slow", path=MEETINGS_SEARCH, times=None, delay=300)
+            )
+            first = Process(tmp_path / "worker-1.log", "worker", *args, "--concurrency", "2")
+            scheduler = Process(
+                tmp_path / "scheduler.log", "scheduler", *args, "--tick-seconds", "0.5"
+            )
+            with running(scheduler):
+                _wait_until(lambda: hold.fired >= 1, "a run is held", 300)
+                first.kill(signal.SIGTERM)
+                hold.release()  # the held page comes back: the run stops after it
+                parked = orgs[1].sandbox.faults
+                parked.clear()
+                assert first.process.wait(timeout=60) == 0
+                rows = {r["tenant"]: r for r in _scheduled(deployment)}
+                second = Process(tmp_path / "worker-2.log", "worker", *args)
+                with running(second):
+                    _wait_until(
+                        lambda: all(r["state"] == "finished" for r in _scheduled(deployment)),
+                        "every run is finished",
+                        300,
+                    )
+            done = {r["tenant"]: r for r in _scheduled(deployment)}
+    finally:
+        _delete_queue(amqp_url, queue)
+
+    held = rows[orgs[1].tenant]
+    assert (held["state"], held["status"], held["slices"]) == ("requeued", "interrupted", 1)
+    assert held["detail"] == "the worker is shutting down; the run goes on in a new task"
+    for row in done.values():
+        assert (row["state"], row["status"]) == ("finished", "completed")
+    finished = done[orgs[1].tenant]
+    assert finished["worker"].endswith(f":{second.process.pid}")
+    assert finished["deliveries"] == 2
