@@ -355,8 +355,10 @@ class ControlStore:
             )
         )
         with self._write() as connection:
-            slot, wait = connection.execute(taken).one()
-        return slot, max(0.0, float(wait))
+            row = connection.execute(taken).one()
+        slot: dt.datetime = row[0]
+        wait = float(row[1])
+        return slot, max(0.0, wait)
 
     # ---- the scheduler's leadership
 
