@@ -291,6 +291,8 @@ def sync_command(
                 output=output,
             )
         )
+    if tenant is not None:
+        raise click.UsageError("--tenant picks a tenant of --configs DIR")
     if not config_path.is_file():
         raise click.BadParameter(f"File '{config_path}' does not exist.", param_hint="'--config'")
     config = _load(config_path)

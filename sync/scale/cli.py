@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,9 @@ def sync_tenants_once(
     output: str,
 ) -> int:
     """Every tenant's sources, one tenant after the other, each in its own store; a broken
-    tenant is reported and the others run. The exit code: the first tenant's that did not end
-    OK (0 when all did)."""
+    tenant is reported and the others run. The exit code: 4 when a tenant is broken, else the
+    first tenant's that did not end OK (0 when all did)."""
+    from crm_kpi_worker.connectors.registry import build_connector
     from crm_kpi_worker.sync.cli_sync import print_report
     from crm_kpi_worker.sync.exit_codes import failure, run_exit_code
     from crm_kpi_worker.sync.pipeline import run_once
@@ -142,14 +144,8 @@ def sync_tenants_once(
             if stop.is_set():
                 break
             click.echo(f"tenant {each.name} ({each.file})")
+            connect = partial(build_connector, environ=each.environ)
             try:
-                from crm_kpi_worker.connectors.registry import build_connector
-
-                def connect(
-                    source: Any, currency: Any, environ: Any = each.environ, **more: Any
-                ) -> Any:
-                    return build_connector(source, currency, environ=environ, **more)
-
                 with deployment.open_store(each) as store:
                     result = run_once(
                         each.config,

@@ -43,7 +43,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from crm_kpi_worker.sync.scale.stores import Deployment, _identifier
+from crm_kpi_worker.sync.scale.stores import Deployment, sql_name
 from crm_kpi_worker.sync.store import StoreError
 from crm_kpi_worker.sync.store.engine import connect_engine, driver_reason, redact
 
@@ -140,7 +140,7 @@ class ControlStore:
         try:
             with engine.begin() as connection:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-                schema = _identifier(deployment.control_schema)
+                schema = sql_name(deployment.control_schema)
                 connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
                 _migrate(connection)
         except DBAPIError as exc:

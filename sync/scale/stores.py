@@ -25,19 +25,20 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from crm_kpi_worker.sync.scale.tenants import Tenant
 from crm_kpi_worker.sync.store import Store, StoreError, normalise_url
 from crm_kpi_worker.sync.store.engine import connect_engine, driver_reason, redact
 
-__all__ = ["DEFAULT_PREFIX", "Deployment", "provision"]
+__all__ = ["DEFAULT_PREFIX", "Deployment", "provision", "sql_name"]
 
 DEFAULT_PREFIX = "crm_kpi_"
 #: pg_advisory_xact_lock key serializing the creation of tenant schemas and roles.
 _PROVISION_LOCK = 0x63726D5F70726F76  # "crm_prov"
 
 
-def _identifier(name: str) -> str:
+def sql_name(name: str) -> str:
     """A schema or role name as SQL (names are checked: lower-case, digits, ``_``)."""
     if not name.replace("_", "").isalnum() or not name.islower() or len(name) > 63:
         raise ValueError(f"not a safe SQL name: {name!r}")
@@ -52,7 +53,7 @@ class Deployment:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        _identifier(self.prefix + "control")  # ValueError on a prefix PostgreSQL cannot take
+        sql_name(self.prefix + "control")  # ValueError on a prefix PostgreSQL cannot take
         if self.url is not None and normalise_url(self.url).get_backend_name() != "postgresql":
             raise StoreError(
                 "--store-url must be a PostgreSQL URL (postgresql://user@host/db): tenants"
@@ -107,7 +108,7 @@ def provision(deployment: Deployment, tenant: str) -> None:
     with _provisioned_guard:
         if key in _provisioned:
             return
-    name = _identifier(schema)
+    name = sql_name(schema)
     engine = connect_engine(normalise_url(deployment.url))
     try:
         with engine.begin() as connection:
@@ -121,16 +122,12 @@ def provision(deployment: Deployment, tenant: str) -> None:
             connection.execute(text(f"GRANT {name} TO CURRENT_USER"))
             connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {name} AUTHORIZATION {name}"))
             connection.execute(text(f"REVOKE ALL ON SCHEMA {name} FROM PUBLIC"))
-    except Exception as exc:
-        from sqlalchemy.exc import DBAPIError
-
-        if isinstance(exc, DBAPIError):
-            raise StoreError(
-                f"cannot create the schema and role {schema} of tenant {tenant} in"
-                f" {redact(normalise_url(deployment.url))}: {driver_reason(exc)} (the store's"
-                " user needs CREATEROLE and CREATE on the database)"
-            ) from exc
-        raise
+    except DBAPIError as exc:
+        raise StoreError(
+            f"cannot create the schema and role {schema} of tenant {tenant} in"
+            f" {redact(normalise_url(deployment.url))}: {driver_reason(exc)} (the store's"
+            " user needs CREATEROLE and CREATE on the database)"
+        ) from exc
     finally:
         engine.dispose()
     with _provisioned_guard:
