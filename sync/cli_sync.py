@@ -564,14 +564,22 @@ def emit_rows(rows: list[dict[str, Any]], output: str) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be created; create nothing.")
 def setup_command(config_path: Path, dry_run: bool) -> None:
     """Create the custom object and fields the config writes to (idempotent)."""
+    config = _load(config_path)
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
+    set_up_logging(config, debug=debug)
+    set_up_config(config, dry_run=dry_run)
+
+
+def set_up_config(config: AppConfig, *, dry_run: bool, environ: Any = None) -> None:
+    """What ``setup`` does for every source of ``config`` (``environ``: where its secrets are
+    read, default the process's environment)."""
     from crm_kpi_worker.connectors.registry import build_connector
     from crm_kpi_worker.sync.crm_check import CrmCheckFailed, field_problems
     from crm_kpi_worker.sync.setup import set_up_source
 
-    config = _load(config_path)
-    debug = bool(click.get_current_context().find_root().params.get("debug"))
-    set_up_logging(config, debug=debug)
-    connectors = {s.name: build_connector(s, config.currency) for s in config.sources}
+    connectors = {
+        s.name: build_connector(s, config.currency, environ=environ) for s in config.sources
+    }
     # Every source's mapping is checked against its CRM before anything is created.
     problems = [
         problem

@@ -294,3 +294,55 @@ def test_sync_once_over_a_folder_runs_every_good_tenant_in_its_schema(
             with deployment.open_store(named, read_only=True) as store:
                 (run,) = store.recent_runs()
                 assert run["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_each_tenants_setup_and_run_read_its_own_secret_only(
+    tmp_path: Path, deployment: Deployment
+) -> None:
+    """acme's token is given as CRM_KPI_ACME__HUBSPOT_TOKEN; globex names the same variable
+    but has none of its own: the process-wide HUBSPOT_TOKEN (the right token) is never read
+    for it, in setup or in a run."""
+    import os
+
+    from sandbox_fleet import REFERENCE
+
+    from crm_kpi_worker.sandbox.hubspot.server import HubSpotSandbox, RateLimits
+
+    assert deployment.url is not None
+    limits = RateLimits(search_per_second=None, burst_per_10s=None, daily=1_000_000)
+    with HubSpotSandbox.start(seed=5, reference_date=REFERENCE, limits=limits) as sandbox:
+        folder = tmp_path / "tenants"
+        folder.mkdir()
+        for name in ("acme", "globex"):
+            text = _hubspot_config(base=sandbox.url).replace(
+                f"base_url: {sandbox.url}",
+                f"base_url: {sandbox.url}\n    ca_bundle: {sandbox.ca_path}",
+            )
+            (folder / f"{name}.yaml").write_text(text, encoding="utf-8")
+        environ = {
+            **os.environ,
+            "HUBSPOT_TOKEN": sandbox.token,
+            "CRM_KPI_ACME__HUBSPOT_TOKEN": sandbox.token,
+        }
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(  # noqa: S603 - the project's own CLI
+                [CLI, *args], capture_output=True, text=True, timeout=300, env=environ
+            )
+
+        setup = cli("tenants", "setup", "--configs", str(folder))
+        ran = cli(
+            "sync", "--once", "--configs", str(folder),
+            "--store-url", deployment.url.get_secret_value(),
+            "--schema-prefix", deployment.prefix,
+        )  # fmt: skip
+
+    assert setup.returncode == 4, setup.stdout + setup.stderr
+    assert "tenant acme" in setup.stdout
+    assert "error: tenant globex: " in setup.stderr
+    assert "environment variable HUBSPOT_TOKEN is not set" in setup.stderr
+    assert ran.returncode == 4, ran.stdout + ran.stderr
+    assert ran.stdout.count(": completed") == 1  # acme's run
+    assert "error: tenant globex: " in ran.stderr
+    assert "environment variable HUBSPOT_TOKEN is not set" in ran.stderr

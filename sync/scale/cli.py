@@ -27,6 +27,7 @@ __all__ = ["scale_commands", "sync_tenants_once"]
 
 
 def tenants_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The tenants (``--configs`` or ``--config``) and the shared store."""
     command = click.option(
         "--schema-prefix",
         default="crm_kpi_",
@@ -40,6 +41,11 @@ def tenants_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="The shared PostgreSQL store, one schema per tenant (or $CRM_KPI_STORE_URL);"
         " without it each tenant keeps its own SQLite file.",
     )(command)
+    return tenant_files_options(command)
+
+
+def tenant_files_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The tenants: ``--configs DIR`` or ``--config FILE``."""
     command = click.option(
         "--config",
         "config_file",
@@ -213,6 +219,43 @@ def tenants_check(
         click.echo(f"error: {line}", err=True)
     if broken:
         raise click.exceptions.Exit(int(ExitCode.CONFIG))
+
+
+@tenants_group.command("setup")
+@tenant_files_options
+@click.option("--tenant", help="Only this tenant.")
+@click.option("--dry-run", is_flag=True, help="List what would be created; create nothing.")
+def tenants_setup(
+    configs_dir: Path | None,
+    config_file: Path | None,
+    tenant: str | None,
+    dry_run: bool,
+) -> None:
+    """What crm-kpi setup does, for every tenant (or one), each with its own secrets.
+
+    Exits 4 when a tenant is broken, else with the first failing tenant's code."""
+    from crm_kpi_worker.sync.cli_sync import set_up_config
+    from crm_kpi_worker.sync.exit_codes import failure
+
+    found = _tenant_files(configs_dir, config_file).scan()
+    if tenant is not None:
+        found.tenants = [t for t in found.tenants if t.name == tenant]
+        found.broken = [b for b in found.broken if b.name == tenant]
+        if not found.tenants and not found.broken:
+            raise click.BadParameter(f"no tenant {tenant}", param_hint="'--tenant'")
+    _report_broken(found)
+    codes = [ExitCode.CONFIG for _ in found.broken]
+    for each in found.tenants:
+        click.echo(f"tenant {each.name} ({each.file})")
+        try:
+            set_up_config(each.config, dry_run=dry_run, environ=each.environ)
+        except Exception as exc:
+            found_failure = failure(exc)
+            click.echo(f"error: tenant {each.name}: {found_failure.line}", err=True)
+            codes.append(found_failure.code)
+    code = next((code for code in codes if code != ExitCode.OK), ExitCode.OK)
+    if code != ExitCode.OK:
+        raise click.exceptions.Exit(int(code))
 
 
 # ---- crm-kpi worker
