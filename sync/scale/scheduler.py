@@ -188,7 +188,11 @@ def serve_scheduler(
             try:
                 scheduler.tick()
             except Exception as exc:  # a broker or database hiccup: the next tick tries again
-                log.error("the scheduler's tick failed: %s", exc, exc_info=True)
+                log.error(
+                    "the scheduler's tick failed (the next one tries again): %s",
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
             stop.wait(tick_seconds)
     finally:
         if leader is not None:  # a dropped session releases the lock
