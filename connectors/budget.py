@@ -13,6 +13,7 @@ Until the CRM has said its limit (OAuth on HubSpot never does), nothing is refus
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import threading
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ class CallBudget:
                 return None
             return max(0, ceiling - self.usage.used - self._since_noted)
 
+    def remembered(self, usage: ApiUsage, at: dt.datetime) -> None:
+        """The usage a previous run saw at ``at`` (the caller checked it is recent)."""
+        self.note(usage)
+
     def before_call(self) -> None:
         """Refuse the call that would pass the share (raise :class:`BudgetExhausted`)."""
         with self._lock:
@@ -97,12 +102,16 @@ class CallBudget:
                 and ceiling is not None
                 and usage.used + self._since_noted + 1 > ceiling
             ):
-                raise BudgetExhausted(
-                    f"source '{self.source}': the run stops before its next API call: the"
-                    f" org has used {usage.used + self._since_noted:,} of its"
-                    f" {usage.limit:,} daily calls, and budget.max_share_of_daily_limit"
-                    f" ({self.share:g}) allows {ceiling:,}; what was pulled and written is"
-                    " kept and the next run resumes from there",
-                    code="BUDGET_EXHAUSTED",
-                )
+                raise self.exhausted(usage, self._since_noted, ceiling)
             self._since_noted += 1
+
+    def exhausted(self, usage: ApiUsage, since_noted: int, ceiling: int) -> BudgetExhausted:
+        """The stop of a run whose next call would pass the share."""
+        return BudgetExhausted(
+            f"source '{self.source}': the run stops before its next API call: the"
+            f" org has used {usage.used + since_noted:,} of its"
+            f" {usage.limit:,} daily calls, and budget.max_share_of_daily_limit"
+            f" ({self.share:g}) allows {ceiling:,}; what was pulled and written is"
+            " kept and the next run resumes from there",
+            code="BUDGET_EXHAUSTED",
+        )

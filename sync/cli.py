@@ -82,6 +82,10 @@ def _register() -> None:
     main.add_command(kpis_group)
     main.add_command(runs_group)
     main.add_command(setup_command)
+    from crm_kpi_worker.sync.scale.cli import scale_commands
+
+    for command in scale_commands():
+        main.add_command(command)
 
 
 _register()

@@ -173,7 +173,32 @@ def _print_readback(source: Mapping[str, Any], run_id: Any, limit: int | None) -
 
 
 @click.command("sync")
-@config_option
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="crm-kpi.yaml",
+    show_default=True,
+    envvar="CRM_KPI_CONFIG",
+    help="The YAML config file (or $CRM_KPI_CONFIG).",
+)
+@click.option(
+    "--configs",
+    "configs_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="With --once: a folder of configs, one tenant per file, run one after the other"
+    " (see crm-kpi worker for many tenants at once).",
+)
+@click.option("--tenant", help="With --configs: only this tenant.")
+@click.option(
+    "--store-url",
+    envvar="CRM_KPI_STORE_URL",
+    help="With --configs: a PostgreSQL store shared by the tenants, one schema each (default:"
+    " each tenant's own SQLite file).",
+)
+@click.option(
+    "--schema-prefix", default="crm_kpi_", show_default=True, envvar="CRM_KPI_SCHEMA_PREFIX"
+)
 @click.option(
     "--once", is_flag=True, help="Run one sync and exit (default: run on the config's schedule)."
 )
@@ -217,6 +242,10 @@ def _print_readback(source: Mapping[str, Any], run_id: Any, limit: int | None) -
 def sync_command(
     ctx: click.Context,
     config_path: Path,
+    configs_dir: Path | None,
+    tenant: str | None,
+    store_url: str | None,
+    schema_prefix: str,
     once: bool,
     dry_run: bool,
     full: bool,
@@ -242,6 +271,30 @@ def sync_command(
     if output_file is not None and not once:
         raise click.UsageError("--output needs --once (the service writes no file)")
     file_format = planned_format(output_file, output_format) if output_file else None
+    if configs_dir is not None:
+        from crm_kpi_worker.sync.scale.cli import sync_tenants_once
+
+        if not once or output_file is not None:
+            raise click.UsageError(
+                "--configs runs once (--once), without --output; to run many tenants on their"
+                " schedules, use crm-kpi worker and crm-kpi scheduler"
+            )
+        options = RunOptions(full=full, dry_run=dry_run, verify=verify, as_of=as_of)
+        ctx.exit(
+            sync_tenants_once(
+                configs_dir,
+                None,
+                store_url,
+                schema_prefix,
+                tenant=tenant,
+                options=options,
+                output=output,
+            )
+        )
+    if tenant is not None:
+        raise click.UsageError("--tenant picks a tenant of --configs DIR")
+    if not config_path.is_file():
+        raise click.BadParameter(f"File '{config_path}' does not exist.", param_hint="'--config'")
     config = _load(config_path)
     debug = ctx.find_root().params.get("debug", False)
     set_up_logging(config, debug=debug)
@@ -511,14 +564,22 @@ def emit_rows(rows: list[dict[str, Any]], output: str) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be created; create nothing.")
 def setup_command(config_path: Path, dry_run: bool) -> None:
     """Create the custom object and fields the config writes to (idempotent)."""
+    config = _load(config_path)
+    debug = bool(click.get_current_context().find_root().params.get("debug"))
+    set_up_logging(config, debug=debug)
+    set_up_config(config, dry_run=dry_run)
+
+
+def set_up_config(config: AppConfig, *, dry_run: bool, environ: Any = None) -> None:
+    """What ``setup`` does for every source of ``config`` (``environ``: where its secrets are
+    read, default the process's environment)."""
     from crm_kpi_worker.connectors.registry import build_connector
     from crm_kpi_worker.sync.crm_check import CrmCheckFailed, field_problems
     from crm_kpi_worker.sync.setup import set_up_source
 
-    config = _load(config_path)
-    debug = bool(click.get_current_context().find_root().params.get("debug"))
-    set_up_logging(config, debug=debug)
-    connectors = {s.name: build_connector(s, config.currency) for s in config.sources}
+    connectors = {
+        s.name: build_connector(s, config.currency, environ=environ) for s in config.sources
+    }
     # Every source's mapping is checked against its CRM before anything is created.
     problems = [
         problem

@@ -242,6 +242,14 @@ class RunGuard:
 
 
 ConnectorFactory = Callable[..., Connector]
+#: ``(config, source) -> CallBudget``: the run's API budget of a source (the workers of a
+#: deployment share theirs: ``sync.scale.limits``).
+BudgetFactory = Callable[[AppConfig, Any], CallBudget]
+
+
+def own_budget(config: AppConfig, source: Any) -> CallBudget:
+    """A run's own budget, its usage remembered in the store between runs."""
+    return CallBudget(config.budget.max_share_of_daily_limit, source.name)
 
 
 def run_once(
@@ -252,6 +260,7 @@ def run_once(
     connector_factory: ConnectorFactory = build_connector,
     progress: RunProgress | Callable[[str], None] | None = None,
     stop: StopRequest | None = None,
+    budget_factory: BudgetFactory = own_budget,
 ) -> RunResult:
     """One pipeline run over every source of the config, holding their run locks.
 
@@ -284,7 +293,9 @@ def run_once(
             extra={"event": "run_started", "run_id": run_id, "as_of": as_of, "sources": names},
         )
         try:
-            _run_sources(config, store, options, connector_factory, result, guard, say)
+            _run_sources(
+                config, store, options, connector_factory, result, guard, say, budget_factory
+            )
             failed = sum(w["failed"] for s in result.sources for w in s.writes)
             result.status = "completed_with_failures" if failed else "completed"
             if any(s.stopped for s in result.sources):
@@ -311,6 +322,7 @@ def _run_sources(
     result: RunResult,
     guard: RunGuard,
     say: Progress,
+    budget_factory: BudgetFactory = own_budget,
 ) -> None:
     bind_source(None)
     for source in config.sources:
@@ -318,7 +330,7 @@ def _run_sources(
         bind_source(source.name)  # the lines of this source's pull and writes say so
         report = SourceReport(source.name)
         result.sources.append(report)
-        budget = CallBudget(config.budget.max_share_of_daily_limit, source.name)
+        budget = budget_factory(config, source)
         prime_budget(store, source.name, budget, dt.datetime.now(dt.UTC))
         drift = DriftFinder(store, source.name)
         connector: Connector | None = None

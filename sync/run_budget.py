@@ -66,7 +66,7 @@ def prime_budget(store: Store, source: str, budget: CallBudget, now: dt.datetime
     except (KeyError, TypeError, ValueError):
         return
     if dt.timedelta(0) <= now - at < USAGE_TRUSTED_FOR:
-        budget.note(usage)
+        budget.remembered(usage, at)
 
 
 def remember_usage(store: Store, source: str, budget: CallBudget, now: dt.datetime) -> None:

@@ -184,3 +184,49 @@ def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
     yield url.render_as_string(hide_password=False)
     with pg_admin.begin() as connection:
         connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+# ---- a deployment of many tenants (sync/scale): schemas and roles under a fresh prefix
+
+
+@pytest.fixture
+def deployment(pg_admin: sa.Engine) -> Iterator[Any]:
+    """A :class:`~crm_kpi_worker.sync.scale.stores.Deployment` on the test server with a
+    prefix of its own; its schemas and roles are dropped at the end."""
+    from pydantic import SecretStr
+
+    from crm_kpi_worker.sync.scale.stores import Deployment
+
+    prefix = f"crm_kpi_test_{SESSION}_{next(_schema_numbers)}_"
+    url = pg_admin.url.render_as_string(hide_password=False)
+    yield Deployment(SecretStr(url), prefix)
+    like = prefix.replace("_", "\\_") + "%"
+    with pg_admin.connect() as connection:
+        schemas = list(
+            connection.execute(
+                sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": like}
+            ).scalars()
+        )
+    for schema in schemas:  # one transaction each: dropping a schema's tables takes locks
+        with pg_admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with pg_admin.begin() as connection:
+        for role in connection.execute(
+            sa.text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": like}
+        ).scalars():
+            connection.execute(sa.text(f'DROP ROLE "{role}"'))
+
+
+AMQP_ENV = "CRM_KPI_TEST_AMQP_URL"
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The test broker (RabbitMQ); skip without it, fail in CI."""
+    url = os.environ.get(AMQP_ENV)
+    if not url:
+        message = f"{AMQP_ENV} is not set (e.g. amqp://guest:guest@127.0.0.1:5672//)"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI=true: CI must run the worker tests")
+        pytest.skip(message)
+    return url

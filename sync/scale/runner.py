@@ -1,0 +1,191 @@
+"""One task's work: one run of one tenant's source, through the pipeline, in its tenant's store.
+
+- The delivery first claims its scheduled run (:meth:`ControlStore.claim`): a run already
+  done (a duplicate delivery) is dropped.
+- The run holds the store's run lock of the source, as every run does: one run per source
+  across all workers. A task that finds it held is not an error: it is retried later
+  (:data:`LOCK_RETRY_SECONDS`, at most :data:`LOCK_RETRIES` times, then dropped: the next
+  scheduled run covers it). That happens when a ``sync --once`` by hand runs the source, or
+  when PostgreSQL has not yet ended the session of a worker that died (a minute at most).
+- **Time slices**: a run that is still going after ``slice_seconds`` stops at its next page or
+  write batch (its pages and confirmed writes are saved as it goes), records itself
+  ``interrupted`` and its task is put back at the end of the queue: the next slice resumes
+  from the stored cursors. One huge org thus never holds a worker for long while the others
+  wait, and no task outlives the broker's delivery timeout. A worker shutting down stops its
+  runs the same way.
+- A worker killed mid-run never acknowledged its message (``acks_late``): the broker delivers
+  it again, the next run marks the dead one ``interrupted`` and resumes where it stopped.
+- Secrets are the tenant's (its :class:`~.tenants.TenantEnviron`); the API budget and HubSpot's
+  rate limits are shared by every worker (:mod:`.limits`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from crm_kpi_worker.sync.scale.control import ControlStore, RunKey, worker_name
+from crm_kpi_worker.sync.scale.stores import Deployment
+from crm_kpi_worker.sync.scale.tenants import Tenant, TenantFiles
+from crm_kpi_worker.sync.stops import StopRequest
+from crm_kpi_worker.sync.store import Store
+
+__all__ = ["DEFAULT_SLICE_SECONDS", "LOCK_RETRIES", "LOCK_RETRY_SECONDS", "Outcome", "SourceRunner"]
+
+log = logging.getLogger("crm_kpi_worker.scale")
+
+#: How long one task runs before its run yields to the others (continued in a new task).
+DEFAULT_SLICE_SECONDS = 300.0
+LOCK_RETRY_SECONDS = 15.0
+LOCK_RETRIES = 40  # 10 minutes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task does next: ``done``; ``continue`` (enqueue the next slice); ``retry``
+    (the lock was held: try again later); ``drop`` (nothing to run)."""
+
+    action: Literal["done", "continue", "retry", "drop"]
+    detail: str = ""
+
+
+class SourceRunner:
+    """Runs tasks for one worker process (shared by its threads)."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        tenants: TenantFiles,
+        control: ControlStore,
+        *,
+        slice_seconds: float = DEFAULT_SLICE_SECONDS,
+        connect: Callable[..., Any] | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.tenants = tenants
+        self.control = control
+        self.slice_seconds = slice_seconds
+        self._connect = connect  # tests: a connector factory in place of the registry's
+        self._running: set[StopRequest] = set()
+        self._running_guard = threading.Lock()
+
+    # ---- the tenant's store and the run's parts
+
+    def store(self, tenant: Tenant) -> Store:
+        """The tenant's store, for one task (closed after it: a worker serving hundreds of
+        tenants holds connections only for the runs in progress)."""
+        return self.deployment.open_store(tenant)
+
+    def stop_all(self, reason: str) -> None:
+        """Ask every run of this process to stop at its next page or batch (shutdown)."""
+        with self._running_guard:
+            for stop in self._running:
+                stop.request(reason)
+
+    def _connector_factory(self, tenant: Tenant) -> Callable[..., Any]:
+        from crm_kpi_worker.connectors.registry import build_connector
+        from crm_kpi_worker.sync.scale.limits import org_key, share_hubspot_pacing
+
+        build = self._connect or build_connector
+
+        def connect(source: Any, currency: Any, **options: Any) -> Any:
+            connector = build(source, currency, environ=tenant.environ, **options)
+            share_hubspot_pacing(connector, org_key(source, tenant.environ), self.control)
+            return connector
+
+        return connect
+
+    def _budget_factory(self, tenant: Tenant) -> Callable[[Any, Any], Any]:
+        from crm_kpi_worker.sync.scale.limits import SharedCallBudget, org_key
+
+        def budget(config: Any, source: Any) -> SharedCallBudget:
+            share = config.budget.max_share_of_daily_limit
+            return SharedCallBudget(
+                share, source.name, org_key(source, tenant.environ), self.control
+            )
+
+        return budget
+
+    # ---- one task
+
+    def run(self, key: RunKey, *, lock_retries_left: int = LOCK_RETRIES) -> Outcome:
+        claimed = self.control.claim(key, worker_name())
+        if claimed == "done":
+            log.info("run %s: already done, this delivery is dropped", key)
+            return Outcome("drop", "already done")
+        loaded = self.tenants.load(key.tenant)
+        if not isinstance(loaded, Tenant) or key.source not in loaded.source_names():
+            why = (
+                "no such tenant in " + self.tenants.describe()
+                if loaded is None
+                else loaded.describe()
+                if not isinstance(loaded, Tenant)
+                else f"tenant {key.tenant} has no source {key.source}"
+            )
+            log.error("run %s dropped: %s", key, why)
+            self.control.mark(key, "dropped", detail=why)
+            return Outcome("drop", why)
+        return self._run(loaded, key, lock_retries_left)
+
+    def _run(self, tenant: Tenant, key: RunKey, lock_retries_left: int) -> Outcome:
+        from crm_kpi_worker.sync.exit_codes import failure
+        from crm_kpi_worker.sync.pipeline import RunOptions, run_once
+        from crm_kpi_worker.sync.store import RunInProgress
+
+        config = tenant.for_source(key.source)
+        stop = StopRequest()
+        timer = threading.Timer(
+            self.slice_seconds,
+            stop.request,
+            args=(f"its time slice ({self.slice_seconds:g} s) was used; it goes on in a new task",),
+        )
+        timer.daemon = True
+        with self._running_guard:
+            self._running.add(stop)
+        timer.start()
+        try:
+            with self.store(tenant) as store:
+                result = run_once(
+                    config,
+                    store,
+                    RunOptions(as_of=config.runtime.as_of),
+                    connector_factory=self._connector_factory(tenant),
+                    budget_factory=self._budget_factory(tenant),
+                    stop=stop,
+                )
+        except RunInProgress as busy:
+            if lock_retries_left <= 0:
+                self.control.mark(key, "dropped", detail=str(busy))
+                return Outcome("drop", str(busy))
+            self.control.mark(key, "waiting", detail=str(busy))
+            log.info("run %s: %s; tried again in %g s", key, busy, LOCK_RETRY_SECONDS)
+            return Outcome("retry", str(busy))
+        except Exception as exc:
+            found = failure(exc)
+            outcome = found.code.name.lower()
+            log.error("run %s failed (%s): %s", key, outcome, found.line)
+            self.control.mark(key, "finished", status=outcome, detail=found.line)
+            return Outcome("done", found.line)
+        finally:
+            timer.cancel()
+            with self._running_guard:
+                self._running.discard(stop)
+        if result.status == "interrupted" and not result.lock_lost:
+            self.control.mark(
+                key,
+                "requeued",
+                status=result.status,
+                run_id=result.run_id,
+                detail=result.interrupted,
+                next_slice=True,
+            )
+            log.info("run %s (run %s) continues in a new task: %s", key, result.run_id, stop.reason)
+            return Outcome("continue", result.interrupted or "")
+        self.control.mark(
+            key, "finished", status=result.status, run_id=result.run_id, detail=result.interrupted
+        )
+        log.info("run %s (run %s) %s", key, result.run_id, result.status.replace("_", " "))
+        return Outcome("done", result.status)
