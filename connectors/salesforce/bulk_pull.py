@@ -33,8 +33,18 @@ from crm_kpi_worker.connectors.base import Page
 from crm_kpi_worker.connectors.errors import ConnectorError
 from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, ResultPage
-from crm_kpi_worker.connectors.salesforce.bulk_records import ChildSpool, RecordMaker
-from crm_kpi_worker.connectors.salesforce.resources import BulkQueries, read_along
+from crm_kpi_worker.connectors.salesforce.bulk_records import (
+    ChildRows,
+    ChildSpool,
+    Convert,
+    RecordMaker,
+    child_records,
+)
+from crm_kpi_worker.connectors.salesforce.resources import (
+    BulkQueries,
+    digest_left_out,
+    own_values,
+)
 from crm_kpi_worker.connectors.salesforce.settings import (
     CONVERTED_AMOUNT,
     CONVERTED_QUOTA_AMOUNT,
@@ -52,6 +62,8 @@ BULK_PREFIX = "bulk:"
 PAGES_PER_PAGE = 5
 
 Describe = Callable[[str], list[dict[str, Any]] | None]
+#: A child relationship's field names and their converters (its CSV columns but the parent's).
+Columns = tuple[list[str], list[Convert]]
 #: Columns that are no field of the object: ``convertCurrency(...)`` aliases.
 CONVERTED_TYPES = {CONVERTED_AMOUNT: "currency", CONVERTED_QUOTA_AMOUNT: "currency"}
 
@@ -130,8 +142,8 @@ class BulkPuller:
         position = self._resume() or self._start()
         self.jobs = dict(position.jobs)
         with ChildSpool() as spool:
-            converters = self._spool_children(position, spool)
-            yield from self._main_pages(position, spool, converters)
+            columns = self._spool_children(position, spool)
+            yield from self._main_pages(position, spool, columns)
         # The finished jobs are not deleted: that would cost a call each, and Salesforce
         # drops query results by itself (they count toward DailyBulkV2QueryFileStorageMB).
 
@@ -179,28 +191,24 @@ class BulkPuller:
 
     # ---- children ------------------------------------------------------------------------------
 
-    def _spool_children(
-        self, position: BulkPosition, spool: ChildSpool
-    ) -> dict[str, list[Callable[[str], Any]]]:
-        converters: dict[str, list[Callable[[str], Any]]] = {}
+    def _spool_children(self, position: BulkPosition, spool: ChildSpool) -> dict[str, Columns]:
+        """Each relationship's rows into the spool; its column names and converters."""
+        columns: dict[str, Columns] = {}
         for child in self.queries.children:
             job_id = position.jobs[child.relationship]
             self.api.wait("query", job_id)
-            maker: RecordMaker | None = None
             for page in self.api.result_pages(job_id):
-                if maker is None:
+                if child.relationship not in columns:
                     maker = RecordMaker(child.sobject, page.header, self.describe)
-                    converters[child.relationship] = [c for _, c in maker.plan[1:]]
+                    plan = maker.plan[1:]  # the parent id is no field of the child record
+                    columns[child.relationship] = ([p[-1] for p, _ in plan], [c for _, c in plan])
                 spool.add(child.relationship, page.header, page.rows)
-        return converters
+        return columns
 
     # ---- main ----------------------------------------------------------------------------------
 
     def _main_pages(
-        self,
-        position: BulkPosition,
-        spool: ChildSpool,
-        converters: dict[str, list[Callable[[str], Any]]],
+        self, position: BulkPosition, spool: ChildSpool, columns: dict[str, Columns]
     ) -> Iterator[Page]:
         rest = self.queries.rest
         job_id = position.jobs["main"]
@@ -208,6 +216,7 @@ class BulkPuller:
         total = info.get("numberRecordsProcessed")
         locator = position.locator
         maker: RecordMaker | None = None
+        leave_out = digest_left_out(rest)
         while True:
             page: ResultPage = self.api.result_page(job_id, locator)
             if maker is None:
@@ -221,20 +230,29 @@ class BulkPuller:
             rows = page.rows
             size = self.page_records
             for start in range(0, max(len(rows), 1), size):
-                records = maker.records(rows[start : start + size])
+                part = rows[start : start + size]
+                records = maker.records(part)
+                ids = [str(r.get("Id")) for r in records]
+                children: ChildRows = spool.children(ids) if self.queries.children else {}
                 if self.queries.children:
-                    self._join(records, spool, converters)
+                    self._join(records, ids, children, columns)
                 ends_page = start + size >= len(rows)
                 last = ends_page and page.locator is None
                 cursor = self._final_cursor(position) if last else (after if ends_page else here)
-                deleted = [str(r.get("Id")) for r in records if r.get("IsDeleted") is True]
-                own, digests = read_along(rest, records)
+                deleted = [
+                    i for i, r in zip(ids, records, strict=True) if r.get("IsDeleted") is True
+                ]
+                digests = (
+                    maker.digests(ids, part, children, leave_out)
+                    if rest.volatile is not None
+                    else []
+                )
                 yield Page(
                     rest.stream,
                     records,
                     cursor,
                     deleted,
-                    own,
+                    own_values(rest, records),
                     digests,
                     total=total if isinstance(total, int) else None,
                 )
@@ -245,20 +263,22 @@ class BulkPuller:
     def _join(
         self,
         records: list[dict[str, Any]],
-        spool: ChildSpool,
-        converters: dict[str, list[Callable[[str], Any]]],
+        ids: list[str],
+        children: ChildRows,
+        columns: dict[str, Columns],
     ) -> None:
-        found = spool.children([str(r.get("Id")) for r in records], converters)
+        """Each record's children under their relationship, as REST nests a subquery's."""
         relationships = [c.relationship for c in self.queries.children]
-        for record in records:
-            mine = found.get(str(record.get("Id")), {})
+        none: dict[str, list[list[str]]] = {}
+        for record, record_id in zip(records, ids, strict=True):
+            mine = children.get(record_id, none)
             for relationship in relationships:
                 rows = mine.get(relationship)
                 if not rows:
                     record[relationship] = None  # REST's answer for a subquery without rows
                     continue
-                rows.sort(key=lambda row: str(row.get("CreatedDate") or ""))
-                record[relationship] = {"totalSize": len(rows), "done": True, "records": rows}
+                names, converts = columns[relationship]
+                record[relationship] = child_records(rows, names, converts)
 
     def _final_cursor(self, position: BulkPosition) -> str | None:
         cursor = IncrementalCursor(position.since, STAMPS, lookback=self.lookback)

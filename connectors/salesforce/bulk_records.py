@@ -5,25 +5,40 @@ REST's JSON records, so each column is converted by the type describe gives its 
 (``boolean`` -> bool, ``int`` -> int, ``double``/``currency``/``percent`` -> float, the rest
 text), and a dotted column (``Account.Churn_Date__c``) becomes a nested record as REST nests
 relationship fields (``None`` when every one of its columns is empty, as REST sends ``null``).
+A page is converted column by column (one list comprehension per column, then one ``dict`` per
+row): a million deals are tens of millions of values.
 
 :class:`ChildSpool` keeps the rows of the deals' history queries (millions at 1M deals) in a
-temporary SQLite file indexed by the deal id, so the deals are joined page by page without
-holding any whole result in memory. The file is deleted when the spool is closed.
+temporary SQLite file, so the deals are joined page by page without holding any whole result in
+memory. The rows go in as they arrive (each a JSON array of its fields); before the first join
+they are grouped into one row per parent (its rows per relationship, one JSON array each), in
+parent order, so a page of deals reads a few thousand neighbouring rows instead of seeking each
+history row. The file is deleted when the spool is closed.
+
+Digests. A Bulk record's digest (``connectors.base.Page.digests``: did anything the worker
+reads change since the last pull?) is taken over its CSV cells, the worker's own fields and the
+modification stamps left out, and its children's rows in a fixed order: the same content gives
+the same digest on every Bulk pull, without encoding the converted record again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
-__all__ = ["ChildSpool", "RecordMaker", "converter_for"]
+from crm_kpi_worker.connectors.base import content_digest
+
+__all__ = ["ChildRows", "ChildSpool", "RecordMaker", "child_records", "converter_for"]
 
 Describe = Callable[[str], list[dict[str, Any]] | None]
 Convert = Callable[[str], Any]
+#: parent id -> relationship -> its rows (each the child's fields as CSV text, parent left out)
+ChildRows = dict[str, dict[str, list[list[str]]]]
 
 _TRUE = {"true": True, "false": False}
 
@@ -65,6 +80,17 @@ def converter_for(field_type: str | None) -> Convert:
     return _BY_TYPE.get(field_type or "", _text)
 
 
+def _converted(column: Sequence[str], convert: Convert) -> list[Any]:
+    """One column's values as JSON values (an empty cell is null)."""
+    if convert is _text:
+        return [value if value != "" else None for value in column]
+    return [convert(value) if value != "" else None for value in column]
+
+
+#: A record's keys in order: each a column's index, or a nested record's (name, layout).
+Layout = list[tuple[str, "int | Layout"]]
+
+
 class RecordMaker:
     """Turns the rows of one query's CSV into REST-shaped records (see the module doc)."""
 
@@ -83,6 +109,7 @@ class RecordMaker:
         self._known = {name.lower(): kind for name, kind in (types or {}).items()}
         self._types: dict[str, dict[str, Any]] = {}
         self.plan = [self._column(name) for name in self.header]
+        self._layout = _layout([path for path, _ in self.plan])
 
     def _fields(self, sobject: str) -> dict[str, Any]:
         key = sobject.lower()
@@ -112,46 +139,123 @@ class RecordMaker:
         field = self._fields(sobject).get(path[-1].lower())
         return path, converter_for(field.get("type") if field else None)
 
-    def records(self, rows: Iterable[Sequence[str]]) -> list[dict[str, Any]]:
-        flat = all(len(path) == 1 for path, _ in self.plan)
-        names = [path[0] for path, _ in self.plan]
-        converts = [convert for _, convert in self.plan]
-        out: list[dict[str, Any]] = []
-        append = out.append
-        if flat:
-            for row in rows:
-                append(
-                    {
-                        name: (convert(value) if value != "" else None)
-                        for name, convert, value in zip(names, converts, row, strict=False)
-                    }
-                )
-            return out
-        for row in rows:
-            record: dict[str, Any] = {}
-            for (path, convert), value in zip(self.plan, row, strict=False):
-                _put(record, path, convert(value) if value != "" else None)
-            append(_nulls_collapsed(record))
-        return out
+    def records(self, rows: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        """The rows as records; a row with fewer cells than the header has nulls for the
+        missing ones, cells past the header are ignored."""
+        if not rows:
+            return []
+        width = len(self.header)
+        fitted = [
+            row if len(row) == width else [*row[:width], *([""] * (width - len(row)))]
+            for row in rows
+        ]
+        columns = [
+            _converted(column, convert)
+            for column, (_, convert) in zip(zip(*fitted, strict=True), self.plan, strict=True)
+        ]
+        names, values = _assembled(self._layout, columns)
+        return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+    def digests(
+        self,
+        ids: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        children: ChildRows,
+        leave_out: Collection[str],
+    ) -> list[tuple[str, str]]:
+        """(id, digest) per row: its cells but the ``leave_out`` columns, and its children's
+        rows (sorted: Bulk results come in no fixed order)."""
+        skipped = {name.lower() for name in leave_out}
+        kept = [i for i, name in enumerate(self.header) if name.lower() not in skipped]
+        found = []
+        for record_id, row in zip(ids, rows, strict=True):
+            mine = children.get(record_id)
+            content: list[Any] = [row[i] if i < len(row) else "" for i in kept]
+            if mine:
+                content.append(sorted(mine.items()))
+            found.append((record_id, content_digest(content)))
+        return found
 
 
-def _put(record: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for part in path[:-1]:
-        record = record.setdefault(part, {})
-    record[path[-1]] = value
+def _layout(paths: Sequence[tuple[str, ...]]) -> Layout:
+    """The record's key order as REST gives it: a relationship at its first column."""
+    layout: Layout = []
+    nested: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+    for index, path in enumerate(paths):
+        if len(path) == 1:
+            layout.append((path[0], index))
+            continue
+        if path[0] not in nested:
+            nested[path[0]] = []
+            layout.append((path[0], []))
+        nested[path[0]].append((path[1:], index))
+    return [
+        (name, part if isinstance(part, int) else _nested_layout(nested[name]))
+        for name, part in layout
+    ]
 
 
-def _nulls_collapsed(record: dict[str, Any]) -> dict[str, Any]:
-    """Nested records whose every value is null become null (REST's ``"Account": null``)."""
-    for key, value in record.items():
-        if isinstance(value, dict):
-            value = _nulls_collapsed(value)
-            record[key] = None if all(v is None for v in value.values()) else value
-    return record
+def _nested_layout(columns: list[tuple[tuple[str, ...], int]]) -> Layout:
+    inner = _layout([path for path, _ in columns])
+    indexes = [index for _, index in columns]
+    return _renumbered(inner, indexes)
+
+
+def _renumbered(layout: Layout, indexes: list[int]) -> Layout:
+    return [
+        (name, indexes[part] if isinstance(part, int) else _renumbered(part, indexes))
+        for name, part in layout
+    ]
+
+
+def _assembled(layout: Layout, columns: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The keys of a layout and their values column by column (a nested record's column holds
+    dicts, or None where every one of its values is null: REST's ``"Account": null``)."""
+    names: list[str] = []
+    values: list[list[Any]] = []
+    for name, part in layout:
+        names.append(name)
+        if isinstance(part, int):
+            values.append(columns[part])
+            continue
+        inner_names, inner = _assembled(part, columns)
+        values.append(
+            [
+                dict(zip(inner_names, row, strict=True))
+                if any(v is not None for v in row)
+                else None
+                for row in zip(*inner, strict=True)
+            ]
+        )
+    return names, values
+
+
+def child_records(
+    rows: list[list[str]], names: Sequence[str], converts: Sequence[Convert]
+) -> dict[str, Any] | None:
+    """A relationship's rows as REST answers a subquery: ``{"totalSize", "done", "records"}``,
+    in CreatedDate order; None without rows (REST's answer for a subquery without rows)."""
+    if not rows:
+        return None
+    records = [
+        {
+            name: (convert(value) if value != "" else None)
+            for name, convert, value in zip(names, converts, row, strict=False)
+        }
+        for row in rows
+    ]
+    return {"totalSize": len(records), "done": True, "records": records}
+
+
+def _order(created_at: int | None) -> Callable[[list[str]], Any] | None:
+    """How a relationship's rows are sorted: by CreatedDate, then whole (a fixed order)."""
+    if created_at is None:
+        return None
+    return lambda row: (row[created_at] if created_at < len(row) else "", row)
 
 
 class ChildSpool:
-    """Rows of child relationships, by parent id, in a temporary SQLite file."""
+    """Rows of child relationships, by parent id, in a temporary SQLite file (module doc)."""
 
     def __init__(self, directory: str | None = None) -> None:
         handle, self.path = tempfile.mkstemp(
@@ -161,50 +265,67 @@ class ChildSpool:
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(
-            "CREATE TABLE child (parent TEXT NOT NULL, relationship TEXT NOT NULL,"
-            " a TEXT, b TEXT, c TEXT, d TEXT)"
-        )
-        self._indexed = False
-        self._columns: dict[str, tuple[str, ...]] = {}
+        self._db.execute("CREATE TABLE child (parent TEXT NOT NULL, relationship INT, row TEXT)")
+        self._relationships: list[str] = []
+        #: relationship -> the rows' order: by CreatedDate (when the child has it), then whole
+        self._created_at: dict[str, int | None] = {}
+        self._grouped = False
 
     def add(self, relationship: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
-        """Keep ``rows`` (their first column is the parent id; at most four more)."""
-        fields = tuple(header[1:])
-        if len(fields) > 4:
-            raise ValueError(f"a child row holds at most 4 fields, not {len(fields)}")
-        self._columns[relationship] = fields
-        pad = (None,) * (4 - len(fields))
+        """Keep ``rows`` (their first column is the parent id)."""
+        if self._grouped:
+            raise RuntimeError("rows cannot be added to a spool already joined from")
+        if relationship not in self._relationships:
+            self._relationships.append(relationship)
+            fields = [name.lower() for name in header[1:]]
+            self._created_at[relationship] = (
+                fields.index("createddate") if "createddate" in fields else None
+            )
+        number = self._relationships.index(relationship)
+        dumps = json.dumps
         before = self._db.total_changes
         self._db.executemany(
-            "INSERT INTO child VALUES (?, ?, ?, ?, ?, ?)",
-            ((row[0], relationship, *row[1:], *pad) for row in rows),
+            "INSERT INTO child VALUES (?, ?, ?)", [(row[0], number, dumps(row[1:])) for row in rows]
         )
         return self._db.total_changes - before
 
-    def children(
-        self, parent_ids: Sequence[str], convert: dict[str, list[Convert]]
-    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """parent id -> relationship -> its rows as records (``convert``: each relationship's
-        column converters)."""
-        if not self._indexed:
-            self._db.execute("CREATE INDEX child_parent ON child (parent)")
-            self._indexed = True
-        found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    def _group(self) -> None:
+        """One row per parent, in parent order (see the module doc)."""
+        count = len(self._relationships)
+        columns = ", ".join(f"r{n} TEXT" for n in range(count))
+        arrays = ", ".join(
+            f"'[' || group_concat(CASE relationship WHEN {n} THEN row END, ',') || ']'"
+            for n in range(count)
+        )
+        self._db.execute(f"CREATE TABLE grouped (parent TEXT PRIMARY KEY, {columns}) WITHOUT ROWID")
+        self._db.execute(f"INSERT INTO grouped SELECT parent, {arrays} FROM child GROUP BY parent")  # noqa: S608
+        self._db.execute("DROP TABLE child")
+        self._grouped = True
+
+    def children(self, parent_ids: Sequence[str]) -> ChildRows:
+        """parent id -> relationship -> its rows, sorted (by CreatedDate, then whole)."""
+        if not self._relationships:
+            return {}
+        if not self._grouped:
+            self._group()
+        relationships = list(enumerate(self._relationships))
+        orders = [_order(self._created_at[name]) for name in self._relationships]
+        columns = ", ".join(f"r{n}" for n, _ in relationships)
+        loads = json.loads
+        found: ChildRows = {}
         for start in range(0, len(parent_ids), 900):
             chunk = parent_ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            for parent, relationship, *values in self._db.execute(
-                f"SELECT parent, relationship, a, b, c, d FROM child WHERE parent IN ({marks})",  # noqa: S608
-                chunk,
-            ):
-                fields = self._columns[relationship]
-                converters = convert[relationship]
-                row = {
-                    name: (conv(value) if value not in (None, "") else None)
-                    for name, conv, value in zip(fields, converters, values, strict=False)
-                }
-                found.setdefault(parent, {}).setdefault(relationship, []).append(row)
+            query = f"SELECT parent, {columns} FROM grouped WHERE parent IN ({marks})"  # noqa: S608
+            for parent, *arrays in self._db.execute(query, chunk):
+                mine: dict[str, list[list[str]]] = {}
+                for (n, name), array in zip(relationships, arrays, strict=True):
+                    if array is None:
+                        continue
+                    rows: list[list[str]] = loads(array)
+                    rows.sort(key=orders[n])
+                    mine[name] = rows
+                found[parent] = mine
         return found
 
     def close(self) -> None:
