@@ -59,9 +59,17 @@ class Page:
     total: int | None = None
 
 
+#: One encoder for every digest (``json.dumps`` with options builds a new one per call).
+_DIGEST_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def content_digest(content: Any) -> str:
     """A short digest of a record's content (JSON-able; key order as the CRM sends it)."""
-    text = json.dumps(content, separators=(",", ":"), default=str)
+    return text_digest(_DIGEST_JSON.encode(content))
+
+
+def text_digest(text: str) -> str:
+    """A short digest of a text that says a record's content (see :func:`content_digest`)."""
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 

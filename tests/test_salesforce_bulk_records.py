@@ -4,6 +4,7 @@ CSV cells of ingest, and the Bulk queries the connector builds (no subquery, no 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,12 @@ import pytest
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.salesforce.bulk import parse_csv
 from crm_kpi_worker.connectors.salesforce.bulk_pull import BulkPosition, since_of
-from crm_kpi_worker.connectors.salesforce.bulk_records import ChildSpool, RecordMaker, child_records
+from crm_kpi_worker.connectors.salesforce.bulk_records import (
+    Children,
+    ChildSpool,
+    RecordMaker,
+    child_records,
+)
 from crm_kpi_worker.connectors.salesforce.bulk_write import _error, csv_value
 from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.connectors.salesforce.resources import OrgFacts, StreamQueries
@@ -87,19 +93,25 @@ def test_the_spool_joins_children_by_parent_in_date_order_and_deletes_its_file()
     fields = ["OpportunityId", "Field", "OldValue", "NewValue", "CreatedDate"]
     history = [["006B", "CloseDate", "2026-03-01", "", "2026-01-05T00:00:00.000Z"]]
     assert spool.add("Histories", fields, history) == 1
+    assert spool.fields("OpportunityHistories") == ["CreatedDate", "StageName"]  # date first
+    assert spool.fields("Histories") == ["CreatedDate", "Field", "OldValue", "NewValue"]
     found = spool.children(["006A", "006B", "006C"])
-    assert found == {
+    assert {parent: {k: v.rows for k, v in mine.items()} for parent, mine in found.items()} == {
         "006A": {
             "OpportunityHistories": [
-                ["Prospecting", "2026-01-01T00:00:00.000Z"],
-                ["Closed Won", "2026-02-01T00:00:00.000Z"],
+                ["2026-01-01T00:00:00.000Z", "Prospecting"],
+                ["2026-02-01T00:00:00.000Z", "Closed Won"],
             ]
         },
         "006B": {
-            "OpportunityHistories": [["Qualification", "2026-01-02T00:00:00.000Z"]],
-            "Histories": [["CloseDate", "2026-03-01", "", "2026-01-05T00:00:00.000Z"]],
+            "OpportunityHistories": [["2026-01-02T00:00:00.000Z", "Qualification"]],
+            "Histories": [["2026-01-05T00:00:00.000Z", "CloseDate", "2026-03-01", ""]],
         },
     }
+    assert json.loads(found["006A"]["OpportunityHistories"].text) == [
+        ["2026-01-01T00:00:00.000Z", "Prospecting"],
+        ["2026-02-01T00:00:00.000Z", "Closed Won"],
+    ]
     with pytest.raises(RuntimeError, match="already joined"):
         spool.add("Histories", fields, history)
     spool.close()
@@ -129,17 +141,19 @@ def test_a_bulk_digest_leaves_out_the_stamps_and_own_fields_and_sees_children() 
     header = ["Id", "Amount", "SystemModstamp", "KPI__c"]
     maker = RecordMaker("Opportunity", header, describe)
     row = ["006A", "10", "2026-01-01T00:00:00.000Z", "3"]
-    history = {"006A": {"OpportunityHistories": [["Prospecting", "2026-01-01T00:00:00.000Z"]]}}
 
-    def digest(cells: list[str], children: Any = history) -> str:
+    def history(*rows: list[str]) -> dict[str, dict[str, Children]]:
+        return {"006A": {"OpportunityHistories": Children(list(rows), json.dumps(list(rows)))}}
+
+    def digest(cells: list[str], children: Any) -> str:
         return maker.digests(["006A"], [cells], children, {"SystemModstamp", "kpi__c"})[0][1]
 
-    same = digest(row)
-    assert digest(["006A", "10", "2026-02-01T00:00:00.000Z", "4"]) == same
-    assert digest(["006A", "11", "2026-01-01T00:00:00.000Z", "3"]) != same
+    stage = ["2026-01-01T00:00:00.000Z", "Prospecting"]
+    same = digest(row, history(stage))
+    assert digest(["006A", "10", "2026-02-01T00:00:00.000Z", "4"], history(stage)) == same
+    assert digest(["006A", "11", "2026-01-01T00:00:00.000Z", "3"], history(stage)) != same
     assert digest(row, {}) != same
-    moved = {"006A": {"OpportunityHistories": [["Prospecting", "2026-01-02T00:00:00.000Z"]]}}
-    assert digest(row, moved) != same
+    assert digest(row, history(["2026-01-02T00:00:00.000Z", "Prospecting"])) != same
 
 
 def test_short_rows_have_nulls_and_nested_relationships_keep_their_place() -> None:

@@ -34,6 +34,7 @@ from crm_kpi_worker.connectors.errors import ConnectorError
 from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, ResultPage
 from crm_kpi_worker.connectors.salesforce.bulk_records import (
+    Children,
     ChildRows,
     ChildSpool,
     Convert,
@@ -50,6 +51,7 @@ from crm_kpi_worker.connectors.salesforce.settings import (
     CONVERTED_QUOTA_AMOUNT,
     STAMPS,
 )
+from crm_kpi_worker.sync.bulk import gc_paused
 
 __all__ = ["BULK_PREFIX", "PAGES_PER_PAGE", "BulkPosition", "BulkPuller", "since_of"]
 
@@ -198,11 +200,12 @@ class BulkPuller:
             job_id = position.jobs[child.relationship]
             self.api.wait("query", job_id)
             for page in self.api.result_pages(job_id):
+                spool.add(child.relationship, page.header, page.rows)
                 if child.relationship not in columns:
                     maker = RecordMaker(child.sobject, page.header, self.describe)
-                    plan = maker.plan[1:]  # the parent id is no field of the child record
-                    columns[child.relationship] = ([p[-1] for p, _ in plan], [c for _, c in plan])
-                spool.add(child.relationship, page.header, page.rows)
+                    converts = {name: convert for (name, *_), convert in maker.plan}
+                    names = spool.fields(child.relationship)
+                    columns[child.relationship] = (names, [converts[n] for n in names])
         return columns
 
     # ---- main ----------------------------------------------------------------------------------
@@ -210,13 +213,12 @@ class BulkPuller:
     def _main_pages(
         self, position: BulkPosition, spool: ChildSpool, columns: dict[str, Columns]
     ) -> Iterator[Page]:
-        rest = self.queries.rest
         job_id = position.jobs["main"]
         info = self.api.wait("query", job_id)
-        total = info.get("numberRecordsProcessed")
+        processed = info.get("numberRecordsProcessed")
+        total = processed if isinstance(processed, int) else None
         locator = position.locator
         maker: RecordMaker | None = None
-        leave_out = digest_left_out(rest)
         while True:
             page: ResultPage = self.api.result_page(job_id, locator)
             if maker is None:
@@ -230,35 +232,42 @@ class BulkPuller:
             rows = page.rows
             size = self.page_records
             for start in range(0, max(len(rows), 1), size):
-                part = rows[start : start + size]
-                records = maker.records(part)
-                ids = [str(r.get("Id")) for r in records]
-                children: ChildRows = spool.children(ids) if self.queries.children else {}
-                if self.queries.children:
-                    self._join(records, ids, children, columns)
                 ends_page = start + size >= len(rows)
                 last = ends_page and page.locator is None
                 cursor = self._final_cursor(position) if last else (after if ends_page else here)
-                deleted = [
-                    i for i, r in zip(ids, records, strict=True) if r.get("IsDeleted") is True
-                ]
-                digests = (
-                    maker.digests(ids, part, children, leave_out)
-                    if rest.volatile is not None
-                    else []
-                )
-                yield Page(
-                    rest.stream,
-                    records,
-                    cursor,
-                    deleted,
-                    own_values(rest, records),
-                    digests,
-                    total=total if isinstance(total, int) else None,
-                )
+                with gc_paused():  # tens of thousands of new records: no cycle among them
+                    part = rows[start : start + size]
+                    made = self._page(maker, part, spool, columns, cursor, total)
+                yield made
             if page.locator is None:
                 return
             locator = page.locator
+
+    def _page(
+        self,
+        maker: RecordMaker,
+        rows: list[list[str]],
+        spool: ChildSpool,
+        columns: dict[str, Columns],
+        cursor: str | None,
+        total: int | None,
+    ) -> Page:
+        """Some rows of the main results as a page of REST-shaped records, their children
+        joined."""
+        rest = self.queries.rest
+        records = maker.records(rows)
+        ids = [str(r.get("Id")) for r in records]
+        children: ChildRows = spool.children(ids) if self.queries.children else {}
+        if self.queries.children:
+            self._join(records, ids, children, columns)
+        deleted = [i for i, r in zip(ids, records, strict=True) if r.get("IsDeleted") is True]
+        digests = (
+            maker.digests(ids, rows, children, digest_left_out(rest))
+            if rest.volatile is not None
+            else []
+        )
+        own = own_values(rest, records)
+        return Page(rest.stream, records, cursor, deleted, own, digests, total=total)
 
     def _join(
         self,
@@ -269,16 +278,16 @@ class BulkPuller:
     ) -> None:
         """Each record's children under their relationship, as REST nests a subquery's."""
         relationships = [c.relationship for c in self.queries.children]
-        none: dict[str, list[list[str]]] = {}
+        none: dict[str, Children] = {}
         for record, record_id in zip(records, ids, strict=True):
             mine = children.get(record_id, none)
             for relationship in relationships:
-                rows = mine.get(relationship)
-                if not rows:
+                found = mine.get(relationship)
+                if found is None:
                     record[relationship] = None  # REST's answer for a subquery without rows
                     continue
                 names, converts = columns[relationship]
-                record[relationship] = child_records(rows, names, converts)
+                record[relationship] = child_records(found.rows, names, converts)
 
     def _final_cursor(self, position: BulkPosition) -> str | None:
         cursor = IncrementalCursor(position.since, STAMPS, lookback=self.lookback)
