@@ -37,7 +37,7 @@ def csv_value(value: Any, field: str) -> str:
     """A value as a Bulk CSV cell (numbers, ISO dates and instants, true/false; #N/A clears)."""
     kind = type(value)
     if kind is str:  # the common cases first: a chunk is tens of thousands of cells
-        return value  # type: ignore[no-any-return]
+        return value
     if value is None:
         return CLEAR
     if kind is float and math.isfinite(value):
