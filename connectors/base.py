@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import marshal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -59,9 +60,27 @@ class Page:
     total: int | None = None
 
 
+#: For content marshal cannot take (one encoder: ``json.dumps`` with options builds one a call).
+_DIGEST_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def content_digest(content: Any) -> str:
-    """A short digest of a record's content (JSON-able; key order as the CRM sends it)."""
-    text = json.dumps(content, separators=(",", ":"), default=str)
+    """A short digest of a record's content (JSON values; key order as the CRM sends it).
+
+    The content is serialized by marshal, a few times faster than JSON on a CRM record (a
+    million a full pull): format version 2, which writes no back-references, so equal content
+    gives equal bytes whatever objects it shares; other values (dates, decimals) go through
+    JSON. A digest that changes (another serialization) only costs normalizing the record
+    again; the context salt changes with the worker's version anyway."""
+    try:
+        data = marshal.dumps(content, 2)
+    except ValueError:
+        data = _DIGEST_JSON.encode(content).encode()
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    """A short digest of a text that says a record's content (see :func:`content_digest`)."""
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 

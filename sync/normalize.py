@@ -453,6 +453,8 @@ def read_instant(value: Any, name: str) -> dt.datetime | None:
     if isinstance(value, str) and "T" in value:
         try:
             parsed = dt.datetime.fromisoformat(value)
+            if parsed.tzinfo is dt.UTC:  # a zero offset parses to the UTC singleton
+                return parsed
             if parsed.tzinfo is not None:
                 return parsed.astimezone(dt.UTC)
         except (ValueError, OverflowError):

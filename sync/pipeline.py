@@ -78,6 +78,7 @@ from crm_kpi_worker.sync.writeback import (
     Desired,
     Mode,
     WriteOutcome,
+    WritePlan,
     execute,
     format_value,
     plan,
@@ -748,21 +749,10 @@ def _write(
         sample: dict[str, dict[str, Any]] = {}
         outcome = WriteOutcome(object_name)
         expected = _expected_records(config, source, object_name, results)
-        for seq, chunk in enumerate(_chunks(desired, WRITE_CHUNK)):
-            written = store.written(source.name, object_name, keys=[d.key for d in chunk])
-            write_plan = plan(
-                chunk,
-                written,
-                object=object_name,
-                mode=mode,
-                external_id=external_id,
-                always=("Name",) if mode == "upsert" else (),
-            )
-            del written
-            if computed_at_field is not None and mode == "upsert":
-                stamp = format_value("datetime", as_of)
-                for values in write_plan.changes.values():
-                    values[computed_at_field] = stamp
+        stamp = (computed_at_field, as_of) if computed_at_field and mode == "upsert" else None
+        plans = _plans(store, source.name, object_name, mode, external_id, desired, stamp)
+        # The next chunk is diffed while this one is written (the CRM's time, mostly waiting).
+        for seq, (chunk, write_plan) in enumerate(prefetched(plans, name=f"plan-{object_name}")):
             records_to_write += len(write_plan.changes)
             fields_to_write += write_plan.fields_changed
             unchanged_records += write_plan.unchanged
@@ -808,6 +798,36 @@ def _write(
             report.writes.append(outcome.as_report())
         guard.checkpoint()
         guard.check()  # every batch sent so far is remembered: a stop here loses nothing
+
+
+def _plans(
+    store: Store,
+    source_name: str,
+    object_name: str,
+    mode: Mode,
+    external_id: str | None,
+    desired: Iterable[Desired],
+    stamp: tuple[str, dt.datetime] | None,
+) -> Iterator[tuple[list[Desired], WritePlan]]:
+    """Per chunk of ``desired`` records, the chunk and its write plan: what differs from the
+    last confirmed writes (``stamp``: the scorecards' computed-at field and the run's instant,
+    set on every changed record)."""
+    for chunk in _chunks(desired, WRITE_CHUNK):
+        written = store.written(source_name, object_name, keys=[d.key for d in chunk])
+        write_plan = plan(
+            chunk,
+            written,
+            object=object_name,
+            mode=mode,
+            external_id=external_id,
+            always=("Name",) if mode == "upsert" else (),
+        )
+        del written
+        if stamp is not None:
+            field_name, value = stamp[0], format_value("datetime", stamp[1])
+            for values in write_plan.changes.values():
+                values[field_name] = value
+        yield chunk, write_plan
 
 
 def _expected_records(

@@ -76,6 +76,20 @@ def test_a_bulk_pull_gives_the_records_a_rest_pull_gives(
         assert _comparable(bulk[record_id]) == _comparable(record), record_id
 
 
+def test_bulk_digests_hold_from_pull_to_pull_and_move_with_a_change(
+    sandbox: SalesforceSandbox,
+) -> None:
+    def digests() -> dict[str, str]:
+        return {i: d for page in _bulk(sandbox).pull("deals", None) for i, d in page.digests}
+
+    first = digests()
+    assert len(first) == len(sandbox.org.data.deals) and digests() == first
+    changed = sorted(first)[0]
+    connect(sandbox, bulk=REST_ONLY).client.Opportunity.update(changed, {"StageName": "Demo"})
+    after = digests()
+    assert {i for i in first if after[i] != first[i]} == {changed}
+
+
 def test_the_road_follows_the_first_pages_total(sandbox: SalesforceSandbox) -> None:
     total = len(sandbox.org.data.deals)
     small = connect(sandbox, page_size=200, bulk={"pull_above": total})  # not above: REST

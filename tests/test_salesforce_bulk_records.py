@@ -4,6 +4,7 @@ CSV cells of ingest, and the Bulk queries the connector builds (no subquery, no 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,12 @@ import pytest
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.salesforce.bulk import parse_csv
 from crm_kpi_worker.connectors.salesforce.bulk_pull import BulkPosition, since_of
-from crm_kpi_worker.connectors.salesforce.bulk_records import ChildSpool, RecordMaker
+from crm_kpi_worker.connectors.salesforce.bulk_records import (
+    Children,
+    ChildSpool,
+    RecordMaker,
+    child_records,
+)
 from crm_kpi_worker.connectors.salesforce.bulk_write import _error, csv_value
 from crm_kpi_worker.connectors.salesforce.config import SalesforceSource
 from crm_kpi_worker.connectors.salesforce.resources import OrgFacts, StreamQueries
@@ -73,25 +79,93 @@ def test_a_value_of_the_wrong_shape_is_left_as_text_for_the_normalizer_to_report
     assert records[0]["Amount"] == "lots"
 
 
-def test_the_spool_joins_children_by_parent_and_deletes_its_file() -> None:
+def test_the_spool_joins_children_by_parent_in_date_order_and_deletes_its_file() -> None:
     spool = ChildSpool()
     path = spool.path
-    header = ["OpportunityId", "StageName", "CreatedDate"]
+    stages = ["OpportunityId", "StageName", "CreatedDate"]
     rows = [
-        ["006A", "Prospecting", "2026-01-01T00:00:00.000Z"],
-        ["006B", "Qualification", "2026-01-02T00:00:00.000Z"],
         ["006A", "Closed Won", "2026-02-01T00:00:00.000Z"],
+        ["006B", "Qualification", "2026-01-02T00:00:00.000Z"],
+        ["006A", "Prospecting", "2026-01-01T00:00:00.000Z"],
     ]
-    assert spool.add("OpportunityHistories", header, rows) == 3
-    text = [lambda v: v, lambda v: v]
-    found = spool.children(["006A", "006C"], {"OpportunityHistories": text})
-    assert sorted(r["StageName"] for r in found["006A"]["OpportunityHistories"]) == [
-        "Closed Won",
-        "Prospecting",
+    assert spool.add("OpportunityHistories", stages, rows[:2]) == 2
+    assert spool.add("OpportunityHistories", stages, rows[2:]) == 1
+    fields = ["OpportunityId", "Field", "OldValue", "NewValue", "CreatedDate"]
+    history = [["006B", "CloseDate", "2026-03-01", "", "2026-01-05T00:00:00.000Z"]]
+    assert spool.add("Histories", fields, history) == 1
+    assert spool.fields("OpportunityHistories") == ["CreatedDate", "StageName"]  # date first
+    assert spool.fields("Histories") == ["CreatedDate", "Field", "OldValue", "NewValue"]
+    found = spool.children(["006A", "006B", "006C"])
+    assert {parent: {k: v.rows for k, v in mine.items()} for parent, mine in found.items()} == {
+        "006A": {
+            "OpportunityHistories": [
+                ["2026-01-01T00:00:00.000Z", "Prospecting"],
+                ["2026-02-01T00:00:00.000Z", "Closed Won"],
+            ]
+        },
+        "006B": {
+            "OpportunityHistories": [["2026-01-02T00:00:00.000Z", "Qualification"]],
+            "Histories": [["2026-01-05T00:00:00.000Z", "CloseDate", "2026-03-01", ""]],
+        },
+    }
+    assert json.loads(found["006A"]["OpportunityHistories"].text) == [
+        ["2026-01-01T00:00:00.000Z", "Prospecting"],
+        ["2026-02-01T00:00:00.000Z", "Closed Won"],
     ]
-    assert "006C" not in found and "006B" not in found
+    with pytest.raises(RuntimeError, match="already joined"):
+        spool.add("Histories", fields, history)
     spool.close()
     assert not os.path.exists(path)
+
+
+def test_child_rows_become_a_rest_subquery_result() -> None:
+    names = ["Field", "OldValue", "NewValue", "CreatedDate"]
+    text = [lambda v: v] * 4
+    rows = [["CloseDate", "2026-03-01", "", "2026-01-05T00:00:00.000Z"]]
+    assert child_records(rows, names, text) == {
+        "totalSize": 1,
+        "done": True,
+        "records": [
+            {
+                "Field": "CloseDate",
+                "OldValue": "2026-03-01",
+                "NewValue": None,
+                "CreatedDate": "2026-01-05T00:00:00.000Z",
+            }
+        ],
+    }
+    assert child_records([], names, text) is None
+
+
+def test_a_bulk_digest_leaves_out_the_stamps_and_own_fields_and_sees_children() -> None:
+    header = ["Id", "Amount", "SystemModstamp", "KPI__c"]
+    maker = RecordMaker("Opportunity", header, describe)
+    row = ["006A", "10", "2026-01-01T00:00:00.000Z", "3"]
+
+    def history(*rows: list[str]) -> dict[str, dict[str, Children]]:
+        return {"006A": {"OpportunityHistories": Children(list(rows), json.dumps(list(rows)))}}
+
+    def digest(cells: list[str], children: Any) -> str:
+        return maker.digests(["006A"], [cells], children, {"SystemModstamp", "kpi__c"})[0][1]
+
+    stage = ["2026-01-01T00:00:00.000Z", "Prospecting"]
+    same = digest(row, history(stage))
+    assert digest(["006A", "10", "2026-02-01T00:00:00.000Z", "4"], history(stage)) == same
+    assert digest(["006A", "11", "2026-01-01T00:00:00.000Z", "3"], history(stage)) != same
+    assert digest(row, {}) != same
+    assert digest(row, history(["2026-01-02T00:00:00.000Z", "Prospecting"])) != same
+
+
+def test_short_rows_have_nulls_and_nested_relationships_keep_their_place() -> None:
+    header = ["Id", "Account.Churn_Date__c", "Amount", "Account.Score__c"]
+    records = RecordMaker("Opportunity", header, describe).records(
+        [["006A", "2026-01-15", "5", "7"], ["006B"]]
+    )
+    assert records == [
+        {"Id": "006A", "Account": {"Churn_Date__c": "2026-01-15", "Score__c": 7}, "Amount": 5.0},
+        {"Id": "006B", "Account": None, "Amount": None},
+    ]
+    assert list(records[0]) == ["Id", "Account", "Amount"]
 
 
 def test_a_bulk_position_round_trips_and_reads_from_its_since() -> None:

@@ -37,6 +37,7 @@ import requests
 
 from crm_kpi_worker.connectors.errors import ConnectorError, RequestRejected
 from crm_kpi_worker.connectors.retry import RetryPolicy
+from crm_kpi_worker.sync.bulk import gc_paused
 
 __all__ = [
     "BULK_UNAVAILABLE_CODES",
@@ -276,7 +277,8 @@ class BulkApi:
         except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError) as e:
             raise CutPage(type(e).__name__) from None
         expected = response.headers.get("Sforce-NumberOfRecords")
-        header, rows = parse_csv(response.content)
+        with gc_paused():  # a page of tens of thousands of rows, no cycle among them
+            header, rows = parse_csv(response.content)
         if expected is not None and expected.isdigit() and int(expected) != len(rows):
             raise CutPage(f"{len(rows)} rows of {expected}")
         next_locator = response.headers.get("Sforce-Locator")
@@ -305,4 +307,7 @@ def parse_csv(content: bytes) -> tuple[list[str], list[list[str]]]:
         return [], []
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, [])
-    return header, [row for row in reader if row]
+    rows = list(reader)
+    if [] in rows:  # a blank line holds no record
+        rows = [row for row in rows if row]
+    return header, rows

@@ -33,13 +33,25 @@ from crm_kpi_worker.connectors.base import Page
 from crm_kpi_worker.connectors.errors import ConnectorError
 from crm_kpi_worker.connectors.incremental import IncrementalCursor
 from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, ResultPage
-from crm_kpi_worker.connectors.salesforce.bulk_records import ChildSpool, RecordMaker
-from crm_kpi_worker.connectors.salesforce.resources import BulkQueries, read_along
+from crm_kpi_worker.connectors.salesforce.bulk_records import (
+    Children,
+    ChildRows,
+    ChildSpool,
+    Convert,
+    RecordMaker,
+    child_records,
+)
+from crm_kpi_worker.connectors.salesforce.resources import (
+    BulkQueries,
+    digest_left_out,
+    own_values,
+)
 from crm_kpi_worker.connectors.salesforce.settings import (
     CONVERTED_AMOUNT,
     CONVERTED_QUOTA_AMOUNT,
     STAMPS,
 )
+from crm_kpi_worker.sync.bulk import gc_paused
 
 __all__ = ["BULK_PREFIX", "PAGES_PER_PAGE", "BulkPosition", "BulkPuller", "since_of"]
 
@@ -52,6 +64,8 @@ BULK_PREFIX = "bulk:"
 PAGES_PER_PAGE = 5
 
 Describe = Callable[[str], list[dict[str, Any]] | None]
+#: A child relationship's field names and their converters (its CSV columns but the parent's).
+Columns = tuple[list[str], list[Convert]]
 #: Columns that are no field of the object: ``convertCurrency(...)`` aliases.
 CONVERTED_TYPES = {CONVERTED_AMOUNT: "currency", CONVERTED_QUOTA_AMOUNT: "currency"}
 
@@ -130,8 +144,8 @@ class BulkPuller:
         position = self._resume() or self._start()
         self.jobs = dict(position.jobs)
         with ChildSpool() as spool:
-            converters = self._spool_children(position, spool)
-            yield from self._main_pages(position, spool, converters)
+            columns = self._spool_children(position, spool)
+            yield from self._main_pages(position, spool, columns)
         # The finished jobs are not deleted: that would cost a call each, and Salesforce
         # drops query results by itself (they count toward DailyBulkV2QueryFileStorageMB).
 
@@ -179,33 +193,30 @@ class BulkPuller:
 
     # ---- children ------------------------------------------------------------------------------
 
-    def _spool_children(
-        self, position: BulkPosition, spool: ChildSpool
-    ) -> dict[str, list[Callable[[str], Any]]]:
-        converters: dict[str, list[Callable[[str], Any]]] = {}
+    def _spool_children(self, position: BulkPosition, spool: ChildSpool) -> dict[str, Columns]:
+        """Each relationship's rows into the spool; its column names and converters."""
+        columns: dict[str, Columns] = {}
         for child in self.queries.children:
             job_id = position.jobs[child.relationship]
             self.api.wait("query", job_id)
-            maker: RecordMaker | None = None
             for page in self.api.result_pages(job_id):
-                if maker is None:
-                    maker = RecordMaker(child.sobject, page.header, self.describe)
-                    converters[child.relationship] = [c for _, c in maker.plan[1:]]
                 spool.add(child.relationship, page.header, page.rows)
-        return converters
+                if child.relationship not in columns:
+                    maker = RecordMaker(child.sobject, page.header, self.describe)
+                    converts = {name: convert for (name, *_), convert in maker.plan}
+                    names = spool.fields(child.relationship)
+                    columns[child.relationship] = (names, [converts[n] for n in names])
+        return columns
 
     # ---- main ----------------------------------------------------------------------------------
 
     def _main_pages(
-        self,
-        position: BulkPosition,
-        spool: ChildSpool,
-        converters: dict[str, list[Callable[[str], Any]]],
+        self, position: BulkPosition, spool: ChildSpool, columns: dict[str, Columns]
     ) -> Iterator[Page]:
-        rest = self.queries.rest
         job_id = position.jobs["main"]
         info = self.api.wait("query", job_id)
-        total = info.get("numberRecordsProcessed")
+        processed = info.get("numberRecordsProcessed")
+        total = processed if isinstance(processed, int) else None
         locator = position.locator
         maker: RecordMaker | None = None
         while True:
@@ -221,44 +232,62 @@ class BulkPuller:
             rows = page.rows
             size = self.page_records
             for start in range(0, max(len(rows), 1), size):
-                records = maker.records(rows[start : start + size])
-                if self.queries.children:
-                    self._join(records, spool, converters)
                 ends_page = start + size >= len(rows)
                 last = ends_page and page.locator is None
                 cursor = self._final_cursor(position) if last else (after if ends_page else here)
-                deleted = [str(r.get("Id")) for r in records if r.get("IsDeleted") is True]
-                own, digests = read_along(rest, records)
-                yield Page(
-                    rest.stream,
-                    records,
-                    cursor,
-                    deleted,
-                    own,
-                    digests,
-                    total=total if isinstance(total, int) else None,
-                )
+                with gc_paused():  # tens of thousands of new records: no cycle among them
+                    part = rows[start : start + size]
+                    made = self._page(maker, part, spool, columns, cursor, total)
+                yield made
             if page.locator is None:
                 return
             locator = page.locator
 
+    def _page(
+        self,
+        maker: RecordMaker,
+        rows: list[list[str]],
+        spool: ChildSpool,
+        columns: dict[str, Columns],
+        cursor: str | None,
+        total: int | None,
+    ) -> Page:
+        """Some rows of the main results as a page of REST-shaped records, their children
+        joined."""
+        rest = self.queries.rest
+        records = maker.records(rows)
+        ids = [str(r.get("Id")) for r in records]
+        children: ChildRows = spool.children(ids) if self.queries.children else {}
+        if self.queries.children:
+            self._join(records, ids, children, columns)
+        deleted = [i for i, r in zip(ids, records, strict=True) if r.get("IsDeleted") is True]
+        digests = (
+            maker.digests(ids, rows, children, digest_left_out(rest))
+            if rest.volatile is not None
+            else []
+        )
+        own = own_values(rest, records)
+        return Page(rest.stream, records, cursor, deleted, own, digests, total=total)
+
     def _join(
         self,
         records: list[dict[str, Any]],
-        spool: ChildSpool,
-        converters: dict[str, list[Callable[[str], Any]]],
+        ids: list[str],
+        children: ChildRows,
+        columns: dict[str, Columns],
     ) -> None:
-        found = spool.children([str(r.get("Id")) for r in records], converters)
+        """Each record's children under their relationship, as REST nests a subquery's."""
         relationships = [c.relationship for c in self.queries.children]
-        for record in records:
-            mine = found.get(str(record.get("Id")), {})
+        none: dict[str, Children] = {}
+        for record, record_id in zip(records, ids, strict=True):
+            mine = children.get(record_id, none)
             for relationship in relationships:
-                rows = mine.get(relationship)
-                if not rows:
+                found = mine.get(relationship)
+                if found is None:
                     record[relationship] = None  # REST's answer for a subquery without rows
                     continue
-                rows.sort(key=lambda row: str(row.get("CreatedDate") or ""))
-                record[relationship] = {"totalSize": len(rows), "done": True, "records": rows}
+                names, converts = columns[relationship]
+                record[relationship] = child_records(found.rows, names, converts)
 
     def _final_cursor(self, position: BulkPosition) -> str | None:
         cursor = IncrementalCursor(position.since, STAMPS, lookback=self.lookback)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,15 @@ CLEAR = "#N/A"
 
 def csv_value(value: Any, field: str) -> str:
     """A value as a Bulk CSV cell (numbers, ISO dates and instants, true/false; #N/A clears)."""
+    kind = type(value)
+    if kind is str:  # the common cases first: a chunk is tens of thousands of cells
+        return value
+    if value is None:
+        return CLEAR
+    if kind is float and math.isfinite(value):
+        return repr(value)
+    if kind is int:
+        return str(value)
     plain = json_value(value, field)
     if plain is None:
         return CLEAR
@@ -146,11 +156,10 @@ def _csv(key: str, records: Mapping[str, Mapping[str, Any]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([key, *columns])
-    for record_key, fields in records.items():
-        writer.writerow(
-            [str(record_key)]
-            + [csv_value(fields[name], name) if name in fields else "" for name in names]
-        )
+    writer.writerows(
+        [str(record_key), *(csv_value(fields[n], n) if n in fields else "" for n in names)]
+        for record_key, fields in records.items()
+    )
     return buffer.getvalue().encode("utf-8")
 
 

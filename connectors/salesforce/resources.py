@@ -463,21 +463,29 @@ class QueryPager:
 def read_along(
     query: StreamQuery, records: list[dict[str, Any]]
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-    """The own fields' values and the records' digests of a page of ``query``'s records (see
-    ``connectors.base.Page``), whichever road read them."""
+    """The own fields' values and the records' digests of a page of ``query``'s REST records
+    (see ``connectors.base.Page``; the Bulk road digests its CSV rows, ``bulk_records``)."""
     if query.volatile is None:
         return {}, []
-    own_fields = query.own_fields
-    leave_out = {*own_fields, *query.volatile}
-    own: dict[str, dict[str, Any]] = {}
+    leave_out = digest_left_out(query)
     digests: list[tuple[str, str]] = []
     for record in records:
-        record_id = str(record.get("Id"))
-        if own_fields:
-            own[record_id] = {name: record.get(name) for name in own_fields}
         content = [(k, v) for k, v in record.items() if k not in leave_out]
-        digests.append((record_id, content_digest(content)))
-    return own, digests
+        digests.append((str(record.get("Id")), content_digest(content)))
+    return own_values(query, records), digests
+
+
+def own_values(query: StreamQuery, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The worker's own fields read along, per record id (``Page.own_values``)."""
+    own_fields = query.own_fields
+    if query.volatile is None or not own_fields:
+        return {}
+    return {str(r.get("Id")): {name: r.get(name) for name in own_fields} for r in records}
+
+
+def digest_left_out(query: StreamQuery) -> set[str]:
+    """The fields a record's digest leaves out: the worker's own, the modification stamps."""
+    return {*query.own_fields, *(query.volatile or ())}
 
 
 def _records(result: Any) -> list[dict[str, Any]]:
