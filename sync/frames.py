@@ -174,8 +174,10 @@ def build_input(store: Store, config: AppConfig, source: SourceBase, as_of: dt.d
         if parts:
             # Deals in id order (the engine adds amounts up in frame order: the same order,
             # the same float sums), accounts numbered in first-seen order along it.
-            order = _id_order(_joined([part["id"] for part in parts], None))
+            ids = _joined([part.pop("id") for part in parts], None)
+            order = _id_order(ids)
             arrays = {key: _joined([part[key] for part in parts], order) for key in parts[0]}
+            arrays["id"] = ids if order is None else ids[order]
             arrays["account"], churn = _accounts(arrays.pop("account"), arrays.pop("account_churn"))
             accounts = kf.Accounts(churn=churn)
         activities = reading.result()

@@ -11,7 +11,7 @@ import pytest
 from test_pipeline import AS_OF, demo_config
 
 from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
-from crm_kpi_worker.sync.frames import UNASSIGNED_ID, build_input, local_days
+from crm_kpi_worker.sync.frames import UNASSIGNED_ID, _id_order, build_input, local_days
 from crm_kpi_worker.sync.pipeline import RunOptions, run_once
 from crm_kpi_worker.sync.store import Store
 
@@ -87,3 +87,13 @@ def test_local_days_follow_the_fiscal_time_zone() -> None:
     days = local_days(instants, paris)
     assert days[0] == np.datetime64("2026-04-01") and days[1] == np.datetime64("2026-01-31")
     assert np.isnat(days[2])
+
+
+def test_deals_are_put_in_the_bytes_order_of_their_ids() -> None:
+    # SQLite hands the ids over in that order already; PostgreSQL in its collation's.
+    ids = np.array(["006b", "006B", "006É", "006a", "006Z", "006\x1e"], dtype=object)
+    order = _id_order(ids)
+    assert order is not None
+    assert [ids[i] for i in order] == sorted(ids, key=lambda i: i.encode())
+    assert _id_order(ids[order]) is None
+    assert _id_order(ids[:1]) is None
