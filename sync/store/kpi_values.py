@@ -190,7 +190,7 @@ def kpi_text(value: Any) -> str | None:
             whole, _, fraction = text.partition(".")
             fraction = fraction.rstrip("0")
             return f"{whole}.{fraction}" if fraction else whole
-    elif kind is int:
+    elif kind is int and -(2**53) < value < 2**53:  # larger ones go through a float there
         return str(value)
     elif value is None:
         return None
