@@ -6,7 +6,6 @@ searching, a property list too long for a URL, and faults on the list road."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import urllib.parse
@@ -177,7 +176,7 @@ def test_both_roads_give_the_same_store_and_kpis(portal: HubSpotSandbox, tmp_pat
             dry_run = RunOptions(as_of=AS_OF, dry_run=True)
             result, calls[road] = served(portal, partial(run_once, app_config, store, dry_run))
             assert result.status == "completed", result.report()
-            kpis = [dataclasses.replace(r, run_id=None, changed_at=None) for r in store.kpis()]
+            kpis = [r._replace(run_id=None, changed_at=None) for r in store.kpis()]
             held[road] = {
                 **{table.name: stored_table(store, table, "sandbox") for table in tables},
                 "exclusions": stored_table(store, exclusions, "sandbox", leave_out={"recorded_at"}),

@@ -134,6 +134,12 @@ class SharedPacer:
             self.waited += wait
             self._sleep(wait)
 
+    @property
+    def rate(self) -> float:
+        """Calls a second the shared window lets through in the long run (all workers
+        together): what the connector's choice of road reads."""
+        return self.limit / self.period
+
     def lower_to(self, limit: int, period: float) -> None:
         """Follow a stricter limit the portal announced (never a looser one)."""
         if limit >= 1 and period > 0 and limit / period < self.limit / self.period:
