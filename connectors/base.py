@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import marshal
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -249,6 +250,9 @@ class WritesThroughTargets:
     def write_batch_size(self, count: int, configured: int) -> int:
         return configured
 
+    def write_calls(self, count: int, configured: int) -> int:
+        return math.ceil(count / self.write_batch_size(count, configured)) if count > 0 else 0
+
 
 class Connector(Protocol):
     """One CRM source."""
@@ -303,6 +307,11 @@ class Connector(Protocol):
     def write_batch_size(self, count: int, configured: int) -> int:
         """How many of ``count`` records to write to hand over per ``update``/``upsert`` call
         (``configured``: the config's batch size): a CRM with a bulk road takes more at once."""
+        ...
+
+    def write_calls(self, count: int, configured: int) -> int:
+        """The API calls writing ``count`` records at once takes, at the least (what a dry run
+        says its writes would cost)."""
         ...
 
     @property

@@ -26,8 +26,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 from crm_kpi_worker.connectors.base import STREAMS, Connector
@@ -41,8 +41,9 @@ from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.crm_check import require_known_fields, unmatched_emails
 from crm_kpi_worker.sync.frames import UNASSIGNED_ID, EngineInput, build_input
 from crm_kpi_worker.sync.logs import bind_run, bind_source, log_context
+from crm_kpi_worker.sync.object_writer import ObjectWriter
 from crm_kpi_worker.sync.prefetch import prefetched
-from crm_kpi_worker.sync.progress import WRITE, RunProgress, as_run_progress
+from crm_kpi_worker.sync.progress import RunProgress, as_run_progress
 from crm_kpi_worker.sync.readback import (
     DriftFinder,
     context_salt,
@@ -62,7 +63,6 @@ from crm_kpi_worker.sync.store import Exclusion as StoredExclusion
 from crm_kpi_worker.sync.store import (
     HeldLocks,
     KpiRow,
-    PlannedRecord,
     Snapshot,
     Store,
     StoredPage,
@@ -77,9 +77,7 @@ from crm_kpi_worker.sync.targets import (
 from crm_kpi_worker.sync.writeback import (
     Desired,
     Mode,
-    WriteOutcome,
     WritePlan,
-    execute,
     format_value,
     plan,
 )
@@ -114,6 +112,13 @@ class SourceReport:
     writes: list[dict[str, Any]] = field(default_factory=list)
     planned: list[dict[str, Any]] = field(default_factory=list)
     api_calls: int = 0
+    #: The API calls of each part of the run, as the connector counted them: connecting (and
+    #: the describes checking the mapped fields), per pulled stream, the verify pass, per
+    #: written object (a dry run: what the writes would take, ``Connector.write_calls``).
+    connect_calls: int = 0
+    pull_calls: Counter[str] = field(default_factory=Counter)
+    verify_calls: int = 0
+    write_calls: Counter[str] = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=dict)
     #: Config problems that do not stop a run (rep emails no CRM user has), file:line:key.
     warnings: list[str] = field(default_factory=list)
@@ -370,6 +375,7 @@ def _run_source(
     # Every mapped field and stage value exists, before anything is pulled.
     require_known_fields(config, source.name, connector.describe_fields)
     connector.read_along(readable_own_fields(config, source, store))
+    report.connect_calls = connector.api_calls  # logging in, the org's currencies, describes
     _pull(config, store, source, connector, options, report, say, guard, drift)
     report.warnings = _email_warnings(config, store, source.name)
     guard.check()
@@ -383,8 +389,11 @@ def _run_source(
     guard.check()
     now = dt.datetime.now(dt.UTC)
     if verify_due(store, source.name, config.write.verify_every, now, forced=options.verify):
-        started = time.perf_counter()
-        verify_written(config, store, source, connector, drift, report, every=options.verify)
+        started, calls = time.perf_counter(), connector.api_calls
+        try:
+            verify_written(config, store, source, connector, drift, report, every=options.verify)
+        finally:
+            report.verify_calls = connector.api_calls - calls
         report.seconds["verify"] = time.perf_counter() - started
         guard.check()
     started = time.perf_counter()
@@ -429,34 +438,35 @@ def _pull(
         whole = norm.Normalized() if stream in REPLACED_WHOLE else None
         kind = _record_kind(stream)
         # The next page is fetched while this one is normalized and saved (bounded, in order).
-        for page in prefetched(connector.pull(stream, since), name=f"pull-{stream}"):
-            if drift is not None and page.own_values and stream in own_objects:
-                drift.check(own_objects[stream], page.own_values)
-            records, digests, unchanged = _changed_records(
-                store, source.name, page, salt, skip=since is not None
-            )
-            report.unchanged_on_pull[stream] += len(unchanged)
-            normalized = norm.normalize(context, stream, records)
-            already = set(normalized.deleted.get(kind, ()))
-            for record_id in page.deleted_ids:
-                if record_id not in already:
-                    normalized.mark_deleted(kind, record_id)
-            report.pulled[stream] += len(page.records)
-            report.pages[stream] += 1
-            report.excluded_this_run += len(normalized.exclusions)
-            for deleted_kind, ids in normalized.deleted.items():
-                report.deleted[deleted_kind] += len(ids)
-            if whole is not None:
-                whole.quotas.extend(normalized.quotas)
-                whole.exclusions.extend(normalized.exclusions)
-            else:
-                stored = _stored(source.name, stream, page.cursor, normalized)
-                if digests or unchanged:
-                    stored = replace(stored, digests=digests, seen_ids={kind: unchanged})
-                store.save_page(stored)
-                guard.checkpoint()
-                guard.check()  # the page is saved with its cursor: a stop here loses nothing
-            say.advance(source.name, stream, len(page.records), total=page.total)
+        with _calls_counted(connector, report.pull_calls, stream):
+            for page in prefetched(connector.pull(stream, since), name=f"pull-{stream}"):
+                if drift is not None and page.own_values and stream in own_objects:
+                    drift.check(own_objects[stream], page.own_values)
+                records, digests, unchanged = _changed_records(
+                    store, source.name, page, salt, skip=since is not None
+                )
+                report.unchanged_on_pull[stream] += len(unchanged)
+                normalized = norm.normalize(context, stream, records)
+                already = set(normalized.deleted.get(kind, ()))
+                for record_id in page.deleted_ids:
+                    if record_id not in already:
+                        normalized.mark_deleted(kind, record_id)
+                report.pulled[stream] += len(page.records)
+                report.pages[stream] += 1
+                report.excluded_this_run += len(normalized.exclusions)
+                for deleted_kind, ids in normalized.deleted.items():
+                    report.deleted[deleted_kind] += len(ids)
+                if whole is not None:
+                    whole.quotas.extend(normalized.quotas)
+                    whole.exclusions.extend(normalized.exclusions)
+                else:
+                    stored = _stored(source.name, stream, page.cursor, normalized)
+                    if digests or unchanged:
+                        stored = replace(stored, digests=digests, seen_ids={kind: unchanged})
+                    store.save_page(stored)
+                    guard.checkpoint()
+                    guard.check()  # the page is saved with its cursor: a stop here loses nothing
+                say.advance(source.name, stream, len(page.records), total=page.total)
         if whole is not None and report.pages[stream]:
             store.save_page(_stored(source.name, stream, None, whole))
         if full_started is not None:
@@ -470,6 +480,16 @@ def _pull(
         store.exclusions(source.name), key=lambda e: (e.record_type, e.reason, e.record_id)
     )
     report.seconds["pull"] = time.perf_counter() - started
+
+
+@contextmanager
+def _calls_counted(connector: Connector, calls: Counter[str], name: str) -> Iterator[None]:
+    """Add the API calls made inside the block to ``calls[name]`` (also when it raises)."""
+    before = connector.api_calls
+    try:
+        yield
+    finally:
+        calls[name] += connector.api_calls - before
 
 
 def _changed_records(
@@ -508,10 +528,11 @@ def _pull_metadata(
     records: dict[str, list[dict[str, Any]]] = {}
     for stream in METADATA_STREAMS:
         records[stream] = []
-        for page in connector.pull(stream, None):
-            records[stream].extend(page.records)
-            report.pulled[stream] += len(page.records)
-            report.pages[stream] += 1
+        with _calls_counted(connector, report.pull_calls, stream):
+            for page in connector.pull(stream, None):
+                records[stream].extend(page.records)
+                report.pulled[stream] += len(page.records)
+                report.pages[stream] += 1
     metadata = _metadata(source, records)
     store.save_page(
         StoredPage(
@@ -745,57 +766,25 @@ def _write(
     batch = config.write.batch_size_for(source.type)
     dry_run = options.dry_run or config.write.dry_run
     for object_name, mode, external_id, desired in desired_records(config, source, inputs, results):
-        records_to_write = fields_to_write = unchanged_records = 0
-        sample: dict[str, dict[str, Any]] = {}
-        outcome = WriteOutcome(object_name)
-        expected = _expected_records(config, source, object_name, results)
         stamp = (computed_at_field, as_of) if computed_at_field and mode == "upsert" else None
         plans = _plans(store, source.name, object_name, mode, external_id, desired, stamp)
-        # The next chunk is diffed while this one is written (the CRM's time, mostly waiting).
-        for seq, (chunk, write_plan) in enumerate(prefetched(plans, name=f"plan-{object_name}")):
-            records_to_write += len(write_plan.changes)
-            fields_to_write += write_plan.fields_changed
-            unchanged_records += write_plan.unchanged
-            for key, values in write_plan.changes.items():
-                if len(sample) >= 5:
-                    break
-                sample[key] = values
-            confirmed: set[str] = set()
-            sent = WriteOutcome(object_name)
-            if not dry_run and write_plan.changes:
-                sent = execute(
-                    connector,
-                    write_plan,
-                    batch_size=connector.write_batch_size(len(write_plan.changes), batch),
-                    remember=partial(_remember, store, source.name, object_name, confirmed),
-                    should_stop=guard.should_stop,
-                )
-            # Every planned record of the chunk, with its values and what became of it.
-            store.save_planned(
-                guard.run_id, source.name, object_name, seq, _planned(write_plan, confirmed, sent)
-            )
-            say.advance(
-                source.name,
-                WRITE + object_name,
-                len(chunk),
-                total=expected,
-                to_write=len(write_plan.changes),
-                written=len(confirmed),
-            )
-            if outcome.merge(sent):
-                break
-        say.finish(source.name, WRITE + object_name)
-        report.planned.append(
-            {
-                "object": object_name,
-                "records_to_write": records_to_write,
-                "fields_to_write": fields_to_write,
-                "unchanged_records": unchanged_records,
-                "sample": sample,
-            }
+        writer = ObjectWriter(
+            store,
+            source.name,
+            object_name,
+            connector,
+            guard,
+            say,
+            batch=batch,
+            dry_run=dry_run,
+            expected=_expected_records(config, source, object_name, results),
         )
-        if outcome.records_written or outcome.failed:
-            report.writes.append(outcome.as_report())
+        with _calls_counted(connector, report.write_calls, object_name):
+            writer.write(plans)
+        report.write_calls[object_name] += writer.calls_estimated
+        report.planned.append(writer.planned.as_report())
+        if writer.outcome.records_written or writer.outcome.failed:
+            report.writes.append(writer.outcome.as_report())
         guard.checkpoint()
         guard.check()  # every batch sent so far is remembered: a stop here loses nothing
 
@@ -840,35 +829,6 @@ def _expected_records(
     if object_name == _deal_object(source.type):
         return len(results.deals)
     return None
-
-
-def _remember(
-    store: Store,
-    source: str,
-    object_name: str,
-    confirmed: set[str],
-    values: list[tuple[str, str, Any]],
-) -> None:
-    """Remember what the CRM confirmed (the next run's diff), and which records it was."""
-    store.record_written(source, object_name, values)
-    confirmed.update(key for key, _name, _value in values)
-
-
-def _planned(write_plan: Any, confirmed: set[str], sent: WriteOutcome) -> list[PlannedRecord]:
-    """The plan's records, each written, failed (with the CRM's reason) or only planned (a dry
-    run, or a stop before its batch was sent)."""
-    failures = {failure.key: failure for failure in sent.failures}
-    planned = []
-    for key, values in write_plan.changes.items():
-        if key in confirmed:
-            planned.append(PlannedRecord(write_plan.object, key, "written", values))
-        elif key in failures:
-            failure = failures[key]
-            code, message = failure.error_code, failure.error_message
-            planned.append(PlannedRecord(write_plan.object, key, "failed", values, code, message))
-        else:
-            planned.append(PlannedRecord(write_plan.object, key, "planned", values))
-    return planned
 
 
 def _chunks(items: Iterable[Desired], size: int) -> Iterator[list[Desired]]:

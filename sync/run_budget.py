@@ -1,6 +1,7 @@
 """The run report's ``budget`` entry: the org's daily usage against the worker's share, and
-what the run costs (or, with ``--dry-run``, would cost): pull pages, verify pages, write
-batches; and the usage remembered from one run to the next.
+what the run costs (or, with ``--dry-run``, would cost): the calls of connecting, of each
+pulled stream, of the verify pass and of each written object; and the usage remembered from one
+run to the next.
 
 A run's :class:`CallBudget` learns the org's usage from the CRM's answers, so without a memory
 each run's first call would go out unchecked: a service ticking after the share is reached
@@ -14,7 +15,6 @@ midnight).
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
 from crm_kpi_worker.connectors.budget import ApiUsage, CallBudget
@@ -79,41 +79,39 @@ def remember_usage(store: Store, source: str, budget: CallBudget, now: dt.dateti
     store.save_page(StoredPage(source=source, stream="metadata", metadata={API_USAGE: saved}))
 
 
-#: Records per verify page: a Salesforce query page, a HubSpot list page.
-VERIFY_PAGE = {"hubspot": 100}
-DEFAULT_VERIFY_PAGE = 2000
-
-
 def budget_report(
     budget: CallBudget, report: Any, config: AppConfig, source: Any, *, dry_run: bool = False
 ) -> dict[str, Any]:
-    """What the report says of the budget (``report``: the source's ``SourceReport``)."""
-    batch = config.write.batch_size_for(source.type)
-    write_batches = {
-        planned["object"]: math.ceil(planned["records_to_write"] / batch)
-        for planned in report.planned
-    }
-    page = VERIFY_PAGE.get(source.type, DEFAULT_VERIFY_PAGE)
-    verify_pages = {obj: max(1, math.ceil(n / page)) for obj, n in report.verified.items()}
+    """What the report says of the budget (``report``: the source's ``SourceReport``).
+
+    ``calls``: the calls of each part of the run as the connector counted them (connecting,
+    per pulled stream, the verify pass, per written object); a dry run's writes are what
+    sending them would cost, by the road each chunk would take (a Bulk ingest job or
+    Collections batches)."""
     usage = budget.usage
-    out: dict[str, Any] = {
+    calls = {
+        "connect": report.connect_calls,
+        "pull": {stream: n for stream, n in report.pull_calls.items() if n},
+        "verify": report.verify_calls,
+        "write": dict(report.write_calls),
+    }
+    total = (
+        report.connect_calls
+        + sum(report.pull_calls.values())
+        + report.verify_calls
+        + sum(report.write_calls.values())
+    )
+    return {
         "share": budget.share,
         "daily_limit": usage.limit if usage else None,
         "org_used": usage.used if usage else None,
         "ceiling": budget.ceiling,
         "left": budget.allowance,
-        "calls": {
-            "pull_pages": dict(report.pages),
-            "verify_pages": verify_pages,
-            "write_batches": write_batches,
-        },
-        "calls_total": sum(report.pages.values())
-        + sum(verify_pages.values())
-        + sum(write_batches.values()),
+        "calls": calls,
+        "calls_total": total,
         "stopped": report.stopped is not None,
         "dry_run": dry_run,
     }
-    return out
 
 
 def describe_budget(budget: dict[str, Any]) -> list[str]:
@@ -121,13 +119,14 @@ def describe_budget(budget: dict[str, Any]) -> list[str]:
     if not budget:
         return []
     calls = budget["calls"]
-    pull = ", ".join(f"{k} {v}" for k, v in calls["pull_pages"].items() if v)
-    verify = ", ".join(f"{k} {v}" for k, v in calls["verify_pages"].items())
-    writes = ", ".join(f"{k} {v}" for k, v in calls["write_batches"].items() if v)
+    pull = ", ".join(f"{k} {v}" for k, v in calls["pull"].items())
+    writes = ", ".join(f"{k} {v}" for k, v in calls["write"].items() if v)
     verb = "would make" if budget.get("dry_run") else "made"
     lines = [
-        f"API calls the run {verb}: about {budget['calls_total']}: pull pages ({pull or 'none'})"
-        f"; verify pages ({verify or 'none'}); write batches ({writes or 'none'})"
+        f"API calls the run {verb}: {budget['calls_total']}: connecting {calls['connect']};"
+        f" pull {sum(calls['pull'].values())} ({pull or 'none'}); verify {calls['verify']};"
+        f" writes {sum(calls['write'].values())} ({writes or 'none'})"
+        + (" (the writes estimated: a dry run sends none)" if budget.get("dry_run") else "")
     ]
     if budget["daily_limit"] is None:
         lines.append("budget: the CRM has not said its daily limit; no share enforced")

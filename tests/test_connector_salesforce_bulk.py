@@ -223,6 +223,10 @@ def test_writes_above_the_threshold_go_through_one_ingest_job(sandbox: Salesforc
         "bulk_ingest_failed_results": 1,
         "bulk_ingest_unprocessed_records": 1,
     }
+    # What a dry run says the write would cost is what it cost; below the threshold,
+    # one Collections call per batch.
+    assert connector.write_calls(len(ids), 200) == sum(routes.values())
+    assert connector.write_calls(10, 4) == 3 and connector.write_calls(0, 200) == 0
     values = {
         record_id: fields[FIELD.name]
         for page in connector.read_back("Opportunity", [FIELD.name])

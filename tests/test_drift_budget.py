@@ -340,5 +340,18 @@ def test_dry_run_prints_the_calls_and_the_budget(crm: Crm) -> None:
     report = _source(crm.run(dry_run=True))
     lines = describe_budget(report["budget"])
     assert lines[0].startswith("API calls the run would make")
-    assert "pull pages (" in lines[0] and "write batches (" in lines[0]
-    assert report["budget"]["calls"]["write_batches"][crm.card.object] >= 1
+    calls = report["budget"]["calls"]
+    # Connecting and the pull are counted as made; the writes are what they would cost.
+    assert calls["connect"] + sum(calls["pull"].values()) + calls["verify"] == report["api_calls"]
+    assert calls["pull"]["deals"] >= 1
+    assert calls["write"][crm.card.object] >= 1
+    assert report["budget"]["calls_total"] == report["api_calls"] + sum(calls["write"].values())
+    assert f"writes {sum(calls['write'].values())} (" in lines[0]
+    assert "a dry run sends none" in lines[0]
+
+
+def test_the_budget_counts_every_call_the_run_made(crm: Crm) -> None:
+    report = _source(crm.run())
+    calls = report["budget"]["calls"]
+    assert sum(calls["write"].values()) >= 1
+    assert report["budget"]["calls_total"] == report["api_calls"]

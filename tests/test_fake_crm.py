@@ -160,6 +160,9 @@ class FakeConnector:
     def write_batch_size(self, count: int, configured: int) -> int:
         return configured
 
+    def write_calls(self, count: int, configured: int) -> int:
+        return -(-count // configured)
+
     @property
     def api_calls(self) -> int:
         return self.crm.calls

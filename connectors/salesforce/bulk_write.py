@@ -25,12 +25,15 @@ from crm_kpi_worker.connectors.salesforce import soql
 from crm_kpi_worker.connectors.salesforce.bulk import BulkApi, BulkUnavailable
 from crm_kpi_worker.connectors.salesforce.writes import json_value
 
-__all__ = ["IngestWriter", "csv_value"]
+__all__ = ["CALLS_PER_JOB", "IngestWriter", "csv_value"]
 
 log = logging.getLogger(__name__)
 
 #: What a Bulk CSV holds to clear a field.
 CLEAR = "#N/A"
+#: The calls of one ingest job at the least: create, upload, close, one state poll, and the
+#: three result sets (successful, failed, unprocessed).
+CALLS_PER_JOB = 7
 
 
 def csv_value(value: Any, field: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from typing import Any, TypeVar
 
 import jwt
@@ -57,7 +57,7 @@ from crm_kpi_worker.connectors.salesforce.bulk_pull import (
     BulkPuller,
     since_of,
 )
-from crm_kpi_worker.connectors.salesforce.bulk_write import IngestWriter
+from crm_kpi_worker.connectors.salesforce.bulk_write import CALLS_PER_JOB, IngestWriter
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
 from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceJwt,
@@ -278,6 +278,12 @@ class SalesforceConnector(WritesThroughTargets):
             return count
         return configured
 
+    def write_calls(self, count: int, configured: int) -> int:
+        """One ingest job above ``bulk.write_above``, else a Collections call per batch."""
+        if self._by_ingest(range(count)):
+            return CALLS_PER_JOB
+        return super().write_calls(count, configured)
+
     def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
         if self._by_ingest(records):
             try:
@@ -296,7 +302,7 @@ class SalesforceConnector(WritesThroughTargets):
                 self._bulk_unavailable(error)
         return self.writer.upsert(object, external_id, records)
 
-    def _by_ingest(self, records: Mapping[str, Any]) -> bool:
+    def _by_ingest(self, records: Sized) -> bool:
         limit = self.settings.bulk_write_above
         return limit is not None and self._bulk_ok and len(records) > limit
 

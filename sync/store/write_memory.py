@@ -14,6 +14,16 @@ from crm_kpi_worker.sync.store.schema import decode_scalar, encode_scalar, writt
 
 __all__ = ["WriteMemory"]
 
+_WRITTEN_COLUMNS = (
+    "source",
+    "object",
+    "record_key",
+    "field",
+    "value_kind",
+    "value_text",
+    "written_at",
+)
+
 
 class WriteMemory:
     """What was written last, per source, CRM object, record key and field."""
@@ -73,18 +83,12 @@ class WriteMemory:
     ) -> None:
         """Remember values the CRM confirmed: (record key, field, value)."""
         now = self._db.driver.instant(self._db.clock())
-        with self._db.write() as connection:
+        with self._db.write() as connection, gc_paused():
             for chunk in chunks(values, 5_000):
-                rows: dict[tuple[str, str], dict[str, Any]] = {}
+                rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # the last value of a field wins
                 for key, name, value in chunk:
                     kind, text = encode_scalar(value)
-                    rows[key, name] = {
-                        "source": source,
-                        "object": object,
-                        "record_key": key,
-                        "field": name,
-                        "value_kind": kind,
-                        "value_text": text,
-                        "written_at": now,
-                    }
-                self._db.upsert_many(connection, written_values, list(rows.values()))
+                    rows[key, name] = (source, object, key, name, kind, text, now)
+                self._db.upsert_tuples(
+                    connection, written_values, _WRITTEN_COLUMNS, list(rows.values())
+                )
