@@ -44,8 +44,7 @@ def test_refusals_are_counted_per_source_with_the_policy_and_a_login_ends_them(
     assert control.backoffs() == {("acme", "sandbox"): second, ("globex", "sandbox"): other}
     assert second.waiting(T0 + 14 * MIN) and not second.waiting(T0 + 15 * MIN)
     assert second.describe() == (
-        "login refused 2 time(s) in a row; next try at 2026-12-05 08:15:00 UTC"
-        " (backing off 10 min)"
+        "login refused 2 time(s) in a row; next try at 2026-12-05 08:15:00 UTC (backing off 10 min)"
     )
 
     control.login_accepted("acme", "sandbox")
