@@ -7,7 +7,8 @@
   code's name) and when the next one is.
 - A run the CRM refuses the credentials of is not retried on every tick (a Salesforce
   integration user would be locked out): the next attempts wait :data:`AUTH_BACKOFF_FIRST`,
-  then twice as long each time, at most :data:`AUTH_BACKOFF_CAP`; each step is logged once.
+  then twice as long each time, at most :data:`AUTH_BACKOFF_CAP`; each step is logged once
+  (the policy is :mod:`.backoff`'s, the one the workers of a deployment share).
 - SIGTERM/SIGINT stop it: the run in progress finishes its page or batch and records itself
   ``interrupted`` (see :mod:`.stops`), then the service exits 0.
 - With ``runtime.http`` set, it serves ``/healthz``, ``/readyz``, ``/metrics`` and a status
@@ -22,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from crm_kpi_worker.sync.backoff import AUTH_BACKOFF_CAP, AUTH_BACKOFF_FIRST, AuthBackoff, duration
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.exit_codes import ExitCode, failure
 from crm_kpi_worker.sync.logs import fields
@@ -34,61 +36,12 @@ __all__ = ["AUTH_BACKOFF_CAP", "AUTH_BACKOFF_FIRST", "AuthBackoff", "Service", "
 
 log = logging.getLogger("crm_kpi_worker.service")
 
-AUTH_BACKOFF_FIRST = dt.timedelta(minutes=5)
-AUTH_BACKOFF_CAP = dt.timedelta(hours=6)
-
-Clock = Callable[[], dt.datetime]
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
 
 def when(instant: dt.datetime | None, tz: Any) -> str:
     """An instant as the start and end lines print it (the schedule's time zone)."""
     if instant is None:
         return "never (the schedule has no next time)"
     return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def duration(span: dt.timedelta) -> str:
-    """``5 min``, ``1 h 20 min``."""
-    minutes = round(span.total_seconds() / 60)
-    hours, minutes = divmod(minutes, 60)
-    return (
-        " ".join(
-            part for part in (f"{hours} h" * bool(hours), f"{minutes} min" * bool(minutes)) if part
-        )
-        or "0 min"
-    )
-
-
-class AuthBackoff:
-    """After the n-th refused login in a row, no attempt before ``first * 2**(n-1)`` (at most
-    ``cap``) has passed; a successful run resets it."""
-
-    def __init__(
-        self,
-        first: dt.timedelta = AUTH_BACKOFF_FIRST,
-        cap: dt.timedelta = AUTH_BACKOFF_CAP,
-        clock: Clock = _now,
-    ) -> None:
-        self.first, self.cap, self._clock = first, cap, clock
-        self.failures = 0
-        self.not_before: dt.datetime | None = None
-
-    def waiting(self) -> bool:
-        return self.not_before is not None and self._clock() < self.not_before
-
-    def refused(self) -> dt.timedelta:
-        """Count one more refusal; the wait before the next attempt."""
-        self.failures += 1
-        wait = min(self.first * 2 ** (self.failures - 1), self.cap)
-        self.not_before = self._clock() + wait
-        return wait
-
-    def reset(self) -> None:
-        self.failures, self.not_before = 0, None
 
 
 RunOnce = Callable[[StopRequest], Any]  # returns the RunResult

@@ -13,6 +13,7 @@ import pytest
 from test_scale_scheduler import _config
 from werkzeug.test import Client
 
+from crm_kpi_worker.sync.backoff import BackoffPolicy
 from crm_kpi_worker.sync.scale.control import ControlStore, RunKey
 from crm_kpi_worker.sync.scale.status import DeploymentStatusApp
 from crm_kpi_worker.sync.scale.stores import Deployment
@@ -57,6 +58,21 @@ def test_the_page_lists_every_tenants_runs_and_who_ran_them(client: Client) -> N
     assert "worker-7:4242" in html  # the worker the scheduled run was delivered to
     assert "enqueued" in html and "completed" in html
     assert "tenant broken" in html  # the broken tenant, reported
+
+
+def test_a_source_backing_off_shows_its_refused_logins_and_next_try(client: Client) -> None:
+    app = client.application
+    assert isinstance(app, DeploymentStatusApp)
+    app.control.refused("globex", "sandbox", BackoffPolicy(), DUE)
+    app.control.refused("globex", "sandbox", BackoffPolicy(), DUE + dt.timedelta(minutes=5))
+
+    html = client.get("/").get_data(as_text=True)
+
+    assert (
+        '<td class="bad">login refused 2 time(s) in a row; next try at 2026-12-05 10:15:00 UTC'
+        " (backing off 10 min)</td>" in html
+    )
+    assert html.count('<td class="bad">login refused') == 1  # globex's only, not acme's
 
 
 def test_each_tenants_own_page_is_mounted_under_its_name(client: Client) -> None:

@@ -10,7 +10,8 @@ it, a deployment serves many tenants (one config each) with:
   tenant's source, acknowledged late, in time slices; :mod:`.scheduler`: the runs enqueued
   on each tenant's schedule, by one active scheduler, each due run once;
 - :mod:`.control`: the deployment's own tables (scheduled runs, shared API usage, shared rate
-  pacing); :mod:`.limits`: the API budget and HubSpot's rate limits shared by every worker;
+  pacing, the back-off of refused logins); :mod:`.limits`: the API budget and HubSpot's rate
+  limits shared by every worker;
 - :mod:`.status`: every tenant's runs on one status page and ``/metrics``;
 - :mod:`.cli`: ``crm-kpi worker``, ``scheduler``, ``status-page``, ``tenants check``, and
   ``sync --once --configs``.

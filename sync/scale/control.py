@@ -6,6 +6,10 @@ worker and scheduler share besides the tenants' own stores.
 - ``org_usage``: each org's API usage, counted across workers (:class:`OrgUsage`, used by
   :mod:`.limits`);
 - ``rate_pacing``: the next free call slot of each rate-limited bucket (:meth:`next_slot`);
+- ``auth_backoff``: the sources whose logins the CRM refused, how many times in a row and
+  when the next attempt may be made (:meth:`refused`, :meth:`backoffs`), the
+  :class:`~crm_kpi_worker.sync.backoff.BackoffPolicy` of the embedded service shared by every
+  worker and the scheduler;
 - the scheduler's leadership: a session advisory lock (:meth:`ControlStore.try_lead`).
 
 Migrations: Alembic scripts of their own (``sync/scale/migrations``), run on open under a
@@ -43,12 +47,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from crm_kpi_worker.sync.backoff import BackoffPolicy, duration
 from crm_kpi_worker.sync.scale.stores import Deployment, sql_name
 from crm_kpi_worker.sync.store import StoreError
 from crm_kpi_worker.sync.store.engine import connect_engine, driver_reason, redact
 
 __all__ = [
     "DONE_STATES",
+    "AuthRefusals",
     "ControlStore",
     "RunKey",
     "worker_name",
@@ -91,6 +97,15 @@ rate_pacing = Table(
     Column("bucket", String, primary_key=True),
     Column("next_at", INSTANT, nullable=False),
 )
+auth_backoff = Table(
+    "auth_backoff",
+    metadata,
+    Column("tenant", String, primary_key=True),
+    Column("source", String, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("refused_at", INSTANT, nullable=False),
+    Column("not_before", INSTANT, nullable=False),
+)
 
 #: States of a scheduled run that no task will work on again.
 DONE_STATES = ("finished", "skipped", "dropped")
@@ -121,6 +136,30 @@ class RunKey:
 
     def __str__(self) -> str:
         return f"{self.tenant}/{self.source} due {self.due_at.isoformat()}"
+
+
+@dataclass(frozen=True)
+class AuthRefusals:
+    """A source whose logins the CRM refused ``failures`` times in a row, the last one at
+    ``refused_at``: no run of it is enqueued before ``not_before``."""
+
+    tenant: str
+    source: str
+    failures: int
+    refused_at: dt.datetime
+    not_before: dt.datetime
+
+    def waiting(self, now: dt.datetime) -> bool:
+        return now < self.not_before
+
+    def describe(self) -> str:
+        """``login refused 2 time(s) in a row; next try at 2026-12-05 08:15:00 UTC (backing
+        off 10 min)``: no secret (the CRM's answer is the scheduled run's detail)."""
+        wait = duration(self.not_before - self.refused_at)
+        return (
+            f"login refused {self.failures} time(s) in a row; next try at"
+            f" {self.not_before.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC (backing off {wait})"
+        )
 
 
 class ControlStore:
@@ -359,6 +398,55 @@ class ControlStore:
         slot: dt.datetime = row[0]
         wait = float(row[1])
         return slot, max(0.0, wait)
+
+    # ---- refused logins (the back-off shared by every worker and the scheduler)
+
+    def refused(
+        self, tenant: str, source: str, policy: BackoffPolicy, at: dt.datetime
+    ) -> AuthRefusals:
+        """Count one more refused login of the source, at ``at``: the back-off it is now in.
+        One transaction; the upsert's row lock orders two refusals recorded at once."""
+        backoff = auth_backoff.c
+        counted = (
+            insert(auth_backoff)
+            .values(tenant=tenant, source=source, failures=1, refused_at=at, not_before=at)
+            .on_conflict_do_update(
+                index_elements=["tenant", "source"],
+                set_={"failures": backoff.failures + 1, "refused_at": at},
+            )
+            .returning(backoff.failures)
+        )
+        with self._write() as connection:
+            failures = int(connection.execute(counted).scalar_one())
+            not_before = policy.not_before(failures, at)
+            connection.execute(
+                update(auth_backoff)
+                .where(backoff.tenant == tenant, backoff.source == source)
+                .values(not_before=not_before)
+            )
+        return AuthRefusals(tenant, source, failures, at, not_before)
+
+    def login_accepted(self, tenant: str, source: str) -> None:
+        """A run of the source got past its login: its back-off, if any, is over."""
+        backoff = auth_backoff.c
+        with self._write() as connection:
+            connection.execute(
+                auth_backoff.delete().where(backoff.tenant == tenant, backoff.source == source)
+            )
+
+    def backoffs(self) -> dict[tuple[str, str], AuthRefusals]:
+        """Every source backing off (or that was, until its next run gets past its login),
+        by (tenant, source)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(auth_backoff)).all()
+        found = {}
+        for row in rows:
+            refused_at, not_before = _utc(row.refused_at), _utc(row.not_before)
+            assert refused_at is not None and not_before is not None
+            found[(row.tenant, row.source)] = AuthRefusals(
+                row.tenant, row.source, int(row.failures), refused_at, not_before
+            )
+        return found
 
     # ---- the scheduler's leadership
 

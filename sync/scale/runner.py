@@ -15,18 +15,24 @@
   runs the same way.
 - A worker killed mid-run never acknowledged its message (``acks_late``): the broker delivers
   it again, the next run marks the dead one ``interrupted`` and resumes where it stopped.
+- A run the CRM refuses the credentials of puts its source in a back-off shared by every
+  worker (the embedded service's policy, :mod:`crm_kpi_worker.sync.backoff`, kept in the
+  control schema): the scheduler enqueues no run of it before the back-off's end; a run that
+  gets past its login ends it.
 - Secrets are the tenant's (its :class:`~.tenants.TenantEnviron`); the API budget and HubSpot's
   rate limits are shared by every worker (:mod:`.limits`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from crm_kpi_worker.sync.backoff import BackoffPolicy
 from crm_kpi_worker.sync.scale.control import ControlStore, RunKey, worker_name
 from crm_kpi_worker.sync.scale.stores import Deployment
 from crm_kpi_worker.sync.scale.tenants import Tenant, TenantFiles
@@ -41,6 +47,10 @@ log = logging.getLogger("crm_kpi_worker.scale")
 DEFAULT_SLICE_SECONDS = 300.0
 LOCK_RETRY_SECONDS = 15.0
 LOCK_RETRIES = 40  # 10 minutes
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -63,11 +73,15 @@ class SourceRunner:
         *,
         slice_seconds: float = DEFAULT_SLICE_SECONDS,
         connect: Callable[..., Any] | None = None,
+        backoff: BackoffPolicy | None = None,
+        clock: Callable[[], dt.datetime] = _now,
     ) -> None:
         self.deployment = deployment
         self.tenants = tenants
         self.control = control
         self.slice_seconds = slice_seconds
+        self.backoff = backoff or BackoffPolicy()
+        self._clock = clock
         self._connect = connect  # tests: a connector factory in place of the registry's
         self._running: set[StopRequest] = set()
         self._running_guard = threading.Lock()
@@ -131,7 +145,7 @@ class SourceRunner:
         return self._run(loaded, key, lock_retries_left)
 
     def _run(self, tenant: Tenant, key: RunKey, lock_retries_left: int) -> Outcome:
-        from crm_kpi_worker.sync.exit_codes import failure
+        from crm_kpi_worker.sync.exit_codes import ExitCode, failure
         from crm_kpi_worker.sync.pipeline import RunOptions, run_once
         from crm_kpi_worker.sync.store import RunInProgress
 
@@ -166,13 +180,20 @@ class SourceRunner:
         except Exception as exc:
             found = failure(exc)
             outcome = found.code.name.lower()
-            log.error("run %s failed (%s): %s", key, outcome, found.line)
+            backing_off = ""
+            if found.code == ExitCode.CRM_AUTH:
+                # Before the run is marked done: the scheduler never sees it done and not
+                # backing off.
+                refusals = self.control.refused(key.tenant, key.source, self.backoff, self._clock())
+                backing_off = f"; {refusals.describe()}"
+            log.error("run %s failed (%s): %s%s", key, outcome, found.line, backing_off)
             self.control.mark(key, "finished", status=outcome, detail=found.line)
             return Outcome("done", found.line)
         finally:
             timer.cancel()
             with self._running_guard:
                 self._running.discard(stop)
+        self.control.login_accepted(key.tenant, key.source)
         if result.status == "interrupted" and not result.lock_lost:
             self.control.mark(
                 key,

@@ -11,6 +11,10 @@
   (``schedule.run_at_start``); missed due times are coalesced into the latest; a due time that
   comes while the source's previous run is still queued or running is recorded ``skipped``
   (one run per source in flight, as the service's ``max_instances=1``).
+- A source whose last run the CRM refused the credentials of is not enqueued before its
+  back-off ends (:meth:`ControlStore.refused`, the embedded service's policy): its due times
+  meanwhile are held back and coalesced into the first one after the back-off, one log line
+  per back-off step.
 - A tenant without a ``schedule`` is not scheduled; a tenant whose config is broken is
   reported (once per change of its file) and the others go on.
 """
@@ -25,7 +29,8 @@ from functools import partial
 from typing import Any
 
 from crm_kpi_worker.sync.config import AppConfig
-from crm_kpi_worker.sync.scale.control import ControlStore, RunKey, leading
+from crm_kpi_worker.sync.logs import fields
+from crm_kpi_worker.sync.scale.control import AuthRefusals, ControlStore, RunKey, leading
 from crm_kpi_worker.sync.scale.tenants import TenantFiles
 from crm_kpi_worker.sync.stops import StopRequest
 
@@ -111,19 +116,22 @@ class Scheduler:
         self._clock = clock
         self._first_seen: dict[tuple[str, str], dt.datetime] = {}
         self._reported: dict[str, str] = {}  # broken tenant -> the problems last logged
+        self._held: dict[tuple[str, str], AuthRefusals] = {}  # the back-off steps logged
 
     def tick(self) -> list[RunKey]:
         """The runs enqueued by this tick."""
         now = self._clock()
         found = self.tenants.scan()
         self._report(found.broken)
+        backoffs = self.control.backoffs()
+        self._held = {k: v for k, v in self._held.items() if backoffs.get(k) == v}
         enqueued: list[RunKey] = []
         for tenant in found.tenants:
             if tenant.config.schedule is None:
                 continue
             for source in tenant.source_names():
                 key = self._due(tenant.name, source, tenant.config, now)
-                if key is None:
+                if key is None or self._backing_off(backoffs.get((tenant.name, source)), now):
                     continue
                 skip = None
                 if self.control.pending(tenant.name, source):
@@ -135,6 +143,27 @@ class Scheduler:
                     else:
                         log.info("skipped the run of %s: %s", key, skip)
         return enqueued
+
+    def _backing_off(self, refusals: AuthRefusals | None, now: dt.datetime) -> bool:
+        """Whether the source's due run is held back (logged once per back-off step)."""
+        if refusals is None or not refusals.waiting(now):
+            return False
+        held = (refusals.tenant, refusals.source)
+        if self._held.get(held) != refusals:
+            self._held[held] = refusals
+            log.warning(
+                "not enqueued: %s/%s, %s",
+                refusals.tenant,
+                refusals.source,
+                refusals.describe(),
+                extra=fields(
+                    "run_backing_off",
+                    tenant=refusals.tenant,
+                    refused=refusals.failures,
+                    not_before=refusals.not_before,
+                ),
+            )
+        return True
 
     def _due(self, tenant: str, source: str, config: AppConfig, now: dt.datetime) -> RunKey | None:
         assert config.schedule is not None

@@ -2,8 +2,8 @@
 shared store (the control schema and each tenant's schema), never from a worker's memory.
 
 - ``/``: the tenants (each source's last run, its status and the worker that ran it, its last
-  success), the broken tenants, and the latest scheduled runs (due time, state, worker,
-  deliveries and slices);
+  success, its refused logins and next try while it backs off), the broken tenants, and the
+  latest scheduled runs (due time, state, worker, deliveries and slices);
 - ``/tenants/<tenant>/``: the tenant's own status page (the service's page: runs, API calls,
   attainment), with its ``runs/<id>.json`` and ``explain.json``;
 - ``/metrics``: Prometheus' text format, computed from the store at each scrape:
@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from crm_kpi_worker.sync.scale.control import ControlStore
+from crm_kpi_worker.sync.scale.control import AuthRefusals, ControlStore
 from crm_kpi_worker.sync.scale.stores import Deployment
 from crm_kpi_worker.sync.scale.tenants import Tenant, TenantFiles
 from crm_kpi_worker.sync.store import Store, StoreError
@@ -142,7 +142,8 @@ class DeploymentStatusApp:
 
     def _index(self) -> Response:
         found = self.tenants.scan()
-        tenants = [self._tenant_row(tenant) for tenant in found.tenants]
+        backoffs = self.control.backoffs()
+        tenants = [self._tenant_row(tenant, backoffs) for tenant in found.tenants]
         html = self._templates.get_template("deployment.html").render(
             tenants=tenants,
             broken=[broken.describe() for broken in found.broken],
@@ -151,15 +152,23 @@ class DeploymentStatusApp:
         )
         return Response(html, mimetype="text/html")
 
-    def _tenant_row(self, tenant: Tenant) -> dict[str, Any]:
+    def _tenant_row(
+        self, tenant: Tenant, backoffs: dict[tuple[str, str], AuthRefusals]
+    ) -> dict[str, Any]:
         sources = []
         with self.store(tenant) as store:
             opened = store is not None
             for name in tenant.source_names():
                 last = store.recent_runs(1, name) if store is not None else []
                 success = store.last_success(name) if store is not None else None
+                refusals = backoffs.get((tenant.name, name))
                 sources.append(
-                    {"name": name, "last": last[0] if last else None, "success": success}
+                    {
+                        "name": name,
+                        "last": last[0] if last else None,
+                        "success": success,
+                        "backoff": refusals.describe() if refusals else None,
+                    }
                 )
         schedule = tenant.config.schedule
         return {
