@@ -330,7 +330,8 @@ class Connector(Protocol):
     ) -> Iterator[dict[str, dict[str, Any]]]:
         """Pages of what ``fields`` hold on every record of ``object``: key -> field -> value,
         keyed by record id, or by ``key_field`` (an external id) when given. The fewest calls
-        the CRM allows (Salesforce: one query per 2,000 records; HubSpot: list pages)."""
+        the CRM allows (Salesforce: a query page per 2,000 records, or one Bulk query job for
+        a big object; HubSpot: list pages)."""
         ...
 
     def use_budget(self, budget: CallBudget) -> None:

@@ -8,7 +8,9 @@ find out, without a call of their own where the CRM allows it:
   (``Connector.read_along``); a hand edit moves the record's stamp, so the next incremental
   pull reads it;
 - a verify pass (``Connector.read_back``): every record of every object the worker wrote, its
-  own fields only (one query per 2,000 records on Salesforce, a list page per 100 on HubSpot);
+  own fields only (on Salesforce one query: a REST page per 2,000 records, or above
+  ``bulk.pull_above`` one Bulk query job whose CSV values come typed as REST's, so
+  :func:`same_value` sees the same values on both roads; a list page per 100 on HubSpot);
   every ``write.verify_every`` (default daily) and on ``sync --once --verify``.
 
 Where the CRM holds another value than the one remembered, the memory takes the CRM's value

@@ -16,6 +16,9 @@ query changed (another config), new jobs start from the same ``since``. The last
 is the server's time when the first job was created (or the stored cursor, if later): every
 record changed since then is read again by the next pull (the lookback covers commits in
 flight), and a change that one job's snapshot saw and another's missed is read again too.
+
+The verify pass reads a big object back by one query job too (:func:`job_records`): no
+children, no position (a verify pass stopped midway starts again).
 """
 
 from __future__ import annotations
@@ -53,7 +56,14 @@ from crm_kpi_worker.connectors.salesforce.settings import (
 )
 from crm_kpi_worker.sync.bulk import gc_paused
 
-__all__ = ["BULK_PREFIX", "PAGES_PER_PAGE", "BulkPosition", "BulkPuller", "since_of"]
+__all__ = [
+    "BULK_PREFIX",
+    "PAGES_PER_PAGE",
+    "BulkPosition",
+    "BulkPuller",
+    "job_records",
+    "since_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +303,23 @@ class BulkPuller:
         cursor = IncrementalCursor(position.since, STAMPS, lookback=self.lookback)
         cursor.note_server_time(STAMPS.parse(position.started))
         return cursor.advance(None, last=True)
+
+
+def job_records(
+    api: BulkApi, job_id: str, sobject: str, describe: Describe, *, page_records: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The records of query job ``job_id`` (created already) as the REST API answers them
+    (typed by describe, null for an empty cell), in lists of at most ``page_records``: one
+    results page (``maxRecords`` rows) is in memory at a time, the next read when it is used."""
+    api.wait("query", job_id)
+    maker: RecordMaker | None = None
+    for page in api.result_pages(job_id):
+        if maker is None:
+            maker = RecordMaker(sobject, page.header, describe)
+        for start in range(0, len(page.rows), page_records):
+            with gc_paused():  # thousands of new records: no cycle among them
+                records = maker.records(page.rows[start : start + page_records])
+            yield records
 
 
 def _created(job: dict[str, Any]) -> str:

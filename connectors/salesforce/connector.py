@@ -55,6 +55,7 @@ from crm_kpi_worker.connectors.salesforce.bulk_pull import (
     PAGES_PER_PAGE,
     BulkPosition,
     BulkPuller,
+    job_records,
     since_of,
 )
 from crm_kpi_worker.connectors.salesforce.bulk_write import CALLS_PER_JOB, IngestWriter
@@ -185,24 +186,40 @@ class SalesforceConnector(WritesThroughTargets):
         """The first REST page says how many records the pull matches (``totalSize``): above
         ``bulk.pull_above``, and more pages to come, the pull goes by Bulk instead (that one
         page is the only call the REST road cost)."""
-        first = self._fetch(
+        first = self._first_page(query)
+        if self._big(first):
+            yield from self._bulk_or_rest(query, cursor, since, None)
+            return
+        yield from QueryPager(
+            self.client,
+            self._fetch_after(first),
+            query,
+            cursor,
+            server_time=lambda: self._transport.server_time,
+        )
+
+    def _first_page(self, query: StreamQuery) -> Any:
+        return self._fetch(
             lambda: self.client.query(query.soql, include_deleted=query.include_deleted)
         )
+
+    def _big(self, first: Any) -> bool:
+        """Whether a query's first REST page says Bulk: ``totalSize`` above
+        ``bulk.pull_above``, and more pages to come."""
         total = first.get("totalSize") if isinstance(first, dict) else None
         limit = self.settings.bulk_pull_above
         big = isinstance(total, int) and limit is not None and total > limit
-        if big and isinstance(first, dict) and first.get("done") is False:
-            yield from self._bulk_or_rest(query, cursor, since, None)
-            return
+        return big and isinstance(first, dict) and first.get("done") is False
+
+    def _fetch_after(self, first: Any) -> Callable[[Callable[[], Any]], Any]:
+        """A fetch whose first call answers ``first`` (the first page, already read)."""
         answers = iter([first])
 
         def fetch(thunk: Callable[[], Any]) -> Any:
-            answer = next(answers, None)  # the first page, already read
+            answer = next(answers, None)
             return answer if answer is not None else self._fetch(thunk)
 
-        yield from QueryPager(
-            self.client, fetch, query, cursor, server_time=lambda: self._transport.server_time
-        )
+        return fetch
 
     def _bulk_or_rest(
         self,
@@ -313,16 +330,46 @@ class SalesforceConnector(WritesThroughTargets):
     def read_back(
         self, object: str, fields: Sequence[str], key_field: str | None = None
     ) -> Iterator[dict[str, dict[str, Any]]]:
-        """One SOQL query (2,000 records a call) over every record of ``object``."""
+        """One SOQL query over every record of ``object``: by REST (2,000 records a call), or
+        above ``bulk.pull_above`` by one Bulk query job (:meth:`_read_back_records`)."""
         names = tuple(dict.fromkeys([*((key_field,) if key_field else ()), *fields]))
-        query = self.queries.read_back(object, names)
-        for page in QueryPager(self.client, self._fetch, query):
+        for records in self._read_back_records(object, names):
             values: dict[str, dict[str, Any]] = {}
-            for record in page.records:
+            for record in records:
                 key = record.get(key_field) if key_field else record.get("Id")
                 if key is not None:
                     values[str(key)] = {name: record.get(name) for name in fields}
             yield values
+
+    def _read_back_records(
+        self, object: str, names: tuple[str, ...]
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The read-back query's records, page by page. The first REST page decides the road,
+        as for a pull (:meth:`_big`). On the Bulk road that page is dropped and the job reads
+        every record: a REST page and a job's snapshot taken apart never mix (no record is
+        counted twice or missed between them), at the cost of that one call. An org that
+        refuses Bulk gets the REST pages, that first one included."""
+        query = self.queries.read_back(object, names)
+        if not self._bulk_pulls:
+            yield from (page.records for page in QueryPager(self.client, self._fetch, query))
+            return
+        first = self._first_page(query)
+        if self._big(first):
+            bulk = self.queries.read_back(object, names, bulk=True)
+            try:
+                job = self.bulk.create_query(bulk.soql, include_deleted=False)
+            except BulkUnavailable as error:
+                self._bulk_unavailable(error)
+            else:
+                log.info("%s: reading back by Bulk API 2.0 (job %s)", object, job["id"])
+                page_records = PAGES_PER_PAGE * self.settings.page_size
+                describe = self.targets.describe
+                yield from job_records(
+                    self.bulk, str(job["id"]), object, describe, page_records=page_records
+                )
+                return
+        pages = QueryPager(self.client, self._fetch_after(first), query)
+        yield from (page.records for page in pages)
 
     def use_budget(self, budget: CallBudget) -> None:
         budget.note(self._transport.usage)

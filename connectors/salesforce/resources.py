@@ -298,10 +298,12 @@ class StreamQueries:
         )
         return children
 
-    def read_back(self, object: str, fields: tuple[str, ...]) -> StreamQuery:
-        """Every record of ``object`` with ``fields`` (the verify pass), in Id order."""
+    def read_back(self, object: str, fields: tuple[str, ...], *, bulk: bool = False) -> StreamQuery:
+        """Every record of ``object`` with ``fields`` (the verify pass), in Id order; for a
+        Bulk query job in no order (see :meth:`_order`: the verify pass needs none)."""
         names = ["Id", *(name for name in fields if name != "Id")]
-        query = soql.Select(soql.api_name(object, "object"), names, order_by=("Id",))
+        order = () if bulk else ("Id",)
+        query = soql.Select(soql.api_name(object, "object"), names, order_by=order)
         return StreamQuery("verify", query.soql(), include_deleted=False, incremental=False)
 
     def _activities(self, since: str | None, *, bulk: bool = False) -> StreamQuery | None:

@@ -226,6 +226,9 @@ class TargetManager:
 
     def create(self, objects: Sequence[TargetObject], fields: Sequence[TargetField]) -> None:
         missing_objects, missing_fields = self.missing(objects, fields)
+        # The describe answers read before now lack what is created (they type Bulk CSV).
+        for sobject in [*(o.name for o in missing_objects), *(f.object for f in missing_fields)]:
+            self._described.pop(soql.api_name(sobject, "object").lower(), None)
         for target in missing_objects:
             self._tooling(
                 "CustomObject",
