@@ -230,3 +230,19 @@ def amqp_url() -> str:
             pytest.fail(f"{message}, and CI=true: CI must run the worker tests")
         pytest.skip(message)
     return url
+
+
+REDIS_ENV = "CRM_KPI_TEST_REDIS_URL"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test broker on Redis (a database number the tests own); skip without it, fail in
+    CI."""
+    url = os.environ.get(REDIS_ENV)
+    if not url:
+        message = f"{REDIS_ENV} is not set (e.g. redis://127.0.0.1:6379/15)"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI=true: CI must run the worker tests on Redis")
+        pytest.skip(message)
+    return url

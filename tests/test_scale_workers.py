@@ -1,21 +1,24 @@
 """Issue 14's acceptance: many tenants on Celery workers (real processes) sharing the real
 PostgreSQL and RabbitMQ of this machine (``CRM_KPI_TEST_POSTGRES_URL``,
-``CRM_KPI_TEST_AMQP_URL``).
+``CRM_KPI_TEST_AMQP_URL``), and Redis as the broker too (``CRM_KPI_TEST_REDIS_URL``).
 
 - 20 sandbox orgs (Salesforce and HubSpot in turn) synced by 2 worker processes (one run at a
   time on the first, two on the second), their runs
   enqueued by 2 schedulers, end with the same store and CRM state as 20 sequential runs
   (``crm-kpi sync --once --configs``), each record written to the CRM as many times;
 - one worker is SIGKILLed while it is parked mid-run (a slow fault holds its request): its
-  task is delivered again to the other worker, which resumes and finishes the run;
-- each run is enqueued once (one scheduled row each, one delivery each but the killed one's).
+  task is delivered again to the other worker, which resumes and finishes the run (on Redis
+  after ``--redelivery-seconds``, the transport's visibility timeout);
+- each run is enqueued once (one scheduled row each, one delivery each but the killed one's);
+- a worker stopped by SIGTERM hands its runs over at their next page (both brokers).
 
-The test waits on conditions (a fault that fired, the control schema's rows), never on time.
+The tests wait on conditions (a fault that fired, the control schema's rows), never on time.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +37,7 @@ from test_unattended import CLI, _wait_until
 from crm_kpi_worker.connectors.registry import build_connector
 from crm_kpi_worker.sandbox.faults import FaultRule
 from crm_kpi_worker.sync.scale.stores import Deployment
+from crm_kpi_worker.sync.scale.tasks import is_redis
 from crm_kpi_worker.sync.scale.tenants import load_tenants
 
 pytestmark = pytest.mark.slow
@@ -90,15 +94,31 @@ def _deployment_args(folder: Path, deployment: Deployment) -> list[str]:
     ]  # fmt: skip
 
 
-def _broker_args(amqp_url: str, queue: str) -> list[str]:
-    return ["--broker", amqp_url, "--queue", queue]
+def _broker_args(broker_url: str, queue: str) -> list[str]:
+    return ["--broker", broker_url, "--queue", queue]
 
 
-def _delete_queue(amqp_url: str, queue: str) -> None:
-    from kombu import Connection
+def _delete_queue(broker_url: str, queue: str) -> None:
+    """Delete the test's queue and its exchange (Celery's: both named after the queue).
 
-    with Connection(amqp_url) as connection:
-        connection.default_channel.queue_delete(queue)
+    kombu's Redis transport deletes only the queues its connection knows (it keeps their
+    bindings in memory), hence the declaration first. On Redis, a message of the queue left
+    unacknowledged (a test that failed mid-run) is taken out of kombu's unacked set too, so
+    no later worker on the database puts it back."""
+    from kombu import Connection, Exchange, Queue
+
+    with Connection(broker_url) as connection:
+        channel = connection.default_channel
+        bound = Queue(queue, Exchange(queue), routing_key=queue)(channel)
+        bound.declare()
+        bound.delete()
+        bound.exchange.delete()
+        if is_redis(broker_url):
+            client = channel.client
+            for tag, raw in client.hgetall(channel.unacked_key).items():
+                if json.loads(raw)[2] == queue:  # [message, exchange, routing key]
+                    client.zrem(channel.unacked_index_key, tag)
+                    client.hdel(channel.unacked_key, tag)
 
 
 def _scheduled(deployment: Deployment) -> list[dict[str, Any]]:
@@ -157,9 +177,12 @@ def _state(org: Org, deployment: Deployment) -> dict[str, Any]:
     return {"store": stored, "crm": crm, "writes": writes}
 
 
-def _sequential(folder: Path, deployment: Deployment) -> dict[str, dict[str, Any]]:
-    """20 sequential runs, ``crm-kpi sync --once`` over the folder: each org's final state."""
-    with fleet(folder, ORGS) as orgs:
+def _sequential(
+    folder: Path, deployment: Deployment, count: int = ORGS
+) -> dict[str, dict[str, Any]]:
+    """``count`` sequential runs, ``crm-kpi sync --once`` over the folder: each org's final
+    state."""
+    with fleet(folder, count) as orgs:
         ran = subprocess.run(  # noqa: S603 - the project's own CLI
             [CLI, "sync", "--once", *_deployment_args(folder, deployment)],
             capture_output=True,
@@ -249,14 +272,16 @@ def test_twenty_orgs_on_two_workers_end_as_twenty_sequential_runs_despite_a_sigk
         _same_as_sequential(got[org.tenant], expected[org.tenant], org.tenant)
 
 
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
 def test_a_stopped_worker_hands_its_runs_over_at_their_next_page(
-    tmp_path: Path, deployment: Deployment, amqp_url: str
+    tmp_path: Path, deployment: Deployment, broker: str, request: pytest.FixtureRequest
 ) -> None:
     """SIGTERM: the worker's runs stop at their next page, record themselves interrupted and
     go back to the queue; the worker exits at once; another worker finishes them."""
+    broker_url = request.getfixturevalue(f"{broker}_url")  # skips without that broker
     queue = f"crm-kpi-test-{uuid.uuid4().hex[:8]}"
     folder = tmp_path / "tenants"
-    args = [*_deployment_args(folder, deployment), *_broker_args(amqp_url, queue)]
+    args = [*_deployment_args(folder, deployment), *_broker_args(broker_url, queue)]
     try:
         with fleet(folder, 2, extra=SCHEDULE) as orgs:
             hold = orgs[1].sandbox.faults.add(
@@ -283,7 +308,7 @@ def test_a_stopped_worker_hands_its_runs_over_at_their_next_page(
                     )
             done = {r["tenant"]: r for r in _scheduled(deployment)}
     finally:
-        _delete_queue(amqp_url, queue)
+        _delete_queue(broker_url, queue)
 
     held = rows[orgs[1].tenant]
     assert (held["state"], held["status"], held["slices"]) == ("requeued", "interrupted", 1)
@@ -293,3 +318,59 @@ def test_a_stopped_worker_hands_its_runs_over_at_their_next_page(
     finished = done[orgs[1].tenant]
     assert finished["worker"].endswith(f":{second.process.pid}")
     assert finished["deliveries"] == 2
+
+
+def test_on_redis_a_killed_workers_task_comes_back_after_the_redelivery_time(
+    tmp_path: Path, deployment: Deployment, redis_url: str
+) -> None:
+    """Redis sees no worker die: kombu puts a message back on its queue once it has been
+    unacknowledged for the visibility timeout, here ``--redelivery-seconds 15`` (an hour by
+    kombu's default; each task ends well inside it with a 10 s slice). A worker SIGKILLed
+    while its run is parked mid-pull: the task goes to a second worker, which resumes and
+    finishes the run, with the same final state as sequential runs."""
+    expected = _sequential(
+        tmp_path / "sequential", Deployment(deployment.url, deployment.prefix + "seq_"), 2
+    )
+
+    queue = f"crm-kpi-test-{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "tenants"
+    args = [*_deployment_args(folder, deployment), *_broker_args(redis_url, queue)]
+    worker = [*args, "--slice-seconds", "10", "--redelivery-seconds", "15"]
+    try:
+        with fleet(folder, 2, extra=SCHEDULE) as orgs:
+            parked = orgs[PARKED]
+            hold = parked.sandbox.faults.add(
+                FaultRule("slow", path=MEETINGS_SEARCH, times=None, delay=300)
+            )
+            first = Process(tmp_path / "worker-1.log", "worker", *worker, "--concurrency", "1")
+            scheduler = Process(
+                tmp_path / "scheduler.log", "scheduler", *args, "--tick-seconds", "0.5"
+            )
+            with running(first, scheduler):
+                _wait_until(lambda: hold.fired >= 1, "the parked org's run is held", 300)
+                first.kill()  # SIGKILL, the whole process: its message stays unacknowledged
+                first.process.wait(timeout=30)
+                hold.release()
+                parked.sandbox.faults.clear()
+                second = Process(tmp_path / "worker-2.log", "worker", *worker, "--concurrency", "2")
+                with running(second):
+
+                    def all_done() -> bool:
+                        rows = _scheduled(deployment)
+                        return len(rows) == 2 and all(r["state"] == "finished" for r in rows)
+
+                    # 15 s, the next sweep (10 s) and the resumed run; an hour without the option.
+                    _wait_until(all_done, "the killed worker's run is finished elsewhere", 300)
+            rows = {row["tenant"]: row for row in _scheduled(deployment)}
+            got = {org.tenant: _state(org, deployment) for org in orgs}
+    finally:
+        _delete_queue(redis_url, queue)
+
+    for tenant, row in rows.items():
+        assert (row["state"], row["status"]) == ("finished", "completed"), (tenant, row)
+    killed = rows[parked.tenant]
+    assert killed["deliveries"] == 2, killed
+    assert killed["worker"].endswith(f":{second.process.pid}"), killed
+    assert got[parked.tenant]["store"]["statuses"] == ["completed", "interrupted"]
+    for org in orgs:
+        _same_as_sequential(got[org.tenant], expected[org.tenant], org.tenant)

@@ -285,6 +285,13 @@ def tenants_setup(
     show_default=True,
     help="A run yields after this long and goes on in a new task (fairness).",
 )
+@click.option(
+    "--redelivery-seconds",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Redis broker only: a task left unacknowledged this long (its worker died) is"
+    " delivered again. Keep it above the slice. [default: 2 x slice + 300]",
+)
 @click.pass_context
 def worker_command(
     ctx: click.Context,
@@ -297,12 +304,17 @@ def worker_command(
     concurrency: int,
     pool: str,
     slice_seconds: float,
+    redelivery_seconds: float | None,
 ) -> None:
     """A Celery worker running the tenants' runs from the broker's queue."""
     from crm_kpi_worker.sync.scale.control import ControlStore
     from crm_kpi_worker.sync.scale.runner import SourceRunner
-    from crm_kpi_worker.sync.scale.tasks import configure
+    from crm_kpi_worker.sync.scale.tasks import broker_transport_options, configure
 
+    try:  # refused before anything is opened
+        broker_transport_options(broker, slice_seconds=slice_seconds, redelivery=redelivery_seconds)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     _logging(bool(ctx.find_root().params.get("debug")))
     files = _tenant_files(configs_dir, config_file)
     deployment = _deployment(store_url, schema_prefix, required=True)
@@ -313,7 +325,7 @@ def worker_command(
     runner = SourceRunner(deployment, files, control, slice_seconds=slice_seconds)
     for tenant in found.tenants:  # schemas, roles and migrations before the first task
         runner.store(tenant).close()
-    app = configure(broker, queue, runner)
+    app = configure(broker, queue, runner, redelivery=redelivery_seconds)
     log.info(
         "crm-kpi worker: %d tenant(s) of %s, queue %s, %d at a time (%s pool)",
         len(found.tenants),
@@ -323,6 +335,9 @@ def worker_command(
         pool,
         extra={"event": "worker_started"},
     )
+    visibility = app.conf.broker_transport_options.get("visibility_timeout")
+    if visibility is not None:
+        log.info("Redis broker: a dead worker's task is delivered again after %g s", visibility)
     app.worker_main(
         [
             "worker",
