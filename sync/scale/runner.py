@@ -53,10 +53,37 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+#: PostgreSQL's SQLSTATE for "too many connections" (``max_connections`` reached, or only
+#: the superuser's reserved slots left).
+TOO_MANY_CONNECTIONS = "53300"
+
+
+def server_full(exc: BaseException) -> str | None:
+    """Why the run could not start or go on, when it is because the PostgreSQL server had no
+    connection slot left (a deployment busier than ``max_connections`` allows): a reason to
+    try again later like a held run lock, not a failed run. None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None) or getattr(
+            getattr(current, "orig", None), "sqlstate", None
+        )
+        text = str(current)
+        if state == TOO_MANY_CONNECTIONS or "too many clients" in text:
+            return (
+                "the PostgreSQL server has no connection left (max_connections reached);"
+                " the run is tried again"
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the task does next: ``done``; ``continue`` (enqueue the next slice); ``retry``
-    (the lock was held: try again later); ``drop`` (nothing to run)."""
+    (the lock was held, or the PostgreSQL server had no connection left: try again later);
+    ``drop`` (nothing to run)."""
 
     action: Literal["done", "continue", "retry", "drop"]
     detail: str = ""
@@ -144,8 +171,22 @@ class SourceRunner:
             return Outcome("drop", why)
         return self._run(loaded, key, lock_retries_left)
 
-    def _run(self, tenant: Tenant, key: RunKey, lock_retries_left: int) -> Outcome:
+    def _failed(self, key: RunKey, exc: Exception) -> Outcome:
         from crm_kpi_worker.sync.exit_codes import ExitCode, failure
+
+        found = failure(exc)
+        outcome = found.code.name.lower()
+        backing_off = ""
+        if found.code == ExitCode.CRM_AUTH:
+            # Before the run is marked done: the scheduler never sees it done and not
+            # backing off.
+            refusals = self.control.refused(key.tenant, key.source, self.backoff, self._clock())
+            backing_off = f"; {refusals.describe()}"
+        log.error("run %s failed (%s): %s%s", key, outcome, found.line, backing_off)
+        self.control.mark(key, "finished", status=outcome, detail=found.line)
+        return Outcome("done", found.line)
+
+    def _run(self, tenant: Tenant, key: RunKey, lock_retries_left: int) -> Outcome:
         from crm_kpi_worker.sync.pipeline import RunOptions, run_once
         from crm_kpi_worker.sync.store import RunInProgress
 
@@ -170,25 +211,16 @@ class SourceRunner:
                     budget_factory=self._budget_factory(tenant),
                     stop=stop,
                 )
-        except RunInProgress as busy:
+        except Exception as exc:
+            busy = exc if isinstance(exc, RunInProgress) else server_full(exc)
+            if busy is None:
+                return self._failed(key, exc)
             if lock_retries_left <= 0:
                 self.control.mark(key, "dropped", detail=str(busy))
                 return Outcome("drop", str(busy))
             self.control.mark(key, "waiting", detail=str(busy))
             log.info("run %s: %s; tried again in %g s", key, busy, LOCK_RETRY_SECONDS)
             return Outcome("retry", str(busy))
-        except Exception as exc:
-            found = failure(exc)
-            outcome = found.code.name.lower()
-            backing_off = ""
-            if found.code == ExitCode.CRM_AUTH:
-                # Before the run is marked done: the scheduler never sees it done and not
-                # backing off.
-                refusals = self.control.refused(key.tenant, key.source, self.backoff, self._clock())
-                backing_off = f"; {refusals.describe()}"
-            log.error("run %s failed (%s): %s%s", key, outcome, found.line, backing_off)
-            self.control.mark(key, "finished", status=outcome, detail=found.line)
-            return Outcome("done", found.line)
         finally:
             timer.cancel()
             with self._running_guard:
