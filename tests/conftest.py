@@ -218,31 +218,29 @@ def deployment(pg_admin: sa.Engine) -> Iterator[Any]:
 
 
 AMQP_ENV = "CRM_KPI_TEST_AMQP_URL"
+REDIS_ENV = "CRM_KPI_TEST_REDIS_URL"
+
+
+def _server_url(env: str, example: str, tests: str) -> str:
+    """The URL of a test server from ``env``; skip without it, fail in CI (``tests``: what
+    CI must run)."""
+    url = os.environ.get(env)
+    if not url:
+        message = f"{env} is not set (e.g. {example})"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI=true: CI must run {tests}")
+        pytest.skip(message)
+    return url
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     """The test broker (RabbitMQ); skip without it, fail in CI."""
-    url = os.environ.get(AMQP_ENV)
-    if not url:
-        message = f"{AMQP_ENV} is not set (e.g. amqp://guest:guest@127.0.0.1:5672//)"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI=true: CI must run the worker tests")
-        pytest.skip(message)
-    return url
-
-
-REDIS_ENV = "CRM_KPI_TEST_REDIS_URL"
+    return _server_url(AMQP_ENV, "amqp://guest:guest@127.0.0.1:5672//", "the worker tests")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The test broker on Redis (a database number the tests own); skip without it, fail in
     CI."""
-    url = os.environ.get(REDIS_ENV)
-    if not url:
-        message = f"{REDIS_ENV} is not set (e.g. redis://127.0.0.1:6379/15)"
-        if IN_CI:
-            pytest.fail(f"{message}, and CI=true: CI must run the worker tests on Redis")
-        pytest.skip(message)
-    return url
+    return _server_url(REDIS_ENV, "redis://127.0.0.1:6379/15", "the worker tests on Redis")
