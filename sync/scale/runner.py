@@ -71,10 +71,7 @@ def server_full(exc: BaseException) -> str | None:
         )
         text = str(current)
         if state == TOO_MANY_CONNECTIONS or "too many clients" in text:
-            return (
-                "the PostgreSQL server has no connection left (max_connections reached);"
-                " the run is tried again"
-            )
+            return "the PostgreSQL server has no connection left (max_connections reached)"
         current = current.__cause__ or current.__context__
     return None
 
