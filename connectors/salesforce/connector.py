@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import jwt
@@ -290,19 +290,16 @@ class SalesforceConnector(WritesThroughTargets):
 
     def write_batch_size(self, count: int, configured: int) -> int:
         """A chunk of more than ``bulk.write_above`` records is one Bulk ingest job."""
-        limit = self.settings.bulk_write_above
-        if limit is not None and self._bulk_ok and count > limit:
-            return count
-        return configured
+        return count if self._by_ingest(count) else configured
 
     def write_calls(self, count: int, configured: int) -> int:
         """One ingest job above ``bulk.write_above``, else a Collections call per batch."""
-        if self._by_ingest(range(count)):
+        if self._by_ingest(count):
             return CALLS_PER_JOB
         return super().write_calls(count, configured)
 
     def update(self, object: str, records: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
-        if self._by_ingest(records):
+        if self._by_ingest(len(records)):
             try:
                 return self.ingest.update(object, records)
             except BulkUnavailable as error:
@@ -312,16 +309,16 @@ class SalesforceConnector(WritesThroughTargets):
     def upsert(
         self, object: str, external_id: str, records: Mapping[str, Mapping[str, Any]]
     ) -> list[WriteResult]:
-        if self._by_ingest(records):
+        if self._by_ingest(len(records)):
             try:
                 return self.ingest.upsert(object, external_id, records)
             except BulkUnavailable as error:
                 self._bulk_unavailable(error)
         return self.writer.upsert(object, external_id, records)
 
-    def _by_ingest(self, records: Sized) -> bool:
+    def _by_ingest(self, count: int) -> bool:
         limit = self.settings.bulk_write_above
-        return limit is not None and self._bulk_ok and len(records) > limit
+        return limit is not None and self._bulk_ok and count > limit
 
     def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:
         """The deals query reads the Opportunity fields along, the users query the User ones."""

@@ -191,13 +191,7 @@ class Database:
             (lambda statement: updates(table, statement)) if updates else None,
             changed,
         )
-        if order is None:
-            connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
-        elif order == columns:
-            connection.exec_driver_sql(sql, rows)
-        else:
-            pick = itemgetter(*(columns.index(name) for name in order))
-            connection.exec_driver_sql(sql, [pick(row) for row in rows])
+        _execute_tuples(connection, sql, order, columns, rows)
 
     def insert_tuples(
         self,
@@ -219,13 +213,7 @@ class Database:
             order = tuple(statement.positiontup or ()) if statement.positional else None
             compiled = self._compiled[cache_key] = (str(statement), order)
         sql, order = compiled
-        if order is None:
-            connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
-        elif order == columns:
-            connection.exec_driver_sql(sql, rows)
-        else:
-            pick = itemgetter(*(columns.index(name) for name in order))
-            connection.exec_driver_sql(sql, [pick(row) for row in rows])
+        _execute_tuples(connection, sql, order, columns, rows)
 
     def _upsert_sql(
         self,
@@ -280,3 +268,21 @@ class Database:
                 yield rows
         finally:
             cursor.close()
+
+
+def _execute_tuples(
+    connection: Connection,
+    sql: str,
+    order: tuple[str, ...] | None,
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """The driver's executemany of ``rows`` (tuples in ``columns`` order) for a statement
+    compiled with its parameters in ``order`` (None: named parameters)."""
+    if order is None:
+        connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+    elif order == columns:
+        connection.exec_driver_sql(sql, rows)
+    else:
+        pick = itemgetter(*(columns.index(name) for name in order))
+        connection.exec_driver_sql(sql, [pick(row) for row in rows])
