@@ -11,6 +11,7 @@ batches are saved whole, so even then nothing is lost: the next run marks the ru
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -80,12 +81,22 @@ def stop_on_signals(
         log.error("the run did not stop within %.0f s of the signal: stopping now", grace)
         _die_now(signum)
 
+    # A handler can be entered again before it returns (the second signal is handled at the
+    # next bytecode of the first handler), so "is this the first?" is one C call, never a
+    # check then a set.
+    received = itertools.count()
+
     def handle(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set():
+        if next(received) or stop.is_set():
             log.warning("%s again: stopping now", name)
             _die_now(signum)
             return
+        stop.request(f"stopped by {name}")
+        timer = threading.Timer(grace, watchdog, args=(signum,))
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
         log.warning(
             "%s received: finishing the page or batch in hand, then stopping (at most %.0f s;"
             " %s again stops at once)",
@@ -93,11 +104,6 @@ def stop_on_signals(
             grace,
             name,
         )
-        stop.request(f"stopped by {name}")
-        timer = threading.Timer(grace, watchdog, args=(signum,))
-        timer.daemon = True
-        timer.start()
-        timers.append(timer)
 
     for signum in _SIGNALS:
         previous[signum] = signal.signal(signum, handle)
