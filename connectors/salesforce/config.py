@@ -293,6 +293,32 @@ class SalesforceBulk(ConfigModel):
     Bulk ingest job instead of sObject Collections (200 records a call)."""
 
 
+class SalesforceChangeEvents(ConfigModel):
+    """Read other people's changes to opportunities from Change Data Capture (the Pub/Sub
+    API), so that a run does not read again what the worker itself wrote in the run before.
+
+    ``crm-kpi setup`` creates the custom channel with one member, ``OpportunityChangeEvent``,
+    filtered on ``ChangeEventHeader.commitUser != '<the worker's user>'``: only others'
+    changes are delivered (and count toward the org's event delivery allocation). An
+    incremental pull then asks SOQL only for opportunities someone else modified last
+    (``LastModifiedById !=`` the worker) and reads by Id those the events name that the worker
+    wrote over since. Use a dedicated integration user: a change made by a person logged in
+    as that user is taken for the worker's own. When the events cannot be read (the feed is
+    down, the replay position expired after 72 hours), the pull reads every modified record,
+    as without change events, and says so once."""
+
+    channel: Annotated[str, Field(pattern=r"^[A-Za-z](?:_?[A-Za-z0-9])*__chn$")] = (
+        "CrmKpiWorker__chn"
+    )
+    """The custom channel's API name (``Name__chn``); its topic is ``/data/<channel>``."""
+    endpoint: Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$")] = (
+        "api.pubsub.salesforce.com:7443"
+    )
+    """The Pub/Sub API's host:port (TLS)."""
+    idle_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """The events are read until none has come for this long."""
+
+
 class SalesforceSource(SourceBase):
     """A Salesforce org, reached through simple-salesforce."""
 
@@ -321,6 +347,9 @@ class SalesforceSource(SourceBase):
     """``setup`` gives the scorecard object a tab and a "My scorecards" list view."""
     bulk: SalesforceBulk = SalesforceBulk()
     """When pulls and writes go through Bulk API 2.0 (see :class:`SalesforceBulk`)."""
+    change_events: SalesforceChangeEvents | None = None
+    """Read others' changes from Change Data Capture (see :class:`SalesforceChangeEvents`);
+    null: every run reads every opportunity modified since the last, its own writes too."""
 
     @property
     def is_my_domain(self) -> bool:

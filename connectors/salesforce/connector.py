@@ -59,6 +59,8 @@ from crm_kpi_worker.connectors.salesforce.bulk_pull import (
     since_of,
 )
 from crm_kpi_worker.connectors.salesforce.bulk_write import CALLS_PER_JOB, IngestWriter
+from crm_kpi_worker.connectors.salesforce.change_events import ChangeFeed, FeedSession
+from crm_kpi_worker.connectors.salesforce.channel_setup import ChannelPlanner
 from crm_kpi_worker.connectors.salesforce.client import open_client, username_of
 from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceJwt,
@@ -66,6 +68,7 @@ from crm_kpi_worker.connectors.salesforce.config import (
     SalesforceSession,
     SalesforceSource,
 )
+from crm_kpi_worker.connectors.salesforce.deals_feed import DealsByEvents, ReplayCursor
 from crm_kpi_worker.connectors.salesforce.placement import MetadataClient, PlacementPlanner
 from crm_kpi_worker.connectors.salesforce.resources import (
     BULK_STREAMS,
@@ -149,6 +152,18 @@ class SalesforceConnector(WritesThroughTargets):
         #: False once the org refused Bulk API 2.0 in this run (REST from then on).
         self._bulk_ok = True
         self.targets = TargetManager(self.client, self._fetch)
+        #: The worker's user id and its org's (``/services/oauth2/userinfo``), once asked.
+        self._identity: tuple[str, str] | None = None
+        self.deals_by_events: DealsByEvents | None = None
+        if source.change_events is not None:
+            self.deals_by_events = DealsByEvents(
+                source=self.name,
+                feed=self._change_feed,
+                pull=lambda since, skip: self._pull("deals", since, skip),
+                by_id=self._deals_by_id,
+                window_start=lambda since: self.queries.cursor_for(since_of(since)).start,
+                me=lambda: self.identity()[0],
+            )
 
     # ---- Connector --------------------------------------------------------------------------
 
@@ -161,11 +176,23 @@ class SalesforceConnector(WritesThroughTargets):
     def pull(self, stream: str, since: str | None) -> Iterator[Page]:
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
-        # A stored cursor is a stamp, or the position of a Bulk pull that stopped midway.
-        position = BulkPosition.decode(since)  # a clear ValueError now, not a bad query later
-        stamp = since_of(since)
+        stored = ReplayCursor.decode(since)  # a clear ValueError now, not a bad query later
+        if stream == "deals" and self.deals_by_events is not None:
+            self._pull_parts(stored.inner)
+            return self.deals_by_events(since)
+        return self._pull(stream, stored.inner)
+
+    def _pull_parts(self, since: str | None) -> tuple[BulkPosition | None, str | None]:
+        """A stored cursor is a stamp, or the position of a Bulk pull that stopped midway
+        (a clear ValueError now, not a bad query later)."""
+        return BulkPosition.decode(since), since_of(since)
+
+    def _pull(
+        self, stream: str, since: str | None, skip_modifier: str | None = None
+    ) -> Iterator[Page]:
+        position, stamp = self._pull_parts(since)
         cursor = self.queries.cursor_for(stamp)
-        query = self.queries.build(stream, stamp)
+        query = self.queries.build(stream, stamp, skip_modifier=skip_modifier)
         if query is None:
             return iter(())
         if position is not None and self._bulk_pulls:
@@ -229,7 +256,7 @@ class SalesforceConnector(WritesThroughTargets):
         position: BulkPosition | None,
     ) -> Iterator[Page]:
         """The stream by Bulk query jobs; by REST when the org refuses Bulk (said once)."""
-        bulk = self.queries.bulk(query.stream, since)
+        bulk = self.queries.bulk(query.stream, since, skip_modifier=query.skip_modifier)
         assert bulk is not None
         puller = BulkPuller(
             self.bulk,
@@ -287,6 +314,43 @@ class SalesforceConnector(WritesThroughTargets):
                     yield from QueryPager(self.client, self._fetch, fallback)
                     return
             raise
+
+    # ---- change events (see deals_feed) -----------------------------------------------------
+
+    def identity(self) -> tuple[str, str]:
+        """(the worker's user id, its org id), from ``/services/oauth2/userinfo`` once."""
+        if self._identity is None:
+            answer = self._fetch(lambda: self.client.oauth2("userinfo"))
+            user, org = (answer or {}).get("user_id"), (answer or {}).get("organization_id")
+            if not isinstance(user, str) or not isinstance(org, str):
+                raise RequestRejected(
+                    f"source {self.name}: /services/oauth2/userinfo did not say user_id and"
+                    " organization_id"
+                )
+            self._identity = (user, org)
+        return self._identity
+
+    def _change_feed(self) -> ChangeFeed | str:
+        """The feed of others' opportunity changes (or why there is none this run)."""
+        settings = self.source.change_events
+        assert settings is not None
+        try:
+            _, org = self.identity()
+        except ConnectorError as error:
+            return f"the worker's user could not be told: {error}"
+        session = FeedSession(self.client.session_id, f"https://{self.client.sf_instance}", org)
+        ca_bundle = self.source.ca_bundle
+        return ChangeFeed(
+            settings.endpoint,
+            f"/data/{settings.channel}",
+            "Opportunity",
+            session,
+            ca_bundle=str(ca_bundle) if ca_bundle is not None else None,
+            idle_seconds=settings.idle_seconds,
+        )
+
+    def _deals_by_id(self, ids: Sequence[str]) -> Iterator[Page]:
+        return QueryPager(self.client, self._fetch, self.queries.deals_by_id(ids))
 
     def write_batch_size(self, count: int, configured: int) -> int:
         """A chunk of more than ``bulk.write_above`` records is one Bulk ingest job."""
@@ -386,7 +450,11 @@ class SalesforceConnector(WritesThroughTargets):
         placement = PlacementPlanner(MetadataClient(self.client, self._fetch))
         scorecard = objects[0].name if objects and self.source.scorecard_tab else None
         layouts = {obj: list(names) for obj, names in self.source.layouts.items()}
-        return changes + placement.plan(layouts, scorecard, fields, settings.language)
+        changes += placement.plan(layouts, scorecard, fields, settings.language)
+        if self.source.change_events is not None:
+            channels = ChannelPlanner(self.client, self._fetch)
+            changes += channels.plan(self.source.change_events.channel, self.identity()[0])
+        return changes
 
     def describe_fields(self, object: str) -> dict[str, CrmField] | None:
         """Fields from describe. Describe lists active picklist values only, so StageName's

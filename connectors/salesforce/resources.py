@@ -36,8 +36,9 @@ every record to delete it cost more than a tenth of the pull.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,8 @@ class StreamQuery:
     #: Fields left out of the records' digests besides the own ones (modification stamps);
     #: None: no digests for this stream.
     volatile: tuple[str, ...] | None = None
+    #: The user whose last modifications the (incremental deals) pull leaves out.
+    skip_modifier: str | None = None
 
 
 class StreamQueries:
@@ -119,8 +122,15 @@ class StreamQueries:
         for stream in ("users", "accounts", "deals", "activities"):
             self.build(stream, None)
 
-    def build(self, stream: str, since: str | None) -> StreamQuery | None:
-        """The query for ``stream`` (None: nothing to pull for it in this org/config)."""
+    def build(
+        self, stream: str, since: str | None, *, skip_modifier: str | None = None
+    ) -> StreamQuery | None:
+        """The query for ``stream`` (None: nothing to pull for it in this org/config).
+
+        ``skip_modifier``: a user id; the deals whose last modifier is that user are left
+        out of an incremental pull (see ``change_events``: the worker's own writes)."""
+        if skip_modifier is not None:
+            return self._deals(since, skip_modifier=_only_deals(stream, skip_modifier))
         builder: Callable[[str | None], StreamQuery | None] = getattr(self, f"_{stream}")
         return builder(since)
 
@@ -128,11 +138,14 @@ class StreamQueries:
         """The cursor of a pull since ``since`` (a stored cursor; None: everything)."""
         return IncrementalCursor(since, STAMPS, lookback=self.settings.lookback)
 
-    def _window(self, since: str | None) -> list[str]:
+    def _window(self, since: str | None, skip_modifier: str | None = None) -> list[str]:
         start = self.cursor_for(since).start
         if start is None:
             return []
-        return [f"{CURSOR_FIELD} >= {soql.datetime_literal(start)}"]
+        window = [f"{CURSOR_FIELD} >= {soql.datetime_literal(start)}"]
+        if skip_modifier is not None:
+            window.append(f"LastModifiedById != {soql.string_literal(skip_modifier)}")
+        return window
 
     _ORDER = (CURSOR_FIELD, "Id")
 
@@ -234,7 +247,22 @@ class StreamQueries:
         )
         return subqueries
 
-    def _deals(self, since: str | None, *, bulk: bool = False) -> StreamQuery:
+    def _deals(
+        self, since: str | None, *, bulk: bool = False, skip_modifier: str | None = None
+    ) -> StreamQuery:
+        query = self._deal_query(
+            self._window(since, skip_modifier), order_by=self._order(bulk), bulk=bulk
+        )
+        return dataclasses.replace(query, skip_modifier=skip_modifier)
+
+    def deals_by_id(self, ids: Sequence[str]) -> StreamQuery:
+        """The deals with these ids, deleted ones too, whatever their stamps (the ones others'
+        change events name)."""
+        return self._deal_query([f"Id IN {soql.in_list(ids)}"], order_by=("Id",), bulk=False)
+
+    def _deal_query(
+        self, where: Sequence[str], *, order_by: Sequence[str], bulk: bool
+    ) -> StreamQuery:
         fields = self.deal_fields()
         own = self.own_fields.get("opportunity", ())
         fields += [name for name in own if name not in fields]
@@ -242,8 +270,8 @@ class StreamQueries:
             "Opportunity",
             fields,
             subqueries=() if bulk else self.deal_subqueries(),
-            where=self._window(since),
-            order_by=self._order(bulk),
+            where=where,
+            order_by=order_by,
         )
         return StreamQuery(
             "deals",
@@ -254,7 +282,9 @@ class StreamQueries:
             volatile=(CURSOR_FIELD, self.mapping.last_modified),
         )
 
-    def bulk(self, stream: str, since: str | None) -> BulkQueries | None:
+    def bulk(
+        self, stream: str, since: str | None, *, skip_modifier: str | None = None
+    ) -> BulkQueries | None:
         """The stream's pull as Bulk API 2.0 takes it (None: a stream Bulk is not used for).
 
         Bulk queries take no parent-to-child subquery and no ORDER BY: the deals' stage and
@@ -262,20 +292,21 @@ class StreamQueries:
         to the deals by the worker (``bulk_pull``)."""
         if stream not in BULK_STREAMS:
             return None
-        rest = self.build(stream, since)
+        rest = self.build(stream, since, skip_modifier=skip_modifier)
         if rest is None:
             return None
         builder: Callable[..., StreamQuery | None] = getattr(self, f"_{stream}")
-        main = builder(since, bulk=True)
+        extra = {} if skip_modifier is None else {"skip_modifier": skip_modifier}
+        main = builder(since, bulk=True, **extra)
         assert main is not None
         children: list[ChildQuery] = []
         if stream == "deals":
-            children = self._deal_children(since)
+            children = self._deal_children(since, skip_modifier)
         return BulkQueries(rest, main.soql, tuple(children))
 
-    def _deal_children(self, since: str | None) -> list[ChildQuery]:
+    def _deal_children(self, since: str | None, skip_modifier: str | None) -> list[ChildQuery]:
         m = self.mapping
-        parent_window = [f"Opportunity.{clause}" for clause in self._window(since)]
+        parent_window = [f"Opportunity.{clause}" for clause in self._window(since, skip_modifier)]
         tracked = [m.close_date]
         children = []
         if m.stage == STANDARD_STAGE_FIELD:
@@ -496,3 +527,9 @@ def _records(result: Any) -> list[dict[str, Any]]:
             "Salesforce answered a query without a records list", code="UNEXPECTED_RESPONSE"
         )
     return [r for r in result["records"] if isinstance(r, dict)]
+
+
+def _only_deals(stream: str, skip_modifier: str) -> str:
+    if stream != "deals":
+        raise ValueError(f"only the deals are pulled without a modifier's records, not {stream}")
+    return skip_modifier

@@ -295,6 +295,24 @@ class LoginRoutes(OrgRoutes):
             raise ValueError(f"no active user has the username {username!r}")
         return self.refresh_tokens.issue(user_row)
 
+    def on_oauth_userinfo(self, request: Request, user_row: int) -> Response:
+        """``/services/oauth2/userinfo``: who the session's user is (OpenID Connect claims,
+        Salesforce's ``user_id`` and ``organization_id`` among them). Counted as an API call
+        here (the worker's budget counts it so too: the safe side)."""
+        details = self._user_info(user_row)
+        user_id = make_id("005", user_row)
+        body = {
+            "sub": f"https://login.salesforce.com/id/{ORG_ID}/{user_id}",
+            "user_id": user_id,
+            "organization_id": ORG_ID,
+            "preferred_username": details["Username"],
+            "name": details["Name"],
+            "email": details["Email"],
+            "active": True,
+            "user_type": "STANDARD",
+        }
+        return Response(json.dumps(body), status=200, mimetype="application/json")
+
     def on_oauth_revoke(self, request: Request) -> Response:
         """``/services/oauth2/revoke``: a refresh token (and the sessions it opened) or one
         access token; 400 ``invalid_token`` for anything else."""

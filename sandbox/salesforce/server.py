@@ -133,6 +133,7 @@ class SalesforceSandboxApp(
                 Rule("/services/Soap/u/<version>/<org>", endpoint="soap_login", methods=["POST"]),
                 Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
                 Rule("/services/oauth2/revoke", endpoint="oauth_revoke", methods=["GET", "POST"]),
+                Rule("/services/oauth2/userinfo", endpoint="oauth_userinfo", methods=["GET"]),
                 Rule("/services/data", endpoint="versions", methods=["GET"], strict_slashes=False),
                 Rule(
                     "/services/data/v<version>",
