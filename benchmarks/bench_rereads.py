@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from sandbox_process import SandboxProcess, sandbox_process
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.connectors.salesforce.deals_feed import ReplayCursor
 from crm_kpi_worker.connectors.salesforce.resources import format_stamp, parse_stamp
 from crm_kpi_worker.sync.config import AppConfig
 from crm_kpi_worker.sync.config_loader import load_config
@@ -89,7 +91,10 @@ def move_cursors(store_path: Path, by: dt.timedelta) -> None:
     with sqlite3.connect(store_path) as db:
         for source, stream, cursor in db.execute("SELECT source, stream, cursor FROM sync_cursors"):
             if cursor:
-                moved = format_stamp(parse_stamp(cursor) + by)
+                stored = ReplayCursor.decode(cursor)  # with change events: a replay beside
+                assert stored.inner is not None
+                inner = format_stamp(parse_stamp(stored.inner) + by)
+                moved = inner if stored.inner == cursor else replace(stored, inner=inner).encode()
                 db.execute(
                     "UPDATE sync_cursors SET cursor = ? WHERE source = ? AND stream = ?",
                     (moved, source, stream),

@@ -1,0 +1,130 @@
+"""The deals pull with change events, on fakes of its parts: which reads it makes and which
+cursors it stores (the end-to-end behaviour is in test_change_events.py, on the sandbox)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from crm_kpi_worker.connectors.base import Page
+from crm_kpi_worker.connectors.salesforce.change_events import ChangeBatch
+from crm_kpi_worker.connectors.salesforce.deals_feed import (
+    IDS_PER_QUERY,
+    DealsByEvents,
+    ReplayCursor,
+)
+
+START = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+ME = "005000000000001AAA"
+
+
+class FakeFeed:
+    def __init__(self, batch: ChangeBatch) -> None:
+        self.batch = batch
+        self.reads: list[tuple[bytes | None, dt.datetime | None]] = []
+
+    def read(self, replay: bytes | None, not_before: dt.datetime | None) -> ChangeBatch:
+        self.reads.append((replay, not_before))
+        return self.batch
+
+
+class Parts:
+    """The pull's parts, recording what was asked."""
+
+    def __init__(self, feed: FakeFeed | str, soql_ids: list[list[str]]) -> None:
+        self.feed = feed
+        self.soql_ids = soql_ids
+        self.pulls: list[tuple[str | None, str | None]] = []
+        self.by_ids: list[list[str]] = []
+
+    def pull(self, since: str | None, skip: str | None) -> Iterator[Page]:
+        self.pulls.append((since, skip))
+        for number, ids in enumerate(self.soql_ids, start=1):
+            yield Page("deals", [{"Id": i} for i in ids], f"2026-12-01T12:0{number}:00.000+0000")
+
+    def by_id(self, ids: Sequence[str]) -> Iterator[Page]:
+        self.by_ids.append(list(ids))
+        yield Page("deals", [{"Id": i} for i in ids], None, total=len(ids))
+
+    def deals(self) -> DealsByEvents:
+        return DealsByEvents(
+            source="sf",
+            feed=lambda: self.feed,  # type: ignore[arg-type,return-value]
+            pull=self.pull,
+            by_id=self.by_id,
+            window_start=lambda since: None if since is None else START,
+            me=lambda: ME,
+        )
+
+
+def cursors(pages: list[Page]) -> list[ReplayCursor]:
+    return [ReplayCursor.decode(page.cursor) for page in pages]
+
+
+def test_an_incremental_pull_skips_the_workers_writes_and_reads_by_id_what_events_name() -> None:
+    feed = FakeFeed(ChangeBatch(complete=True, record_ids={"a", "x", "y"}, replay=b"\x07", events=4))
+    parts = Parts(feed, [["a", "b"]])
+    stored = ReplayCursor("2026-12-01T11:00:00.000+0000", b"\x05").encode()
+    pages = list(parts.deals()(stored))
+    assert feed.reads == [(b"\x05", START)]
+    assert parts.pulls == [("2026-12-01T11:00:00.000+0000", ME)]  # the worker's writes left out
+    assert parts.by_ids == [["x", "y"]]  # what the events name and SOQL did not return
+    assert [[r["Id"] for r in p.records] for p in pages] == [["a", "b"], ["x", "y"], []]
+    # The replay position moves only with the last page, once everything else is saved.
+    assert cursors(pages) == [
+        ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x05"),
+        ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x05"),
+        ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x07"),
+    ]
+    assert pages[1].total is None
+
+
+def test_ids_are_read_three_hundred_a_query() -> None:
+    ids = {f"id{n:04d}" for n in range(IDS_PER_QUERY * 2 + 5)}
+    feed = FakeFeed(ChangeBatch(complete=True, record_ids=ids, replay=b"\x09", events=len(ids)))
+    parts = Parts(feed, [[]])
+    list(parts.deals()(ReplayCursor("2026-12-01T11:00:00.000+0000", None).encode()))
+    assert [len(chunk) for chunk in parts.by_ids] == [IDS_PER_QUERY, IDS_PER_QUERY, 5]
+    assert sorted(i for chunk in parts.by_ids for i in chunk) == sorted(ids)
+
+
+def test_events_not_read_completely_mean_the_plain_pull_and_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    feed = FakeFeed(ChangeBatch(complete=False, replay=b"\x02", reason="Pub/Sub API UNAVAILABLE"))
+    parts = Parts(feed, [["a"], ["b"]])
+    pages = list(parts.deals()(ReplayCursor("2026-12-01T11:00:00.000+0000", b"\x01").encode()))
+    assert parts.pulls == [("2026-12-01T11:00:00.000+0000", None)]  # every modified record
+    assert parts.by_ids == []
+    assert [c.replay for c in cursors(pages)] == [b"\x01", b"\x01", b"\x02"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "Pub/Sub API UNAVAILABLE" in warnings[0]
+
+
+def test_a_feed_that_cannot_be_made_is_said_and_the_pull_reads_everything(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parts = Parts("the worker's user could not be told: 403", [["a"]])
+    pages = list(parts.deals()(ReplayCursor("2026-12-01T11:00:00.000+0000", b"\x01").encode()))
+    assert parts.pulls == [("2026-12-01T11:00:00.000+0000", None)]
+    assert cursors(pages)[-1].replay == b"\x01"  # kept for the next run
+    assert "could not be told" in caplog.text
+
+
+def test_a_full_pull_reads_no_events_and_keeps_the_stored_replay() -> None:
+    feed = FakeFeed(ChangeBatch(complete=True))
+    parts = Parts(feed, [["a"], ["b"]])
+    pages = list(parts.deals()(None))
+    assert feed.reads == [] and parts.pulls == [(None, None)]
+    assert [c.inner for c in cursors(pages)][-1] == "2026-12-01T12:02:00.000+0000"
+    assert cursors(pages)[-1].replay is None
+
+
+def test_a_cursor_stored_before_change_events_were_on_is_read_as_the_pulls_own() -> None:
+    assert ReplayCursor.decode("2026-12-01T11:00:00.000+0000") == ReplayCursor(
+        "2026-12-01T11:00:00.000+0000", None
+    )
+    with pytest.raises(ValueError, match="unreadable change-event position"):
+        ReplayCursor.decode("events:not-base64!")
