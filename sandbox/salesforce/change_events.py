@@ -268,11 +268,10 @@ class ChangeEventLog:
         return self._events[0].position if self._events else self._next_position
 
     def replayable(self, position: int) -> bool:
-        """Whether a subscription can resume after ``position``: it was issued and the event
-        after it is still retained (0 means before the first event)."""
-        if position > self.latest_position or position < 0:
-            return False
-        return position + 1 >= self.earliest_retained()
+        """Whether a subscription can resume after ``position``: the event there was issued
+        and is still retained (an expired one is refused, as Salesforce refuses a replay id
+        outside the retention window)."""
+        return self.earliest_retained() <= position <= self.latest_position
 
     def events_after(self, position: int, limit: int) -> list[ChangeEvent]:
         """Up to ``limit`` retained events after ``position``, oldest first."""

@@ -110,10 +110,14 @@ class PubSubServer:
     def start(self) -> None:
         self._server.start()
 
-    def stop(self) -> None:
-        self._stopping = True
+    def wake(self) -> None:
+        """Wake every waiting subscription (it checks whether it goes on)."""
         with self.log.condition:
             self.log.condition.notify_all()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake()
         self._server.stop(grace=None).wait(timeout=10)
 
     # ---- what every call does first -----------------------------------------------------------
@@ -375,6 +379,7 @@ class _Servicer:
             if first is None:
                 return
             state = server.open(first, user_row)
+            context.add_callback(server.wake)  # a cancelled stream stops waiting at once
             reader = threading.Thread(
                 target=server.read_requests,
                 args=(request_iterator, state),
