@@ -105,7 +105,7 @@ class PubSubServer:
 
     @property
     def log(self) -> ChangeEventLog:
-        return self.app.org.change_events  # type: ignore[no-any-return]
+        return self.app.org.change_events
 
     def start(self) -> None:
         self._server.start()
