@@ -1,6 +1,8 @@
 """Fault injection for the sandbox CRMs: rate limits, server errors, slow answers, expired
 sessions, per-record write failures, and for asynchronous (Bulk API) jobs a failed job, a job
-that stays in progress, and a result download cut midway, on a schedule the caller controls.
+that stays in progress, and a result download cut midway, and a Pub/Sub API call refused with
+UNAVAILABLE (``pubsub_unavailable``: its path is ``/eventbus.v1.PubSub/<Method>``), on a
+schedule the caller controls.
 
 A rule matches requests by method and path (a regular expression searched in the path) and
 fires ``times`` times (``None``: forever), on every ``every``-th match, or with a probability
@@ -25,6 +27,7 @@ FaultKind = Literal[
     "job_failure",
     "slow_job",
     "cut_download",
+    "pubsub_unavailable",
 ]
 FAULT_KINDS: tuple[str, ...] = (
     "rate_limit",
@@ -36,6 +39,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "job_failure",
     "slow_job",
     "cut_download",
+    "pubsub_unavailable",
 )
 
 

@@ -19,6 +19,10 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 class SandboxTLS:
     ca_path: Path  # PEM of the CA clients must trust
     server_context: ssl.SSLContext
+    #: The server certificate's key and chain as PEM, for servers that do not take an
+    #: SSLContext (the Pub/Sub API's gRPC server).
+    server_key_pem: bytes = b""
+    server_chain_pem: bytes = b""
 
 
 def make_tls(directory: Path) -> SandboxTLS:
@@ -30,4 +34,9 @@ def make_tls(directory: Path) -> SandboxTLS:
     server_cert.configure_cert(context)
     ca_path = directory / "sandbox-ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
-    return SandboxTLS(ca_path=ca_path, server_context=context)
+    return SandboxTLS(
+        ca_path=ca_path,
+        server_context=context,
+        server_key_pem=server_cert.private_key_pem.bytes(),
+        server_chain_pem=b"".join(blob.bytes() for blob in server_cert.cert_chain_pems),
+    )

@@ -23,6 +23,7 @@ FAULT_ANSWERS = {
     "job_failure": "nothing (the portal has no asynchronous jobs)",
     "slow_job": "nothing (the portal has no asynchronous jobs)",
     "cut_download": "nothing (the portal has no asynchronous jobs)",
+    "pubsub_unavailable": "nothing (the portal has no Pub/Sub API)",
 }
 
 

@@ -22,6 +22,7 @@ FAULT_ANSWERS = {
     "job_failure": "the Bulk API 2.0 job it creates ends Failed with an errorMessage",
     "slow_job": "the Bulk API 2.0 job it creates stays InProgress for polls status polls",
     "cut_download": "a Bulk API 2.0 result download stops after cut_after bytes",
+    "pubsub_unavailable": "a Pub/Sub API call (/eventbus.v1.PubSub/<Method>) fails: UNAVAILABLE",
 }
 
 

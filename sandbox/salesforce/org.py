@@ -26,6 +26,12 @@ from crm_kpi_worker.sandbox.salesforce.access import UserAccess
 from crm_kpi_worker.sandbox.salesforce.catalog import (
     picklist_of,
 )
+from crm_kpi_worker.sandbox.salesforce.cdc_channels import CdcChannels
+from crm_kpi_worker.sandbox.salesforce.change_events import (
+    ChangeEventLog,
+    event_fields,
+    record_values,
+)
 from crm_kpi_worker.sandbox.salesforce.ids import make_id
 from crm_kpi_worker.sandbox.salesforce.permissions import (
     PERMISSION_OBJECTS,
@@ -51,6 +57,11 @@ from crm_kpi_worker.sandbox.salesforce.store import (
 )
 
 TRACKED_HISTORY_FIELDS = ("stagename", "amount", "probability", "closedate")
+#: The standard objects of the sandbox that Change Data Capture supports (custom objects all
+#: do; history, share and setup objects do not).
+CDC_STANDARD_OBJECTS = frozenset(
+    {"account", "contact", "lead", "opportunity", "user", "case", "campaign", "task", "event"}
+)
 _PERMISSION_TABLES = frozenset(name.lower() for name in PERMISSION_OBJECTS)
 _INSUFFICIENT_ACCESS = (
     "INSUFFICIENT_ACCESS_OR_READONLY",
@@ -102,12 +113,24 @@ class SandboxOrg:
         offset = max(0.0, (latest + 1000) / 1000 - clock())
         self.now_ms: Callable[[], int] = lambda: int((clock() + offset) * 1000)
         self.stage_by_name: dict[str, tuple[Any, ...]] = {}
+        # Change Data Capture: the selected entities (Tooling API) and the event bus.
+        self.cdc_channels = CdcChannels(self._change_event_entity)
+        self.change_events = ChangeEventLog(self.now_ms, self.cdc_channels.selected)
         seed_org(self)
 
     # ---- lookups ----------------------------------------------------------------------------
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name.lower())
+
+    def _change_event_entity(self, name: str) -> tuple[str, set[str]] | None:
+        """An entity's name and change-event fields, when it supports Change Data Capture."""
+        table = self.table(name)
+        if table is None or not (
+            table.sobject.custom or table.name.lower() in CDC_STANDARD_OBJECTS
+        ):
+            return None
+        return table.name, {d.name for d in event_fields(table)}
 
     def user_id(self, row: int) -> str:
         return make_id("005", row)
@@ -263,6 +286,8 @@ class SandboxOrg:
             if table.name.lower() in _PERMISSION_TABLES:
                 keep, planned = self._check_permission_write(table, row, planned)
             before = None if creating else self._tracked(table, row)  # type: ignore[arg-type]
+            captured = self.change_events.selected(table.name)
+            before_event = record_values(table, row) if captured and row is not None else None
             if creating:
                 row = table.append_rows(1).start
             assert row is not None
@@ -284,6 +309,14 @@ class SandboxOrg:
                 if not keep:  # a grant of nothing is deleted, as on Salesforce
                     table.removed.add(row)
                 self.permissions_changed()
+            if captured:
+                self.change_events.record_write(
+                    table,
+                    row,
+                    before_event,
+                    user_id=self.user_id(user_row),
+                    change_type="CREATE" if creating else "UPDATE",
+                )
             return WriteOutcome(row, table.id_of(row), creating)
 
     def _plan_fields(
@@ -487,6 +520,10 @@ class SandboxOrg:
             assert isinstance(deleted, BoolColumn)
             deleted.data[row] = True
             self._stamp(table, row, user_row, creating=False)
+            if self.change_events.selected(table.name):
+                self.change_events.record_delete(
+                    table, table.id_of(row), user_id=self.user_id(user_row)
+                )
             if hard:
                 table.removed.add(row)
             for rel in table.sobject.children.values():

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from crm_kpi_worker.sandbox.salesforce.metadata_api import (
     seed_layouts,
 )
 from crm_kpi_worker.sandbox.salesforce.org import SandboxOrg
+from crm_kpi_worker.sandbox.salesforce.pubsub_server import DEFAULT_KEEPALIVE_SECONDS, PubSubServer
 from crm_kpi_worker.sandbox.salesforce.queries import Cursor, QueryRoutes
 from crm_kpi_worker.sandbox.salesforce.records import RecordRoutes
 from crm_kpi_worker.sandbox.salesforce.routes import SalesforceError
@@ -77,6 +78,10 @@ LOGIN_HOSTS = ("login", "test")
 @dataclass
 class Stats(ServedStats):
     login_calls: int = 0
+    # The Pub/Sub API (gRPC): its calls do not count against the REST API's daily limit.
+    pubsub_calls: int = 0
+    pubsub_by_rpc: dict[str, int] = field(default_factory=dict)
+    pubsub_events_delivered: int = 0
 
 
 class SalesforceSandboxApp(
@@ -235,6 +240,17 @@ class SalesforceSandboxApp(
                     strict_slashes=False,
                 ),
                 Rule(
+                    "/services/data/v<version>/tooling/sobjects/<sobject>/<record_id>",
+                    endpoint="tooling_record",
+                    methods=["GET", "DELETE"],
+                ),
+                Rule(
+                    "/services/data/v<version>/tooling/query",
+                    endpoint="tooling_query",
+                    methods=["GET"],
+                    strict_slashes=False,
+                ),
+                Rule(
                     "/_sandbox/faults", endpoint="admin_faults", methods=["GET", "POST", "DELETE"]
                 ),
                 Rule("/_sandbox/stats", endpoint="admin_stats", methods=["GET"]),
@@ -249,7 +265,11 @@ class SalesforceSandboxApp(
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
-        with self.write_log.serving(environ):
+        # The request's record changes are one transaction of change events (CDC).
+        with (
+            self.write_log.serving(environ),
+            self.org.change_events.transaction(_change_origin(request)),
+        ):
             response = self.dispatch(request)
         return response(environ, start_response)
 
@@ -410,6 +430,25 @@ class SalesforceSandboxApp(
         return self._json(body)
 
 
+def _change_origin(request: Request) -> str:
+    """A change event's changeOrigin for a request: the API and its version, and the client
+    named in the ``Sforce-Call-Options`` header (``client=...``), as Salesforce fills it."""
+    parts = request.path.strip("/").split("/")
+    api = ""
+    if len(parts) > 2 and parts[:2] == ["services", "data"] and parts[2].startswith("v"):
+        api = f"com/salesforce/api/rest/{parts[2][1:]}"
+    elif len(parts) > 3 and parts[:2] == ["services", "Soap"]:
+        api = f"com/salesforce/api/soap/{parts[3]}"
+    if not api:
+        return ""
+    options = dict(
+        item.strip().partition("=")[::2]
+        for item in request.headers.get("Sforce-Call-Options", "").split(",")
+        if "=" in item
+    )
+    return f"{api};client={options['client']}" if options.get("client") else api
+
+
 # ---- the server -----------------------------------------------------------------------------
 
 
@@ -431,8 +470,11 @@ class SalesforceSandbox(LoopbackServer):
         clock: Callable[[], float] = time.time,
         enforce_field_security: bool = True,
         bulk_limits: BulkLimits | None = None,
+        pubsub_keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
     ) -> None:
-        """``enforce_field_security``: each session sees and writes only what its user's
+        """``pubsub_keepalive_seconds``: how long a Pub/Sub subscription waits without events
+        before an empty FetchResponse (Salesforce: 270; tests shorten it).
+        ``enforce_field_security``: each session sees and writes only what its user's
         profile and permission sets grant (object and field-level security), as on Salesforce;
         on by default (off only for tests of something else on fields nobody granted).
         ``bulk_limits``: the Bulk API allocations (Salesforce's by default)."""
@@ -451,6 +493,29 @@ class SalesforceSandbox(LoopbackServer):
         org = self.org
         self._bind(self.app, tls, host, port, lambda: org.now_ms() / 1000)
         self.app.base_url = self.url
+        # The Pub/Sub API: gRPC on its own loopback port, the same certificate and CA.
+        self.pubsub = PubSubServer(
+            self.app,
+            host=host,
+            key_pem=tls.server_key_pem,
+            chain_pem=tls.server_chain_pem,
+            keepalive_seconds=pubsub_keepalive_seconds,
+        )
+        self.pubsub.start()
+
+    @property
+    def pubsub_endpoint(self) -> str:
+        """The Pub/Sub API's ``host:port`` (gRPC over TLS; trust :attr:`ca_path`)."""
+        return self.pubsub.endpoint
+
+    @property
+    def integration_user_id(self) -> str:
+        """The Id of the user the sandbox's credentials log in as (the worker's user)."""
+        return self.org.user_id(self.org.admin_row)
+
+    def stop(self) -> None:
+        self.pubsub.stop()
+        super().stop()
 
     @property
     def stats(self) -> Stats:
@@ -505,6 +570,7 @@ class SalesforceSandbox(LoopbackServer):
             f" {self.url}/_sandbox/refresh-tokens, revoked at /services/oauth2/revoke"
         )
         yield f"  login_url for a config: {self.url}"
+        yield f"  Pub/Sub API (gRPC, TLS, same CA): {self.pubsub_endpoint}"
         data = self.org.data
         yield (
             f"  data: seed {data.seed}, reference date {data.reference_date}, "

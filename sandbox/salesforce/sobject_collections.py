@@ -188,6 +188,7 @@ class CollectionRoutes(OrgRoutes):
             if all_or_none and failed:
                 for action in reversed(undo):
                     action()
+                self.org.change_events.discard_transaction()  # nothing was committed
                 rolled_back = {
                     "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
                     "message": "Record rolled back because not all records were valid and"
