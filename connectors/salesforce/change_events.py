@@ -32,6 +32,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,16 +196,20 @@ class ChangeFeed:
         reader.start()
         batch = ChangeBatch(complete=True, replay=replay)
         cutoff = _millis(not_before) if not_before is not None else None
+        quiet_since = time.monotonic()
         try:
             while True:
+                wait = self.idle_seconds - (time.monotonic() - quiet_since)
                 try:
-                    answer = answers.get(timeout=self.idle_seconds)
+                    answer = answers.get(timeout=max(wait, 0.0))
                 except queue.Empty:
                     return batch  # quiet: everything stored so far was delivered
                 if isinstance(answer, _Refused):
                     raise answer
-                if answer is None:  # the server ended the stream
+                if answer is None or not answer.events:
+                    # The stream ended, or a keepalive: nothing more is pending.
                     return batch
+                quiet_since = time.monotonic()
                 for event in answer.events:
                     self._take(stub, event, cutoff, batch)
                     if not batch.complete:

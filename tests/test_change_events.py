@@ -1,0 +1,205 @@
+"""Change events (issue 11, point 6): with ``change_events`` on, the run after a write-back reads
+only what others changed, and a change someone makes between the worker's pull and its write of
+the same record is still read, by Id, from its change event. End to end on the sandbox
+Salesforce (its Pub/Sub API and Change Data Capture), through setup and the pipeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_pipeline import Clock, demo_config, setup_targets
+
+from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.connectors.salesforce.config import SalesforceBulk, SalesforceChangeEvents
+from crm_kpi_worker.connectors.salesforce.deals_feed import ReplayCursor
+from crm_kpi_worker.sandbox.faults import FaultRule
+from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+from crm_kpi_worker.sync.config import AppConfig
+from crm_kpi_worker.sync.pipeline import RunOptions, RunResult, run_once
+from crm_kpi_worker.sync.setup import set_up_source
+from crm_kpi_worker.sync.store import Store
+
+AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+ALICE = "alice.martin@sandbox.local"
+ROADS = {
+    "rest": SalesforceBulk(pull_above=None, write_above=None),
+    "bulk": SalesforceBulk(pull_above=50, write_above=50),
+}
+
+
+class Org:
+    def __init__(self, sandbox: SalesforceSandbox, config: AppConfig, clock: Clock) -> None:
+        self.sandbox = sandbox
+        self.config = config
+        self.clock = clock
+        self.source = config.sources[0]
+        self.store = Store.open(config.store.resolve_url())
+
+    def run(self, **options: Any) -> dict[str, Any]:
+        return report(self.run_result(**options))
+
+    def run_result(self, **options: Any) -> RunResult:
+        options.setdefault("as_of", AS_OF)
+        return run_once(self.config, self.store, RunOptions(**options))
+
+    def stored_amount(self, deal_id: str) -> float:
+        from stored_rows import stored_deals
+
+        deals = {d.id: d for d in stored_deals(self.store, self.source.name)}
+        return float(deals[deal_id].amount or 0)
+
+    def deals_cursor(self) -> ReplayCursor:
+        return ReplayCursor.decode(self.store.cursor(self.source.name, "deals"))
+
+
+def report(result: RunResult) -> dict[str, Any]:
+    (source,) = result.report()["sources"]
+    return source
+
+
+def with_change_events(config: AppConfig, sandbox: SalesforceSandbox, road: str) -> AppConfig:
+    events = SalesforceChangeEvents(endpoint=sandbox.pubsub_endpoint, idle_seconds=0.3)
+    source = config.sources[0].with_changes(change_events=events, bulk=ROADS[road])
+    return config.replace_source(source)
+
+
+@pytest.fixture(params=sorted(ROADS))
+def org(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Org]:
+    clock = Clock()
+    with SalesforceSandbox.start(
+        reference_date=dt.date(2026, 9, 30), clock=clock, pubsub_keepalive_seconds=0.2
+    ) as sandbox:
+        config = with_change_events(
+            demo_config(sandbox, tmp_path / "store.sqlite"), sandbox, request.param
+        )
+        setup_targets(config)
+        env = Org(sandbox, config, clock)
+        yield env
+        env.store.close()
+
+
+def test_setup_creates_the_filtered_channel_once(org: Org) -> None:
+    sf = org.sandbox.client()
+    members = sf.toolingexecute(
+        "query/?q=SELECT+Id,EventChannel,SelectedEntity,FilterExpression"
+        "+FROM+PlatformEventChannelMember"
+    )["records"]
+    me = org.sandbox.integration_user_id
+    assert [(m["EventChannel"], m["SelectedEntity"], m["FilterExpression"]) for m in members] == [
+        ("CrmKpiWorker__chn", "OpportunityChangeEvent", f"ChangeEventHeader.commitUser != '{me}'")
+    ]
+    said: list[str] = []
+    connector = build_connector(org.source, org.config.currency)
+    set_up_source(org.config, org.source, connector, dry_run=True, say=said.append)
+    assert not [line for line in said if "change event channel" in line]  # nothing differs
+
+
+def test_the_run_after_a_write_back_reads_only_what_others_changed(org: Org) -> None:
+    first = org.run()
+    written = {w["object"]: w["records_written"] for w in first["written"]}
+    assert written["Opportunity"] > 100
+    org.clock.advance(1)  # well inside the 5-minute lookback: every written deal's stamp is in it
+    after = org.run()
+    assert after["pulled"]["deals"] == 0, after["pulled"]  # none of the worker's writes re-read
+    assert after["written"] == []
+    # Someone else changes two deals: exactly those are read.
+    alice = org.sandbox.client_as(ALICE)
+    deal_ids = _two_deals(org)
+    for deal_id in deal_ids:
+        alice.Opportunity.update(deal_id, {"Amount": 4321})
+    org.clock.advance(1)
+    third = org.run()
+    assert third["pulled"]["deals"] == 2
+    assert all(org.stored_amount(deal_id) == 4321 for deal_id in deal_ids)
+
+
+def test_without_change_events_the_run_after_reads_the_workers_writes_again(
+    tmp_path: Path,
+) -> None:
+    """The same org and runs as above, change events off: the cost they save."""
+    clock = Clock()
+    with SalesforceSandbox.start(reference_date=dt.date(2026, 9, 30), clock=clock) as sandbox:
+        config = demo_config(sandbox, tmp_path / "store.sqlite")
+        config = config.replace_source(config.sources[0].with_changes(bulk=ROADS["rest"]))
+        setup_targets(config)
+        env = Org(sandbox, config, clock)
+        first = env.run()
+        clock.advance(1)
+        after = env.run()
+        env.store.close()
+    written = {w["object"]: w["records_written"] for w in first["written"]}
+    assert after["pulled"]["deals"] >= written["Opportunity"]
+
+
+def test_a_change_between_the_pull_and_the_write_is_read_from_its_event(org: Org) -> None:
+    org.run()
+    org.clock.advance(10)
+    org.run()
+    org.clock.advance(10)
+    deal_field = org.config.kpi_fields_for(org.source).deal.fields["close_date_slips"]  # type: ignore[union-attr]
+    memory = org.store.written(org.source.name, "Opportunity")
+    deal_id = next(key for (key, name) in memory if name == deal_field)
+    # The worker will write this deal in the next run (after Alice's edit), so it is last
+    # modified by the worker, with her change underneath.
+    org.store.record_written(org.source.name, "Opportunity", [(deal_id, deal_field, -1)])
+    alice = org.sandbox.client_as(ALICE)
+    edited: list[str] = []
+
+    def factory(source: Any, currency: Any) -> Any:
+        connector = build_connector(source, currency)
+        upsert, update = connector.upsert, connector.update
+
+        def edit_first(write: Any) -> Any:
+            def written(*args: Any) -> Any:
+                if not edited:  # Alice edits the deal once the pull is over, before the writes
+                    alice.Opportunity.update(deal_id, {"Amount": 98765})
+                    edited.append(deal_id)
+                return write(*args)
+
+            return written
+
+        connector.upsert, connector.update = edit_first(upsert), edit_first(update)
+        return connector
+
+    # A week later the scorecards move too: the run writes; Alice's edit lands between its
+    # pull and its writes, the worker's write over it hides it from SOQL.
+    later = RunOptions(as_of=AS_OF + dt.timedelta(days=7))
+    result = run_once(org.config, org.store, later, connector_factory=factory)
+    assert edited
+    written = {w["object"]: w["records_written"] for w in report(result)["written"]}
+    assert written["Opportunity"] >= 1
+    held = org.sandbox.client().query(
+        f"SELECT LastModifiedById FROM Opportunity WHERE Id = '{deal_id}'"
+    )["records"][0]
+    assert held["LastModifiedById"] == org.sandbox.integration_user_id
+    org.clock.advance(1)
+    after = org.run(as_of=AS_OF + dt.timedelta(days=7))
+    assert org.stored_amount(deal_id) == 98765
+    assert after["pulled"]["deals"] >= 1
+
+
+def test_the_feed_down_means_one_warning_and_every_modified_deal_read(
+    org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = org.run()
+    written = {w["object"]: w["records_written"] for w in first["written"]}
+    replay_before = org.deals_cursor().replay
+    org.sandbox.faults.add(FaultRule(kind="pubsub_unavailable", path="/eventbus.v1.PubSub/Subscribe"))
+    org.clock.advance(1)
+    with caplog.at_level(logging.WARNING):
+        after = org.run()
+    assert after["pulled"]["deals"] >= written["Opportunity"]  # as without change events
+    warnings = [r.getMessage() for r in caplog.records if "change events not read" in r.getMessage()]
+    assert len(warnings) == 1 and "UNAVAILABLE" in warnings[0]
+    assert org.deals_cursor().replay == replay_before  # nothing read: the position stays
+
+
+def _two_deals(org: Org) -> list[str]:
+    from stored_rows import stored_deals
+
+    return sorted(d.id for d in stored_deals(org.store, org.source.name))[:2]
