@@ -39,6 +39,7 @@ from sandbox_process import SandboxProcess, sandbox_process
 
 from crm_kpi_worker.config import path_of
 from crm_kpi_worker.connectors.registry import build_connector
+from crm_kpi_worker.connectors.salesforce.config import SalesforceChangeEvents
 from crm_kpi_worker.connectors.salesforce.deals_feed import ReplayCursor
 from crm_kpi_worker.connectors.salesforce.resources import format_stamp, parse_stamp
 from crm_kpi_worker.sync.config import AppConfig
@@ -51,9 +52,13 @@ AS_OF = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 WRITE_ROUTES = ("collections", "collections_typed", "collections_upsert", "record", "external")
 
 
-def config_for(url: str, ca: str, store: Path) -> AppConfig:
+def config_for(url: str, ca: str, store: Path, pubsub: str | None = None) -> AppConfig:
+    """The demo config against the sandbox; with ``pubsub`` (its Pub/Sub endpoint), change
+    events on."""
     config = load_config(path_of("demo-salesforce.yaml"))
     source = config.sources[0].with_changes(login_url=url, instance_url=url, ca_bundle=ca)
+    if pubsub is not None:
+        source = source.with_changes(change_events=SalesforceChangeEvents(endpoint=pubsub))
     store_settings = config.store.model_copy(update={"url": f"sqlite:///{store}"})
     return config.replace_source(source).model_copy(update={"store": store_settings})
 
@@ -141,6 +146,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, default=50_000)
     parser.add_argument("--kill-after-write-calls", type=int, default=60)
+    parser.add_argument(
+        "--change-events",
+        action="store_true",
+        help="read others' changes from Change Data Capture (the sandbox's Pub/Sub API)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("URL", "CA", "STORE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -151,7 +161,8 @@ def main() -> None:
         options = ("--deals", str(args.deals), "--workdir", str(work), "--api-limit", "10000000")
         with sandbox_process("salesforce", *options) as sandbox:
             store_path = work / "store.sqlite"
-            config = config_for(sandbox.url, sandbox.ca_path, store_path)
+            pubsub = sandbox.pubsub_endpoint if args.change_events else None
+            config = config_for(sandbox.url, sandbox.ca_path, store_path, pubsub)
             source = config.sources[0]
             set_up_source(
                 config,
@@ -164,12 +175,15 @@ def main() -> None:
             move_cursors(store_path, LOOKBACK)
             runs.append(one_run(config, store_path))
             kill = kill_during_writes(sandbox, work, args.kill_after_write_calls)
-    print_result(args.deals, runs, kill)
+    print_result(args.deals, runs, kill, args.change_events)
 
 
-def print_result(deals: int, runs: list[dict[str, Any]], kill: dict[str, Any]) -> None:
+def print_result(
+    deals: int, runs: list[dict[str, Any]], kill: dict[str, Any], change_events: bool
+) -> None:
     first, after, quiet, later = runs
-    print(f"re-reads and re-sends at {deals:,} opportunities (sandbox in its own process)")
+    events = "with change events" if change_events else "without change events"
+    print(f"re-reads and re-sends at {deals:,} opportunities, {events} (sandbox process)")
     header = f"{'wall s':>8}{'calls':>7}{'deals read':>12}{'normalized':>12}{'written':>9}"
     print(f"  {'run':<22}{header}")
     named = (

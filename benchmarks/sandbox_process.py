@@ -21,6 +21,7 @@ class SandboxProcess:
     url: str
     ca_path: str
     banner: str  # what it printed up to "ready in"
+    pubsub_endpoint: str | None = None  # the Salesforce sandbox's Pub/Sub API (host:port)
 
     def stats(self) -> dict[str, Any]:
         """What the sandbox served so far (its ``/_sandbox/stats``)."""
@@ -59,7 +60,10 @@ def sandbox_process(crm: str, *options: str) -> Iterator[SandboxProcess]:
         ca_path = re.search(r"ca_bundle\): (\S+)", banner)
         if url is None or ca_path is None:
             raise RuntimeError(f"the sandbox's banner names no URL or CA:\n{banner}")
-        yield SandboxProcess(process, url.group(1), ca_path.group(1), banner)
+        pubsub = re.search(r"Pub/Sub API \(gRPC, TLS, same CA\): (\S+)", banner)
+        yield SandboxProcess(
+            process, url.group(1), ca_path.group(1), banner, pubsub.group(1) if pubsub else None
+        )
     finally:
         process.terminate()
         process.wait(timeout=60)

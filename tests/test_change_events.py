@@ -189,12 +189,16 @@ def test_the_feed_down_means_one_warning_and_every_modified_deal_read(
     first = org.run()
     written = {w["object"]: w["records_written"] for w in first["written"]}
     replay_before = org.deals_cursor().replay
-    org.sandbox.faults.add(FaultRule(kind="pubsub_unavailable", path="/eventbus.v1.PubSub/Subscribe"))
+    org.sandbox.faults.add(
+        FaultRule(kind="pubsub_unavailable", path="/eventbus.v1.PubSub/Subscribe")
+    )
     org.clock.advance(1)
     with caplog.at_level(logging.WARNING):
         after = org.run()
     assert after["pulled"]["deals"] >= written["Opportunity"]  # as without change events
-    warnings = [r.getMessage() for r in caplog.records if "change events not read" in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if "change events not read" in r.getMessage()
+    ]
     assert len(warnings) == 1 and "UNAVAILABLE" in warnings[0]
     assert org.deals_cursor().replay == replay_before  # nothing read: the position stays
 
@@ -203,3 +207,51 @@ def _two_deals(org: Org) -> list[str]:
     from stored_rows import stored_deals
 
     return sorted(d.id for d in stored_deals(org.store, org.source.name))[:2]
+
+
+def test_on_the_bulk_road_the_query_jobs_leave_out_the_workers_writes(tmp_path: Path) -> None:
+    """Many deals changed by others (more than ``bulk.pull_above``) right after a write-back:
+    the Bulk jobs (deals and their histories) return exactly those, none of the worker's."""
+    clock = Clock()
+    with SalesforceSandbox.start(
+        reference_date=dt.date(2026, 9, 30), clock=clock, pubsub_keepalive_seconds=0.2
+    ) as sandbox:
+        config = with_change_events(demo_config(sandbox, tmp_path / "s.sqlite"), sandbox, "bulk")
+        # Pages of 200: a pull of more than one page and 50 records goes by Bulk.
+        config = config.replace_source(config.sources[0].with_changes(page_size=200))
+        setup_targets(config)
+        org = Org(sandbox, config, clock)
+        org.run()
+        clock.advance(1)
+        changed = _deals(org)[:250]
+        assert len(changed) == 250
+        alice = sandbox.client_as(ALICE)
+        for at in range(0, len(changed), 200):
+            alice.restful(
+                "composite/sobjects",
+                method="PATCH",
+                json={
+                    "allOrNone": True,
+                    "records": [
+                        {"attributes": {"type": "Opportunity"}, "id": i, "Amount": 777}
+                        for i in changed[at : at + 200]
+                    ],
+                },
+            )
+        clock.advance(1)
+        jobs_before = _bulk_query_jobs(sandbox)
+        after = org.run()
+        assert _bulk_query_jobs(sandbox) > jobs_before  # the pull took the Bulk road
+        assert after["pulled"]["deals"] == len(changed)
+        assert all(org.stored_amount(deal_id) == 777 for deal_id in changed)
+        org.store.close()
+
+
+def _bulk_query_jobs(sandbox: SalesforceSandbox) -> int:
+    return int(sandbox.app.stats.by_route.get("bulk_query_create", 0))
+
+
+def _deals(org: Org) -> list[str]:
+    from stored_rows import stored_deals
+
+    return sorted(d.id for d in stored_deals(org.store, org.source.name))

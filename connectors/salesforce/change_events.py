@@ -128,7 +128,7 @@ class ChangeFeed:
         session: FeedSession,
         *,
         ca_bundle: str | None = None,
-        idle_seconds: float = 2.0,
+        idle_seconds: float = 1.0,
         timeout: float = 120.0,
     ) -> None:
         self.endpoint = endpoint

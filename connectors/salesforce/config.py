@@ -315,7 +315,7 @@ class SalesforceChangeEvents(ConfigModel):
         "api.pubsub.salesforce.com:7443"
     )
     """The Pub/Sub API's host:port (TLS)."""
-    idle_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    idle_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     """The events are read until none has come for this long."""
 
 

@@ -6,9 +6,9 @@ the pull itself:
 - a full pull (no stored cursor) is the plain pull; its last page stores no replay position,
   so the next run reads the events from the earliest retained on (only those at or after its
   window's start matter);
-- an incremental pull reads the feed first; when it read completely, the SOQL pull leaves out
-  the deals the worker modified last and the deals the events name that it did not return
-  are read by Id (300 a query); otherwise the plain pull, with one warning;
+- an incremental pull reads the feed (in a thread) while SOQL reads the deals the worker did
+  not modify last; when the feed read completely, the deals the events name that SOQL did not
+  return are read by Id (300 a query); otherwise the plain pull follows, with one warning;
 - every page carries the stored replay position along; one last empty page moves it past the
   events read, once the pages they caused are saved. A run stopped midway reads the same
   events again and resumes its pull where it stopped.
@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from crm_kpi_worker.connectors.base import Page
@@ -103,24 +104,24 @@ class DealsByEvents:
         if start is None:  # a full pull: no events needed
             yield from self._carry(self.pull(position.inner, None), position.replay, None)
             return
-        batch = self._read(position.replay, start)
-        self.last = batch
-        if not batch.complete:
-            log.warning(
-                "source %s: change events not read completely (%s): reading every opportunity"
-                " modified since the last run, the worker's own writes too",
-                self.source,
-                batch.reason,
-            )
-            pages = self.pull(position.inner, None)
-            yield from self._carry(pages, position.replay, batch.replay or position.replay)
+        feed = self.feed()
+        if isinstance(feed, str):
+            yield from self._everything(position, ChangeBatch(complete=False, reason=feed))
             return
-        seen: set[str] = set()
-        last_cursor = position.inner
-        for page in self.pull(position.inner, self.me()):
-            seen.update(str(record.get("Id")) for record in page.records)
-            last_cursor = page.cursor if page.cursor is not None else last_cursor
-            yield _with_cursor(page, last_cursor, position.replay)
+        # The events are read while the SOQL read runs (their wait for quiet costs nothing).
+        with ThreadPoolExecutor(1, thread_name_prefix="change-feed") as pool:
+            reading = pool.submit(feed.read, position.replay, start)
+            seen: set[str] = set()
+            last_cursor = position.inner
+            for page in self.pull(position.inner, self.me()):
+                seen.update(str(record.get("Id")) for record in page.records)
+                last_cursor = page.cursor if page.cursor is not None else last_cursor
+                yield _with_cursor(page, last_cursor, position.replay)
+            batch = reading.result()
+        self.last = batch
+        if not batch.complete:  # what the SOQL read left out must be read after all
+            yield from self._everything(position, batch)
+            return
         missing = sorted(batch.record_ids - seen)
         for at in range(0, len(missing), IDS_PER_QUERY):
             for page in self.by_id(missing[at : at + IDS_PER_QUERY]):
@@ -137,11 +138,17 @@ class DealsByEvents:
             )
         yield Page("deals", [], ReplayCursor(last_cursor, batch.replay).encode())
 
-    def _read(self, replay: bytes | None, start: dt.datetime) -> ChangeBatch:
-        feed = self.feed()
-        if isinstance(feed, str):
-            return ChangeBatch(complete=False, reason=feed)
-        return feed.read(replay, start)
+    def _everything(self, position: ReplayCursor, batch: ChangeBatch) -> Iterator[Page]:
+        """The plain pull (every modified deal, the worker's own writes too), said once."""
+        self.last = batch
+        log.warning(
+            "source %s: change events not read completely (%s): reading every opportunity"
+            " modified since the last run, the worker's own writes too",
+            self.source,
+            batch.reason,
+        )
+        pages = self.pull(position.inner, None)
+        yield from self._carry(pages, position.replay, batch.replay or position.replay)
 
     @staticmethod
     def _carry(pages: Iterator[Page], replay: bytes | None, end: bytes | None) -> Iterator[Page]:
