@@ -350,7 +350,7 @@ class SalesforceConnector(WritesThroughTargets):
         )
 
     def _deals_by_id(self, ids: Sequence[str]) -> Iterator[Page]:
-        return QueryPager(self.client, self._fetch, self.queries.deals_by_id(ids))
+        return iter(QueryPager(self.client, self._fetch, self.queries.deals_by_id(ids)))
 
     def write_batch_size(self, count: int, configured: int) -> int:
         """A chunk of more than ``bulk.write_above`` records is one Bulk ingest job."""
