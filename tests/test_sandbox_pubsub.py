@@ -166,6 +166,27 @@ def test_a_collections_update_arrives_with_its_header_and_changed_fields(
     assert "Subscribe" not in stats.by_route  # not a REST API call
 
 
+def test_a_new_stage_lists_the_probability_and_forecast_category_it_sets(
+    sandbox: SalesforceSandbox,
+) -> None:
+    sf = sandbox.client()
+    _select_opportunity(sf)
+    client = Client(sandbox, sf.session_id)
+    requests, responses = client.subscribe(
+        M.FetchRequest(topic_name="/data/OpportunityChangeEvent", num_requested=5)
+    )
+    _opened(responses)
+    deal = _open_deal(sf)
+    sf.Opportunity.update(deal["Id"], {"StageName": "Closed Won"})
+    [event] = _events(responses, 1)
+    payload, names = client.decode(event)
+    changed = set(names_in_bitmap(payload["ChangeEventHeader"]["changedFields"], names))
+    assert {"StageName", "Probability", "ForecastCategoryName", "LastModifiedDate"} <= changed
+    assert payload["Probability"] == 100.0 and payload["ForecastCategoryName"] == "Closed"
+    assert "Amount" not in changed
+    requests.put(None)
+
+
 def test_a_bulk_ingest_update_is_a_change_event_too(sandbox: SalesforceSandbox) -> None:
     sf = sandbox.client()
     _select_opportunity(sf)

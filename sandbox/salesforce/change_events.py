@@ -69,12 +69,19 @@ def event_fields(table: Table) -> list[FieldDef]:
     ]
 
 
-def record_values(table: Table, row: int) -> dict[str, Any]:
+#: The fields every update sets besides the written ones (``SystemModstamp`` is not in events).
+UPDATE_STAMPS = frozenset({"lastmodifieddate", "lastmodifiedbyid"})
+
+
+def record_values(table: Table, row: int, only: frozenset[str] | None = None) -> dict[str, Any]:
     """A record's change-event values by field name: dates and datetimes as epoch
-    milliseconds (as the Pub/Sub API sends them), null as None."""
+    milliseconds (as the Pub/Sub API sends them), null as None; ``only``: just these fields
+    (lower-case names), e.g. those an update writes."""
     rows = np.array([row])
     values: dict[str, Any] = {}
     for definition in event_fields(table):
+        if only is not None and definition.name.lower() not in only:
+            continue
         column = table.columns[definition.name.lower()]
         value = column.to_json(rows)[0]
         if value is not None and isinstance(column, DateColumn):
@@ -180,10 +187,11 @@ class ChangeEventLog:
         *,
         user_id: str,
         change_type: str,
+        only: frozenset[str] | None = None,
     ) -> None:
         """A committed write of ``row``: ``before`` its values before an update (None for a
-        create or an undelete)."""
-        after = record_values(table, row)
+        create or an undelete), of the fields ``only`` names when given (an update's)."""
+        after = record_values(table, row, only)
         if change_type == "UPDATE":
             assert before is not None
             changed = [name for name, value in after.items() if before.get(name) != value]
