@@ -83,11 +83,12 @@ def record_values(table: Table, row: int, only: frozenset[str] | None = None) ->
         if only is not None and definition.name.lower() not in only:
             continue
         column = table.columns[definition.name.lower()]
-        value = column.to_json(rows)[0]
-        if value is not None and isinstance(column, DateColumn):
-            value = int(column.data[row]) * _DAY_MS
-        elif value is not None and isinstance(column, DateTimeColumn):
-            value = int(column.data[row])
+        if isinstance(column, DateColumn | DateTimeColumn):  # the stored number, not text
+            raw = column.data[row]
+            scale = _DAY_MS if isinstance(column, DateColumn) else 1
+            value = None if raw == column.null_value else int(raw) * scale
+        else:
+            value = column.to_json(rows)[0]
         values[definition.name] = value
     return values
 
