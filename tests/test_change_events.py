@@ -255,3 +255,23 @@ def _deals(org: Org) -> list[str]:
     from stored_rows import stored_deals
 
     return sorted(d.id for d in stored_deals(org.store, org.source.name))
+
+
+def test_a_channel_not_set_up_is_said_with_the_command_that_makes_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    with SalesforceSandbox.start(
+        reference_date=dt.date(2026, 9, 30), clock=clock, pubsub_keepalive_seconds=0.2
+    ) as sandbox:
+        plain = demo_config(sandbox, tmp_path / "s.sqlite")
+        setup_targets(plain)  # set up before change events were configured: no channel
+        config = with_change_events(plain, sandbox, "rest")
+        org = Org(sandbox, config, clock)
+        org.run()
+        clock.advance(1)
+        with caplog.at_level(logging.WARNING):
+            org.run()
+        org.store.close()
+    (warning,) = [r.getMessage() for r in caplog.records if "change events not" in r.getMessage()]
+    assert "NOT_FOUND" in warning and "`crm-kpi setup` creates the channel" in warning

@@ -291,6 +291,8 @@ def _refused(error: grpc.RpcError) -> _Refused:
     text = f"Pub/Sub API {name}: {details}"
     if error_code:
         text += f" ({error_code})"
+    if code == grpc.StatusCode.NOT_FOUND:
+        text += "; `crm-kpi setup` creates the channel"
     return _Refused(code, error_code, text)
 
 
