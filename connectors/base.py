@@ -253,6 +253,9 @@ class WritesThroughTargets:
     def write_calls(self, count: int, configured: int) -> int:
         return math.ceil(count / self.write_batch_size(count, configured)) if count > 0 else 0
 
+    def change_events(self) -> dict[str, Any]:
+        return {}
+
 
 class Connector(Protocol):
     """One CRM source."""
@@ -317,6 +320,13 @@ class Connector(Protocol):
     @property
     def api_calls(self) -> int:
         """API calls this connector has made (for the run report)."""
+        ...
+
+    def change_events(self) -> dict[str, Any]:
+        """What this run's pulls read from the CRM's change feed, for the run report:
+        ``events`` (others' change events read), ``read_by_id`` (records they named that the
+        query left out), ``complete`` (False: the pull read every modified record instead)
+        and ``reason``; empty when no change feed was read."""
         ...
 
     def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:

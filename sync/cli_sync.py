@@ -154,6 +154,14 @@ def _print_readback(source: Mapping[str, Any], run_id: Any, limit: int | None) -
     if any(unchanged.values()):
         counts = ", ".join(f"{k} {v:,}" for k, v in unchanged.items() if v)
         click.echo(f"    re-read with nothing changed but stamps or KPI fields: {counts}")
+    events = source.get("change_events") or {}
+    if events:
+        read = (
+            f"{events['read_by_id']:,} deals they name read by Id"
+            if events.get("complete")
+            else f"not read completely ({events.get('reason')}): every modified deal read"
+        )
+        click.echo(f"    change events by others: {events.get('events', 0):,}; {read}")
     if source.get("verified"):
         counts = ", ".join(f"{k} {v:,}" for k, v in source["verified"].items())
         click.echo(f"    verified (read back): {counts}")

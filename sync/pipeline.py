@@ -131,6 +131,8 @@ class SourceReport:
     budget: dict[str, Any] = field(default_factory=dict)
     #: Why the run stopped early (the API budget), None when it did not.
     stopped: str | None = None
+    #: What the pull read from the CRM's change feed (Connector.change_events; empty: none).
+    change_events: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self, *, brief: bool = False) -> dict[str, Any]:
         """The report; ``brief`` leaves out the per-record lists (checkpoints)."""
@@ -163,6 +165,7 @@ class SourceReport:
             "drift": self.drift,
             "budget": self.budget,
             "stopped": self.stopped,
+            "change_events": self.change_events,
         }
         if brief:
             report.pop("exclusions")
@@ -479,6 +482,7 @@ def _pull(
     report.exclusions = sorted(
         store.exclusions(source.name), key=lambda e: (e.record_type, e.reason, e.record_id)
     )
+    report.change_events = connector.change_events()
     report.seconds["pull"] = time.perf_counter() - started
 
 

@@ -115,6 +115,12 @@ def test_the_run_after_a_write_back_reads_only_what_others_changed(org: Org) -> 
     org.clock.advance(1)
     third = org.run()
     assert third["pulled"]["deals"] == 2
+    assert third["change_events"] == {
+        "events": 2,
+        "read_by_id": 0,  # both were Alice's last changes: the query returned them
+        "complete": True,
+        "reason": None,
+    }
     assert all(org.stored_amount(deal_id) == 4321 for deal_id in deal_ids)
 
 
@@ -181,6 +187,7 @@ def test_a_change_between_the_pull_and_the_write_is_read_from_its_event(org: Org
     after = org.run(as_of=AS_OF + dt.timedelta(days=7))
     assert org.stored_amount(deal_id) == 98765
     assert after["pulled"]["deals"] >= 1
+    assert after["change_events"]["read_by_id"] == 1  # the one the worker's write hid
 
 
 def test_the_feed_down_means_one_warning_and_every_modified_deal_read(
@@ -201,6 +208,8 @@ def test_the_feed_down_means_one_warning_and_every_modified_deal_read(
     ]
     assert len(warnings) == 1 and "UNAVAILABLE" in warnings[0]
     assert org.deals_cursor().replay == replay_before  # nothing read: the position stays
+    assert after["change_events"]["complete"] is False
+    assert "UNAVAILABLE" in after["change_events"]["reason"]
 
 
 def _two_deals(org: Org) -> list[str]:

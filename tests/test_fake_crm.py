@@ -170,6 +170,9 @@ class FakeConnector:
     def read_along(self, fields: Mapping[str, Sequence[str]]) -> None:
         pass  # the fake config writes no deal field: nothing to read along
 
+    def change_events(self) -> dict[str, Any]:
+        return {}  # no change feed
+
     def read_back(
         self, object: str, fields: Sequence[str], key_field: str | None = None
     ) -> Iterator[dict[str, dict[str, Any]]]:

@@ -349,6 +349,9 @@ class SalesforceConnector(WritesThroughTargets):
             idle_seconds=settings.idle_seconds,
         )
 
+    def change_events(self) -> dict[str, Any]:
+        return self.deals_by_events.report() if self.deals_by_events is not None else {}
+
     def _deals_by_id(self, ids: Sequence[str]) -> Iterator[Page]:
         return iter(QueryPager(self.client, self._fetch, self.queries.deals_by_id(ids)))
 

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from crm_kpi_worker.connectors.base import Page
 from crm_kpi_worker.connectors.salesforce.change_events import ChangeBatch, ChangeFeed
@@ -95,8 +96,20 @@ class DealsByEvents:
     by_id: Callable[[Sequence[str]], Iterator[Page]]
     window_start: Callable[[str | None], dt.datetime | None]
     me: Callable[[], str]
-    #: What the last pull read from the feed (the run report says it).
+    #: What the last pull read from the feed, and how many deals it read by Id.
     last: ChangeBatch | None = None
+    read_by_id: int = 0
+
+    def report(self) -> dict[str, Any]:
+        """The run report's ``change_events`` (empty: no incremental pull read the feed)."""
+        if self.last is None:
+            return {}
+        return {
+            "events": self.last.events,
+            "read_by_id": self.read_by_id,
+            "complete": self.last.complete,
+            "reason": self.last.reason,
+        }
 
     def __call__(self, stored: str | None) -> Iterator[Page]:
         position = ReplayCursor.decode(stored)
@@ -123,6 +136,7 @@ class DealsByEvents:
             yield from self._everything(position, batch)
             return
         missing = sorted(batch.record_ids - seen)
+        self.read_by_id = len(missing)
         for at in range(0, len(missing), IDS_PER_QUERY):
             for page in self.by_id(missing[at : at + IDS_PER_QUERY]):
                 yield dataclasses.replace(
