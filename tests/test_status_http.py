@@ -202,8 +202,10 @@ def test_metrics_follow_prometheus_conventions_and_parse() -> None:
     finished = dt.datetime(2026, 9, 30, 18, tzinfo=dt.UTC)
     drift = [{"object": "KPI_Scorecard__c", "records": 3, "repaired": 2, "keys": ["a", "b", "c"]}]
     budget = {"share": 0.5, "daily_limit": 15000, "org_used": 1200}
-    metrics.run_finished(_report(drift=drift, budget=budget), finished)
-    metrics.run_finished(_report(), finished)
+    events = {"events": 3, "read_by_id": 1, "complete": True, "reason": None}
+    metrics.run_finished(_report(drift=drift, budget=budget, change_events=events), finished)
+    down = {"events": 0, "read_by_id": 0, "complete": False, "reason": "UNAVAILABLE"}
+    metrics.run_finished(_report(change_events=down), finished)
     metrics.run_failed([SOURCE], "crm_unavailable")
     metrics.lock_wait(SOURCE)
     found = _samples(metrics)
@@ -218,6 +220,8 @@ def test_metrics_follow_prometheus_conventions_and_parse() -> None:
     assert values[("crm_kpi_records_failed_total", (("object", "Opportunity"), *s))] == 2
     assert values[("crm_kpi_drift_repaired_total", (("object", "KPI_Scorecard__c"), *s))] == 2
     assert values[("crm_kpi_api_calls_total", s)] == 32
+    assert values[("crm_kpi_change_events_total", s)] == 3
+    assert values[("crm_kpi_change_events_incomplete_total", s)] == 1
     assert values[("crm_kpi_crm_daily_calls_remaining", s)] == 13800
     assert values[("crm_kpi_budget_share_ratio", s)] == 0.5
     assert values[("crm_kpi_last_success_timestamp_seconds", s)] == finished.timestamp()
@@ -247,6 +251,7 @@ def test_metrics_leave_out_what_a_report_does_not_say_and_track_exclusions() -> 
     assert "crm_kpi_drift_repaired_total{" not in text
     assert "crm_kpi_crm_daily_calls_remaining{" not in text
     assert "crm_kpi_budget_share_ratio{" not in text
+    assert "crm_kpi_change_events_total{" not in text
     assert 'reason="unknown_stage"' not in text
     assert 'crm_kpi_records_excluded{reason="no_amount",source="sandbox"} 1.0' in text
 

@@ -95,6 +95,19 @@ class RunMetrics:
         self.api_calls = Counter(
             "crm_kpi_api_calls", "API calls the runs made to the CRM.", ["source"], registry=r
         )
+        self.change_events = Counter(
+            "crm_kpi_change_events",
+            "Others' change events the pulls read (Salesforce change_events).",
+            ["source"],
+            registry=r,
+        )
+        self.change_events_incomplete = Counter(
+            "crm_kpi_change_events_incomplete",
+            "Runs whose change events could not be read completely, so they read every"
+            " modified record (the run report's change_events says why).",
+            ["source"],
+            registry=r,
+        )
         self.daily_remaining = Gauge(
             "crm_kpi_crm_daily_calls_remaining",
             "The CRM's remaining daily API calls for the whole org or portal, as last seen.",
@@ -185,6 +198,11 @@ class RunMetrics:
                 )
         if _number(source.get("api_calls")):
             self.api_calls.labels(name).inc(source["api_calls"])
+        events = source.get("change_events") or {}
+        if events:
+            self.change_events.labels(name).inc(_number(events.get("events")) or 0)
+            if events.get("complete") is False:
+                self.change_events_incomplete.labels(name).inc()
         self._budget(name, source.get("budget") or {})
 
     def _budget(self, name: str, budget: Mapping[str, Any]) -> None:
