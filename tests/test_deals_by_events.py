@@ -17,6 +17,7 @@ from crm_kpi_worker.connectors.salesforce.deals_feed import (
 )
 
 START = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+FULL_STARTED = dt.datetime(2026, 12, 1, 9, 55, tzinfo=dt.UTC)
 ME = "005000000000001AAA"
 
 
@@ -56,6 +57,7 @@ class Parts:
             by_id=self.by_id,
             window_start=lambda since: None if since is None else START,
             me=lambda: ME,
+            started=lambda: FULL_STARTED,
         )
 
 
@@ -70,16 +72,13 @@ def test_an_incremental_pull_skips_the_workers_writes_and_reads_by_id_what_event
     parts = Parts(feed, [["a", "b"]])
     stored = ReplayCursor("2026-12-01T11:00:00.000+0000", b"\x05").encode()
     pages = list(parts.deals()(stored))
-    assert feed.reads == [(b"\x05", START)]
+    assert feed.reads == [(b"\x05", None)]  # every event after the stored position counts
     assert parts.pulls == [("2026-12-01T11:00:00.000+0000", ME)]  # the worker's writes left out
     assert parts.by_ids == [["x", "y"]]  # what the events name and SOQL did not return
     assert [[r["Id"] for r in p.records] for p in pages] == [["a", "b"], ["x", "y"], []]
-    # The replay position moves only with the last page, once everything else is saved.
-    assert cursors(pages) == [
-        ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x05"),
-        ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x05"),
-        ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x07"),
-    ]
+    # Cursor and replay move only with the last page, once everything else is saved.
+    assert [p.cursor for p in pages[:2]] == [stored, stored]
+    assert cursors(pages)[-1] == ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x07")
     assert pages[1].total is None
 
 
@@ -105,6 +104,11 @@ def test_events_not_read_completely_mean_the_plain_pull_and_one_warning(
     ]
     assert parts.by_ids == []
     assert [c.replay for c in cursors(pages)] == [b"\x01"] * 4 + [b"\x02"]
+    # The plain pull moves the pull's cursor as usual (it reads every modified deal).
+    assert [c.inner for c in cursors(pages)[2:4]] == [
+        "2026-12-01T12:01:00.000+0000",
+        "2026-12-01T12:02:00.000+0000",
+    ]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "Pub/Sub API UNAVAILABLE" in warnings[0]
 
@@ -119,13 +123,38 @@ def test_a_feed_that_cannot_be_made_is_said_and_the_pull_reads_everything(
     assert "could not be told" in caplog.text
 
 
-def test_a_full_pull_reads_no_events_and_keeps_the_stored_replay() -> None:
+def test_a_full_pull_reads_no_events_and_notes_when_it_started() -> None:
     feed = FakeFeed(ChangeBatch(complete=True))
     parts = Parts(feed, [["a"], ["b"]])
     pages = list(parts.deals()(None))
     assert feed.reads == [] and parts.pulls == [(None, None)]
-    assert [c.inner for c in cursors(pages)][-1] == "2026-12-01T12:02:00.000+0000"
-    assert cursors(pages)[-1].replay is None
+    found = cursors(pages)
+    assert [c.full for c in found] == [True, True, False]  # stopped midway: resumed as full
+    assert found[-1].inner == "2026-12-01T12:02:00.000+0000" and found[-1].replay is None
+    assert found[-1].cutoff == FULL_STARTED  # the next run's events count from then
+
+
+def test_a_full_pull_stopped_midway_is_resumed_without_the_filter() -> None:
+    feed = FakeFeed(ChangeBatch(complete=True, record_ids={"z"}))
+    parts = Parts(feed, [["c"]])
+    midway = ReplayCursor(
+        "2026-12-01T11:30:00.000+0000", None, full=True, events_from="2026-12-01T09:00:00+00:00"
+    )
+    pages = list(parts.deals()(midway.encode()))
+    assert feed.reads == [] and parts.by_ids == []
+    assert parts.pulls == [("2026-12-01T11:30:00.000+0000", None)]  # every record: the sweep
+    assert cursors(pages)[-1].events_from == "2026-12-01T09:00:00+00:00"  # the first start
+
+
+def test_after_a_full_pull_the_events_count_from_its_start() -> None:
+    feed = FakeFeed(ChangeBatch(complete=True, replay=b"\x03", events=1))
+    parts = Parts(feed, [[]])
+    after_full = ReplayCursor(
+        "2026-12-01T11:00:00.000+0000", None, events_from=FULL_STARTED.isoformat()
+    )
+    pages = list(parts.deals()(after_full.encode()))
+    assert feed.reads == [(None, FULL_STARTED)]
+    assert cursors(pages)[-1] == ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x03")
 
 
 def test_a_cursor_stored_before_change_events_were_on_is_read_as_the_pulls_own() -> None:

@@ -11,6 +11,7 @@ reused as the first ``currencies`` page, so a run spends no call twice.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -163,6 +164,7 @@ class SalesforceConnector(WritesThroughTargets):
                 by_id=self._deals_by_id,
                 window_start=lambda since: self.queries.cursor_for(since_of(since)).start,
                 me=lambda: self.identity()[0],
+                started=lambda: dt.datetime.now(dt.UTC) - self.settings.lookback,
             )
 
     # ---- Connector --------------------------------------------------------------------------

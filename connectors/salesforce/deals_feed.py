@@ -1,20 +1,25 @@
 """The deals pull with change events: others' changes, never the worker's own writes again.
 
 See :mod:`~crm_kpi_worker.connectors.salesforce.change_events` for why and for the feed. Here
-the pull itself:
+the pull itself, and what its cursor holds (the pull's own cursor, a stamp or a Bulk pull's
+position, with the replay position beside it: ``events:`` and base64 JSON):
 
-- a full pull (no stored cursor) is the plain pull; its last page stores no replay position,
-  so the next run reads the events from the earliest retained on (only those at or after its
-  window's start matter);
-- an incremental pull reads the feed (in a thread) while SOQL reads the deals the worker did
-  not modify last; when the feed read completely, the deals the events name that SOQL did not
-  return are read by Id (300 a query); otherwise the plain pull follows, with one warning;
-- every page carries the stored replay position along; one last empty page moves it past the
-  events read, once the pages they caused are saved. A run stopped midway reads the same
-  events again and resumes its pull where it stopped.
-
-The stream's cursor is the pull's own (a stamp, or a Bulk pull's position) with the replay
-position beside it: ``events:`` and base64 JSON.
+- a full pull is the plain pull. Its pages are marked ``full``, so a run stopped midway
+  resumes it as a plain pull (never with the filter below: the sweep that ends a full pull
+  would drop the records the filter left out). It keeps the replay position it found (none
+  after ``--full``) and notes when it started (``events_from``, minus the lookback).
+- an incremental pull reads the feed (in a thread: its wait for quiet costs nothing) while
+  SOQL reads the deals the worker did not modify last; when the feed read completely, the deals
+  the events name that SOQL did not return are read by Id (300 a query); otherwise the plain
+  pull follows, with one warning. Events after a stored replay position all count; without
+  one (after a full pull), the events from the earliest retained on count from
+  ``events_from`` (all of them when it is unknown).
+- the pages of that incremental pull store the cursor it started from: only its last page,
+  empty, moves the pull's cursor and the replay position on, once everything they caused is
+  saved. A run stopped midway reads the same deals and events again; moving the pull's cursor
+  earlier could let a later run that cannot read the events skip a change the worker's write
+  hid. The plain pull's pages move the pull's cursor as usual, the replay position only at
+  its end.
 """
 
 from __future__ import annotations
@@ -50,12 +55,19 @@ class ReplayCursor:
 
     inner: str | None
     replay: bytes | None
+    #: A full pull in progress (resumed as one).
+    full: bool = False
+    #: From when events count when there is no replay position (ISO instant; see the module).
+    events_from: str | None = None
 
     def encode(self) -> str:
-        text = json.dumps(
-            {"cursor": self.inner, "replay": self.replay.hex() if self.replay else None},
-            separators=(",", ":"),
-        )
+        values = {
+            "cursor": self.inner,
+            "replay": self.replay.hex() if self.replay else None,
+            "full": self.full,
+            "events_from": self.events_from,
+        }
+        text = json.dumps(values, separators=(",", ":"))
         return EVENTS_PREFIX + base64.urlsafe_b64encode(text.encode()).decode()
 
     @classmethod
@@ -66,15 +78,26 @@ class ReplayCursor:
         try:
             values = json.loads(base64.urlsafe_b64decode(cursor[len(EVENTS_PREFIX) :]))
             inner, replay = values["cursor"], values["replay"]
-            if not (inner is None or isinstance(inner, str)) or not (
-                replay is None or isinstance(replay, str)
-            ):
-                raise ValueError("cursor and replay must be text")
-            return cls(inner, bytes.fromhex(replay) if replay else None)
+            full, events_from = values.get("full", False), values.get("events_from")
+            texts = (inner, replay, events_from)
+            if not all(v is None or isinstance(v, str) for v in texts):
+                raise ValueError("cursor, replay and events_from must be text")
+            if not isinstance(full, bool):
+                raise ValueError("full must be true or false")
+            if events_from is not None:
+                dt.datetime.fromisoformat(events_from)
+            return cls(inner, bytes.fromhex(replay) if replay else None, full, events_from)
         except (ValueError, KeyError, TypeError, binascii.Error) as error:
             raise ValueError(
                 f"unreadable change-event position in the stored cursor: {error}"
             ) from None
+
+    @property
+    def cutoff(self) -> dt.datetime | None:
+        """From when events count: all after a replay position, else from ``events_from``."""
+        if self.replay is not None or self.events_from is None:
+            return None
+        return dt.datetime.fromisoformat(self.events_from)
 
 
 def inner_cursor(cursor: str | None) -> str | None:
@@ -88,7 +111,8 @@ class DealsByEvents:
 
     ``pull(cursor, skip_modifier)`` is the plain pull of the deals from a stored cursor;
     ``by_id(ids)`` the pages of one by-Id query; ``window_start(cursor)`` where an
-    incremental pull from that cursor starts; ``me()`` the worker's user id."""
+    incremental pull from that cursor starts (None: a full pull); ``me()`` the worker's user
+    id; ``started()`` the ``events_from`` of a full pull starting now."""
 
     source: str
     feed: Callable[[], ChangeFeed | str]
@@ -96,6 +120,8 @@ class DealsByEvents:
     by_id: Callable[[Sequence[str]], Iterator[Page]]
     window_start: Callable[[str | None], dt.datetime | None]
     me: Callable[[], str]
+    #: When a full pull starting now began, less the lookback (``events_from``).
+    started: Callable[[], dt.datetime]
     #: What the last pull read from the feed, and how many deals it read by Id.
     last: ChangeBatch | None = None
     read_by_id: int = 0
@@ -113,23 +139,21 @@ class DealsByEvents:
 
     def __call__(self, stored: str | None) -> Iterator[Page]:
         position = ReplayCursor.decode(stored)
-        start = self.window_start(position.inner)
-        if start is None:  # a full pull: no events needed
-            yield from self._carry(self.pull(position.inner, None), position.replay, None)
+        if position.full or self.window_start(position.inner) is None:
+            yield from self._full(position)
             return
         feed = self.feed()
         if isinstance(feed, str):
             yield from self._everything(position, ChangeBatch(complete=False, reason=feed))
             return
-        # The events are read while the SOQL read runs (their wait for quiet costs nothing).
         with ThreadPoolExecutor(1, thread_name_prefix="change-feed") as pool:
-            reading = pool.submit(feed.read, position.replay, start)
+            reading = pool.submit(feed.read, position.replay, position.cutoff)
             seen: set[str] = set()
             last_cursor = position.inner
             for page in self.pull(position.inner, self.me()):
                 seen.update(str(record.get("Id")) for record in page.records)
                 last_cursor = page.cursor if page.cursor is not None else last_cursor
-                yield _with_cursor(page, last_cursor, position.replay)
+                yield dataclasses.replace(page, cursor=stored)  # see the module doc
             batch = reading.result()
         self.last = batch
         if not batch.complete:  # what the SOQL read left out must be read after all
@@ -139,9 +163,7 @@ class DealsByEvents:
         self.read_by_id = len(missing)
         for at in range(0, len(missing), IDS_PER_QUERY):
             for page in self.by_id(missing[at : at + IDS_PER_QUERY]):
-                yield dataclasses.replace(
-                    _with_cursor(page, last_cursor, position.replay), total=None
-                )
+                yield dataclasses.replace(page, cursor=stored, total=None)
         if batch.events or missing:
             log.info(
                 "source %s: %d change events by others; %d opportunities they name that the"
@@ -150,7 +172,17 @@ class DealsByEvents:
                 batch.events,
                 len(missing),
             )
-        yield Page("deals", [], ReplayCursor(last_cursor, batch.replay).encode())
+        yield self._last_page(position, last_cursor, batch.replay)
+
+    def _full(self, position: ReplayCursor) -> Iterator[Page]:
+        """The plain full pull, or the rest of one a stopped run began."""
+        events_from = position.events_from or self.started().isoformat()
+        during = dataclasses.replace(position, full=True, events_from=events_from)
+        last_cursor = position.inner
+        for page in self.pull(position.inner, None):
+            last_cursor = page.cursor if page.cursor is not None else last_cursor
+            yield _with_cursor(page, dataclasses.replace(during, inner=last_cursor))
+        yield self._last_page(during, last_cursor, position.replay)
 
     def _everything(self, position: ReplayCursor, batch: ChangeBatch) -> Iterator[Page]:
         """The plain pull (every modified deal, the worker's own writes too), said once."""
@@ -161,18 +193,19 @@ class DealsByEvents:
             self.source,
             batch.reason,
         )
-        pages = self.pull(position.inner, None)
-        yield from self._carry(pages, position.replay, batch.replay or position.replay)
+        last_cursor = position.inner
+        for page in self.pull(position.inner, None):
+            last_cursor = page.cursor if page.cursor is not None else last_cursor
+            yield _with_cursor(page, dataclasses.replace(position, inner=last_cursor))
+        yield self._last_page(position, last_cursor, batch.replay or position.replay)
 
     @staticmethod
-    def _carry(pages: Iterator[Page], replay: bytes | None, end: bytes | None) -> Iterator[Page]:
-        """The plain pull's pages with ``replay`` beside their cursors, then ``end``."""
-        last_cursor = None
-        for page in pages:
-            last_cursor = page.cursor if page.cursor is not None else last_cursor
-            yield _with_cursor(page, last_cursor, replay)
-        yield Page("deals", [], ReplayCursor(last_cursor, end).encode())
+    def _last_page(position: ReplayCursor, inner: str | None, replay: bytes | None) -> Page:
+        """The empty page that moves the cursor and the replay position on."""
+        events_from = position.events_from if replay is None else None
+        cursor = ReplayCursor(inner, replay, full=False, events_from=events_from)
+        return Page("deals", [], cursor.encode())
 
 
-def _with_cursor(page: Page, inner: str | None, replay: bytes | None) -> Page:
-    return dataclasses.replace(page, cursor=ReplayCursor(inner, replay).encode())
+def _with_cursor(page: Page, cursor: ReplayCursor) -> Page:
+    return dataclasses.replace(page, cursor=cursor.encode())
