@@ -163,3 +163,29 @@ def test_a_cursor_stored_before_change_events_were_on_is_read_as_the_pulls_own()
     )
     with pytest.raises(ValueError, match="unreadable change-event position"):
         ReplayCursor.decode("events:not-base64!")
+
+
+def test_the_feed_takes_others_record_changes_and_steps_past_an_overflow() -> None:
+    from types import SimpleNamespace
+
+    from crm_kpi_worker.connectors.salesforce.change_events import ChangeFeed, FeedSession
+
+    session = FeedSession("00D!secret-token", "https://127.0.0.1:1", "00D000000000001")
+    feed = ChangeFeed("127.0.0.1:1", "/data/X__chn", "Opportunity", session)
+    headers = iter(
+        [
+            {"entityName": "Opportunity", "changeType": "UPDATE", "recordIds": ["006A"]},
+            {"entityName": "Account", "changeType": "UPDATE", "recordIds": ["001B"]},
+            {"entityName": "Opportunity", "changeType": "GAP_OVERFLOW", "recordIds": []},
+        ]
+    )
+    feed._decode = lambda stub, schema_id, payload: {"ChangeEventHeader": next(headers)}  # type: ignore[method-assign]
+    batch = ChangeBatch(complete=True)
+    for replay in (b"\x01", b"\x02", b"\x03"):
+        event = SimpleNamespace(replay_id=replay, event=SimpleNamespace(schema_id="s", payload=b""))
+        feed._take(None, event, None, batch)
+    assert batch.record_ids == {"006A"}  # another entity's event names nothing to read
+    assert batch.complete is False and "GAP_OVERFLOW" in (batch.reason or "")
+    assert batch.replay == b"\x03"  # past the overflow: this run's full read covers it
+    assert batch.events == 3
+    assert "secret-token" not in repr(session)  # the token never appears

@@ -207,13 +207,18 @@ class ChangeFeed:
                 if isinstance(answer, _Refused):
                     raise answer
                 if answer is None or not answer.events:
-                    # The stream ended, or a keepalive: nothing more is pending.
+                    # The stream ended, or a keepalive: nothing more is pending. A keepalive's
+                    # position is past the events the channel's filter held back.
+                    if answer is not None and answer.latest_replay_id:
+                        batch.replay = bytes(answer.latest_replay_id)
                     return batch
                 quiet_since = time.monotonic()
                 for event in answer.events:
                     self._take(stub, event, cutoff, batch)
                     if not batch.complete:
                         return batch
+                if answer.latest_replay_id:  # every event of this answer is taken
+                    batch.replay = bytes(answer.latest_replay_id)
                 if answer.pending_num_requested == 0:
                     requests.put(wire.FetchRequest(topic_name=self.topic, num_requested=BATCH))
         finally:
@@ -227,11 +232,13 @@ class ChangeFeed:
         batch.events += 1
         change = str(header.get("changeType") or "")
         ids = [str(i) for i in header.get("recordIds") or ()]
+        # Past this event either way: an overflow means this run reads every modified record,
+        # which covers it, so the next run does not stop on it again.
+        batch.replay = bytes(event.replay_id)
         if change.startswith("GAP_OVERFLOW") or any(i.endswith("*") for i in ids):
             batch.complete = False
             batch.reason = f"a {change or 'wildcard'} event names no records one by one"
             return
-        batch.replay = bytes(event.replay_id)
         if header.get("entityName") != self.entity or change not in _RECORD_CHANGES:
             return
         stamp = header.get("commitTimestamp")
