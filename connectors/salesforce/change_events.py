@@ -7,8 +7,8 @@ config.SalesforceChangeEvents`) an incremental pull of the deals is two reads in
 
 1. SOQL for the opportunities modified since the cursor whose last modifier is not the worker
    (``LastModifiedById != me``): whatever others changed after the worker's last write;
-2. by Id, the opportunities named by change events someone else committed since the window's
-   start that the first read did not return: others' changes the worker then wrote over
+2. by Id, the opportunities named by change events someone else committed after the stored
+   replay position that the first read did not return: others' changes the worker then wrote over
    (their last modifier is the worker now). The events come from a custom channel filtered on
    ``ChangeEventHeader.commitUser != me``, so the worker's own writes are never delivered.
 
@@ -99,8 +99,8 @@ class ChangeBatch:
 
     ``complete`` is False when the events since the stored position could not all be read
     (the pull must then read every modified record); ``reason`` says why. ``record_ids`` are
-    the opportunities others changed at or after the window's start; ``replay`` is the
-    position after the last event read (None: no event yet, keep the one stored)."""
+    the opportunities others changed (at or after ``not_before``, when given); ``replay`` is
+    the position after the last event read (None: no event yet, keep the one stored)."""
 
     complete: bool
     record_ids: set[str] = field(default_factory=set)
