@@ -284,3 +284,45 @@ def test_a_channel_not_set_up_is_said_with_the_command_that_makes_it(
         org.store.close()
     (warning,) = [r.getMessage() for r in caplog.records if "change events not" in r.getMessage()]
     assert "NOT_FOUND" in warning and "`crm-kpi setup` creates the channel" in warning
+
+
+def test_a_change_made_after_the_soql_read_while_the_events_are_read_is_read_by_id(
+    org: Org,
+) -> None:
+    """The feed is read beside the SOQL read: a deal SOQL returned and someone changed again
+    right after (its event arriving in the same read) is read again by Id, in the same run:
+    its replay position moves past that event, and a write of the worker's could hide it from
+    the next run's SOQL."""
+    org.run()
+    org.clock.advance(10)
+    deal_field = org.config.kpi_fields_for(org.source).deal.fields["close_date_slips"]  # type: ignore[union-attr]
+    memory = org.store.written(org.source.name, "Opportunity")
+    deal_id = next(key for (key, name) in memory if name == deal_field)
+    alice = org.sandbox.client_as(ALICE)
+    alice.Opportunity.update(deal_id, {"Amount": 1111})  # SOQL will return this one
+    org.clock.advance(1)
+    edited: list[str] = []
+    assert org.source.change_events is not None
+    slow_feed = org.source.change_events.model_copy(update={"idle_seconds": 3.0})
+    config = org.config.replace_source(org.source.with_changes(change_events=slow_feed))
+
+    def factory(source: Any, currency: Any) -> Any:
+        connector = build_connector(source, currency)
+        by_events = connector.deals_by_events
+        soql = by_events.pull
+
+        def pull(since: Any, skip: Any) -> Any:
+            yield from soql(since, skip)
+            if skip is not None and not edited:  # the SOQL read is over, the feed's is not
+                org.clock.advance(1)
+                alice.Opportunity.update(deal_id, {"Amount": 2222})
+                edited.append(deal_id)
+
+        by_events.pull = pull
+        return connector
+
+    result = run_once(config, org.store, RunOptions(as_of=AS_OF), connector_factory=factory)
+    assert edited
+    assert org.stored_amount(deal_id) == 2222  # read again by Id in this very run
+    events = report(result)["change_events"]
+    assert events["complete"] and events["read_by_id"] == 1

@@ -18,6 +18,13 @@ from crm_kpi_worker.connectors.salesforce.deals_feed import (
 
 START = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 FULL_STARTED = dt.datetime(2026, 12, 1, 9, 55, tzinfo=dt.UTC)
+
+
+def at(clock: str) -> int:
+    """Epoch ms of a time on 2026-12-01 (UTC)."""
+    return round(dt.datetime.fromisoformat(f"2026-12-01T{clock}+00:00").timestamp() * 1000)
+
+
 ME = "005000000000001AAA"
 
 
@@ -43,7 +50,8 @@ class Parts:
     def pull(self, since: str | None, skip: str | None) -> Iterator[Page]:
         self.pulls.append((since, skip))
         for number, ids in enumerate(self.soql_ids, start=1):
-            yield Page("deals", [{"Id": i} for i in ids], f"2026-12-01T12:0{number}:00.000+0000")
+            stamp = f"2026-12-01T12:0{number}:00.000+0000"
+            yield Page("deals", [{"Id": i, "SystemModstamp": stamp} for i in ids], stamp)
 
     def by_id(self, ids: Sequence[str]) -> Iterator[Page]:
         self.by_ids.append(list(ids))
@@ -66,16 +74,17 @@ def cursors(pages: list[Page]) -> list[ReplayCursor]:
 
 
 def test_an_incremental_pull_skips_the_workers_writes_and_reads_by_id_what_events_name() -> None:
-    feed = FakeFeed(
-        ChangeBatch(complete=True, record_ids={"a", "x", "y"}, replay=b"\x07", events=4)
-    )
+    # "a" was read by SOQL after its change (12:01 > 12:00:30): not read again; "b" changed
+    # again after SOQL read it (12:01:30): read by Id, with "x" and "y", which SOQL left out.
+    changed = {"a": at("12:00:30"), "b": at("12:01:30"), "x": at("11:59"), "y": at("12:00")}
+    feed = FakeFeed(ChangeBatch(complete=True, changed=changed, replay=b"\x07", events=4))
     parts = Parts(feed, [["a", "b"]])
     stored = ReplayCursor("2026-12-01T11:00:00.000+0000", b"\x05").encode()
     pages = list(parts.deals()(stored))
     assert feed.reads == [(b"\x05", None)]  # every event after the stored position counts
     assert parts.pulls == [("2026-12-01T11:00:00.000+0000", ME)]  # the worker's writes left out
-    assert parts.by_ids == [["x", "y"]]  # what the events name and SOQL did not return
-    assert [[r["Id"] for r in p.records] for p in pages] == [["a", "b"], ["x", "y"], []]
+    assert parts.by_ids == [["b", "x", "y"]]
+    assert [[r["Id"] for r in p.records] for p in pages] == [["a", "b"], ["b", "x", "y"], []]
     # Cursor and replay move only with the last page, once everything else is saved.
     assert [p.cursor for p in pages[:2]] == [stored, stored]
     assert cursors(pages)[-1] == ReplayCursor("2026-12-01T12:01:00.000+0000", b"\x07")
@@ -83,8 +92,8 @@ def test_an_incremental_pull_skips_the_workers_writes_and_reads_by_id_what_event
 
 
 def test_ids_are_read_three_hundred_a_query() -> None:
-    ids = {f"id{n:04d}" for n in range(IDS_PER_QUERY * 2 + 5)}
-    feed = FakeFeed(ChangeBatch(complete=True, record_ids=ids, replay=b"\x09", events=len(ids)))
+    ids = {f"id{n:04d}": at("11:00") for n in range(IDS_PER_QUERY * 2 + 5)}
+    feed = FakeFeed(ChangeBatch(complete=True, changed=ids, replay=b"\x09", events=len(ids)))
     parts = Parts(feed, [[]])
     list(parts.deals()(ReplayCursor("2026-12-01T11:00:00.000+0000", None).encode()))
     assert [len(chunk) for chunk in parts.by_ids] == [IDS_PER_QUERY, IDS_PER_QUERY, 5]
@@ -135,7 +144,7 @@ def test_a_full_pull_reads_no_events_and_notes_when_it_started() -> None:
 
 
 def test_a_full_pull_stopped_midway_is_resumed_without_the_filter() -> None:
-    feed = FakeFeed(ChangeBatch(complete=True, record_ids={"z"}))
+    feed = FakeFeed(ChangeBatch(complete=True, changed={"z": at("11:00")}))
     parts = Parts(feed, [["c"]])
     midway = ReplayCursor(
         "2026-12-01T11:30:00.000+0000", None, full=True, events_from="2026-12-01T09:00:00+00:00"
@@ -184,7 +193,7 @@ def test_the_feed_takes_others_record_changes_and_steps_past_an_overflow() -> No
     for replay in (b"\x01", b"\x02", b"\x03"):
         event = SimpleNamespace(replay_id=replay, event=SimpleNamespace(schema_id="s", payload=b""))
         feed._take(None, event, None, batch)
-    assert batch.record_ids == {"006A"}  # another entity's event names nothing to read
+    assert list(batch.changed) == ["006A"]  # another entity's event names nothing to read
     assert batch.complete is False and "GAP_OVERFLOW" in (batch.reason or "")
     assert batch.replay == b"\x03"  # past the overflow: this run's full read covers it
     assert batch.events == 3

@@ -98,12 +98,13 @@ class ChangeBatch:
     """What a read of the feed found.
 
     ``complete`` is False when the events since the stored position could not all be read
-    (the pull must then read every modified record); ``reason`` says why. ``record_ids`` are
-    the opportunities others changed (at or after ``not_before``, when given); ``replay`` is
-    the position after the last event read (None: no event yet, keep the one stored)."""
+    (the pull must then read every modified record); ``reason`` says why. ``changed``: the
+    opportunities others changed (at or after ``not_before``, when given), each with when its
+    latest change was made (epoch ms; see ``_take``); ``replay`` is the position after the
+    last event read (None: no event yet, keep the one stored)."""
 
     complete: bool
-    record_ids: set[str] = field(default_factory=set)
+    changed: dict[str, int] = field(default_factory=dict)
     replay: bytes | None = None
     events: int = 0
     reason: str | None = None
@@ -242,9 +243,16 @@ class ChangeFeed:
         if header.get("entityName") != self.entity or change not in _RECORD_CHANGES:
             return
         stamp = header.get("commitTimestamp")
-        if cutoff is not None and isinstance(stamp, int) and stamp < cutoff:
+        committed = stamp if isinstance(stamp, int) else 2**62  # unknown: the latest
+        if cutoff is not None and committed < cutoff:
             return  # before the window: the pull read the record after this change
-        batch.record_ids.update(ids)
+        # When the change was made: the stamp it gave the record (an update's or a create's
+        # LastModifiedDate; a record read with a SystemModstamp at least that holds it), else
+        # the commit, later than the record's stamp (so the record is read again).
+        modified = values.get("LastModifiedDate")
+        made = modified if isinstance(modified, int) else committed
+        for record_id in ids:
+            batch.changed[record_id] = max(made, batch.changed.get(record_id, 0))
 
     def _decode(self, stub: Any, schema_id: str, payload: bytes) -> Mapping[str, Any]:
         schema = self._schemas.get(schema_id)

@@ -37,6 +37,8 @@ from typing import Any
 
 from crm_kpi_worker.connectors.base import Page
 from crm_kpi_worker.connectors.salesforce.change_events import ChangeBatch, ChangeFeed
+from crm_kpi_worker.connectors.salesforce.settings import CURSOR_FIELD
+from crm_kpi_worker.connectors.stamps import parse_stamp, to_ms
 
 __all__ = ["EVENTS_PREFIX", "IDS_PER_QUERY", "DealsByEvents", "ReplayCursor"]
 
@@ -148,10 +150,10 @@ class DealsByEvents:
             return
         with ThreadPoolExecutor(1, thread_name_prefix="change-feed") as pool:
             reading = pool.submit(feed.read, position.replay, position.cutoff)
-            seen: set[str] = set()
+            seen: dict[str, int] = {}  # id -> its stamp as read (epoch ms)
             last_cursor = position.inner
             for page in self.pull(position.inner, self.me()):
-                seen.update(str(record.get("Id")) for record in page.records)
+                seen.update(_stamps(page.records))
                 last_cursor = page.cursor if page.cursor is not None else last_cursor
                 yield dataclasses.replace(page, cursor=stored)  # see the module doc
             batch = reading.result()
@@ -159,7 +161,11 @@ class DealsByEvents:
         if not batch.complete:  # what the SOQL read left out must be read after all
             yield from self._everything(position, batch)
             return
-        missing = sorted(batch.record_ids - seen)
+        # A deal the SOQL read returned counts as read only if its copy is as new as the
+        # change (its SystemModstamp at least the change's stamp: a row's stamp only grows,
+        # and a change holds the row from its stamp to its commit): the feed is read
+        # meanwhile, so a change may come after that read.
+        missing = sorted(i for i, at in batch.changed.items() if seen.get(i, -1) < at)
         self.read_by_id = len(missing)
         for at in range(0, len(missing), IDS_PER_QUERY):
             for page in self.by_id(missing[at : at + IDS_PER_QUERY]):
@@ -205,6 +211,17 @@ class DealsByEvents:
         events_from = position.events_from if replay is None else None
         cursor = ReplayCursor(inner, replay, full=False, events_from=events_from)
         return Page("deals", [], cursor.encode())
+
+
+def _stamps(records: Sequence[dict[str, Any]]) -> Iterator[tuple[str, int]]:
+    """(id, SystemModstamp in epoch ms) of a page's records (-1: no readable stamp)."""
+    for record in records:
+        stamp = record.get(CURSOR_FIELD)
+        try:
+            at = to_ms(parse_stamp(stamp)) if isinstance(stamp, str) else -1
+        except ValueError:
+            at = -1
+        yield str(record.get("Id")), at
 
 
 def _with_cursor(page: Page, cursor: ReplayCursor) -> Page:
