@@ -1,5 +1,6 @@
 """The deals pull with change events, on fakes of its parts: which reads it makes and which
-cursors it stores (the end-to-end behaviour is in test_change_events.py, on the sandbox)."""
+cursors it stores; and the feed's handling of events it cannot take (the end-to-end behaviour
+is in test_change_events.py, on the sandbox)."""
 
 from __future__ import annotations
 
@@ -198,3 +199,72 @@ def test_the_feed_takes_others_record_changes_and_steps_past_an_overflow() -> No
     assert batch.replay == b"\x03"  # past the overflow: this run's full read covers it
     assert batch.events == 3
     assert "secret-token" not in repr(session)  # the token never appears
+
+
+def test_an_event_that_cannot_be_decoded_is_said_and_never_raised() -> None:
+    from types import SimpleNamespace
+
+    from crm_kpi_worker.connectors.salesforce.change_events import ChangeFeed, FeedSession, _Refused
+
+    feed = ChangeFeed(
+        "127.0.0.1:1", "/data/X__chn", "Opportunity", FeedSession("t", "https://h", "o")
+    )
+    schema = '{"type": "record", "name": "E", "fields": [{"name": "Name", "type": "string"}]}'
+    stub = SimpleNamespace(GetSchema=lambda *a, **k: SimpleNamespace(schema_json=schema))
+    with pytest.raises(_Refused, match=r"an event of schema s1 could not be decoded \(EOFError"):
+        feed._decode(stub, "s1", b"")  # a payload cut short
+    broken = SimpleNamespace(GetSchema=lambda *a, **k: SimpleNamespace(schema_json="{"))
+    with pytest.raises(_Refused, match="the schema s2 could not be decoded"):
+        feed._decode(broken, "s2", b"")
+
+
+def test_the_feed_steps_past_an_event_it_cannot_decode() -> None:
+    """Read end to end against the sandbox's Pub/Sub API: an event whose payload is not what
+    its schema says makes the read incomplete (the run reads every modified deal), and the
+    position moves past it, so the next run does not stop on it again."""
+    from crm_kpi_worker.connectors.salesforce.change_events import ChangeFeed, FeedSession
+    from crm_kpi_worker.sandbox.salesforce.catalog import ORG_ID
+    from crm_kpi_worker.sandbox.salesforce.server import SalesforceSandbox
+
+    with SalesforceSandbox.start(deals=None, pubsub_keepalive_seconds=0.2) as sandbox:
+        sf = sandbox.client()
+        sf.toolingexecute(
+            "sobjects/PlatformEventChannelMember",
+            method="POST",
+            data={
+                "FullName": "ChangeEvents_OpportunityChangeEvent",
+                "Metadata": {
+                    "eventChannel": "ChangeEvents",
+                    "selectedEntity": "OpportunityChangeEvent",
+                },
+            },
+        )
+        deal = sf.query("SELECT Id FROM Opportunity LIMIT 1")["records"][0]["Id"]
+        sf.Opportunity.update(deal, {"Amount": 1.0})
+        session = FeedSession(sf.session_id, sandbox.url, ORG_ID)
+        feed = ChangeFeed(
+            sandbox.pubsub_endpoint,
+            "/data/OpportunityChangeEvent",
+            "Opportunity",
+            session,
+            ca_bundle=str(sandbox.ca_path),
+            idle_seconds=0.5,
+        )
+        good = feed.read(None, None)
+        assert good.complete and list(good.changed) == [deal] and good.replay
+        sf.Opportunity.update(deal, {"Amount": 2.0})
+        # The schema the client holds no longer fits the payloads: every event is unreadable.
+        feed._schemas = {
+            key: {
+                "type": "record",
+                "name": "X",
+                "fields": [
+                    {"name": "Huge", "type": {"type": "fixed", "name": "F", "size": 1 << 20}}
+                ],
+            }
+            for key in feed._schemas
+        }
+        bad = feed.read(good.replay, None)
+        assert not bad.complete and "could not be decoded" in (bad.reason or "")
+        assert bad.replay is not None and bad.replay > good.replay  # stepped past it
+        assert feed.read(bad.replay, None).complete  # the next read is not stopped by it

@@ -215,7 +215,14 @@ class ChangeFeed:
                     return batch
                 quiet_since = time.monotonic()
                 for event in answer.events:
-                    self._take(stub, event, cutoff, batch)
+                    try:
+                        self._take(stub, event, cutoff, batch)
+                    except _Refused as unreadable:
+                        if unreadable.code is not None:  # GetSchema refused: nothing is past
+                            raise
+                        # Past it, as past an overflow: this run reads every modified record.
+                        batch.replay = bytes(event.replay_id)
+                        batch.complete, batch.reason = False, unreadable.detail
                     if not batch.complete:
                         return batch
                 if answer.latest_replay_id:  # every event of this answer is taken
@@ -267,9 +274,15 @@ class ChangeFeed:
                 )
             except grpc.RpcError as error:
                 raise _refused(error) from None
-            schema = fastavro.parse_schema(json.loads(info.schema_json))
+            try:
+                schema = fastavro.parse_schema(json.loads(info.schema_json))
+            except Exception as error:  # any bad schema is said, never raised
+                raise _unreadable(f"the schema {schema_id}", error) from None
             self._schemas[schema_id] = schema
-        record = fastavro.schemaless_reader(io.BytesIO(payload), schema, None)
+        try:
+            record = fastavro.schemaless_reader(io.BytesIO(payload), schema, None)
+        except Exception as error:  # any bad payload is said, never raised
+            raise _unreadable(f"an event of schema {schema_id}", error) from None
         return record if isinstance(record, dict) else {}
 
 
@@ -309,6 +322,11 @@ def _refused(error: grpc.RpcError) -> _Refused:
     if code == grpc.StatusCode.NOT_FOUND:
         text += "; `crm-kpi setup` creates the channel"
     return _Refused(code, error_code, text)
+
+
+def _unreadable(what: str, error: Exception) -> _Refused:
+    """An answer of the feed that cannot be decoded: the run reads every modified record."""
+    return _Refused(None, None, f"{what} could not be decoded ({type(error).__name__}: {error})")
 
 
 def _millis(instant: dt.datetime) -> int:
