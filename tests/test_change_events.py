@@ -41,11 +41,8 @@ class Org:
         self.store = Store.open(config.store.resolve_url())
 
     def run(self, **options: Any) -> dict[str, Any]:
-        return report(self.run_result(**options))
-
-    def run_result(self, **options: Any) -> RunResult:
         options.setdefault("as_of", AS_OF)
-        return run_once(self.config, self.store, RunOptions(**options))
+        return report(run_once(self.config, self.store, RunOptions(**options)))
 
     def stored_amount(self, deal_id: str) -> float:
         from stored_rows import stored_deals
@@ -109,7 +106,7 @@ def test_the_run_after_a_write_back_reads_only_what_others_changed(org: Org) -> 
     assert after["written"] == []
     # Someone else changes two deals: exactly those are read.
     alice = org.sandbox.client_as(ALICE)
-    deal_ids = _two_deals(org)
+    deal_ids = _deals(org)[:2]
     for deal_id in deal_ids:
         alice.Opportunity.update(deal_id, {"Amount": 4321})
     org.clock.advance(1)
@@ -210,12 +207,6 @@ def test_the_feed_down_means_one_warning_and_every_modified_deal_read(
     assert org.deals_cursor().replay == replay_before  # nothing read: the position stays
     assert after["change_events"]["complete"] is False
     assert "UNAVAILABLE" in after["change_events"]["reason"]
-
-
-def _two_deals(org: Org) -> list[str]:
-    from stored_rows import stored_deals
-
-    return sorted(d.id for d in stored_deals(org.store, org.source.name))[:2]
 
 
 def test_on_the_bulk_road_the_query_jobs_leave_out_the_workers_writes(tmp_path: Path) -> None:

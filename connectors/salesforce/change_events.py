@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import logging
 import queue
 import threading
 import time
@@ -41,10 +40,9 @@ import fastavro
 import grpc
 
 from crm_kpi_worker.connectors.salesforce.pubsub_wire import MAX_NUM_REQUESTED, load_pubsub_wire
+from crm_kpi_worker.connectors.stamps import to_ms
 
 __all__ = ["ChangeBatch", "ChangeFeed", "FeedSession"]
-
-log = logging.getLogger(__name__)
 
 #: Events asked for in one FetchRequest (the most the Pub/Sub API takes).
 BATCH = MAX_NUM_REQUESTED
@@ -140,8 +138,6 @@ class ChangeFeed:
         self.timeout = timeout
         self._ca_bundle = ca_bundle
         self._schemas: dict[str, Any] = {}
-        #: Subscriptions and schema calls made (they do not use the REST request allowance).
-        self.calls = 0
 
     def read(self, replay: bytes | None, not_before: dt.datetime | None) -> ChangeBatch:
         """The records others changed at or after ``not_before`` (None: any time), from the
@@ -176,8 +172,8 @@ class ChangeFeed:
     def _read(
         self, channel: grpc.Channel, replay: bytes | None, not_before: dt.datetime | None
     ) -> ChangeBatch:
-        wire = load_pubsub_wire().messages
-        stub = load_pubsub_wire().stub_class(channel)
+        pubsub = load_pubsub_wire()
+        wire, stub = pubsub.messages, pubsub.stub_class(channel)
         requests: queue.Queue[Any] = queue.Queue()
         preset = wire.ReplayPreset.Value("CUSTOM" if replay is not None else "EARLIEST")
         requests.put(
@@ -188,7 +184,6 @@ class ChangeFeed:
                 num_requested=BATCH,
             )
         )
-        self.calls += 1
         call = stub.Subscribe(_until_none(requests), metadata=self.session.metadata())
         answers: queue.Queue[Any] = queue.Queue()
         reader = threading.Thread(
@@ -196,7 +191,7 @@ class ChangeFeed:
         )
         reader.start()
         batch = ChangeBatch(complete=True, replay=replay)
-        cutoff = _millis(not_before) if not_before is not None else None
+        cutoff = to_ms(not_before) if not_before is not None else None
         quiet_since = time.monotonic()
         try:
             while True:
@@ -264,11 +259,9 @@ class ChangeFeed:
     def _decode(self, stub: Any, schema_id: str, payload: bytes) -> Mapping[str, Any]:
         schema = self._schemas.get(schema_id)
         if schema is None:
-            wire = load_pubsub_wire().messages
-            self.calls += 1
             try:
                 info = stub.GetSchema(
-                    wire.SchemaRequest(schema_id=schema_id),
+                    load_pubsub_wire().messages.SchemaRequest(schema_id=schema_id),
                     metadata=self.session.metadata(),
                     timeout=self.timeout,
                 )
@@ -327,7 +320,3 @@ def _refused(error: grpc.RpcError) -> _Refused:
 def _unreadable(what: str, error: Exception) -> _Refused:
     """An answer of the feed that cannot be decoded: the run reads every modified record."""
     return _Refused(None, None, f"{what} could not be decoded ({type(error).__name__}: {error})")
-
-
-def _millis(instant: dt.datetime) -> int:
-    return int(instant.timestamp() * 1000)

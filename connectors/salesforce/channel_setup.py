@@ -17,6 +17,7 @@ from typing import Any
 
 from crm_kpi_worker.connectors.base import SetupChange
 from crm_kpi_worker.connectors.salesforce import soql
+from crm_kpi_worker.connectors.salesforce.writes import create_by_tooling
 
 __all__ = ["ENTITY", "ChannelPlanner", "commit_user_filter"]
 
@@ -105,14 +106,7 @@ class ChannelPlanner:
         return [r for r in records if isinstance(r, dict)]
 
     def _create(self, kind: str, full_name: str, metadata: dict[str, Any]) -> None:
-        self.fetch(
-            lambda: self.client.toolingexecute(
-                f"sobjects/{kind}",
-                method="POST",
-                data={"FullName": full_name, "Metadata": metadata},
-            )
-        )
-        log.info("created %s %s", kind, full_name)
+        create_by_tooling(self.client, self.fetch, kind, full_name, metadata)
 
     def _update(self, member_id: str, full_name: str, metadata: dict[str, Any]) -> None:
         self.fetch(

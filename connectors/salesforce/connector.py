@@ -178,21 +178,19 @@ class SalesforceConnector(WritesThroughTargets):
     def pull(self, stream: str, since: str | None) -> Iterator[Page]:
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}; streams: {', '.join(STREAMS)}")
-        stored = ReplayCursor.decode(since)  # a clear ValueError now, not a bad query later
+        # A stored cursor is a stamp, or the position of a Bulk pull that stopped midway, with
+        # the change feed's position beside it (deals, with change events): a clear ValueError
+        # now, not a bad query later.
+        stored = ReplayCursor.decode(since)
+        BulkPosition.decode(stored.inner)
         if stream == "deals" and self.deals_by_events is not None:
-            self._pull_parts(stored.inner)
             return self.deals_by_events(since)
         return self._pull(stream, stored.inner)
-
-    def _pull_parts(self, since: str | None) -> tuple[BulkPosition | None, str | None]:
-        """A stored cursor is a stamp, or the position of a Bulk pull that stopped midway
-        (a clear ValueError now, not a bad query later)."""
-        return BulkPosition.decode(since), since_of(since)
 
     def _pull(
         self, stream: str, since: str | None, skip_modifier: str | None = None
     ) -> Iterator[Page]:
-        position, stamp = self._pull_parts(since)
+        position, stamp = BulkPosition.decode(since), since_of(since)
         cursor = self.queries.cursor_for(stamp)
         query = self.queries.build(stream, stamp, skip_modifier=skip_modifier)
         if query is None:

@@ -30,7 +30,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -100,11 +100,6 @@ class ReplayCursor:
         if self.replay is not None or self.events_from is None:
             return None
         return dt.datetime.fromisoformat(self.events_from)
-
-
-def inner_cursor(cursor: str | None) -> str | None:
-    """The pull's own cursor in a stored one (which may carry a replay position)."""
-    return ReplayCursor.decode(cursor).inner
 
 
 @dataclass
@@ -184,10 +179,7 @@ class DealsByEvents:
         """The plain full pull, or the rest of one a stopped run began."""
         events_from = position.events_from or self.started().isoformat()
         during = dataclasses.replace(position, full=True, events_from=events_from)
-        last_cursor = position.inner
-        for page in self.pull(position.inner, None):
-            last_cursor = page.cursor if page.cursor is not None else last_cursor
-            yield _with_cursor(page, dataclasses.replace(during, inner=last_cursor))
+        last_cursor = yield from self._plain(during)
         yield self._last_page(during, last_cursor, position.replay)
 
     def _everything(self, position: ReplayCursor, batch: ChangeBatch) -> Iterator[Page]:
@@ -199,11 +191,18 @@ class DealsByEvents:
             self.source,
             batch.reason,
         )
+        last_cursor = yield from self._plain(position)
+        yield self._last_page(position, last_cursor, batch.replay or position.replay)
+
+    def _plain(self, position: ReplayCursor) -> Generator[Page, None, str | None]:
+        """The plain pull from ``position``, each page's cursor moved as usual with the rest
+        of ``position`` beside it; returns the pull's last cursor."""
         last_cursor = position.inner
         for page in self.pull(position.inner, None):
             last_cursor = page.cursor if page.cursor is not None else last_cursor
-            yield _with_cursor(page, dataclasses.replace(position, inner=last_cursor))
-        yield self._last_page(position, last_cursor, batch.replay or position.replay)
+            moved = dataclasses.replace(position, inner=last_cursor)
+            yield dataclasses.replace(page, cursor=moved.encode())
+        return last_cursor
 
     @staticmethod
     def _last_page(position: ReplayCursor, inner: str | None, replay: bytes | None) -> Page:
@@ -222,7 +221,3 @@ def _stamps(records: Sequence[dict[str, Any]]) -> Iterator[tuple[str, int]]:
         except ValueError:
             at = -1
         yield str(record.get("Id")), at
-
-
-def _with_cursor(page: Page, cursor: ReplayCursor) -> Page:
-    return dataclasses.replace(page, cursor=cursor.encode())

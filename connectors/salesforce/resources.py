@@ -129,8 +129,10 @@ class StreamQueries:
 
         ``skip_modifier``: a user id; the deals whose last modifier is that user are left
         out of an incremental pull (see ``change_events``: the worker's own writes)."""
+        if stream == "deals":
+            return self._deals(since, skip_modifier=skip_modifier)
         if skip_modifier is not None:
-            return self._deals(since, skip_modifier=_only_deals(stream, skip_modifier))
+            raise ValueError(f"only the deals leave out a modifier's records, not {stream}")
         builder: Callable[[str | None], StreamQuery | None] = getattr(self, f"_{stream}")
         return builder(since)
 
@@ -295,13 +297,13 @@ class StreamQueries:
         rest = self.build(stream, since, skip_modifier=skip_modifier)
         if rest is None:
             return None
-        builder: Callable[..., StreamQuery | None] = getattr(self, f"_{stream}")
-        extra = {} if skip_modifier is None else {"skip_modifier": skip_modifier}
-        main = builder(since, bulk=True, **extra)
-        assert main is not None
-        children: list[ChildQuery] = []
         if stream == "deals":
+            main: StreamQuery | None = self._deals(since, bulk=True, skip_modifier=skip_modifier)
             children = self._deal_children(since, skip_modifier)
+        else:
+            builder: Callable[..., StreamQuery | None] = getattr(self, f"_{stream}")
+            main, children = builder(since, bulk=True), []
+        assert main is not None
         return BulkQueries(rest, main.soql, tuple(children))
 
     def _deal_children(self, since: str | None, skip_modifier: str | None) -> list[ChildQuery]:
@@ -527,9 +529,3 @@ def _records(result: Any) -> list[dict[str, Any]]:
             "Salesforce answered a query without a records list", code="UNEXPECTED_RESPONSE"
         )
     return [r for r in result["records"] if isinstance(r, dict)]
-
-
-def _only_deals(stream: str, skip_modifier: str) -> str:
-    if stream != "deals":
-        raise ValueError(f"only the deals are pulled without a modifier's records, not {stream}")
-    return skip_modifier

@@ -40,7 +40,7 @@ from crm_kpi_worker.connectors.errors import (
 )
 from crm_kpi_worker.connectors.salesforce import soql
 
-__all__ = ["CollectionWriter", "TargetManager", "field_metadata", "json_value"]
+__all__ = ["CollectionWriter", "TargetManager", "create_by_tooling", "field_metadata", "json_value"]
 
 log = logging.getLogger(__name__)
 
@@ -253,17 +253,29 @@ class TargetManager:
                 self._fields.pop(new_field.object.lower(), None)
 
     def _tooling(self, kind: str, full_name: str, metadata: dict[str, Any]) -> None:
-        try:
-            self.fetch(
-                lambda: self.client.toolingexecute(
-                    f"sobjects/{kind}",
-                    method="POST",
-                    data={"FullName": full_name, "Metadata": metadata},
-                )
+        create_by_tooling(self.client, self.fetch, kind, full_name, metadata)
+
+
+def create_by_tooling(
+    client: Any,
+    fetch: Fetch,
+    kind: str,
+    full_name: str,
+    metadata: dict[str, Any],
+) -> None:
+    """Create a setup record through the Tooling API (``sobjects/<kind>`` with ``FullName`` and
+    ``Metadata``); one that already exists is said, not an error."""
+    try:
+        fetch(
+            lambda: client.toolingexecute(
+                f"sobjects/{kind}",
+                method="POST",
+                data={"FullName": full_name, "Metadata": metadata},
             )
-        except RequestRejected as error:
-            if error.code != "DUPLICATE_DEVELOPER_NAME":
-                raise
-            log.info("%s %s already exists", kind, full_name)
-            return
-        log.info("created %s %s", kind, full_name)
+        )
+    except RequestRejected as error:
+        if error.code != "DUPLICATE_DEVELOPER_NAME":
+            raise
+        log.info("%s %s already exists", kind, full_name)
+        return
+    log.info("created %s %s", kind, full_name)

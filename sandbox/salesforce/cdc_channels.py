@@ -25,6 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from crm_kpi_worker.sandbox.salesforce.change_events import ChangeEvent
+from crm_kpi_worker.sandbox.salesforce.soql import SoqlError, parse
+from crm_kpi_worker.sandbox.salesforce.soql_ast import (
+    And,
+    BoolLit,
+    Comparison,
+    Condition,
+    FieldRef,
+    NullLit,
+    NumberLit,
+    Or,
+    StringLit,
+)
 
 __all__ = ["STANDARD_CHANNEL", "CdcChannels", "ChannelError", "FilterExpression"]
 
@@ -55,118 +67,55 @@ class ChannelError(Exception):
 
 # ---- filter expressions -----------------------------------------------------------------------
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<op>!=|<>|=|\(|\))|(?P<num>-?\d+(?:\.\d+)?)"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
-)
-
-
-@dataclass(frozen=True)
-class _Comparison:
-    field: str
-    equal: bool
-    value: Any
-
-    def holds(self, event: ChangeEvent) -> bool:
-        same = event.value_of(self.field) == self.value
-        return same if self.equal else not same
-
-
-@dataclass(frozen=True)
-class _Junction:
-    is_and: bool
-    parts: tuple[Any, ...]
-
-    def holds(self, event: ChangeEvent) -> bool:
-        results = (part.holds(event) for part in self.parts)
-        return all(results) if self.is_and else any(results)
+#: What a filter expression may compare with (SOQL's own literals).
+_LITERALS = (StringLit, NumberLit, BoolLit, NullLit)
 
 
 class FilterExpression:
-    """A member's filter, parsed and checked against the entity's fields."""
+    """A member's filter: a SOQL condition (the sandbox's SOQL parser reads it) of ``=`` and
+    ``!=`` comparisons of header or record fields with literals, under AND and OR; checked
+    against the entity's fields."""
 
     def __init__(self, text: str, field_exists: Callable[[str], bool]) -> None:
         self.text = text
-        self._tokens = self._tokenize(text)
-        self._at = 0
         self._field_exists = field_exists
-        self._root = self._or()
-        if self._at != len(self._tokens):
-            raise self._error(f"unexpected '{self._tokens[self._at][1]}'")
+        try:
+            where = parse(f"SELECT Id FROM Event WHERE {text}").where  # noqa: S608 - parsed only
+        except SoqlError as error:
+            raise self._error(error.reason or str(error)) from None
+        assert where is not None
+        self._root = where
+        self._check(where)
 
     def accepts(self, event: ChangeEvent) -> bool:
-        return bool(self._root.holds(event))
+        return self._holds(self._root, event)
+
+    def _holds(self, condition: Condition, event: ChangeEvent) -> bool:
+        if isinstance(condition, And):
+            return all(self._holds(item, event) for item in condition.items)
+        if isinstance(condition, Or):
+            return any(self._holds(item, event) for item in condition.items)
+        assert isinstance(condition, Comparison) and isinstance(condition.left, FieldRef)
+        assert isinstance(condition.value, _LITERALS)
+        value = None if isinstance(condition.value, NullLit) else condition.value.value
+        same = event.value_of(".".join(condition.left.path)) == value
+        return same if condition.op == "=" else not same
+
+    def _check(self, condition: Condition) -> None:
+        if isinstance(condition, And | Or):
+            for item in condition.items:
+                self._check(item)
+            return
+        if not isinstance(condition, Comparison) or not isinstance(condition.left, FieldRef):
+            raise self._error("only comparisons of fields, AND and OR are supported")
+        if condition.op not in {"=", "!="}:
+            raise self._error(f"unsupported operator '{condition.op}'")
+        if not isinstance(condition.value, _LITERALS):
+            raise self._error("a field is compared with a literal")
+        self._check_field(".".join(condition.left.path))
 
     def _error(self, why: str) -> ChannelError:
         return ChannelError("FIELD_INTEGRITY_EXCEPTION", f"Invalid filter expression: {why}")
-
-    def _tokenize(self, text: str) -> list[tuple[str, str]]:
-        tokens: list[tuple[str, str]] = []
-        position = 0
-        while position < len(text):
-            if text[position:].strip() == "":
-                break
-            match = _TOKEN.match(text, position)
-            if match is None or match.end() == position:
-                raise self._error(f"unexpected character at {position}")
-            kind = match.lastgroup or ""
-            tokens.append((kind, match.group(kind)))
-            position = match.end()
-        return tokens
-
-    def _peek(self) -> tuple[str, str] | None:
-        return self._tokens[self._at] if self._at < len(self._tokens) else None
-
-    def _take(self) -> tuple[str, str]:
-        token = self._peek()
-        if token is None:
-            raise self._error("unexpected end")
-        self._at += 1
-        return token
-
-    def _keyword(self, word: str) -> bool:
-        token = self._peek()
-        if token is not None and token[0] == "word" and token[1].upper() == word:
-            self._at += 1
-            return True
-        return False
-
-    def _or(self) -> Any:
-        parts = [self._and()]
-        while self._keyword("OR"):
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else _Junction(False, tuple(parts))
-
-    def _and(self) -> Any:
-        parts = [self._atom()]
-        while self._keyword("AND"):
-            parts.append(self._atom())
-        return parts[0] if len(parts) == 1 else _Junction(True, tuple(parts))
-
-    def _atom(self) -> Any:
-        kind, text = self._take()
-        if (kind, text) == ("op", "("):
-            inner = self._or()
-            if self._take() != ("op", ")"):
-                raise self._error("missing ')'")
-            return inner
-        if kind != "word":
-            raise self._error(f"a field name was expected, not '{text}'")
-        self._check_field(text)
-        op_kind, op = self._take()
-        if op_kind != "op" or op not in {"=", "!=", "<>"}:
-            raise self._error(f"unsupported operator '{op}'")
-        return _Comparison(text, op == "=", self._literal())
-
-    def _literal(self) -> Any:
-        kind, text = self._take()
-        if kind == "str":
-            return re.sub(r"\\(.)", r"\1", text[1:-1])
-        if kind == "num":
-            return float(text) if "." in text else int(text)
-        if kind == "word" and text.lower() in {"true", "false", "null"}:
-            return {"true": True, "false": False, "null": None}[text.lower()]
-        raise self._error(f"a literal was expected, not '{text}'")
 
     def _check_field(self, name: str) -> None:
         head, dot, rest = name.partition(".")

@@ -290,14 +290,15 @@ class SandboxOrg:
                 keep, planned = self._check_permission_write(table, row, planned)
             before = None if creating else self._tracked(table, row)  # type: ignore[arg-type]
             captured = self.change_events.selected(table.name)
-            # An update's event compares only what it writes (and the stamps it sets): reading
-            # every field of the record twice made Bulk updates several times slower.
-            touched = UPDATE_STAMPS | {column.definition.name.lower() for column, _ in planned}
-            if table.name == "Opportunity":
-                touched |= _SET_WITH_STAGE  # a stage sets them (_track_opportunity)
-            before_event = (
-                record_values(table, row, touched) if captured and row is not None else None
-            )
+            touched: frozenset[str] | None = None  # an update's fields (its event compares them)
+            before_event = None
+            if captured and row is not None:
+                # Only what it writes, the stamps it sets and what a stage sets: reading every
+                # field of the record twice made Bulk updates several times slower.
+                written = {column.definition.name.lower() for column, _ in planned}
+                extra = _SET_WITH_STAGE if table.name == "Opportunity" else frozenset()
+                touched = UPDATE_STAMPS | written | extra
+                before_event = record_values(table, row, touched)
             if creating:
                 row = table.append_rows(1).start
             assert row is not None
@@ -326,7 +327,7 @@ class SandboxOrg:
                     before_event,
                     user_id=self.user_id(user_row),
                     change_type="CREATE" if creating else "UPDATE",
-                    only=None if creating else touched,
+                    only=touched,
                 )
             return WriteOutcome(row, table.id_of(row), creating)
 
